@@ -1,0 +1,324 @@
+"""The controller's side of the broker.
+
+One connection, three named tasks while connected:
+
+- ``reader``: host status (and Last Will), host events, and during a reconciliation
+  the broker's retained state;
+- ``publisher``: publishes, in commit order, what each committed change needs;
+- ``snapshotter``: refreshes network snapshots, coalesced (at most one per network per
+  ``snapshot_interval``; the first after a quiet spell goes at once).
+
+After every (re)connect the broker's retained state is reconciled with the store:
+missing or stale records republished, records the store no longer has cleared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import secrets
+import time
+from typing import Any
+
+import aiomqtt
+import structlog
+
+import proto
+from proto import topics
+from proto.broker import BrokerURL, client
+
+from .convergence import Tracker
+from .metrics import Metrics
+from .service import Controller, Outcome, Publish
+from .store import StoreError
+
+log = structlog.get_logger("plexus.controller.bus")
+
+FENCE = f"{topics.ROOT}/controller/fence"
+MAX_QUEUE = 100_000
+
+
+def _topic_kind(topic: str) -> str:
+    try:
+        return proto.topics.parse(topic).kind
+    except proto.BadTopic:
+        return "other"
+
+
+class Bus:
+    def __init__(
+        self,
+        controller: Controller,
+        broker: BrokerURL,
+        tracker: Tracker,
+        metrics: Metrics,
+        *,
+        snapshot_interval: float = 0.1,
+        identifier: str | None = None,
+    ) -> None:
+        self.controller = controller
+        self.broker = broker
+        self.tracker = tracker
+        self.metrics = metrics
+        self.snapshot_interval = snapshot_interval
+        self.identifier = identifier or f"plexus-controller-{secrets.token_hex(3)}"
+        self.connected = asyncio.Event()
+        self._queue: asyncio.Queue[Publish] = asyncio.Queue()
+        self._dirty: set[str] = set()
+        self._dirty_event = asyncio.Event()
+        self._last_snapshot: dict[str, float] = {}
+        self._retained: dict[str, bytes] | None = None
+        self._fence: tuple[str, asyncio.Event] | None = None
+        self._overflow = False
+
+    # -- called by the API -----------------------------------------------------------
+
+    def submit(self, outcome: Outcome[Any]) -> None:
+        """Queue what a committed change must publish (never blocks, never drops
+        silently: on overflow the next reconciliation republishes everything)."""
+        for pub in outcome.publish:
+            if self._queue.qsize() >= MAX_QUEUE:
+                self._overflow = True
+                log.warning("publish_queue_overflow", size=MAX_QUEUE)
+                break
+            self._queue.put_nowait(pub)
+        if outcome.dirty:
+            self._dirty |= outcome.dirty
+            self._dirty_event.set()
+
+    # -- connection loop -------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Stay connected until cancelled, with jittered exponential backoff."""
+        backoff = 0.2
+        while True:
+            try:
+                async with client(self.broker, self.identifier) as mqtt:
+                    backoff = 0.2
+                    await self._session(mqtt)
+            except aiomqtt.MqttError as e:
+                log.warning("broker_disconnected", broker=str(self.broker), error=str(e))
+            finally:
+                self.connected.clear()
+                self.metrics.broker_connected.set(0)
+            delay = random.uniform(0.5, 1.0) * backoff
+            backoff = min(backoff * 2, 10.0)
+            await asyncio.sleep(delay)
+
+    async def _session(self, mqtt: aiomqtt.Client) -> None:
+        log.info("broker_connected", broker=str(self.broker))
+        # what was queued while disconnected is superseded by the reconciliation
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._overflow = False
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._reader(mqtt), name="controller-reader")
+            await self._reconcile(mqtt)
+            self.connected.set()
+            self.metrics.broker_connected.set(1)
+            tg.create_task(self._publisher(mqtt), name="controller-publisher")
+            tg.create_task(self._snapshotter(), name="controller-snapshotter")
+
+    # -- reconciliation of retained state -------------------------------------------
+
+    async def _reconcile(self, mqtt: aiomqtt.Client) -> None:
+        start = time.monotonic()
+        self._retained = {}
+        nonce = secrets.token_hex(8)
+        fenced = asyncio.Event()
+        self._fence = (nonce, fenced)
+        await mqtt.subscribe(topics.ALL_HOST_STATUS, qos=1)
+        await mqtt.subscribe(topics.ALL_HOST_EVENTS, qos=0)
+        await mqtt.subscribe(FENCE, qos=1)
+        await mqtt.subscribe(topics.ALL_HOST_DESIRED, qos=1)
+        await mqtt.subscribe(topics.ALL_NETWORKS, qos=1)
+        # retained messages are queued by the broker at subscribe time, before the fence
+        await mqtt.publish(FENCE, nonce.encode(), qos=1)
+        try:
+            async with asyncio.timeout(30):
+                await fenced.wait()
+        except TimeoutError:
+            log.warning("reconcile_fence_timeout")
+        retained, self._retained, self._fence = self._retained, None, None
+        await mqtt.unsubscribe(topics.ALL_HOST_DESIRED)
+        await mqtt.unsubscribe(topics.ALL_NETWORKS)
+        plan = self.plan_reconcile(retained)
+        await self._publish_many(mqtt, plan)
+        self.metrics.reconciles.inc()
+        log.info(
+            "broker_reconciled",
+            retained=len(retained),
+            published=sum(1 for p in plan if p.payload),
+            cleared=sum(1 for p in plan if not p.payload),
+            duration_ms=round((time.monotonic() - start) * 1000, 1),
+        )
+
+    def plan_reconcile(self, retained: dict[str, bytes]) -> list[Publish]:
+        """What to publish so that the broker's retained state equals the store's."""
+        ctl = self.controller
+        state = ctl.state
+        out: list[Publish] = []
+        wanted: set[str] = set()
+        for host in sorted(state.hosts):
+            topic = topics.host_desired(host)
+            wanted.add(topic)
+            have = _generation(retained.get(topic), proto.HostDesired)
+            if have != state.hosts[host].desired_gen:
+                out.append(ctl.desired_publish(host))
+        for net_id in sorted(state.networks):
+            net = state.networks[net_id]
+            topic = topics.network(net_id)
+            wanted.add(topic)
+            if _generation(retained.get(topic), proto.NetworkSpec) != net.generation:
+                out.append(ctl.network_publish(net))
+            prefix = topics.network(net_id) + "/snapshot/"
+            shards = {t: p for t, p in retained.items() if t.startswith(prefix)}
+            ctl.shards[net_id] = len(shards) or 1
+            snaps = [_snapshot(p) for p in shards.values()]
+            fresh = (
+                bool(snaps)
+                and all(s is not None and s.generation == net.table_gen for s in snaps)
+                and all(s is not None and s.shards == len(snaps) for s in snaps)
+            )
+            publishes = ctl.snapshot(net_id)
+            wanted.update(p.topic for p in publishes if p.payload)
+            if not fresh:
+                out.extend(publishes)
+        planned = {p.topic for p in out}
+        for topic in sorted(retained):
+            if topic not in wanted and topic not in planned and retained[topic]:
+                out.append(Publish(topic, b"", True))
+        return out
+
+    # -- tasks -----------------------------------------------------------------------
+
+    async def _reader(self, mqtt: aiomqtt.Client) -> None:
+        async for msg in mqtt.messages:
+            try:
+                self._on_message(str(msg.topic), bytes(msg.payload or b""), bool(msg.retain))
+            except StoreError as e:
+                log.error("store_error", error=str(e))
+            except Exception:  # a daemon never dies of a message
+                log.exception("message_handler_failed", topic=str(msg.topic))
+
+    def _on_message(self, topic: str, payload: bytes, retain: bool) -> None:
+        if topic == FENCE:
+            if self._fence is not None and payload == self._fence[0].encode():
+                self._fence[1].set()
+            return
+        try:
+            parsed = topics.parse(topic)
+        except proto.BadTopic as e:
+            self._reject("bad_topic", topic, e)
+            return
+        if parsed.kind in ("host_desired", "network", "network_snapshot"):
+            if self._retained is not None and retain:
+                self._retained[topic] = payload
+            return
+        if not payload:
+            return  # a cleared retained message
+        if parsed.kind == "host_status":
+            try:
+                status = proto.decode(payload, proto.HostStatus)
+            except proto.WireError as e:
+                self._reject(e.code, topic, e)
+                return
+            if status.host != parsed.host:
+                self._reject("host_mismatch", topic, f"payload names host {status.host!r}")
+                return
+            self._on_status(status)
+        elif parsed.kind == "host_events":
+            try:
+                event = proto.decode(payload, proto.Event)
+            except proto.WireError as e:
+                self._reject(e.code, topic, e)
+                return
+            self.metrics.events.labels(event.level).inc()
+            log.info(
+                "host_event",
+                host=parsed.host,
+                event=event.event,
+                level=event.level,
+                detail=event.detail,
+            )
+
+    def _reject(self, reason: str, topic: str, why: object) -> None:
+        self.metrics.rejected.labels(reason).inc()
+        log.warning("message_rejected", topic=topic, reason=reason, detail=str(why))
+
+    def _on_status(self, status: proto.HostStatus) -> None:
+        was = self.controller.state.hosts.get(status.host)
+        outcome = self.controller.host_reported(status)
+        self.submit(outcome)
+        if was is None or was.state != status.state:
+            log.info(
+                "host_state",
+                host=status.host,
+                state=status.state,
+                vtep=status.vtep,
+                version=status.version,
+            )
+        self.tracker.notify()
+
+    async def _publisher(self, mqtt: aiomqtt.Client) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            if self._overflow:
+                self._overflow = False
+                batch = self.plan_reconcile({})
+            await self._publish_many(mqtt, batch)
+
+    async def _publish_many(self, mqtt: aiomqtt.Client, batch: list[Publish]) -> None:
+        # publishes start in list order (paho sends in call order); acks are awaited together
+        await asyncio.gather(*(self._publish(mqtt, p) for p in batch))
+
+    async def _publish(self, mqtt: aiomqtt.Client, pub: Publish) -> None:
+        kind = _topic_kind(pub.topic)
+        await mqtt.publish(pub.topic, pub.payload, qos=1, retain=pub.retain)
+        self.metrics.publishes.labels(kind).inc()
+        self.metrics.publish_bytes.labels(kind).inc(len(pub.payload))
+
+    async def _snapshotter(self) -> None:
+        while True:
+            await self._dirty_event.wait()
+            self._dirty_event.clear()
+            now = time.monotonic()
+            due = [
+                n
+                for n in self._dirty
+                if now - self._last_snapshot.get(n, 0.0) >= self.snapshot_interval
+            ]
+            for net in due:
+                self._dirty.discard(net)
+                if net in self.controller.state.networks:
+                    self._last_snapshot[net] = now
+                    for pub in self.controller.snapshot(net):
+                        self._queue.put_nowait(pub)
+            if self._dirty:
+                wait = min(
+                    self.snapshot_interval - (now - self._last_snapshot.get(n, 0.0))
+                    for n in self._dirty
+                )
+                await asyncio.sleep(max(wait, 0.001))
+                self._dirty_event.set()
+
+
+def _generation(
+    payload: bytes | None, kind: type[proto.HostDesired] | type[proto.NetworkSpec]
+) -> int | None:
+    if not payload:
+        return None
+    with contextlib.suppress(proto.WireError):
+        return proto.decode(payload, kind).generation
+    return None
+
+
+def _snapshot(payload: bytes) -> proto.NetworkSnapshot | None:
+    if not payload:
+        return None
+    with contextlib.suppress(proto.WireError):
+        return proto.decode(payload, proto.NetworkSnapshot)
+    return None

@@ -1,0 +1,467 @@
+"""The ``plexus`` command: daemons, and a client of the controller's REST API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from proto.settings import load_settings
+
+app = typer.Typer(
+    help="Plexus: container networking control plane.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+network_app = typer.Typer(
+    help="Networks: overlay, nat, transparent, internal.", no_args_is_help=True
+)
+compartment_app = typer.Typer(
+    help="Compartments: one network namespace per container.", no_args_is_help=True
+)
+endpoint_app = typer.Typer(help="Endpoints: a container's vNIC in a network.", no_args_is_help=True)
+host_app = typer.Typer(
+    help="Hosts: one agent each; they appear when their agent reports.", no_args_is_help=True
+)
+app.add_typer(network_app, name="network")
+app.add_typer(compartment_app, name="compartment")
+app.add_typer(endpoint_app, name="endpoint")
+app.add_typer(host_app, name="host")
+
+out = Console()
+err = Console(stderr=True)
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+
+
+ControllerOpt = Annotated[
+    str, typer.Option("--controller", envvar="PLEXUS_CONTROLLER", help="controller URL")
+]
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
+WaitOpt = Annotated[bool, typer.Option("--wait", help="return once every affected host applied")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="seconds to wait with --wait")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="also delete what depends on it")]
+DEFAULT_CONTROLLER = "http://127.0.0.1:8470"
+
+
+def fail(reason: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/red] {reason}", soft_wrap=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def call(
+    base: str,
+    method: str,
+    path: str,
+    *,
+    params: dict[str, Any] | None = None,
+    body: dict[str, Any] | None = None,
+    timeout: float = 30.0,
+) -> Any:
+    params = {k: v for k, v in (params or {}).items() if v is not None and v is not False}
+    try:
+        with httpx.Client(base_url=base, timeout=timeout + 5) as client:
+            resp = client.request(method, path, params=params, json=body)
+    except httpx.HTTPError as e:
+        fail(f"cannot reach the controller at {base}: {e}")
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    if resp.status_code >= 400:
+        reason = data.get("reason") if isinstance(data, dict) else None
+        fail(f"{resp.status_code} {reason or resp.text.strip()[:200]}")
+    return data
+
+
+def show(data: Any, output: Output, columns: list[str], title: str | None = None) -> None:
+    if output is Output.json:
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return
+    rows = data if isinstance(data, list) else [data]
+    table = Table(title=title, show_edge=False, header_style="bold")
+    for c in columns:
+        table.add_column(c.replace("_", " ").upper())
+    for row in rows:
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+    out.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}@{v}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+def converged(data: dict[str, Any], output: Output) -> None:
+    conv = data.get("convergence")
+    if not conv or output is Output.json:
+        if conv and not conv["converged"]:
+            raise typer.Exit(3)
+        return
+    if conv["converged"]:
+        out.print(f"applied by {len(conv['hosts'])} host(s) in {conv['elapsed_ms']:.1f} ms")
+        return
+    pending = "; ".join(f"{p['host']}: {', '.join(p['waiting_for'])}" for p in conv["pending"])
+    fail(f"not applied in time by {len(conv['pending'])} host(s): {pending}", code=3)
+
+
+# -- daemons ---------------------------------------------------------------------------
+
+
+@app.command()
+def controller(
+    broker: Annotated[str | None, typer.Option(help="mqtt://HOST:PORT")] = None,
+    store: Annotated[str | None, typer.Option(help="SQLite file")] = None,
+    listen: Annotated[str | None, typer.Option(help="HOST:PORT of the REST API")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML file ([controller] table)", envvar="PLEXUS_CONFIG")
+    ] = None,
+    snapshot_interval: Annotated[float | None, typer.Option(help="seconds")] = None,
+    log_level: Annotated[str | None, typer.Option()] = None,
+    log_format: Annotated[str | None, typer.Option(help="auto, json or console")] = None,
+) -> None:
+    """Run the controller daemon (REST API + MQTT publisher)."""
+    from .config import ControllerSettings
+    from .daemon import run
+
+    try:
+        settings = load_settings(
+            ControllerSettings,
+            "controller",
+            config,
+            broker=broker,
+            store=store,
+            listen=listen,
+            snapshot_interval=snapshot_interval,
+            log_level=log_level,
+            log_format=log_format,
+        )
+    except (ValidationError, ValueError) as e:
+        fail(f"bad configuration: {e}", code=2)
+    run(settings)
+
+
+# -- networks ---------------------------------------------------------------------------
+
+NET_COLS = [
+    "id",
+    "mode",
+    "subnet",
+    "gateway",
+    "vni",
+    "mtu",
+    "endpoints",
+    "hosts",
+    "table_generation",
+]
+
+
+@network_app.command("create")
+def network_create(
+    name: Annotated[str, typer.Argument(help="network name (id)")],
+    subnet: Annotated[str, typer.Option(help="e.g. 10.1.0.0/24")],
+    mode: Annotated[str, typer.Option(help="overlay, nat, transparent or internal")] = "overlay",
+    gateway: Annotated[str | None, typer.Option()] = None,
+    vni: Annotated[int | None, typer.Option(help="overlay VNI (allocated if omitted)")] = None,
+    mtu: Annotated[int | None, typer.Option()] = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 10.0,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Create a network."""
+    body = {"id": name, "mode": mode, "subnet": subnet, "gateway": gateway, "vni": vni, "mtu": mtu}
+    data = call(
+        controller,
+        "POST",
+        "/v1/networks",
+        body={k: v for k, v in body.items() if v is not None},
+        params={"wait": wait, "timeout": timeout},
+        timeout=timeout,
+    )
+    show(data, output, NET_COLS)
+    converged(data, output)
+
+
+@network_app.command("list")
+def network_list(
+    controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
+) -> None:
+    """List networks."""
+    show(call(controller, "GET", "/v1/networks"), output, NET_COLS)
+
+
+@network_app.command("show")
+def network_show(
+    name: str, controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
+) -> None:
+    """Show one network."""
+    show(call(controller, "GET", f"/v1/networks/{name}"), output, NET_COLS)
+
+
+@network_app.command("delete")
+def network_delete(
+    name: str,
+    force: ForceOpt = False,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 10.0,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Delete a network (refused while it has endpoints, unless --force)."""
+    data = call(
+        controller,
+        "DELETE",
+        f"/v1/networks/{name}",
+        params={"force": force, "wait": wait, "timeout": timeout},
+        timeout=timeout,
+    )
+    show(data, output, ["id", "deleted"])
+    converged(data, output)
+
+
+# -- compartments -----------------------------------------------------------------------
+
+COMP_COLS = ["id", "host", "endpoints"]
+
+
+@compartment_app.command("create")
+def compartment_create(
+    name: Annotated[
+        str | None, typer.Argument(help="compartment id (generated if omitted)")
+    ] = None,
+    host: Annotated[str, typer.Option(help="host id")] = "",
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 10.0,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Create a compartment (a network namespace) on a host."""
+    if not host:
+        fail("--host is required")
+    body: dict[str, Any] = {"host": host}
+    if name:
+        body["id"] = name
+    data = call(
+        controller,
+        "POST",
+        "/v1/compartments",
+        body=body,
+        params={"wait": wait, "timeout": timeout},
+        timeout=timeout,
+    )
+    show(data, output, COMP_COLS)
+    converged(data, output)
+
+
+@compartment_app.command("list")
+def compartment_list(
+    host: Annotated[str | None, typer.Option()] = None,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    output: OutputOpt = Output.table,
+) -> None:
+    """List compartments."""
+    show(call(controller, "GET", "/v1/compartments", params={"host": host}), output, COMP_COLS)
+
+
+@compartment_app.command("show")
+def compartment_show(
+    name: str, controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
+) -> None:
+    """Show one compartment."""
+    show(call(controller, "GET", f"/v1/compartments/{name}"), output, COMP_COLS)
+
+
+@compartment_app.command("delete")
+def compartment_delete(
+    name: str,
+    force: ForceOpt = False,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 10.0,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Delete a compartment (refused while it has endpoints, unless --force)."""
+    data = call(
+        controller,
+        "DELETE",
+        f"/v1/compartments/{name}",
+        params={"force": force, "wait": wait, "timeout": timeout},
+        timeout=timeout,
+    )
+    show(data, output, ["id", "deleted"])
+    converged(data, output)
+
+
+# -- endpoints --------------------------------------------------------------------------
+
+EP_COLS = ["id", "network", "compartment", "host", "interface", "ip", "mac", "default_route"]
+
+
+@endpoint_app.command("create")
+def endpoint_create(
+    name: Annotated[str | None, typer.Argument(help="endpoint id (generated if omitted)")] = None,
+    network: Annotated[str, typer.Option(help="network id")] = "",
+    compartment: Annotated[str, typer.Option(help="compartment id")] = "",
+    ip: Annotated[str | None, typer.Option(help="static IPv4 address")] = None,
+    mac: Annotated[str | None, typer.Option(help="static MAC address")] = None,
+    default_route: Annotated[
+        bool | None, typer.Option("--default-route/--no-default-route")
+    ] = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 10.0,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Attach a compartment to a network with a new endpoint."""
+    if not network or not compartment:
+        fail("--network and --compartment are required")
+    body: dict[str, Any] = {"network": network, "compartment": compartment}
+    for key, value in (("id", name), ("ip", ip), ("mac", mac), ("default_route", default_route)):
+        if value is not None:
+            body[key] = value
+    data = call(
+        controller,
+        "POST",
+        "/v1/endpoints",
+        body=body,
+        params={"wait": wait, "timeout": timeout},
+        timeout=timeout,
+    )
+    show(data, output, EP_COLS)
+    converged(data, output)
+
+
+@endpoint_app.command("list")
+def endpoint_list(
+    network: Annotated[str | None, typer.Option()] = None,
+    host: Annotated[str | None, typer.Option()] = None,
+    compartment: Annotated[str | None, typer.Option()] = None,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    output: OutputOpt = Output.table,
+) -> None:
+    """List endpoints."""
+    data = call(
+        controller,
+        "GET",
+        "/v1/endpoints",
+        params={"network": network, "host": host, "compartment": compartment},
+    )
+    show(data, output, EP_COLS)
+
+
+@endpoint_app.command("show")
+def endpoint_show(
+    name: str, controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
+) -> None:
+    """Show one endpoint."""
+    show(call(controller, "GET", f"/v1/endpoints/{name}"), output, EP_COLS)
+
+
+@endpoint_app.command("delete")
+def endpoint_delete(
+    name: str,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 10.0,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Delete an endpoint."""
+    data = call(
+        controller,
+        "DELETE",
+        f"/v1/endpoints/{name}",
+        params={"wait": wait, "timeout": timeout},
+        timeout=timeout,
+    )
+    show(data, output, ["id", "deleted"])
+    converged(data, output)
+
+
+# -- hosts and status -------------------------------------------------------------------
+
+HOST_COLS = [
+    "id",
+    "state",
+    "vtep",
+    "version",
+    "desired_generation",
+    "applied_generation",
+    "in_sync",
+    "compartments",
+    "errors",
+]
+
+
+@host_app.command("list")
+def host_list(
+    controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
+) -> None:
+    """List hosts."""
+    show(call(controller, "GET", "/v1/hosts"), output, HOST_COLS)
+
+
+@host_app.command("show")
+def host_show(
+    name: str, controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
+) -> None:
+    """Show one host."""
+    show(call(controller, "GET", f"/v1/hosts/{name}"), output, [*HOST_COLS, "applied_networks"])
+
+
+@host_app.command("decommission")
+def host_decommission(
+    name: str,
+    force: ForceOpt = False,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Forget a host (refused while it has compartments, unless --force)."""
+    show(
+        call(controller, "DELETE", f"/v1/hosts/{name}", params={"force": force}),
+        output,
+        ["id", "deleted"],
+    )
+
+
+@app.command()
+def status(
+    controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
+) -> None:
+    """Is every host in sync with the desired state?"""
+    data = call(controller, "GET", "/v1/status")
+    if output is Output.json:
+        show(data, output, [])
+    else:
+        show(data["hosts"], output, ["id", "state", "in_sync", "behind"], title="hosts")
+        show(
+            data["networks"],
+            output,
+            ["id", "generation", "hosts", "hosts_in_sync", "in_sync"],
+            title="networks",
+        )
+        out.print("in sync" if data["in_sync"] else "[yellow]not in sync[/yellow]")
+    if not data["in_sync"]:
+        raise typer.Exit(4)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,73 @@
+"""Address pools: next free address with a rotating cursor, O(1) amortised."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+
+from .errors import Conflict, Invalid
+
+
+class Pool:
+    """The host addresses of one subnet, less network, broadcast and gateway."""
+
+    def __init__(self, subnet: str, gateway: str | None) -> None:
+        net = ipaddress.IPv4Network(subnet)
+        self.subnet = net
+        self._first = int(net.network_address) + 1
+        self._last = int(net.broadcast_address) - 1
+        self._reserved = {int(ipaddress.IPv4Address(gateway))} if gateway else set()
+        self._used: set[int] = set()
+        self._cursor = self._first
+
+    @property
+    def capacity(self) -> int:
+        return self._last - self._first + 1 - len(self._reserved)
+
+    @property
+    def used(self) -> int:
+        return len(self._used)
+
+    def check_static(self, ip: str) -> None:
+        """Raise unless ``ip`` may be given to an endpoint (ignores whether it is taken)."""
+        addr = ipaddress.IPv4Address(ip)
+        if addr not in self.subnet:
+            raise Invalid(f"address {ip} is outside subnet {self.subnet}")
+        value = int(addr)
+        if value == int(self.subnet.network_address):
+            raise Invalid(f"address {ip} is the network address of {self.subnet}")
+        if value == int(self.subnet.broadcast_address):
+            raise Invalid(f"address {ip} is the broadcast address of {self.subnet}")
+        if value in self._reserved:
+            raise Invalid(f"address {ip} is the gateway of {self.subnet}")
+
+    def is_used(self, ip: str) -> bool:
+        return int(ipaddress.IPv4Address(ip)) in self._used
+
+    def next_free(self) -> str:
+        """The next free address after the cursor; raises Conflict when exhausted."""
+        if len(self._used) >= self.capacity:
+            raise Conflict(f"address pool {self.subnet} is exhausted")
+        value = self._cursor
+        while True:
+            if value > self._last:
+                value = self._first
+            if value not in self._used and value not in self._reserved:
+                return str(ipaddress.IPv4Address(value))
+            value += 1
+
+    def take(self, ip: str) -> None:
+        value = int(ipaddress.IPv4Address(ip))
+        self._used.add(value)
+        if value == self._cursor:
+            self._cursor = value + 1
+
+    def release(self, ip: str) -> None:
+        self._used.discard(int(ipaddress.IPv4Address(ip)))
+
+
+def random_mac(rng: random.Random | None = None) -> str:
+    """A locally administered unicast MAC (``02:…``)."""
+    r = rng or random
+    octets = [0x02] + [r.randrange(256) for _ in range(5)]
+    return ":".join(f"{o:02x}" for o in octets)

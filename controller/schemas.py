@@ -1,0 +1,136 @@
+"""Request and response bodies of the REST API (pydantic v2, shared with the CLI)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from proto.models import NetworkMode
+from proto.types import Id, IPv4, Mac, Mtu, Subnet, Vni
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NetworkCreate(Body):
+    id: Id = Field(description="network name, unique; used in topics and kernel names")
+    mode: NetworkMode = "overlay"
+    subnet: Subnet
+    gateway: IPv4 | None = Field(
+        default=None, description="defaults to the subnet's first address (not for transparent)"
+    )
+    vni: Vni | None = Field(default=None, description="overlay only; allocated when omitted")
+    mtu: Mtu | None = Field(default=None, description="defaults to 1450 (overlay) or 1500")
+
+
+class CompartmentCreate(Body):
+    id: Id | None = Field(default=None, description="generated when omitted")
+    host: Id
+
+
+class EndpointCreate(Body):
+    id: Id | None = Field(default=None, description="generated when omitted")
+    network: Id
+    compartment: Id
+    ip: IPv4 | None = Field(default=None, description="static address; allocated when omitted")
+    mac: Mac | None = Field(default=None, description="generated (locally administered) if omitted")
+    default_route: bool | None = Field(
+        default=None, description="route the compartment's default via this endpoint's gateway"
+    )
+
+
+class Network(Body):
+    id: str
+    mode: str
+    subnet: str
+    gateway: str | None
+    vni: int | None
+    mtu: int
+    generation: int
+    table_generation: int
+    endpoints: int
+    hosts: list[str]
+    convergence: Convergence | None = None
+
+
+class Compartment(Body):
+    id: str
+    host: str
+    endpoints: list[str]
+    convergence: Convergence | None = None
+
+
+class Endpoint(Body):
+    id: str
+    network: str
+    compartment: str
+    host: str
+    ip: str
+    prefixlen: int
+    mac: str
+    interface: str
+    default_route: bool
+    generation: int
+    convergence: Convergence | None = None
+
+
+class Host(Body):
+    id: str
+    state: Literal["online", "offline"]
+    version: str
+    vtep: str | None
+    desired_generation: int
+    applied_generation: int
+    applied_networks: dict[str, int]
+    in_sync: bool
+    errors: list[str]
+    last_seen: float
+    compartments: int
+
+
+class HostPending(Body):
+    host: str
+    state: Literal["online", "offline"]
+    waiting_for: list[str]
+
+
+class Convergence(Body):
+    converged: bool
+    elapsed_ms: float
+    hosts: list[str] = Field(description="online hosts the change affected")
+    pending: list[HostPending] = Field(description="hosts that had not applied it in time")
+    offline: list[str] = Field(description="affected hosts that are offline (not waited for)")
+
+
+class Deleted(Body):
+    id: str
+    deleted: Literal[True] = True
+    convergence: Convergence | None = None
+
+
+class ErrorBody(Body):
+    error: str
+    reason: str
+
+
+class NetworkStatus(Body):
+    id: str
+    generation: int
+    hosts: int
+    hosts_in_sync: int
+    in_sync: bool
+
+
+class HostSync(Body):
+    id: str
+    state: Literal["online", "offline"]
+    in_sync: bool
+    behind: list[str]
+
+
+class Status(Body):
+    in_sync: bool
+    hosts: list[HostSync]
+    networks: list[NetworkStatus]

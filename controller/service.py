@@ -1,0 +1,551 @@
+"""The controller's domain logic: validate, allocate, commit, say what to publish.
+
+Every operation is synchronous and does no network I/O: it checks the request
+against :class:`State`, builds one :class:`Delta`, commits it to the store, applies
+it to the state and returns an :class:`Outcome` — the publications the change needs
+(O(1) of them for an endpoint) and the convergence :class:`Target` that says which
+host must report which generation. The bus publishes; the API waits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import proto
+from proto import topics
+
+from .errors import Conflict, Invalid, NotFound
+from .ipam import random_mac
+from .schemas import CompartmentCreate, EndpointCreate, NetworkCreate
+from .state import CompartmentRow, Delta, EndpointRow, HostRow, NetworkRow, State
+from .store import Store
+
+T = TypeVar("T")
+
+#: records per snapshot shard (~80 bytes each: a shard stays far below MAX_PAYLOAD)
+SHARD_RECORDS = 2000
+VNI_AUTO_START = 4096
+MAX_ENDPOINTS_PER_COMPARTMENT = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+@dataclass
+class HostTarget:
+    """Generations one host must report before a change counts as applied there."""
+
+    desired: int | None = None
+    networks: dict[str, int] = field(default_factory=dict)
+
+    def missing(self, host: HostRow) -> list[str]:
+        out = []
+        if self.desired is not None and host.applied_desired < self.desired:
+            out.append(f"desired@{self.desired} (has {host.applied_desired})")
+        for net, gen in sorted(self.networks.items()):
+            have = host.applied_networks.get(net, 0)
+            if have < gen:
+                out.append(f"{net}@{gen} (has {have})")
+        return out
+
+
+Target = dict[str, HostTarget]
+
+
+@dataclass
+class Outcome(Generic[T]):
+    value: T
+    publish: list[Publish] = field(default_factory=list)
+    dirty: set[str] = field(default_factory=set)
+    target: Target = field(default_factory=dict)
+
+
+def _target(target: Target, host: str) -> HostTarget:
+    return target.setdefault(host, HostTarget())
+
+
+class Controller:
+    """Owner of the desired state. Not thread-safe: call from one event loop."""
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+        self.state = State()
+        rows, floors = store.load()
+        delta = Delta(puts=list(rows), floors=floors)
+        self.state.apply(delta)
+        for h in list(self.state.hosts.values()):
+            # runtime fields come back with the retained status messages
+            self.state.hosts[h.id] = dataclasses.replace(h, state="offline")
+        #: shards of each network's snapshot currently retained at the broker
+        self.shards: dict[str, int] = {}
+        self._records: dict[str, tuple[int, str | None, proto.EndpointRecord]] = {}
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _commit(self, delta: Delta) -> None:
+        self.store.apply(delta)
+        self.state.apply(delta)
+
+    def _network(self, ident: str, *, ref: bool = False) -> NetworkRow:
+        net = self.state.networks.get(ident)
+        if net is None:
+            if ref:
+                raise Invalid(f"network {ident!r} does not exist")
+            raise NotFound("network", ident)
+        return net
+
+    def _host(self, ident: str, *, ref: bool = False) -> HostRow:
+        host = self.state.hosts.get(ident)
+        if host is None:
+            if ref:
+                raise Invalid(f"host {ident!r} is not known: no agent has reported it")
+            raise NotFound("host", ident)
+        return host
+
+    def _compartment(self, ident: str, *, ref: bool = False) -> CompartmentRow:
+        comp = self.state.compartments.get(ident)
+        if comp is None:
+            if ref:
+                raise Invalid(f"compartment {ident!r} does not exist")
+            raise NotFound("compartment", ident)
+        return comp
+
+    def endpoint(self, ident: str) -> EndpointRow:
+        ep = self.state.endpoints.get(ident)
+        if ep is None:
+            raise NotFound("endpoint", ident)
+        return ep
+
+    def record(self, ep: EndpointRow) -> proto.EndpointRecord:
+        host = self.state.hosts.get(ep.host)
+        vtep = host.vtep if host else None
+        cached = self._records.get(ep.id)
+        if cached is not None and cached[0] == ep.gen and cached[1] == vtep:
+            return cached[2]
+        rec = ep.record(vtep)
+        self._records[ep.id] = (ep.gen, vtep, rec)
+        return rec
+
+    def desired(self, host: str) -> proto.HostDesired:
+        """The host-local desired document, built from the state."""
+        row = self.state.hosts[host]
+        comps = []
+        nets: set[str] = set()
+        for comp in sorted(self.state.comps_by_host.get(host, {}).values(), key=lambda c: c.id):
+            eps = sorted(self.state.by_compartment.get(comp.id, {}).values(), key=lambda e: e.index)
+            local = []
+            for ep in eps:
+                net = self.state.networks[ep.network]
+                nets.add(net.id)
+                local.append(
+                    proto.LocalEndpoint(
+                        id=ep.id,
+                        network=ep.network,
+                        index=ep.index,
+                        mac=ep.mac,
+                        ip=ep.ip,
+                        prefixlen=ipaddress.IPv4Network(net.subnet).prefixlen,
+                        default_route=ep.default_route,
+                    )
+                )
+            comps.append(proto.Compartment(id=comp.id, endpoints=tuple(local)))
+        return proto.HostDesired(
+            host=host,
+            generation=row.desired_gen,
+            networks=tuple(self.state.networks[n].spec() for n in sorted(nets)),
+            compartments=tuple(comps),
+        )
+
+    def desired_publish(self, host: str) -> Publish:
+        return Publish(topics.host_desired(host), proto.encode(self.desired(host)), True)
+
+    def network_publish(self, net: NetworkRow) -> Publish:
+        return Publish(topics.network(net.id), proto.encode(net.spec()), True)
+
+    def snapshot(self, net_id: str) -> list[Publish]:
+        """Every shard of the network's table at its current generation, and empty
+        retained messages for shards left over from a larger table."""
+        net = self.state.networks[net_id]
+        eps = sorted(self.state.by_network.get(net_id, {}).values(), key=lambda e: e.id)
+        records = [self.record(ep) for ep in eps]
+        count = max(1, -(-len(records) // SHARD_RECORDS))
+        out = []
+        for i in range(count):
+            shard = proto.NetworkSnapshot(
+                network=net_id,
+                generation=net.table_gen,
+                shard=i,
+                shards=count,
+                records=tuple(records[i * SHARD_RECORDS : (i + 1) * SHARD_RECORDS]),
+            )
+            out.append(Publish(topics.network_snapshot(net_id, i), proto.encode(shard), True))
+        for i in range(count, self.shards.get(net_id, count)):
+            out.append(Publish(topics.network_snapshot(net_id, i), b"", True))
+        self.shards[net_id] = count
+        return out
+
+    def _bump_host(self, delta: Delta, host: str, bumped: dict[str, HostRow]) -> HostRow:
+        row = bumped.get(host) or self.state.hosts[host]
+        if host not in bumped:
+            row = dataclasses.replace(row, desired_gen=row.desired_gen + 1)
+            bumped[host] = row
+            delta.put(row)
+        return row
+
+    def _table_target(self, target: Target, net: NetworkRow, gen: int) -> None:
+        if net.has_table:
+            for h in self.state.participants(net.id):
+                _target(target, h).networks[net.id] = gen
+
+    # -- hosts ---------------------------------------------------------------------
+
+    def host_reported(self, status: proto.HostStatus) -> Outcome[HostRow]:
+        """Fold an agent's status in. A new host is created with an empty desired
+        document; a changed VTEP is republished in the host's endpoint records."""
+        old = self.state.hosts.get(status.host)
+        now = self.clock()
+        row = HostRow(
+            id=status.host,
+            vtep=status.vtep if status.vtep is not None else (old.vtep if old else None),
+            version=status.version,
+            state=status.state,
+            desired_gen=old.desired_gen if old else self.state.floor(f"host:{status.host}") + 1,
+            applied_desired=status.desired_generation,
+            applied_networks=dict(status.networks),
+            errors=tuple(status.errors),
+            last_seen=now,
+        )
+        out: Outcome[HostRow] = Outcome(row)
+        if old is not None and (old.vtep, old.version) == (row.vtep, row.version):
+            self.state.hosts[row.id] = row  # runtime fields only: not persisted
+            return out
+        delta = Delta(puts=[row])
+        changes: dict[str, list[EndpointRow]] = {}
+        if old is not None and old.vtep != row.vtep:
+            for comp in self.state.comps_by_host.get(row.id, {}).values():
+                for ep in self.state.by_compartment.get(comp.id, {}).values():
+                    if self.state.networks[ep.network].has_table:
+                        changes.setdefault(ep.network, []).append(ep)
+        nets: list[NetworkRow] = []
+        for net_id, eps in sorted(changes.items()):
+            net = self.state.networks[net_id]
+            net = dataclasses.replace(net, table_gen=net.table_gen + 1)
+            nets.append(net)
+            delta.put(net)
+            for ep in eps:
+                delta.put(dataclasses.replace(ep, gen=net.table_gen))
+        self._commit(delta)
+        if old is None:
+            out.publish.append(self.desired_publish(row.id))
+        for net in nets:
+            ups = tuple(
+                self.record(ep) for ep in (self.state.endpoints[e.id] for e in changes[net.id])
+            )
+            change = proto.NetworkChange(network=net.id, generation=net.table_gen, upserts=ups)
+            out.publish.append(Publish(topics.network_changes(net.id), proto.encode(change), False))
+            out.dirty.add(net.id)
+            self._table_target(out.target, net, net.table_gen)
+        return out
+
+    def host_offline(self, host: str) -> None:
+        row = self.state.hosts.get(host)
+        if row is not None and row.state != "offline":
+            self.state.hosts[host] = dataclasses.replace(row, state="offline")
+
+    def decommission_host(self, ident: str, *, force: bool = False) -> Outcome[str]:
+        host = self._host(ident)
+        comps = list(self.state.comps_by_host.get(ident, {}).values())
+        if comps and not force:
+            raise Conflict(
+                f"host {ident!r} still has {len(comps)} compartment(s); delete them or force"
+            )
+        delta = Delta()
+        out: Outcome[str] = Outcome(ident)
+        eps = [ep for c in comps for ep in self.state.by_compartment.get(c.id, {}).values()]
+        bumped: dict[str, HostRow] = {}
+        pending = self._delete_endpoints(delta, eps, bumped)
+        bumped.pop(ident, None)
+        delta.puts = [r for r in delta.puts if not (isinstance(r, HostRow) and r.id == ident)]
+        for c in comps:
+            delta.delete("compartments", c.id)
+        delta.delete("hosts", ident)
+        delta.floors[f"host:{ident}"] = host.desired_gen + 1
+        self._commit(delta)
+        self._finish_deletes(out, pending, bumped)
+        out.target.pop(ident, None)
+        out.publish.append(Publish(topics.host_desired(ident), b"", True))
+        out.publish.append(Publish(topics.host_status(ident), b"", True))
+        return out
+
+    # -- networks ------------------------------------------------------------------
+
+    def create_network(self, req: NetworkCreate) -> Outcome[NetworkRow]:
+        if req.id in self.state.networks:
+            raise Conflict(f"network {req.id!r} already exists")
+        vni = req.vni
+        if req.mode == "overlay":
+            if vni is None:
+                vni = self._free_vni()
+            elif vni in self.state.vnis:
+                raise Conflict(f"VNI {vni} is already used by network {self.state.vnis[vni]!r}")
+        elif vni is not None:
+            raise Invalid(f"a {req.mode} network has no VNI")
+        gateway = req.gateway
+        if gateway is None and req.mode != "transparent":
+            gateway = str(next(ipaddress.IPv4Network(req.subnet).hosts()))
+        mtu = req.mtu or (1450 if req.mode == "overlay" else 1500)
+        base = self.state.floor(f"net:{req.id}")
+        try:
+            spec = proto.NetworkSpec(
+                id=req.id,
+                mode=req.mode,
+                subnet=req.subnet,
+                gateway=gateway,
+                vni=vni,
+                mtu=mtu,
+                generation=base + 1,
+            )
+        except ValueError as e:
+            raise Invalid(_first_error(e)) from None
+        row = NetworkRow(
+            id=spec.id,
+            mode=spec.mode,
+            subnet=spec.subnet,
+            gateway=spec.gateway,
+            vni=spec.vni,
+            mtu=spec.mtu,
+            generation=spec.generation,
+            table_gen=base + 1,
+            created=self.clock(),
+        )
+        self._commit(Delta(puts=[row]))
+        out = Outcome(row, publish=[self.network_publish(row)])
+        out.publish.extend(self.snapshot(row.id))
+        return out
+
+    def _free_vni(self) -> int:
+        vni = VNI_AUTO_START
+        while vni in self.state.vnis:
+            vni += 1
+        return vni
+
+    def delete_network(self, ident: str, *, force: bool = False) -> Outcome[str]:
+        net = self._network(ident)
+        eps = list(self.state.by_network.get(ident, {}).values())
+        if eps and not force:
+            raise Conflict(
+                f"network {ident!r} still has {len(eps)} endpoint(s); delete them or force"
+            )
+        out: Outcome[str] = Outcome(ident)
+        delta = Delta()
+        bumped: dict[str, HostRow] = {}
+        pending = self._delete_endpoints(delta, eps, bumped)
+        delta.puts = [r for r in delta.puts if not (isinstance(r, NetworkRow) and r.id == ident)]
+        delta.delete("networks", ident)
+        delta.floors[f"net:{ident}"] = net.table_gen + 1
+        self._commit(delta)
+        self._finish_deletes(out, pending, bumped)
+        out.publish.append(Publish(topics.network(ident), b"", True))
+        for i in range(self.shards.pop(ident, 1)):
+            out.publish.append(Publish(topics.network_snapshot(ident, i), b"", True))
+        return out
+
+    # -- compartments --------------------------------------------------------------
+
+    def create_compartment(self, req: CompartmentCreate) -> Outcome[CompartmentRow]:
+        host = self._host(req.host, ref=True)
+        ident = req.id or _new_id("c", self.state.compartments)
+        if ident in self.state.compartments:
+            raise Conflict(f"compartment {ident!r} already exists")
+        row = CompartmentRow(id=ident, host=host.id, created=self.clock())
+        delta = Delta(puts=[row])
+        bumped: dict[str, HostRow] = {}
+        h = self._bump_host(delta, host.id, bumped)
+        self._commit(delta)
+        return Outcome(
+            row,
+            publish=[self.desired_publish(host.id)],
+            target={host.id: HostTarget(desired=h.desired_gen)},
+        )
+
+    def delete_compartment(self, ident: str, *, force: bool = False) -> Outcome[str]:
+        comp = self._compartment(ident)
+        eps = list(self.state.by_compartment.get(ident, {}).values())
+        if eps and not force:
+            raise Conflict(
+                f"compartment {ident!r} still has {len(eps)} endpoint(s); delete them or force"
+            )
+        out: Outcome[str] = Outcome(ident)
+        delta = Delta()
+        bumped: dict[str, HostRow] = {}
+        pending = self._delete_endpoints(delta, eps, bumped)
+        self._bump_host(delta, comp.host, bumped)
+        delta.delete("compartments", ident)
+        self._commit(delta)
+        self._finish_deletes(out, pending, bumped)
+        return out
+
+    # -- endpoints -----------------------------------------------------------------
+
+    def create_endpoint(self, req: EndpointCreate) -> Outcome[EndpointRow]:
+        net = self._network(req.network, ref=True)
+        comp = self._compartment(req.compartment, ref=True)
+        self._host(comp.host, ref=True)
+        ident = req.id or _new_id("ep", self.state.endpoints)
+        if ident in self.state.endpoints:
+            raise Conflict(f"endpoint {ident!r} already exists")
+        siblings = list(self.state.by_compartment.get(comp.id, {}).values())
+        if any(s.network == net.id for s in siblings):
+            raise Conflict(f"compartment {comp.id!r} already has an endpoint in network {net.id!r}")
+        if len(siblings) >= MAX_ENDPOINTS_PER_COMPARTMENT:
+            raise Conflict(f"compartment {comp.id!r} has {len(siblings)} endpoints, the maximum")
+        pool = self.state.pool(net, comp.host)
+        if req.ip is not None:
+            pool.check_static(req.ip)
+            if pool.is_used(req.ip):
+                where = f" on host {comp.host!r}" if net.host_local else ""
+                raise Conflict(f"address {req.ip} is already used in network {net.id!r}{where}")
+            ip = req.ip
+        else:
+            ip = pool.next_free()
+        macs = self.state.macs.get(net.id, set())
+        if req.mac is not None:
+            if req.mac in macs:
+                raise Conflict(f"MAC {req.mac} is already used in network {net.id!r}")
+            mac = req.mac
+        else:
+            mac = random_mac()
+            while mac in macs:
+                mac = random_mac()
+        used_idx = {s.index for s in siblings}
+        index = next(i for i in range(MAX_ENDPOINTS_PER_COMPARTMENT) if i not in used_idx)
+        if req.default_route and net.gateway is None:
+            raise Invalid(f"network {net.id!r} has no gateway to route a default through")
+        has_default = any(s.default_route for s in siblings)
+        default = bool(req.default_route) or (
+            req.default_route is None and not has_default and net.gateway is not None
+        )
+        delta = Delta()
+        if default and has_default:
+            for s in siblings:
+                if s.default_route:
+                    delta.put(dataclasses.replace(s, default_route=False))
+        net = dataclasses.replace(net, table_gen=net.table_gen + 1)
+        row = EndpointRow(
+            id=ident,
+            network=net.id,
+            compartment=comp.id,
+            host=comp.host,
+            ip=ip,
+            mac=mac,
+            index=index,
+            default_route=default,
+            gen=net.table_gen,
+            created=self.clock(),
+        )
+        delta.put(net)
+        delta.put(row)
+        host = self._bump_host(delta, comp.host, {})
+        self._commit(delta)
+        change = proto.NetworkChange(
+            network=net.id, generation=net.table_gen, upserts=(self.record(row),)
+        )
+        out = Outcome(
+            row,
+            publish=[
+                Publish(topics.network_changes(net.id), proto.encode(change), False),
+                self.desired_publish(host.id),
+            ],
+            dirty={net.id},
+        )
+        _target(out.target, host.id).desired = host.desired_gen
+        self._table_target(out.target, net, net.table_gen)
+        return out
+
+    def delete_endpoint(self, ident: str) -> Outcome[str]:
+        ep = self.endpoint(ident)
+        out: Outcome[str] = Outcome(ident)
+        delta = Delta()
+        bumped: dict[str, HostRow] = {}
+        pending = self._delete_endpoints(delta, [ep], bumped)
+        self._commit(delta)
+        self._finish_deletes(out, pending, bumped)
+        return out
+
+    def _delete_endpoints(
+        self, delta: Delta, eps: Iterable[EndpointRow], bumped: dict[str, HostRow]
+    ) -> list[tuple[NetworkRow, tuple[str, ...]]]:
+        """Add the deletion of ``eps`` to ``delta`` (one new table generation per
+        network, one new desired generation per host, in ``bumped``); returns what
+        :meth:`_finish_deletes` publishes once the delta is committed."""
+        by_net: dict[str, list[EndpointRow]] = {}
+        for ep in eps:
+            by_net.setdefault(ep.network, []).append(ep)
+            delta.delete("endpoints", ep.id)
+            self._bump_host(delta, ep.host, bumped)
+        gone = {ep.id for net_eps in by_net.values() for ep in net_eps}
+        # a compartment that loses its default route gets it via its next endpoint
+        losing = {ep.compartment for e in by_net.values() for ep in e if ep.default_route}
+        for comp_id in losing:
+            rest = [
+                s
+                for s in self.state.by_compartment.get(comp_id, {}).values()
+                if s.id not in gone and self.state.networks[s.network].gateway is not None
+            ]
+            if rest:
+                delta.put(dataclasses.replace(min(rest, key=lambda s: s.index), default_route=True))
+        pending = []
+        for net_id, net_eps in sorted(by_net.items()):
+            net = self.state.networks[net_id]
+            net = dataclasses.replace(net, table_gen=net.table_gen + 1)
+            delta.put(net)
+            pending.append((net, tuple(sorted(e.id for e in net_eps))))
+        return pending
+
+    def _finish_deletes(
+        self,
+        out: Outcome[T],
+        pending: list[tuple[NetworkRow, tuple[str, ...]]],
+        hosts: Iterable[str],
+    ) -> None:
+        for net, ids in pending:
+            for i in ids:
+                self._records.pop(i, None)
+            if net.id not in self.state.networks:
+                continue  # the network itself went: its topics are cleared instead
+            change = proto.NetworkChange(network=net.id, generation=net.table_gen, deletes=ids)
+            out.publish.append(Publish(topics.network_changes(net.id), proto.encode(change), False))
+            out.dirty.add(net.id)
+            self._table_target(out.target, net, net.table_gen)
+        for host in sorted(set(hosts)):
+            if host in self.state.hosts:
+                out.publish.append(self.desired_publish(host))
+                _target(out.target, host).desired = self.state.hosts[host].desired_gen
+
+
+def _new_id(prefix: str, taken: Mapping[str, object]) -> str:
+    while True:
+        ident = f"{prefix}-{secrets.token_hex(4)}"
+        if ident not in taken:
+            return ident
+
+
+def _first_error(e: ValueError) -> str:
+    errors = getattr(e, "errors", None)
+    if callable(errors):
+        items = errors(include_url=False, include_input=False)
+        if items:
+            msg = str(items[0]["msg"])
+            return msg.removeprefix("Value error, ")
+    return str(e)

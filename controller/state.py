@@ -1,0 +1,218 @@
+"""The controller's rows, the deltas that change them, and the indexed in-memory view.
+
+Every mutation is a :class:`Delta`: written to the store in one transaction, then
+applied to :class:`State`. State is therefore always what the store holds, and is
+rebuilt from it at start.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Literal
+
+from proto import TABLE_MODES, EndpointRecord, NetworkSpec
+
+from .ipam import Pool
+
+HOST_LOCAL_MODES = frozenset({"nat", "internal"})
+
+
+@dataclass(frozen=True, slots=True)
+class HostRow:
+    id: str
+    vtep: str | None = None
+    version: str = ""
+    state: Literal["online", "offline"] = "offline"
+    desired_gen: int = 0
+    applied_desired: int = 0
+    applied_networks: dict[str, int] = field(default_factory=dict)
+    errors: tuple[str, ...] = ()
+    last_seen: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRow:
+    id: str
+    mode: str
+    subnet: str
+    gateway: str | None
+    vni: int | None
+    mtu: int
+    generation: int
+    table_gen: int
+    created: float = 0.0
+
+    def spec(self) -> NetworkSpec:
+        return NetworkSpec(
+            id=self.id,
+            mode=self.mode,  # type: ignore[arg-type]
+            subnet=self.subnet,
+            gateway=self.gateway,
+            vni=self.vni,
+            mtu=self.mtu,
+            generation=self.generation,
+        )
+
+    @property
+    def has_table(self) -> bool:
+        return self.mode in TABLE_MODES
+
+    @property
+    def host_local(self) -> bool:
+        return self.mode in HOST_LOCAL_MODES
+
+
+@dataclass(frozen=True, slots=True)
+class CompartmentRow:
+    id: str
+    host: str
+    created: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRow:
+    id: str
+    network: str
+    compartment: str
+    host: str
+    ip: str
+    mac: str
+    index: int
+    default_route: bool
+    gen: int
+    created: float = 0.0
+
+    def record(self, vtep: str | None) -> EndpointRecord:
+        return EndpointRecord(
+            id=self.id, host=self.host, mac=self.mac, ip=self.ip, vtep=vtep, gen=self.gen
+        )
+
+
+Row = HostRow | NetworkRow | CompartmentRow | EndpointRow
+Table = Literal["hosts", "networks", "compartments", "endpoints"]
+
+TABLE_OF: dict[type, Table] = {
+    HostRow: "hosts",
+    NetworkRow: "networks",
+    CompartmentRow: "compartments",
+    EndpointRow: "endpoints",
+}
+
+
+@dataclass
+class Delta:
+    """One transaction: rows to write, rows to delete, generation floors to raise."""
+
+    puts: list[Row] = field(default_factory=list)
+    deletes: list[tuple[Table, str]] = field(default_factory=list)
+    floors: dict[str, int] = field(default_factory=dict)
+
+    def put(self, row: Row) -> None:
+        self.puts.append(row)
+
+    def delete(self, table: Table, ident: str) -> None:
+        self.deletes.append((table, ident))
+
+
+class State:
+    """Rows by id, plus the indexes and address pools derived from them."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, HostRow] = {}
+        self.networks: dict[str, NetworkRow] = {}
+        self.compartments: dict[str, CompartmentRow] = {}
+        self.endpoints: dict[str, EndpointRow] = {}
+        #: generation floors of deleted hosts/networks: ``host:ID``/``net:ID`` -> last gen
+        self.floors: dict[str, int] = {}
+        self.vnis: dict[int, str] = {}
+        self.by_network: dict[str, dict[str, EndpointRow]] = defaultdict(dict)
+        self.by_compartment: dict[str, dict[str, EndpointRow]] = defaultdict(dict)
+        self.comps_by_host: dict[str, dict[str, CompartmentRow]] = defaultdict(dict)
+        self.macs: dict[str, set[str]] = defaultdict(set)
+        self._pools: dict[tuple[str, str], Pool] = {}
+        #: networks each host takes part in -> number of its endpoints there
+        self.host_networks: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+
+    # -- derived views -------------------------------------------------------------
+
+    def pool(self, net: NetworkRow, host: str) -> Pool:
+        scope = host if net.host_local else ""
+        key = (net.id, scope)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = Pool(net.subnet, net.gateway)
+        return pool
+
+    def participants(self, net: str) -> set[str]:
+        """Hosts that have at least one endpoint in ``net``."""
+        return {h for h, nets in self.host_networks.items() if nets.get(net)}
+
+    def floor(self, key: str) -> int:
+        return self.floors.get(key, 0)
+
+    # -- mutation ------------------------------------------------------------------
+
+    def apply(self, delta: Delta) -> None:
+        for table, ident in delta.deletes:
+            self._delete(table, ident)
+        for row in delta.puts:
+            self._put(row)
+        for key, value in delta.floors.items():
+            self.floors[key] = max(self.floors.get(key, 0), value)
+
+    def _put(self, row: Row) -> None:
+        if isinstance(row, HostRow):
+            self.hosts[row.id] = row
+        elif isinstance(row, NetworkRow):
+            old = self.networks.get(row.id)
+            if old is not None and old.vni is not None:
+                self.vnis.pop(old.vni, None)
+            self.networks[row.id] = row
+            if row.vni is not None:
+                self.vnis[row.vni] = row.id
+        elif isinstance(row, CompartmentRow):
+            self.compartments[row.id] = row
+            self.comps_by_host[row.host][row.id] = row
+        else:
+            if row.id in self.endpoints:
+                self._delete("endpoints", row.id)
+            self.endpoints[row.id] = row
+            self.by_network[row.network][row.id] = row
+            self.by_compartment[row.compartment][row.id] = row
+            self.macs[row.network].add(row.mac)
+            self.pool(self.networks[row.network], row.host).take(row.ip)
+            self.host_networks[row.host][row.network] += 1
+
+    def _delete(self, table: Table, ident: str) -> None:
+        if table == "hosts":
+            self.hosts.pop(ident, None)
+        elif table == "networks":
+            net = self.networks.pop(ident, None)
+            if net is not None and net.vni is not None:
+                self.vnis.pop(net.vni, None)
+            self.by_network.pop(ident, None)
+            self.macs.pop(ident, None)
+            for key in [k for k in self._pools if k[0] == ident]:
+                del self._pools[key]
+        elif table == "compartments":
+            comp = self.compartments.pop(ident, None)
+            if comp is not None:
+                self.comps_by_host[comp.host].pop(ident, None)
+                if not self.comps_by_host[comp.host]:
+                    del self.comps_by_host[comp.host]
+            self.by_compartment.pop(ident, None)
+        else:
+            ep = self.endpoints.pop(ident, None)
+            if ep is None:
+                return
+            self.by_network[ep.network].pop(ident, None)
+            self.by_compartment[ep.compartment].pop(ident, None)
+            self.macs[ep.network].discard(ep.mac)
+            net = self.networks.get(ep.network)
+            if net is not None:
+                self.pool(net, ep.host).release(ep.ip)
+            nets = self.host_networks[ep.host]
+            nets[ep.network] -= 1
+            if nets[ep.network] <= 0:
+                del nets[ep.network]

@@ -1,0 +1,177 @@
+"""Durable storage of the controller's rows.
+
+:class:`Store` is the seam: anything that can load every row and apply a
+:class:`~controller.state.Delta` atomically can serve (a server database later).
+:class:`SqliteStore` is the default: one file, WAL, one transaction per delta.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from .state import (
+    HOST_LOCAL_MODES,
+    TABLE_OF,
+    CompartmentRow,
+    Delta,
+    EndpointRow,
+    HostRow,
+    NetworkRow,
+    Row,
+    Table,
+)
+
+ROW_TYPES: dict[Table, type[Row]] = {t: cls for cls, t in TABLE_OF.items()}
+
+
+class StoreError(Exception):
+    """The store could not read or write (disk, corruption, constraint)."""
+
+
+class Store(Protocol):
+    def load(self) -> tuple[list[Row], dict[str, int]]:
+        """Every row, and the generation floors."""
+        ...
+
+    def apply(self, delta: Delta) -> None:
+        """Write a delta atomically: all of it, or nothing (raising StoreError)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS hosts (id TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS networks (
+    id TEXT PRIMARY KEY, vni INTEGER UNIQUE, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS compartments (
+    id TEXT PRIMARY KEY, host TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS endpoints (
+    id TEXT PRIMARY KEY,
+    network TEXT NOT NULL REFERENCES networks(id),
+    compartment TEXT NOT NULL REFERENCES compartments(id),
+    scope TEXT NOT NULL, ip TEXT NOT NULL, mac TEXT NOT NULL, idx INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    UNIQUE (network, scope, ip), UNIQUE (network, mac), UNIQUE (compartment, idx));
+CREATE INDEX IF NOT EXISTS endpoints_network ON endpoints(network);
+CREATE INDEX IF NOT EXISTS compartments_host ON compartments(host);
+"""
+
+
+def _encode(row: Row) -> str:
+    return json.dumps(dataclasses.asdict(row), separators=(",", ":"))
+
+
+def _decode(table: Table, data: str) -> Row:
+    values: dict[str, Any] = json.loads(data)
+    if "errors" in values:
+        values["errors"] = tuple(values["errors"])
+    return ROW_TYPES[table](**values)
+
+
+class SqliteStore:
+    """SQLite file store. ``sync="full"`` survives power loss; ``"normal"`` (default)
+    survives a crash of the process, which is what an acknowledged API call needs."""
+
+    def __init__(self, path: str | Path, sync: Literal["full", "normal"] = "normal") -> None:
+        self.path = str(path)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={sync.upper()}")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open store {self.path}: {e}") from e
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot begin a transaction: {e}") from e
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+
+    def load(self) -> tuple[list[Row], dict[str, int]]:
+        rows: list[Row] = []
+        for table in ("hosts", "networks", "compartments", "endpoints"):
+            order = " ORDER BY rowid"
+            for (data,) in self._db.execute(f"SELECT data FROM {table}{order}"):
+                rows.append(_decode(table, data))
+        floors = dict(self._db.execute("SELECT key, value FROM meta"))
+        return rows, floors
+
+    def apply(self, delta: Delta) -> None:
+        try:
+            with self._transaction() as db:
+                # endpoints go before compartments/networks on delete (foreign keys)
+                order = {"endpoints": 0, "compartments": 1, "networks": 2, "hosts": 3}
+                for table, ident in sorted(delta.deletes, key=lambda d: order[d[0]]):
+                    db.execute(f"DELETE FROM {table} WHERE id = ?", (ident,))
+                for row in sorted(delta.puts, key=lambda r: -order[TABLE_OF[type(r)]]):
+                    self._put(db, row)
+                for key, value in delta.floors.items():
+                    db.execute(
+                        "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) "
+                        "DO UPDATE SET value = max(value, excluded.value)",
+                        (key, value),
+                    )
+        except sqlite3.Error as e:
+            raise StoreError(f"store write failed: {e}") from e
+
+    @staticmethod
+    def _put(db: sqlite3.Connection, row: Row) -> None:
+        data = _encode(row)
+        if isinstance(row, HostRow):
+            db.execute("INSERT OR REPLACE INTO hosts(id, data) VALUES (?, ?)", (row.id, data))
+        elif isinstance(row, NetworkRow):
+            db.execute(
+                "INSERT INTO networks(id, vni, data) VALUES (?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET vni = excluded.vni, data = excluded.data",
+                (row.id, row.vni, data),
+            )
+        elif isinstance(row, CompartmentRow):
+            db.execute(
+                "INSERT INTO compartments(id, host, data) VALUES (?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET host = excluded.host, data = excluded.data",
+                (row.id, row.host, data),
+            )
+        elif isinstance(row, EndpointRow):
+            db.execute(
+                "INSERT INTO endpoints(id, network, compartment, scope, ip, mac, idx, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "ip = excluded.ip, mac = excluded.mac, idx = excluded.idx, data = excluded.data",
+                (
+                    row.id,
+                    row.network,
+                    row.compartment,
+                    _scope(db, row),
+                    row.ip,
+                    row.mac,
+                    row.index,
+                    data,
+                ),
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _scope(db: sqlite3.Connection, row: EndpointRow) -> str:
+    """The IPAM scope of an endpoint's address: its host on host-local networks."""
+    (data,) = db.execute("SELECT data FROM networks WHERE id = ?", (row.network,)).fetchone()
+    mode = json.loads(data)["mode"]
+    return row.host if mode in HOST_LOCAL_MODES else ""

@@ -1,0 +1,65 @@
+"""The Plexus wire contract shared by the controller and the agents.
+
+It imports neither ``controller`` nor ``agents``; both import it.
+"""
+
+from . import topics
+from .codec import MAX_PAYLOAD, decode, encode
+from .errors import (
+    BadTopic,
+    MalformedPayload,
+    OversizePayload,
+    SchemaViolation,
+    UnknownKind,
+    UnsupportedVersion,
+    WireError,
+    WrongKind,
+)
+from .models import (
+    KINDS,
+    SCHEMA_VERSION,
+    TABLE_MODES,
+    Compartment,
+    EndpointRecord,
+    Event,
+    HostDesired,
+    HostStatus,
+    LocalEndpoint,
+    Message,
+    NetworkChange,
+    NetworkMode,
+    NetworkSnapshot,
+    NetworkSpec,
+    Wire,
+)
+
+__all__ = [
+    "KINDS",
+    "MAX_PAYLOAD",
+    "SCHEMA_VERSION",
+    "TABLE_MODES",
+    "BadTopic",
+    "Compartment",
+    "EndpointRecord",
+    "Event",
+    "HostDesired",
+    "HostStatus",
+    "LocalEndpoint",
+    "MalformedPayload",
+    "Message",
+    "NetworkChange",
+    "NetworkMode",
+    "NetworkSnapshot",
+    "NetworkSpec",
+    "OversizePayload",
+    "SchemaViolation",
+    "UnknownKind",
+    "UnsupportedVersion",
+    "Wire",
+    "WireError",
+    "WrongKind",
+    "decode",
+    "encode",
+    "topics",
+]
+__version__ = "0.1.0"

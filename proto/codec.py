@@ -1,0 +1,99 @@
+"""The one msgpack codec of the wire, with its size limit.
+
+``decode`` either returns a fully validated model or raises a :class:`WireError`
+subclass whose ``reason`` says why; nothing else escapes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar, overload
+
+import msgpack
+from pydantic import ValidationError
+
+from .errors import (
+    MalformedPayload,
+    OversizePayload,
+    SchemaViolation,
+    UnknownKind,
+    UnsupportedVersion,
+    WrongKind,
+)
+from .models import KINDS, SCHEMA_VERSION, Wire
+
+#: the largest payload either side accepts (the broker is configured with the same)
+MAX_PAYLOAD = 1 << 20
+
+M = TypeVar("M", bound=Wire)
+
+
+def encode(message: Wire) -> bytes:
+    """Encode a message; raises :class:`OversizePayload` rather than emit a frame
+    that receivers would refuse."""
+    data: bytes = msgpack.packb(message.model_dump(mode="json"), use_bin_type=True)
+    if len(data) > MAX_PAYLOAD:
+        raise OversizePayload(len(data), MAX_PAYLOAD)
+    return data
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise MalformedPayload(f"msgpack extension type {code} is not allowed")
+
+
+def _unpack(data: bytes) -> dict[str, Any]:
+    if len(data) > MAX_PAYLOAD:
+        raise OversizePayload(len(data), MAX_PAYLOAD)
+    if not data:
+        raise MalformedPayload("empty payload")
+    try:
+        obj = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=False,
+            strict_map_key=True,
+            ext_hook=_refuse_ext,
+        )
+    except MalformedPayload:
+        raise
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as e:
+        # ExtraData, FormatError, StackError and UnicodeDecodeError are all ValueErrors
+        raise MalformedPayload(f"not valid msgpack: {type(e).__name__}: {e}") from None
+    if not isinstance(obj, dict):
+        raise MalformedPayload(f"payload is a msgpack {type(obj).__name__}, not a map")
+    return obj
+
+
+@overload
+def decode(data: bytes) -> Wire: ...
+@overload
+def decode(data: bytes, expect: type[M]) -> M: ...
+def decode(data: bytes, expect: type[Wire] | None = None) -> Wire:
+    """Decode and validate one frame; ``expect`` restricts the accepted kind."""
+    obj = _unpack(data)
+    version = obj.get("v")
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise UnsupportedVersion(version)
+    kind = obj.get("kind")
+    model = KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise UnknownKind(kind)
+    if expect is not None and model is not expect:
+        raise WrongKind(str(kind), (_kind_of(expect),))
+    try:
+        return model.model_validate(obj)
+    except ValidationError as e:
+        raise SchemaViolation(str(kind), _summarise(e)) from None
+
+
+def _kind_of(model: type[Wire]) -> str:
+    return next(k for k, m in KINDS.items() if m is model)
+
+
+def _summarise(err: ValidationError, limit: int = 5) -> list[str]:
+    out = []
+    for item in err.errors(include_url=False, include_input=False)[:limit]:
+        loc = ".".join(str(p) for p in item["loc"]) or "<message>"
+        out.append(f"{loc}: {item['msg']}")
+    if err.error_count() > limit:
+        out.append(f"... and {err.error_count() - limit} more")
+    return out

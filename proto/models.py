@@ -1,0 +1,218 @@
+"""Wire messages: frozen, strictly validated, one schema version, one kind each.
+
+Arrays decode as tuples (the codec unpacks with ``use_list=False``), so models hold
+tuples and stay immutable. Strict mode: no coercion of ``"1"`` into ``1``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .types import Generation, Id, IPv4, Mac, Mtu, Subnet, Text, Vni
+
+SCHEMA_VERSION: Literal[1] = 1
+MAX_SHARDS = 1024
+MAX_RECORDS = 10_000  # per snapshot shard or change
+MAX_ERRORS = 64
+
+NetworkMode = Literal["overlay", "nat", "transparent", "internal"]
+#: modes whose endpoint table every participating host follows (remote endpoints)
+TABLE_MODES: frozenset[str] = frozenset({"overlay"})
+
+
+class Wire(BaseModel):
+    """Base of every message: frozen, unknown fields rejected, no coercion."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    v: Literal[1] = SCHEMA_VERSION
+
+
+class NetworkSpec(Wire):
+    """A network as every host sees it (retained on ``networks/{net}``)."""
+
+    kind: Literal["network"] = "network"
+    id: Id
+    mode: NetworkMode
+    subnet: Subnet
+    gateway: IPv4 | None = None
+    vni: Vni | None = None
+    mtu: Mtu = 1450
+    generation: Generation = 1
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NetworkSpec:
+        if self.mode == "overlay" and self.vni is None:
+            raise ValueError("an overlay network needs a VNI")
+        if self.mode != "overlay" and self.vni is not None:
+            raise ValueError(f"a {self.mode} network has no VNI")
+        if self.gateway is not None:
+            net = ipaddress.IPv4Network(self.subnet)
+            gw = ipaddress.IPv4Address(self.gateway)
+            if gw not in net:
+                raise ValueError(f"gateway {gw} is outside subnet {net}")
+            if gw in (net.network_address, net.broadcast_address):
+                raise ValueError(f"gateway {gw} is the network or broadcast address of {net}")
+        if self.mode == "nat" and self.gateway is None:
+            raise ValueError("a nat network needs a gateway")
+        return self
+
+    @property
+    def prefixlen(self) -> int:
+        return ipaddress.IPv4Network(self.subnet).prefixlen
+
+
+class EndpointRecord(Wire):
+    """One row of a network's endpoint table: what a peer needs to reach it."""
+
+    kind: Literal["endpoint"] = "endpoint"
+    id: Id
+    host: Id
+    mac: Mac
+    ip: IPv4
+    vtep: IPv4 | None = None
+    gen: Generation
+
+
+Records = Annotated[tuple[EndpointRecord, ...], Field(max_length=MAX_RECORDS)]
+
+
+class NetworkSnapshot(Wire):
+    """Shard ``shard`` of ``shards`` of a network's endpoint table at ``generation``.
+
+    The table is complete at G once every shard 0..shards-1 at G is held.
+    """
+
+    kind: Literal["snapshot"] = "snapshot"
+    network: Id
+    generation: Generation
+    shard: Annotated[int, Field(ge=0, lt=MAX_SHARDS)] = 0
+    shards: Annotated[int, Field(ge=1, le=MAX_SHARDS)] = 1
+    records: Records = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NetworkSnapshot:
+        if self.shard >= self.shards:
+            raise ValueError(f"shard {self.shard} out of range for {self.shards} shards")
+        for r in self.records:
+            if r.gen > self.generation:
+                raise ValueError(f"record {r.id} at gen {r.gen} newer than the snapshot")
+        return self
+
+
+class NetworkChange(Wire):
+    """The change that takes a network's table from ``generation - 1`` to ``generation``."""
+
+    kind: Literal["change"] = "change"
+    network: Id
+    generation: Annotated[int, Field(ge=1, le=2**63 - 1)]
+    upserts: Records = ()
+    deletes: Annotated[tuple[Id, ...], Field(max_length=MAX_RECORDS)] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NetworkChange:
+        for r in self.upserts:
+            if r.gen != self.generation:
+                raise ValueError(f"record {r.id} at gen {r.gen} in change {self.generation}")
+        ids = [r.id for r in self.upserts] + list(self.deletes)
+        if len(ids) != len(set(ids)):
+            raise ValueError("an endpoint appears twice in one change")
+        return self
+
+
+class LocalEndpoint(Wire):
+    """An endpoint plumbed on this host: a veth whose inner end is ``eth{index}``."""
+
+    kind: Literal["local_endpoint"] = "local_endpoint"
+    id: Id
+    network: Id
+    index: Annotated[int, Field(ge=0, le=63)]
+    mac: Mac
+    ip: IPv4
+    prefixlen: Annotated[int, Field(ge=1, le=30)]
+    default_route: bool = False
+
+
+class Compartment(Wire):
+    """A network compartment: one network namespace holding the endpoints."""
+
+    kind: Literal["compartment"] = "compartment"
+    id: Id
+    endpoints: Annotated[tuple[LocalEndpoint, ...], Field(max_length=64)] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Compartment:
+        idx = [e.index for e in self.endpoints]
+        if len(idx) != len(set(idx)):
+            raise ValueError(f"compartment {self.id} has two endpoints with one index")
+        if sum(e.default_route for e in self.endpoints) > 1:
+            raise ValueError(f"compartment {self.id} has more than one default route")
+        return self
+
+
+class HostDesired(Wire):
+    """Everything one host must hold (retained on ``hosts/{host}/desired``)."""
+
+    kind: Literal["desired"] = "desired"
+    host: Id
+    generation: Generation
+    networks: Annotated[tuple[NetworkSpec, ...], Field(max_length=4096)] = ()
+    compartments: Annotated[tuple[Compartment, ...], Field(max_length=16_384)] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HostDesired:
+        nets = {n.id for n in self.networks}
+        if len(nets) != len(self.networks):
+            raise ValueError("a network appears twice")
+        comps = [c.id for c in self.compartments]
+        if len(comps) != len(set(comps)):
+            raise ValueError("a compartment appears twice")
+        eps: set[str] = set()
+        for c in self.compartments:
+            for e in c.endpoints:
+                if e.network not in nets:
+                    raise ValueError(f"endpoint {e.id} is in network {e.network}, not listed")
+                if e.id in eps:
+                    raise ValueError(f"endpoint {e.id} appears twice")
+                eps.add(e.id)
+        return self
+
+
+class HostStatus(Wire):
+    """What an agent reports (retained on ``hosts/{host}/status``)."""
+
+    kind: Literal["status"] = "status"
+    host: Id
+    state: Literal["online", "offline"]
+    version: Annotated[str, Field(max_length=64)] = ""
+    vtep: IPv4 | None = None
+    desired_generation: Generation = 0
+    networks: Annotated[dict[Id, Generation], Field(max_length=4096)] = Field(default_factory=dict)
+    errors: Annotated[tuple[Text, ...], Field(max_length=MAX_ERRORS)] = ()
+    time: Annotated[float, Field(ge=0)] = 0.0
+
+
+class Event(Wire):
+    """A notable event or an error on a host (``hosts/{host}/events``, not retained)."""
+
+    kind: Literal["event"] = "event"
+    host: Id
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    event: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+    detail: Text = ""
+    time: Annotated[float, Field(ge=0)] = 0.0
+
+
+Message = NetworkSpec | NetworkSnapshot | NetworkChange | HostDesired | HostStatus | Event
+
+KINDS: dict[str, type[Wire]] = {
+    "network": NetworkSpec,
+    "snapshot": NetworkSnapshot,
+    "change": NetworkChange,
+    "desired": HostDesired,
+    "status": HostStatus,
+    "event": Event,
+}

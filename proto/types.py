@@ -1,0 +1,67 @@
+"""Validated scalar types of the wire: ids, addresses, MACs, VNIs.
+
+Addresses travel as canonical strings (``"10.0.0.5"``, ``"10.0.0.0/24"``,
+``"02:00:00:00:00:01"``); validation normalises them so that equal values compare
+equal and encode to the same bytes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, StringConstraints
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+_ID_RE = re.compile(ID_PATTERN)
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+VNI_MIN = 1
+VNI_MAX = 16_777_215
+MTU_MIN = 576
+MTU_MAX = 9216
+
+
+def is_id(value: str) -> bool:
+    """True when ``value`` is a valid Plexus id (host, network, compartment, endpoint)."""
+    return bool(_ID_RE.match(value))
+
+
+def _ipv4(value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 address") from None
+
+
+def _ipv4_net(value: str) -> str:
+    try:
+        net = ipaddress.IPv4Network(value, strict=True)
+    except ValueError as e:
+        raise ValueError(f"{value!r} is not an IPv4 subnet: {e}") from None
+    if net.prefixlen > 30:
+        raise ValueError(f"subnet {value} is too small (prefix longer than /30)")
+    return str(net)
+
+
+def _mac(value: str) -> str:
+    mac = value.lower().replace("-", ":")
+    if not _MAC_RE.match(mac):
+        raise ValueError(f"{value!r} is not a MAC address")
+    first = int(mac[:2], 16)
+    if first & 1:
+        raise ValueError(f"{value!r} is a multicast MAC address")
+    if mac == "00:00:00:00:00:00":
+        raise ValueError("the all-zero MAC address is not allowed")
+    return mac
+
+
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+IPv4 = Annotated[str, StringConstraints(max_length=15), AfterValidator(_ipv4)]
+Subnet = Annotated[str, StringConstraints(max_length=18), AfterValidator(_ipv4_net)]
+Mac = Annotated[str, StringConstraints(max_length=17), AfterValidator(_mac)]
+Vni = Annotated[int, Field(ge=VNI_MIN, le=VNI_MAX)]
+Mtu = Annotated[int, Field(ge=MTU_MIN, le=MTU_MAX)]
+Generation = Annotated[int, Field(ge=0, le=2**63 - 1)]
+Text = Annotated[str, StringConstraints(max_length=1024)]

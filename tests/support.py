@@ -1,0 +1,246 @@
+"""Test support: a real Mosquitto on a free loopback port, an in-process controller,
+and simulated agents (real MQTT clients speaking the wire contract)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiomqtt
+import httpx
+import pytest
+
+import proto
+from controller.api import Runtime
+from controller.config import ControllerSettings
+from controller.daemon import build
+from proto import topics
+from proto.broker import BrokerURL, client
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def need(binary: str) -> str:
+    path = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/sbin")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{binary} is not installed (.ci/run installs it)")
+        pytest.skip(f"{binary} is not installed")
+    return path
+
+
+class Mosquitto:
+    """A real broker, no persistence, TCP_NODELAY, on a free loopback port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.binary = need("mosquitto")
+        self.workdir = workdir
+        self.port = free_port()
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            "set_tcp_nodelay true\n"
+            f"max_packet_size {proto.MAX_PAYLOAD + 4096}\n"
+            f"log_dest file {workdir / 'mosquitto.log'}\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@contextlib.asynccontextmanager
+async def mqtt_client(url: str, name: str = "test") -> AsyncIterator[aiomqtt.Client]:
+    async with client(BrokerURL.parse(url), f"{name}-{os.getpid()}-{time.monotonic_ns()}") as c:
+        yield c
+
+
+async def retained(url: str, filt: str, settle: float = 0.3) -> dict[str, bytes]:
+    """Every retained message under ``filt``, as a plain subscriber sees it."""
+    out: dict[str, bytes] = {}
+    async with mqtt_client(url, "probe") as c:
+        await c.subscribe(filt, qos=1)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(settle):
+                async for msg in c.messages:
+                    if msg.retain and msg.payload:
+                        out[str(msg.topic)] = bytes(msg.payload)  # type: ignore[arg-type]
+    return out
+
+
+@dataclass
+class InProcessController:
+    rt: Runtime
+    http: httpx.AsyncClient
+    task: asyncio.Task[None]
+
+
+@contextlib.asynccontextmanager
+async def in_process_controller(
+    broker_url: str, store: Path, snapshot_interval: float = 0.05
+) -> AsyncIterator[InProcessController]:
+    settings = ControllerSettings(broker=broker_url, store=str(store),
+                                  snapshot_interval=snapshot_interval)
+    rt, server = build(settings)
+    task = asyncio.create_task(rt.bus.run(), name="test-controller-bus")
+    transport = httpx.ASGITransport(app=server.config.app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://ctl") as http:
+            async with asyncio.timeout(10):
+                await rt.bus.connected.wait()
+            yield InProcessController(rt, http, task)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        rt.controller.store.close()
+
+
+_CRASHER = """
+import asyncio, sys, aiomqtt, proto
+from proto import topics
+from proto.broker import BrokerURL, client
+host, url = sys.argv[1], sys.argv[2]
+def status(state):
+    return proto.encode(proto.HostStatus(host=host, state=state, version="sim"))
+async def main():
+    will = aiomqtt.Will(topics.host_status(host), status("offline"), 1, True)
+    async with client(BrokerURL.parse(url), "crasher-" + host, will=will, keepalive=2) as c:
+        await c.publish(topics.host_status(host), status("online"), qos=1, retain=True)
+        print("up", flush=True)
+        await asyncio.sleep(3600)
+asyncio.run(main())
+"""
+
+
+def crashing_agent(host: str, url: str) -> subprocess.Popen[str]:
+    """An agent process that reports online and can then be SIGKILLed (its Last Will)."""
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _CRASHER, host, url],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "up"
+    return proc
+
+
+@dataclass
+class SimAgent:
+    """Speaks the agent side of the contract without a kernel: reports online, follows
+    its desired document and the tables of the networks it names, and reports the
+    generations it holds. ``frozen=True`` makes it never report progress."""
+
+    host: str
+    url: str
+    vtep: str
+    frozen: bool = False
+    desired: proto.HostDesired | None = None
+    tables: dict[str, dict[str, proto.EndpointRecord]] = field(default_factory=dict)
+    gens: dict[str, int] = field(default_factory=dict)
+    _task: asyncio.Task[None] | None = None
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"sim-agent-{self.host}")
+        async with asyncio.timeout(10):
+            await self._ready.wait()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def status(self, state: str = "online") -> bytes:
+        applied = 0 if self.frozen or self.desired is None else self.desired.generation
+        return proto.encode(proto.HostStatus(
+            host=self.host, state=state, version="sim", vtep=self.vtep,  # type: ignore[arg-type]
+            desired_generation=applied, networks={} if self.frozen else dict(self.gens),
+        ))
+
+    async def _run(self) -> None:
+        will = aiomqtt.Will(topics.host_status(self.host), self.status("offline"), 1, True)
+        async with client(BrokerURL.parse(self.url), f"sim-{self.host}-{time.monotonic_ns()}",
+                          will=will) as c:
+            await c.subscribe(topics.host_desired(self.host), qos=1)
+            await c.publish(topics.host_status(self.host), self.status(), qos=1, retain=True)
+            self._ready.set()
+            following: set[str] = set()
+            async for msg in c.messages:
+                t = topics.parse(str(msg.topic))
+                payload = bytes(msg.payload)  # type: ignore[arg-type]
+                if not payload:
+                    continue
+                if t.kind == "host_desired":
+                    self.desired = proto.decode(payload, proto.HostDesired)
+                    want = {n.id for n in self.desired.networks if n.mode in proto.TABLE_MODES}
+                    for net in want - following:
+                        await c.subscribe(topics.network_snapshots(net), qos=1)
+                        await c.subscribe(topics.network_changes(net), qos=1)
+                    for net in following - want:
+                        await c.unsubscribe(topics.network_snapshots(net))
+                        await c.unsubscribe(topics.network_changes(net))
+                        self.tables.pop(net, None)
+                        self.gens.pop(net, None)
+                    following = want
+                elif t.kind == "network_snapshot" and t.network in following:
+                    snap = proto.decode(payload, proto.NetworkSnapshot)
+                    if snap.shards == 1 and snap.generation > self.gens.get(snap.network, 0):
+                        self.tables[snap.network] = {r.id: r for r in snap.records}
+                        self.gens[snap.network] = snap.generation
+                elif t.kind == "network_changes" and t.network in following:
+                    ch = proto.decode(payload, proto.NetworkChange)
+                    have = self.gens.get(ch.network)
+                    if have is not None and ch.generation == have + 1:
+                        table = self.tables[ch.network]
+                        for r in ch.upserts:
+                            table[r.id] = r
+                        for d in ch.deletes:
+                            table.pop(d, None)
+                        self.gens[ch.network] = ch.generation
+                await c.publish(topics.host_status(self.host), self.status(), qos=1, retain=True)
