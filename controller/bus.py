@@ -97,8 +97,9 @@ class Bus:
                 async with client(self.broker, self.identifier) as mqtt:
                     backoff = 0.2
                     await self._session(mqtt)
-            except aiomqtt.MqttError as e:
-                log.warning("broker_disconnected", broker=str(self.broker), error=str(e))
+            except* aiomqtt.MqttError as group:
+                errors = "; ".join(str(e) for e in group.exceptions)
+                log.warning("broker_disconnected", broker=str(self.broker), error=errors)
             finally:
                 self.connected.clear()
                 self.metrics.broker_connected.set(0)

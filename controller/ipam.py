@@ -59,7 +59,7 @@ class Pool:
     def take(self, ip: str) -> None:
         value = int(ipaddress.IPv4Address(ip))
         self._used.add(value)
-        if value == self._cursor:
+        if value >= self._cursor:
             self._cursor = value + 1
 
     def release(self, ip: str) -> None:

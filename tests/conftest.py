@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Mosquitto
+from tests.support import ControllerProcess, Mosquitto
 
 
 @pytest.fixture
@@ -16,3 +16,13 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def controller_proc(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[ControllerProcess]:
+    proc = ControllerProcess(mosquitto.url, tmp_path / "plexus.db", tmp_path / "controller.log")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()

@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,6 +26,10 @@ from controller.config import ControllerSettings
 from controller.daemon import build
 from proto import topics
 from proto.broker import BrokerURL, client
+
+PLEXUS = str(Path(sys.executable).parent / "plexus")
+if not Path(PLEXUS).exists():
+    PLEXUS = shutil.which("plexus") or "plexus"
 
 
 def free_port() -> int:
@@ -75,8 +80,11 @@ class Mosquitto:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_port(self.port)
 
     def stop(self) -> None:
@@ -113,6 +121,59 @@ async def retained(url: str, filt: str, settle: float = 0.3) -> dict[str, bytes]
     return out
 
 
+class ControllerProcess:
+    """``plexus controller`` as a real process on a real socket."""
+
+    def __init__(self, broker_url: str, store: Path, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = [
+            PLEXUS,
+            "controller",
+            "--broker",
+            broker_url,
+            "--store",
+            str(store),
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--log-format",
+            "json",
+            "--snapshot-interval",
+            "0.05",
+        ]
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=log)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"controller exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).json()["broker_connected"]:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("controller did not come up")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 @dataclass
 class InProcessController:
     rt: Runtime
@@ -124,8 +185,9 @@ class InProcessController:
 async def in_process_controller(
     broker_url: str, store: Path, snapshot_interval: float = 0.05
 ) -> AsyncIterator[InProcessController]:
-    settings = ControllerSettings(broker=broker_url, store=str(store),
-                                  snapshot_interval=snapshot_interval)
+    settings = ControllerSettings(
+        broker=broker_url, store=str(store), snapshot_interval=snapshot_interval
+    )
     rt, server = build(settings)
     task = asyncio.create_task(rt.bus.run(), name="test-controller-bus")
     transport = httpx.ASGITransport(app=server.config.app)
@@ -160,10 +222,9 @@ asyncio.run(main())
 
 def crashing_agent(host: str, url: str) -> subprocess.Popen[str]:
     """An agent process that reports online and can then be SIGKILLed (its Last Will)."""
-    import sys
-
-    proc = subprocess.Popen([sys.executable, "-c", _CRASHER, host, url],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CRASHER, host, url], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "up"
     return proc
@@ -198,15 +259,22 @@ class SimAgent:
 
     def status(self, state: str = "online") -> bytes:
         applied = 0 if self.frozen or self.desired is None else self.desired.generation
-        return proto.encode(proto.HostStatus(
-            host=self.host, state=state, version="sim", vtep=self.vtep,  # type: ignore[arg-type]
-            desired_generation=applied, networks={} if self.frozen else dict(self.gens),
-        ))
+        return proto.encode(
+            proto.HostStatus(
+                host=self.host,
+                state=state,
+                version="sim",
+                vtep=self.vtep,  # type: ignore[arg-type]
+                desired_generation=applied,
+                networks={} if self.frozen else dict(self.gens),
+            )
+        )
 
     async def _run(self) -> None:
         will = aiomqtt.Will(topics.host_status(self.host), self.status("offline"), 1, True)
-        async with client(BrokerURL.parse(self.url), f"sim-{self.host}-{time.monotonic_ns()}",
-                          will=will) as c:
+        async with client(
+            BrokerURL.parse(self.url), f"sim-{self.host}-{time.monotonic_ns()}", will=will
+        ) as c:
             await c.subscribe(topics.host_desired(self.host), qos=1)
             await c.publish(topics.host_status(self.host), self.status(), qos=1, retain=True)
             self._ready.set()

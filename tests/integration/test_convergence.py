@@ -21,17 +21,20 @@ async def test_wait_returns_when_every_affected_host_applied(
         for a in agents:
             await a.start()
         try:
-            r = await ctl.http.post("/v1/networks?wait=true", json={
-                "id": "blue", "subnet": "10.1.0.0/24", "vni": 100})
+            r = await ctl.http.post(
+                "/v1/networks?wait=true", json={"id": "blue", "subnet": "10.1.0.0/24", "vni": 100}
+            )
             assert r.status_code == 201, r.text
             for i, a in enumerate(agents):
-                r = await ctl.http.post("/v1/compartments?wait=true&timeout=5",
-                                        json={"id": f"c{i}", "host": a.host})
+                r = await ctl.http.post(
+                    "/v1/compartments?wait=true&timeout=5", json={"id": f"c{i}", "host": a.host}
+                )
                 assert r.status_code == 201, r.text
                 assert r.json()["convergence"]["converged"], r.json()
-                r = await ctl.http.post("/v1/endpoints?wait=true&timeout=5",
-                                        json={"id": f"e{i}", "network": "blue",
-                                              "compartment": f"c{i}"})
+                r = await ctl.http.post(
+                    "/v1/endpoints?wait=true&timeout=5",
+                    json={"id": f"e{i}", "network": "blue", "compartment": f"c{i}"},
+                )
                 assert r.status_code == 201, r.text
                 conv = r.json()["convergence"]
                 assert conv["converged"], conv
@@ -64,11 +67,14 @@ async def test_wait_times_out_naming_the_host_that_did_not_apply(
             for h in ("good", "stuck"):
                 r = await ctl.http.post("/v1/compartments", json={"id": f"c-{h}", "host": h})
                 assert r.status_code == 201, r.text
-            r = await ctl.http.post("/v1/endpoints?wait=true&timeout=5",
-                                    json={"network": "n", "compartment": "c-good"})
+            r = await ctl.http.post(
+                "/v1/endpoints?wait=true&timeout=5", json={"network": "n", "compartment": "c-good"}
+            )
             assert r.json()["convergence"]["converged"], r.json()
-            r = await ctl.http.post("/v1/endpoints?wait=true&timeout=0.5",
-                                    json={"network": "n", "compartment": "c-stuck"})
+            r = await ctl.http.post(
+                "/v1/endpoints?wait=true&timeout=0.5",
+                json={"network": "n", "compartment": "c-stuck"},
+            )
             assert r.status_code == 201
             conv = r.json()["convergence"]
             assert conv["converged"] is False
@@ -78,7 +84,9 @@ async def test_wait_times_out_naming_the_host_that_did_not_apply(
             status = (await ctl.http.get("/v1/status")).json()
             assert status["in_sync"] is False
             assert {h["id"]: h["in_sync"] for h in status["hosts"]} == {
-                "good": True, "stuck": False}
+                "good": True,
+                "stuck": False,
+            }
         finally:
             await good.stop()
             await stuck.stop()
@@ -103,8 +111,9 @@ async def test_offline_host_is_reported_not_waited_for(
             if (await ctl.http.get("/v1/hosts/gone")).json()["state"] == "offline":
                 break
             await asyncio.sleep(0.05)
-        r = await ctl.http.post("/v1/compartments?wait=true&timeout=5",
-                                json={"id": "c2", "host": "gone"})
+        r = await ctl.http.post(
+            "/v1/compartments?wait=true&timeout=5", json={"id": "c2", "host": "gone"}
+        )
         conv = r.json()["convergence"]
         assert conv["converged"] is True
         assert conv["offline"] == ["gone"]

@@ -1,0 +1,261 @@
+"""The controller's domain logic with a real SQLite store and no broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import proto
+from controller.errors import Conflict, Invalid, NotFound
+from controller.schemas import CompartmentCreate, EndpointCreate, NetworkCreate
+from controller.service import Controller, Publish
+from controller.store import SqliteStore
+
+
+def online(ctl: Controller, host: str, vtep: str = "198.18.0.1") -> list[Publish]:
+    st = proto.HostStatus(host=host, state="online", version="t", vtep=vtep)
+    return ctl.host_reported(st).publish
+
+
+@pytest.fixture
+def ctl(tmp_path: Path) -> Controller:
+    c = Controller(SqliteStore(tmp_path / "plexus.db"))
+    online(c, "h1", "198.18.0.1")
+    online(c, "h2", "198.18.0.2")
+    return c
+
+
+def net(ctl: Controller, name: str = "blue", **kw: object) -> None:
+    body = {"id": name, "subnet": "10.1.0.0/24", **kw}
+    ctl.create_network(NetworkCreate.model_validate(body))
+
+
+def comp(ctl: Controller, name: str, host: str) -> None:
+    ctl.create_compartment(CompartmentCreate(id=name, host=host))
+
+
+def ep(ctl: Controller, **kw: object) -> proto.EndpointRecord:
+    out = ctl.create_endpoint(EndpointCreate.model_validate(kw))
+    return ctl.record(out.value)
+
+
+def decode_all(pubs: list[Publish]) -> list[proto.Wire | None]:
+    return [proto.decode(p.payload) if p.payload else None for p in pubs]
+
+
+def test_new_host_gets_an_empty_desired_document(tmp_path: Path) -> None:
+    c = Controller(SqliteStore(tmp_path / "s.db"))
+    pubs = online(c, "h9")
+    assert [p.topic for p in pubs] == ["plexus/v1/hosts/h9/desired"]
+    doc = proto.decode(pubs[0].payload, proto.HostDesired)
+    assert doc.generation == 1 and doc.compartments == ()
+    assert online(c, "h9") == []  # a repeated status publishes nothing
+
+
+def test_network_defaults_and_validation(ctl: Controller) -> None:
+    net(ctl)
+    n = ctl.state.networks["blue"]
+    assert (n.gateway, n.vni, n.mtu) == ("10.1.0.1", 4096, 1450)
+    net(ctl, "red")  # VNI allocated past the one in use
+    assert ctl.state.networks["red"].vni == 4097
+    with pytest.raises(Conflict, match="already exists"):
+        net(ctl)
+    with pytest.raises(Conflict, match="VNI 4096 is already used by network 'blue'"):
+        net(ctl, "green", vni=4096)
+    with pytest.raises(Invalid, match="outside"):
+        net(ctl, "green", gateway="10.9.0.1")
+    with pytest.raises(Invalid, match="no VNI"):
+        net(ctl, "green", mode="nat", vni=5)
+    net(ctl, "local", mode="nat", subnet="172.20.0.0/16")
+    assert ctl.state.networks["local"].mtu == 1500
+
+
+def test_overlapping_subnets_are_allowed_on_different_vnis(ctl: Controller) -> None:
+    net(ctl, "a", vni=10)
+    net(ctl, "b", vni=11)
+    assert ctl.state.networks["a"].subnet == ctl.state.networks["b"].subnet
+
+
+def test_endpoint_allocation_and_static_checks(ctl: Controller) -> None:
+    net(ctl)
+    comp(ctl, "c1", "h1")
+    comp(ctl, "c2", "h2")
+    comp(ctl, "c3", "h2")
+    r1 = ep(ctl, network="blue", compartment="c1")
+    assert r1.ip == "10.1.0.2" and r1.vtep == "198.18.0.1"
+    assert r1.mac.startswith("02:")
+    r2 = ep(ctl, network="blue", compartment="c2", ip="10.1.0.50", mac="02:00:00:00:00:50")
+    assert (r2.ip, r2.mac) == ("10.1.0.50", "02:00:00:00:00:50")
+    with pytest.raises(Conflict, match="already has an endpoint in network"):
+        ep(ctl, network="blue", compartment="c1")
+    with pytest.raises(Conflict, match=r"address 10\.1\.0\.50 is already used"):
+        ep(ctl, network="blue", compartment="c3", ip="10.1.0.50")
+    with pytest.raises(Conflict, match="MAC 02:00:00:00:00:50 is already used"):
+        ep(ctl, network="blue", compartment="c3", mac="02:00:00:00:00:50")
+    for bad, why in [
+        ("10.1.0.1", "gateway"),
+        ("10.1.0.0", "network address"),
+        ("10.1.0.255", "broadcast"),
+        ("10.2.0.9", "outside"),
+    ]:
+        with pytest.raises(Invalid, match=why):
+            ep(ctl, network="blue", compartment="c3", ip=bad)
+    with pytest.raises(Invalid, match="network 'nope' does not exist"):
+        ep(ctl, network="nope", compartment="c3")
+    with pytest.raises(Invalid, match="compartment 'nope' does not exist"):
+        ep(ctl, network="blue", compartment="nope")
+    with pytest.raises(NotFound):
+        ctl.delete_endpoint("nope")
+
+
+def test_unknown_host_is_a_clear_error(ctl: Controller) -> None:
+    with pytest.raises(Invalid, match="host 'h7' is not known"):
+        comp(ctl, "c1", "h7")
+
+
+def test_pool_exhaustion_is_a_conflict(ctl: Controller) -> None:
+    net(ctl, "tiny", subnet="10.9.0.0/30")  # .1 gateway, .2 the only address
+    comp(ctl, "c1", "h1")
+    comp(ctl, "c2", "h1")
+    ep(ctl, network="tiny", compartment="c1")
+    with pytest.raises(Conflict, match="exhausted"):
+        ep(ctl, network="tiny", compartment="c2")
+
+
+def test_host_local_networks_have_a_pool_per_host(ctl: Controller) -> None:
+    net(ctl, "nat", mode="nat", subnet="172.30.0.0/24")
+    comp(ctl, "c1", "h1")
+    comp(ctl, "c2", "h2")
+    assert ep(ctl, network="nat", compartment="c1").ip == "172.30.0.2"
+    assert ep(ctl, network="nat", compartment="c2").ip == "172.30.0.2"
+
+
+def test_endpoint_change_is_o1_publishes(ctl: Controller) -> None:
+    """One endpoint = one change on the network + the owner's desired document."""
+    net(ctl)
+    comp(ctl, "c1", "h1")
+    out = ctl.create_endpoint(EndpointCreate(network="blue", compartment="c1"))
+    assert [p.topic for p in out.publish] == [
+        "plexus/v1/networks/blue/changes",
+        "plexus/v1/hosts/h1/desired",
+    ]
+    change = proto.decode(out.publish[0].payload, proto.NetworkChange)
+    assert change.generation == ctl.state.networks["blue"].table_gen
+    assert [r.id for r in change.upserts] == [out.value.id]
+    assert out.publish[0].retain is False and out.publish[1].retain is True
+    assert out.dirty == {"blue"}
+    desired = proto.decode(out.publish[1].payload, proto.HostDesired)
+    (c1,) = desired.compartments
+    (local,) = c1.endpoints
+    assert (local.index, local.prefixlen, local.default_route) == (0, 24, True)
+    assert out.target["h1"].desired == desired.generation
+    assert out.target["h1"].networks == {"blue": change.generation}
+
+
+def test_generations_only_grow_even_across_delete_and_recreate(ctl: Controller) -> None:
+    net(ctl)
+    comp(ctl, "c1", "h1")
+    e = ep(ctl, network="blue", compartment="c1")
+    gen_before = ctl.state.networks["blue"].table_gen
+    desired_before = ctl.state.hosts["h1"].desired_gen
+    ctl.delete_network("blue", force=True)
+    net(ctl)
+    assert ctl.state.networks["blue"].table_gen > gen_before
+    assert ctl.state.networks["blue"].generation > 1
+    assert ctl.state.hosts["h1"].desired_gen > desired_before
+    ctl.decommission_host("h2")
+    online(ctl, "h2")
+    assert e.id not in ctl.state.endpoints
+
+
+def test_delete_refused_while_in_use_unless_forced(ctl: Controller) -> None:
+    net(ctl)
+    comp(ctl, "c1", "h1")
+    ep(ctl, network="blue", compartment="c1", id="e1")
+    with pytest.raises(Conflict, match="still has 1 endpoint"):
+        ctl.delete_network("blue")
+    with pytest.raises(Conflict, match="still has 1 endpoint"):
+        ctl.delete_compartment("c1")
+    with pytest.raises(Conflict, match="still has 1 compartment"):
+        ctl.decommission_host("h1")
+    out = ctl.delete_network("blue", force=True)
+    topics_ = [p.topic for p in out.publish]
+    assert "plexus/v1/hosts/h1/desired" in topics_
+    assert ("plexus/v1/networks/blue", b"") in [(p.topic, p.payload) for p in out.publish]
+    assert ("plexus/v1/networks/blue/snapshot/0", b"") in [
+        (p.topic, p.payload) for p in out.publish
+    ]
+    assert "e1" not in ctl.state.endpoints and "blue" not in ctl.state.networks
+    assert ctl.state.compartments["c1"]
+
+
+def test_default_route_moves_to_the_next_endpoint(ctl: Controller) -> None:
+    net(ctl, "a")
+    net(ctl, "b", subnet="10.2.0.0/24")
+    comp(ctl, "c1", "h1")
+    ep(ctl, network="a", compartment="c1", id="ea")
+    ep(ctl, network="b", compartment="c1", id="eb")
+    assert ctl.state.endpoints["ea"].default_route
+    assert not ctl.state.endpoints["eb"].default_route
+    ep_b = ctl.state.endpoints["eb"]
+    assert ep_b.index == 1
+    ctl.delete_endpoint("ea")
+    assert ctl.state.endpoints["eb"].default_route
+
+
+def test_vtep_change_republishes_the_hosts_records(ctl: Controller) -> None:
+    net(ctl)
+    comp(ctl, "c1", "h1")
+    ep(ctl, network="blue", compartment="c1", id="e1")
+    out = ctl.host_reported(
+        proto.HostStatus(host="h1", state="online", version="t", vtep="198.18.0.77")
+    )
+    (change,) = [m for m in decode_all(out.publish) if isinstance(m, proto.NetworkChange)]
+    assert change.upserts[0].vtep == "198.18.0.77"
+    assert ctl.record(ctl.state.endpoints["e1"]).vtep == "198.18.0.77"
+
+
+def test_snapshot_shards_and_clears_leftovers(
+    ctl: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import controller.service as service
+
+    monkeypatch.setattr(service, "SHARD_RECORDS", 2)
+    net(ctl)
+    for i in range(5):
+        comp(ctl, f"c{i}", "h1")
+        ep(ctl, network="blue", compartment=f"c{i}")
+    pubs = ctl.snapshot("blue")
+    snaps = [proto.decode(p.payload, proto.NetworkSnapshot) for p in pubs]
+    assert [s.shard for s in snaps] == [0, 1, 2] and {s.shards for s in snaps} == {3}
+    assert sum(len(s.records) for s in snaps) == 5
+    for i in range(4):
+        ctl.delete_compartment(f"c{i}", force=True)
+    pubs = ctl.snapshot("blue")
+    assert [(p.topic.rsplit("/", 1)[1], bool(p.payload)) for p in pubs] == [
+        ("0", True),
+        ("1", False),
+        ("2", False),
+    ]
+
+
+def test_restart_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    c = Controller(SqliteStore(path))
+    online(c, "h1")
+    net(c)
+    comp(c, "c1", "h1")
+    e = ep(c, network="blue", compartment="c1")
+    before = c.state
+    c.store.close()
+    c2 = Controller(SqliteStore(path))
+    assert c2.state.endpoints == before.endpoints
+    assert c2.state.networks == before.networks
+    assert c2.state.compartments == before.compartments
+    assert c2.state.hosts["h1"].desired_gen == before.hosts["h1"].desired_gen
+    assert c2.state.hosts["h1"].state == "offline"  # until its status comes back
+    assert c2.desired("h1") == c.desired("h1")
+    # pools and MACs are rebuilt: the next address is not the one in use
+    comp(c2, "c2", "h1")
+    assert ep(c2, network="blue", compartment="c2").ip != e.ip
