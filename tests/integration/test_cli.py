@@ -24,24 +24,37 @@ async def plexus(ctl: ControllerProcess | str, *args: str) -> tuple[int, str, st
     return proc.returncode, out.decode(), err.decode()
 
 
-async def test_cli_drives_the_api(mosquitto: Mosquitto, controller_proc: ControllerProcess
-                                  ) -> None:
+async def test_cli_drives_the_api(mosquitto: Mosquitto, controller_proc: ControllerProcess) -> None:
     agent = SimAgent("h1", mosquitto.url, "198.18.0.1")
     await agent.start()
     try:
-        rc, out, err = await plexus(controller_proc, "network", "create", "blue",
-                                    "--subnet", "10.1.0.0/24", "--vni", "100")
+        rc, out, err = await plexus(
+            controller_proc, "network", "create", "blue", "--subnet", "10.1.0.0/24", "--vni", "100"
+        )
         assert rc == 0, err
         assert "blue" in out and "10.1.0.0/24" in out
         rc, out, _ = await plexus(controller_proc, "host", "list", "-o", "json")
         assert rc == 0 and json.loads(out)[0]["vtep"] == "198.18.0.1"
-        rc, out, err = await plexus(controller_proc, "compartment", "create", "web",
-                                    "--host", "h1", "--wait")
+        rc, out, err = await plexus(
+            controller_proc, "compartment", "create", "web", "--host", "h1", "--wait"
+        )
         assert rc == 0, err
         assert "applied by 1 host(s)" in out
-        rc, out, err = await plexus(controller_proc, "endpoint", "create", "web0",
-                                    "--network", "blue", "--compartment", "web",
-                                    "--ip", "10.1.0.10", "--wait", "-o", "json")
+        rc, out, err = await plexus(
+            controller_proc,
+            "endpoint",
+            "create",
+            "web0",
+            "--network",
+            "blue",
+            "--compartment",
+            "web",
+            "--ip",
+            "10.1.0.10",
+            "--wait",
+            "-o",
+            "json",
+        )
         assert rc == 0, err
         data = json.loads(out)
         assert data["ip"] == "10.1.0.10" and data["convergence"]["converged"]
@@ -51,19 +64,22 @@ async def test_cli_drives_the_api(mosquitto: Mosquitto, controller_proc: Control
         assert rc == 0 and "in sync" in out
 
         # errors: non-zero exit and a one-line reason
-        rc, out, err = await plexus(controller_proc, "network", "create", "blue",
-                                    "--subnet", "10.2.0.0/24")
+        rc, out, err = await plexus(
+            controller_proc, "network", "create", "blue", "--subnet", "10.2.0.0/24"
+        )
         assert rc == 1 and "409" in err and "already exists" in err
         assert len(err.strip().splitlines()) == 1
         rc, _, err = await plexus(controller_proc, "network", "delete", "blue")
         assert rc == 1 and "force" in err
         rc, _, err = await plexus(controller_proc, "endpoint", "show", "nope")
         assert rc == 1 and "not found" in err
-        rc, _, err = await plexus(controller_proc, "network", "create", "x",
-                                  "--subnet", "10.0.0.0/99")
+        rc, _, err = await plexus(
+            controller_proc, "network", "create", "x", "--subnet", "10.0.0.0/99"
+        )
         assert rc == 1 and "422" in err and "subnet" in err
-        rc, out, err = await plexus(controller_proc, "network", "delete", "blue", "--force",
-                                    "--wait")
+        rc, out, err = await plexus(
+            controller_proc, "network", "delete", "blue", "--force", "--wait"
+        )
         assert rc == 0, err
     finally:
         await agent.stop()
@@ -75,8 +91,17 @@ async def test_cli_reports_a_host_that_did_not_apply(
     agent = SimAgent("slow", mosquitto.url, "198.18.0.2", frozen=True)
     await agent.start()
     try:
-        rc, out, err = await plexus(controller_proc, "compartment", "create", "c1",
-                                    "--host", "slow", "--wait", "--timeout", "0.3")
+        rc, out, err = await plexus(
+            controller_proc,
+            "compartment",
+            "create",
+            "c1",
+            "--host",
+            "slow",
+            "--wait",
+            "--timeout",
+            "0.3",
+        )
         assert rc == 3
         assert "not applied in time by 1 host(s): slow: desired@" in err
         rc, out, _ = await plexus(controller_proc, "status")

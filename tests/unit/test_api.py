@@ -20,8 +20,9 @@ from controller.daemon import build
 async def app(tmp_path: Path) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
     rt, server = build(ControllerSettings(store=str(tmp_path / "s.db")))
     for i in (1, 2):
-        rt.controller.host_reported(proto.HostStatus(
-            host=f"h{i}", state="online", version="t", vtep=f"198.18.0.{i}"))
+        rt.controller.host_reported(
+            proto.HostStatus(host=f"h{i}", state="online", version="t", vtep=f"198.18.0.{i}")
+        )
     transport = httpx.ASGITransport(app=server.config.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://ctl") as client:
         yield rt, client
@@ -33,23 +34,40 @@ async def test_crud_round_trip(app: tuple[Runtime, httpx.AsyncClient]) -> None:
     r = await c.post("/v1/networks", json={"id": "blue", "subnet": "10.1.0.0/24"})
     assert r.status_code == 201
     assert r.json() | {"convergence": None} == {
-        "id": "blue", "mode": "overlay", "subnet": "10.1.0.0/24", "gateway": "10.1.0.1",
-        "vni": 4096, "mtu": 1450, "generation": 1, "table_generation": 1, "endpoints": 0,
-        "hosts": [], "convergence": None}
+        "id": "blue",
+        "mode": "overlay",
+        "subnet": "10.1.0.0/24",
+        "gateway": "10.1.0.1",
+        "vni": 4096,
+        "mtu": 1450,
+        "generation": 1,
+        "table_generation": 1,
+        "endpoints": 0,
+        "hosts": [],
+        "convergence": None,
+    }
     assert (await c.post("/v1/compartments", json={"id": "c1", "host": "h1"})).status_code == 201
-    r = await c.post("/v1/endpoints", json={"id": "e1", "network": "blue", "compartment": "c1",
-                                            "ip": "10.1.0.9"})
+    r = await c.post(
+        "/v1/endpoints", json={"id": "e1", "network": "blue", "compartment": "c1", "ip": "10.1.0.9"}
+    )
     assert r.status_code == 201
     body = r.json()
     assert (body["ip"], body["prefixlen"], body["interface"], body["host"]) == (
-        "10.1.0.9", 24, "eth0", "h1")
+        "10.1.0.9",
+        24,
+        "eth0",
+        "h1",
+    )
     assert [e["id"] for e in (await c.get("/v1/endpoints?network=blue")).json()] == ["e1"]
     assert (await c.get("/v1/endpoints?host=h2")).json() == []
     assert (await c.get("/v1/compartments/c1")).json()["endpoints"] == ["e1"]
     assert (await c.get("/v1/networks/blue")).json()["hosts"] == ["h1"]
     assert (await c.get("/v1/hosts/h1")).json()["compartments"] == 1
     assert (await c.delete("/v1/endpoints/e1")).json() == {
-        "id": "e1", "deleted": True, "convergence": None}
+        "id": "e1",
+        "deleted": True,
+        "convergence": None,
+    }
     assert (await c.get("/v1/endpoints/e1")).status_code == 404
     assert (await c.delete("/v1/compartments/c1")).status_code == 200
     assert (await c.delete("/v1/networks/blue")).status_code == 200
@@ -62,28 +80,39 @@ async def test_crud_round_trip(app: tuple[Runtime, httpx.AsyncClient]) -> None:
         ("POST", "/v1/networks", {"id": "n", "subnet": "10.0.0.0/33"}, 422, "subnet"),
         ("POST", "/v1/networks", {"id": "n", "subnet": "10.0.0.1/24"}, 422, "host bits"),
         ("POST", "/v1/networks", {"id": "n", "subnet": "10.0.0.0/24", "vni": 0}, 422, "vni"),
-        ("POST", "/v1/networks", {"id": "n", "subnet": "10.0.0.0/24", "vni": 2**24}, 422,
-         "vni"),
+        ("POST", "/v1/networks", {"id": "n", "subnet": "10.0.0.0/24", "vni": 2**24}, 422, "vni"),
         ("POST", "/v1/networks", {"id": "N!", "subnet": "10.0.0.0/24"}, 422, "id"),
-        ("POST", "/v1/networks", {"id": "n", "subnet": "10.0.0.0/24", "bogus": 1}, 422,
-         "bogus"),
+        ("POST", "/v1/networks", {"id": "n", "subnet": "10.0.0.0/24", "bogus": 1}, 422, "bogus"),
         ("POST", "/v1/networks", {"id": "n", "subnet": "10.0.0.0/24", "mode": "x"}, 422, "mode"),
-        ("POST", "/v1/networks", {"id": "n", "subnet": "10.0.0.0/24", "gateway": "10.0.0.0"},
-         422, "network or broadcast"),
-        ("POST", "/v1/networks", {"id": "n", "subnet": "10.0.0.0/24", "mode": "nat",
-                                  "vni": 7}, 422, "no VNI"),
+        (
+            "POST",
+            "/v1/networks",
+            {"id": "n", "subnet": "10.0.0.0/24", "gateway": "10.0.0.0"},
+            422,
+            "network or broadcast",
+        ),
+        (
+            "POST",
+            "/v1/networks",
+            {"id": "n", "subnet": "10.0.0.0/24", "mode": "nat", "vni": 7},
+            422,
+            "no VNI",
+        ),
         ("POST", "/v1/compartments", {"host": "nope"}, 422, "not known"),
         ("GET", "/v1/networks/nope", None, 404, "network 'nope' not found"),
         ("GET", "/v1/hosts/nope", None, 404, "host 'nope' not found"),
         ("DELETE", "/v1/compartments/nope", None, 404, "not found"),
         ("GET", "/v1/nothing", None, 404, "Not Found"),
         ("POST", "/v1/endpoints?wait=maybe", {"network": "a", "compartment": "b"}, 422, "wait"),
-        ("POST", "/v1/endpoints?timeout=0", {"network": "a", "compartment": "b"}, 422,
-         "timeout"),
+        ("POST", "/v1/endpoints?timeout=0", {"network": "a", "compartment": "b"}, 422, "timeout"),
     ],
 )
 async def test_errors_carry_a_reason(
-    app: tuple[Runtime, httpx.AsyncClient], method: str, path: str, body: object, status: int,
+    app: tuple[Runtime, httpx.AsyncClient],
+    method: str,
+    path: str,
+    body: object,
+    status: int,
     needle: str,
 ) -> None:
     _, c = app
@@ -103,8 +132,9 @@ async def test_conflicts_are_409(app: tuple[Runtime, httpx.AsyncClient]) -> None
     assert r.status_code == 409 and "VNI 5" in r.json()["reason"]
     await c.post("/v1/compartments", json={"id": "c1", "host": "h1"})
     await c.post("/v1/compartments", json={"id": "c2", "host": "h1"})
-    assert (await c.post("/v1/endpoints", json={"network": "a", "compartment": "c1"})
-            ).status_code == 201
+    assert (
+        await c.post("/v1/endpoints", json={"network": "a", "compartment": "c1"})
+    ).status_code == 201
     r = await c.post("/v1/endpoints", json={"network": "a", "compartment": "c2"})
     assert r.status_code == 409 and "exhausted" in r.json()["reason"]
     r = await c.delete("/v1/networks/a")
@@ -132,8 +162,10 @@ async def test_health_metrics_status_and_openapi(
     assert (await c.get("/healthz")).json()["status"] == "ok"
     await c.get("/v1/networks")
     metrics = (await c.get("/metrics")).text
-    assert 'plexus_api_request_seconds_count{method="GET",route="/v1/networks",status="200"}' \
+    assert (
+        'plexus_api_request_seconds_count{method="GET",route="/v1/networks",status="200"}'
         in metrics
+    )
     assert "plexus_hosts_online 2.0" in metrics
     status = (await c.get("/v1/status")).json()
     assert [h["id"] for h in status["hosts"]] == ["h1", "h2"]

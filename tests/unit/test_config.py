@@ -10,11 +10,13 @@ from proto.broker import BrokerURL
 from proto.settings import load_settings
 
 
-def test_precedence_flags_env_file_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                            ) -> None:
+def test_precedence_flags_env_file_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = tmp_path / "plexus.toml"
-    cfg.write_text('[controller]\nbroker = "mqtt://file:1"\nstore = "file.db"\n'
-                   'listen = "0.0.0.0:9000"\n')
+    cfg.write_text(
+        '[controller]\nbroker = "mqtt://file:1"\nstore = "file.db"\nlisten = "0.0.0.0:9000"\n'
+    )
     monkeypatch.setenv("PLEXUS_STORE", "env.db")
     monkeypatch.setenv("PLEXUS_LISTEN", "127.0.0.1:9001")
     s = load_settings(ControllerSettings, "controller", cfg, listen="127.0.0.1:9002")
@@ -23,8 +25,9 @@ def test_precedence_flags_env_file_defaults(tmp_path: Path, monkeypatch: pytest.
     assert load_settings(ControllerSettings, "controller", None).snapshot_interval == 0.1
 
 
-@pytest.mark.parametrize("field,value", [("listen", "nope"), ("broker", "http://x"),
-                                         ("snapshot_interval", 0)])
+@pytest.mark.parametrize(
+    "field,value", [("listen", "nope"), ("broker", "http://x"), ("snapshot_interval", 0)]
+)
 def test_bad_settings_are_refused(field: str, value: object) -> None:
     with pytest.raises(ValidationError):
         load_settings(ControllerSettings, "controller", None, **{field: value})
