@@ -159,6 +159,45 @@ def controller(
     run(settings)
 
 
+@app.command()
+def agent(
+    host_id: Annotated[str | None, typer.Option(help="this host's id")] = None,
+    broker: Annotated[str | None, typer.Option(help="mqtt://HOST:PORT")] = None,
+    vtep_address: Annotated[str | None, typer.Option(help="underlay address for VXLAN")] = None,
+    vtep_interface: Annotated[str | None, typer.Option(help="take the VTEP from this link")] = None,
+    resync_interval: Annotated[
+        float | None, typer.Option(help="seconds between full passes")
+    ] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus metrics")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML file ([agent] table)", envvar="PLEXUS_CONFIG")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option()] = None,
+    log_format: Annotated[str | None, typer.Option(help="auto, json or console")] = None,
+) -> None:
+    """Run the host agent daemon (programs this host's kernel)."""
+    from agents.config import AgentSettings
+    from agents.daemon import run as run_agent
+
+    try:
+        settings = load_settings(
+            AgentSettings,
+            "agent",
+            config,
+            host_id=host_id,
+            broker=broker,
+            vtep_address=vtep_address,
+            vtep_interface=vtep_interface,
+            resync_interval=resync_interval,
+            metrics_port=metrics_port,
+            log_level=log_level,
+            log_format=log_format,
+        )
+    except (ValidationError, ValueError) as e:
+        fail(f"bad configuration: {e}", code=2)
+    run_agent(settings)
+
+
 # -- networks ---------------------------------------------------------------------------
 
 NET_COLS = [

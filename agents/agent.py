@@ -1,0 +1,207 @@
+"""The agent's logic between the wire and the kernel, without MQTT.
+
+:meth:`Agent.on_message` validates and folds one message in (never raises);
+:meth:`Agent.reconcile` runs one pass: read the kernel, compute the desired state,
+plan, apply. The MQTT session (:mod:`agents.daemon`) only moves bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+import proto
+from proto import topics
+
+from .desired import desired_state
+from .kernel import Kernel, KernelError
+from .plan import plan
+from .tables import Table
+
+log = structlog.get_logger("plexus.agent")
+MAX_ERRORS = 32
+
+
+class AgentMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.pass_seconds = Histogram(
+            "plexus_agent_pass_seconds",
+            "reconcile pass duration",
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.actions = Counter(
+            "plexus_agent_actions_total", "kernel actions applied", ["action"], registry=r
+        )
+        self.errors = Counter(
+            "plexus_agent_action_errors_total", "kernel actions that failed", ["action"], registry=r
+        )
+        self.rejected = Counter(
+            "plexus_agent_rejected_messages_total", "messages refused", ["reason"], registry=r
+        )
+
+
+@dataclass
+class PassResult:
+    actions: int
+    errors: list[str]
+    duration: float
+    complete: bool
+
+
+@dataclass
+class Agent:
+    host: str
+    kernel: Kernel
+    vtep: str | None
+    version: str = proto.__version__
+    metrics: AgentMetrics = field(default_factory=AgentMetrics)
+    doc: proto.HostDesired | None = None
+    tables: dict[str, Table] = field(default_factory=dict)
+    applied_desired: int = 0
+    applied_networks: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    #: set whenever something arrived that a pass should look at
+    dirty: bool = True
+
+    # -- wire --------------------------------------------------------------------------
+
+    def followed(self) -> set[str]:
+        """Networks whose endpoint table this host must hold."""
+        if self.doc is None:
+            return set()
+        return {n.id for n in self.doc.networks if n.mode in proto.TABLE_MODES}
+
+    def on_message(self, topic: str, payload: bytes) -> str | None:
+        """Fold one message in. Returns None, or the reason it was rejected (logged and
+        counted here). Never raises."""
+        try:
+            return self._on_message(topic, payload)
+        except proto.WireError as e:
+            return self._reject(e.code, topic, e.reason)
+        except Exception as e:  # a daemon never dies of a message
+            log.exception("message_handler_failed", topic=topic)
+            return self._reject("internal", topic, repr(e))
+
+    def _on_message(self, topic: str, payload: bytes) -> str | None:
+        t = topics.parse(topic)
+        if t.kind == "host_desired":
+            if t.host != self.host:
+                return self._reject("other_host", topic, f"topic of host {t.host}")
+            if not payload:
+                return None  # cleared (host decommissioned): keep the dataplane, fail static
+            doc = proto.decode(payload, proto.HostDesired)
+            if doc.host != self.host:
+                return self._reject("other_host", topic, f"document names host {doc.host}")
+            if self.doc is not None and doc.generation <= self.doc.generation:
+                return self._reject(
+                    "stale",
+                    topic,
+                    f"generation {doc.generation} not newer than {self.doc.generation}",
+                )
+            self.doc = doc
+            follow = self.followed()
+            for net in list(self.tables):
+                if net not in follow:
+                    del self.tables[net]
+            for net in follow:
+                self.tables.setdefault(net, Table(net))
+            self.dirty = True
+            return None
+        if t.kind in ("network_snapshot", "network_changes"):
+            assert t.network is not None
+            table = self.tables.get(t.network)
+            if table is None:
+                return self._reject("not_member", topic, "a network this host does not follow")
+            if not payload:
+                return None
+            if t.kind == "network_snapshot":
+                snap = proto.decode(payload, proto.NetworkSnapshot)
+                if snap.network != t.network or snap.shard != t.shard:
+                    return self._reject("topic_mismatch", topic, "payload names another shard")
+                outcome = table.on_snapshot(snap)
+            else:
+                change = proto.decode(payload, proto.NetworkChange)
+                if change.network != t.network:
+                    return self._reject("topic_mismatch", topic, "payload names another network")
+                outcome = table.on_change(change)
+            if outcome in ("stale", "duplicate"):
+                log.debug("message_ignored", topic=topic, outcome=outcome)
+            else:
+                self.dirty = True
+            return None
+        return self._reject("unexpected_topic", topic, t.kind)
+
+    def _reject(self, reason: str, topic: str, detail: str) -> str:
+        self.metrics.rejected.labels(reason).inc()
+        log.warning("message_rejected", host=self.host, topic=topic, reason=reason, detail=detail)
+        return reason
+
+    # -- kernel ------------------------------------------------------------------------
+
+    @property
+    def complete(self) -> bool:
+        return self.doc is not None and all(t.complete for t in self.tables.values())
+
+    async def reconcile(self) -> PassResult:
+        """One level-triggered pass. Nothing happens before the desired document."""
+        start = time.perf_counter()
+        self.dirty = False
+        if self.doc is None:
+            return PassResult(0, [], 0.0, False)
+        doc, complete = self.doc, self.complete
+        gens = {n: t.generation for n, t in self.tables.items() if t.complete}
+        records = {n: t.records for n, t in self.tables.items()}
+        errors: list[str] = []
+        actions = []
+        try:
+            actual = await self.kernel.read()
+            want = desired_state(self.host, doc, records, self.vtep)
+            actions = plan(want, actual, complete=complete)
+        except KernelError as e:
+            errors.append(str(e))
+        for action in actions:
+            name = type(action).__name__
+            try:
+                await self.kernel.apply(action)
+                self.metrics.actions.labels(name).inc()
+            except KernelError as e:
+                self.metrics.errors.labels(name).inc()
+                errors.append(str(e))
+                log.warning(
+                    "action_failed", host=self.host, action=name, error=str(e), errno=e.errno
+                )
+        if not errors:
+            self.applied_desired = doc.generation
+            self.applied_networks = gens
+        self.errors = errors[:MAX_ERRORS]
+        duration = time.perf_counter() - start
+        self.metrics.pass_seconds.observe(duration)
+        log.info(
+            "reconcile_pass",
+            host=self.host,
+            duration_ms=round(duration * 1000, 2),
+            actions=len(actions),
+            errors=len(errors),
+            complete=complete,
+            desired_generation=doc.generation,
+        )
+        return PassResult(len(actions), errors, duration, complete)
+
+    def status(self, state: Literal["online", "offline"] = "online") -> proto.HostStatus:
+        return proto.HostStatus(
+            host=self.host,
+            state=state,
+            version=self.version,
+            vtep=self.vtep,
+            desired_generation=self.applied_desired,
+            networks=dict(self.applied_networks),
+            errors=tuple(e[:1024] for e in self.errors),
+            time=time.time(),
+        )

@@ -1,0 +1,37 @@
+"""Settings of ``plexus agent`` (flags > ``PLEXUS_*`` env > ``[agent]`` in TOML)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from proto.broker import BrokerURL
+from proto.types import is_id
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PLEXUS_", extra="ignore")
+
+    host_id: str
+    broker: str = "mqtt://127.0.0.1:1883"
+    vtep_address: str | None = None
+    vtep_interface: str | None = None
+    resync_interval: float = Field(default=30.0, gt=0)
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("host_id")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not is_id(v):
+            raise ValueError(f"host id {v!r} must match [a-z0-9][a-z0-9._-]{{0,62}}")
+        return v
+
+    @field_validator("broker")
+    @classmethod
+    def _broker(cls, v: str) -> str:
+        BrokerURL.parse(v)
+        return v

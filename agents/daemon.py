@@ -1,0 +1,176 @@
+"""``plexus agent``: the MQTT session and the reconcile loop of one host.
+
+Two named tasks: ``agent-mqtt`` (connect, subscribe to the host's desired document and
+to the tables of the networks it names, fold messages in, publish status; reconnect
+with jittered exponential backoff) and ``agent-reconciler`` (a pass whenever something
+arrived, every ``resync_interval`` to repair drift, and with backoff after errors).
+With the broker gone the dataplane stays as it is (fail static).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+
+import aiomqtt
+import structlog
+
+import proto
+from proto import logs, topics
+from proto.broker import BrokerURL, client
+
+from .agent import Agent
+from .config import AgentSettings
+from .kernel import Kernel
+
+log = structlog.get_logger("plexus.agent")
+
+
+class AgentDaemon:
+    def __init__(self, agent: Agent, broker: BrokerURL, resync_interval: float = 30.0) -> None:
+        self.agent = agent
+        self.broker = broker
+        self.resync_interval = resync_interval
+        self.wake = asyncio.Event()
+        self._mqtt: aiomqtt.Client | None = None
+        self._following: set[str] = set()
+        self._last_status: bytes | None = None
+
+    # -- reconcile loop ----------------------------------------------------------------
+
+    async def reconciler(self) -> None:
+        backoff = 0.0
+        while True:
+            timeout = backoff or self.resync_interval
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self.wake.wait()
+            self.wake.clear()
+            result = await self.agent.reconcile()
+            backoff = min(max(backoff * 2, 0.5), 30.0) if result.errors else 0.0
+            await self.publish_status()
+
+    async def publish_status(self, force: bool = False) -> None:
+        mqtt = self._mqtt
+        if mqtt is None:
+            return
+        st = self.agent.status()
+        key = proto.encode(st.model_copy(update={"time": 0.0}))
+        if not force and key == self._last_status:
+            return
+        try:
+            await mqtt.publish(
+                topics.host_status(self.agent.host), proto.encode(st), qos=1, retain=True
+            )
+            self._last_status = key
+        except aiomqtt.MqttError as e:
+            log.warning("status_publish_failed", error=str(e))
+
+    # -- MQTT session ------------------------------------------------------------------
+
+    async def session(self) -> None:
+        backoff = 0.2
+        host = self.agent.host
+        will = aiomqtt.Will(
+            topics.host_status(host), proto.encode(self.agent.status("offline")), qos=1, retain=True
+        )
+        while True:
+            try:
+                async with client(self.broker, f"plexus-agent-{host}", will=will) as mqtt:
+                    backoff = 0.2
+                    log.info("broker_connected", host=host, broker=str(self.broker))
+                    self._following = set()
+                    await mqtt.subscribe(topics.host_desired(host), qos=1)
+                    self._mqtt = mqtt
+                    await self.publish_status(force=True)
+                    async for msg in mqtt.messages:
+                        payload = msg.payload if isinstance(msg.payload, bytes) else b""
+                        self.agent.on_message(str(msg.topic), payload)
+                        await self._follow(mqtt)
+                        if self.agent.dirty:
+                            self.wake.set()
+            except aiomqtt.MqttError as e:
+                log.warning("broker_disconnected", host=host, error=str(e))
+            finally:
+                self._mqtt = None
+            delay = random.uniform(0.5, 1.0) * backoff
+            backoff = min(backoff * 2, 10.0)
+            await asyncio.sleep(delay)
+
+    async def _follow(self, mqtt: aiomqtt.Client) -> None:
+        want = self.agent.followed()
+        for net in sorted(want - self._following):
+            await mqtt.subscribe(topics.network_snapshots(net), qos=1)
+            await mqtt.subscribe(topics.network_changes(net), qos=1)
+        for net in sorted(self._following - want):
+            await mqtt.unsubscribe(topics.network_snapshots(net))
+            await mqtt.unsubscribe(topics.network_changes(net))
+        self._following = want
+
+    async def shutdown(self) -> None:
+        """Clean stop: report offline ourselves (the Last Will is for crashes)."""
+        mqtt = self._mqtt
+        if mqtt is not None:
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                async with asyncio.timeout(2):
+                    await mqtt.publish(
+                        topics.host_status(self.agent.host),
+                        proto.encode(self.agent.status("offline")),
+                        qos=1,
+                        retain=True,
+                    )
+
+
+async def resolve_vtep(settings: AgentSettings) -> str | None:
+    if settings.vtep_address:
+        return settings.vtep_address
+    if settings.vtep_interface:
+        from pyroute2 import AsyncIPRoute
+
+        async with AsyncIPRoute() as ipr:
+            found = await ipr.link_lookup(ifname=settings.vtep_interface)
+            if not found:
+                raise ValueError(f"VTEP interface {settings.vtep_interface!r} does not exist")
+            async for a in await ipr.addr("dump", index=found[0], family=2):
+                return str(a.get("address"))
+        raise ValueError(f"VTEP interface {settings.vtep_interface!r} has no IPv4 address")
+    return None
+
+
+async def serve(settings: AgentSettings, kernel: Kernel | None = None) -> None:
+    if kernel is None:
+        from .kernel.linux import LinuxKernel
+
+        kernel = LinuxKernel(settings.host_id)
+    vtep = await resolve_vtep(settings)
+    agent = Agent(settings.host_id, kernel, vtep)
+    daemon = AgentDaemon(agent, BrokerURL.parse(settings.broker), settings.resync_interval)
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, registry=agent.metrics.registry)
+    log.info("agent_starting", host=settings.host_id, broker=settings.broker, vtep=vtep)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [
+                tg.create_task(daemon.session(), name="agent-mqtt"),
+                tg.create_task(daemon.reconciler(), name="agent-reconciler"),
+            ]
+            await stop.wait()
+            await daemon.shutdown()
+            for t in tasks:
+                t.cancel()
+    finally:
+        await kernel.close()
+        log.info("agent_stopped", host=settings.host_id)
+
+
+def run(settings: AgentSettings) -> None:
+    logs.configure(settings.log_level, settings.log_format)
+    asyncio.run(serve(settings))

@@ -1,0 +1,38 @@
+"""The kernel seam: read the owned state, apply one action.
+
+Two drivers: :class:`~agents.kernel.linux.LinuxKernel` (pyroute2 ``AsyncIPRoute``) and
+:class:`~agents.kernel.memory.MemoryKernel` (in-memory, for unit tests and simulation).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..model import HostState
+from ..plan import Action
+
+
+class KernelError(Exception):
+    """A kernel operation failed; carries the operation, the object and the errno."""
+
+    def __init__(self, op: str, obj: str, errno: int, message: str) -> None:
+        super().__init__(f"{op} {obj}: [errno {errno}] {message}")
+        self.op = op
+        self.obj = obj
+        self.errno = errno
+
+
+class Kernel(Protocol):
+    async def read(self) -> HostState:
+        """The Plexus-owned objects of this host, as they are now."""
+        ...
+
+    async def apply(self, action: Action) -> None:
+        """Apply one action; "ensure" semantics (already there / already gone is success).
+        Raises :class:`KernelError`."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+__all__ = ["Kernel", "KernelError"]

@@ -1,0 +1,308 @@
+"""The Linux driver: pyroute2 ``AsyncIPRoute`` for links, addresses, routes, FDB and
+neighbours; ``pyroute2.netns`` for namespaces. Netlink errors are translated here,
+once: EEXIST on an add and ENOENT/ENODEV on a delete are success."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pyroute2 import AsyncIPRoute, netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from .. import names
+from .. import plan as p
+from ..model import Bridge, Fdb, HostState, Neigh, Veth, Vxlan
+from . import KernelError
+
+NUD_PERMANENT = 0x80
+IFF_UP = 0x1
+GONE = {errno.ENOENT, errno.ENODEV, errno.ESRCH, errno.EADDRNOTAVAIL}
+
+
+def _kind(link: Any) -> str | None:
+    kind: str | None = link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+    return kind
+
+
+class LinuxKernel:
+    """Owns the objects of ``host``; runs in the host's (current) network namespace."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.prefix = names.netns_prefix(host)
+        self._ipr: AsyncIPRoute | None = None
+        self._ns: dict[str, AsyncIPRoute] = {}
+
+    async def _root(self) -> AsyncIPRoute:
+        if self._ipr is None:
+            self._ipr = AsyncIPRoute()
+        return self._ipr
+
+    async def _in(self, ns: str) -> AsyncIPRoute:
+        ipr = self._ns.get(ns)
+        if ipr is None:
+            ipr = self._ns[ns] = AsyncIPRoute(netns=ns)
+        return ipr
+
+    def _forget(self, ns: str) -> None:
+        ipr = self._ns.pop(ns, None)
+        if ipr is not None:
+            ipr.close()
+
+    async def close(self) -> None:
+        for ns in list(self._ns):
+            self._forget(ns)
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+    # -- read --------------------------------------------------------------------------
+
+    async def read(self) -> HostState:
+        st = HostState()
+        st.namespaces = {n for n in netns.listnetns() if n.startswith(self.prefix)}
+        ipr = await self._root()
+        links = [ln async for ln in await ipr.link("dump")]
+        by_index = {ln["index"]: ln for ln in links}
+        addrs: dict[int, list[str]] = {}
+        async for a in await ipr.addr("dump", family=2):
+            addrs.setdefault(a["index"], []).append(f"{a.get('address')}/{a['prefixlen']}")
+        vx_index: dict[int, str] = {}
+        host_veths: dict[int, tuple[Any, str]] = {}
+        for ln in links:
+            name = ln.get("ifname") or ""
+            owned = names.parse_alias(ln.get("ifalias"))
+            if not name.startswith(names.IF_PREFIX) or owned is None:
+                continue
+            kind, ident = owned
+            master = by_index.get(ln.get("master") or 0)
+            master_name = master.get("ifname") if master is not None else ""
+            if kind == "bridge" and _kind(ln) == "bridge":
+                own = addrs.get(ln["index"], [])
+                st.bridges[name] = Bridge(name, ident, ln.get("mtu"), own[0] if own else None)
+            elif kind == "vxlan" and _kind(ln) == "vxlan":
+                data = ln.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+                st.vxlans[name] = Vxlan(
+                    name,
+                    ident,
+                    data.get("IFLA_VXLAN_ID"),
+                    data.get("IFLA_VXLAN_LOCAL"),
+                    data.get("IFLA_VXLAN_PORT"),
+                    ln.get("mtu"),
+                    master_name,
+                )
+                vx_index[ln["index"]] = name
+            elif kind == "veth" and _kind(ln) == "veth":
+                host_veths[ln["index"]] = (ln, master_name)
+        # the inner ends: IFLA_LINK of a peer names the host-side ifindex
+        for ns in sorted(st.namespaces):
+            try:
+                inner = await self._in(ns)
+                ns_links = [ln async for ln in await inner.link("dump")]
+                ns_addrs: dict[int, list[str]] = {}
+                async for a in await inner.addr("dump", family=2):
+                    ns_addrs.setdefault(a["index"], []).append(
+                        f"{a.get('address')}/{a['prefixlen']}"
+                    )
+                gateway = None
+                async for r in await inner.route("dump", family=2, table=254):
+                    if r["dst_len"] == 0 and r.get("gateway"):
+                        gateway = r.get("gateway")
+                st.routes[ns] = gateway
+            except (NetlinkError, OSError) as e:
+                raise KernelError("read", ns, getattr(e, "code", 0) or 0, str(e)) from None
+            for ln in ns_links:
+                peer = host_veths.get(ln.get("link") or 0)
+                if peer is None or _kind(ln) != "veth":
+                    continue
+                host_ln, bridge = peer
+                owned = names.parse_alias(host_ln.get("ifalias"))
+                assert owned is not None
+                own = ns_addrs.get(ln["index"], [])
+                up = bool(host_ln["flags"] & IFF_UP) and bool(ln["flags"] & IFF_UP)
+                st.veths[host_ln.get("ifname")] = Veth(
+                    name=host_ln.get("ifname"),
+                    endpoint=owned[1],
+                    bridge=bridge,
+                    netns=ns,
+                    inner=ln.get("ifname"),
+                    mac=ln.get("address"),
+                    address=own[0] if own else "",
+                    mtu=ln.get("mtu"),
+                    up=up,
+                )
+        # host-side veths whose peer is in no owned namespace are stale halves
+        seen = {v.name for v in st.veths.values()}
+        for ln, bridge in host_veths.values():
+            if ln.get("ifname") not in seen:
+                owned = names.parse_alias(ln.get("ifalias"))
+                assert owned is not None
+                st.veths[ln.get("ifname")] = Veth(
+                    ln.get("ifname"), owned[1], bridge, "", "", "", "", 0, False
+                )
+        if vx_index:
+            async for f in await ipr.fdb("dump"):
+                dev = vx_index.get(f["ifindex"])
+                if dev is not None and f.get("dst"):
+                    st.fdb.add(Fdb(dev, f.get("lladdr"), f.get("dst")))
+            async for n in await ipr.neigh("dump", family=2):
+                dev = vx_index.get(n["ifindex"])
+                if dev is not None and n["state"] & NUD_PERMANENT and n.get("lladdr"):
+                    st.neigh.add(Neigh(dev, n.get("dst"), n.get("lladdr")))
+        return st
+
+    # -- apply -------------------------------------------------------------------------
+
+    async def apply(self, action: p.Action) -> None:
+        op = type(action).__name__
+        try:
+            await self._apply(action)
+        except NetlinkError as e:
+            raise KernelError(op, _obj(action), e.code, str(e)) from None
+        except OSError as e:
+            raise KernelError(op, _obj(action), e.errno or 0, str(e)) from None
+
+    async def _index(self, name: str, ipr: AsyncIPRoute | None = None) -> int:
+        ipr = ipr or await self._root()
+        found = await ipr.link_lookup(ifname=name)
+        if not found:
+            raise KernelError("lookup", name, errno.ENODEV, "no such device")
+        return int(found[0])
+
+    @asynccontextmanager
+    async def _ensure(self, *ok: int) -> AsyncIterator[None]:
+        try:
+            yield
+        except NetlinkError as e:
+            if e.code not in ok:
+                raise
+
+    async def _apply(self, action: p.Action) -> None:
+        ipr = await self._root()
+        match action:
+            case p.AddNamespace(name):
+                if name not in netns.listnetns():
+                    await asyncio.to_thread(netns.create, name)
+                inner = await self._in(name)
+                await inner.link("set", index=1, state="up")
+            case p.DelNamespace(name):
+                self._forget(name)
+                if name in netns.listnetns():
+                    await asyncio.to_thread(netns.remove, name)
+            case p.AddBridge(br):
+                async with self._ensure(errno.EEXIST):
+                    await ipr.link("add", ifname=br.name, kind="bridge")
+                await self._set_bridge(br, None)
+            case p.SetBridge(old, new):
+                await self._set_bridge(new, old)
+            case p.DelBridge(name) | p.DelVxlan(name) | p.DelVeth(name):
+                async with self._ensure(*GONE):
+                    await ipr.link("del", index=await self._index(name))
+            case p.AddVxlan(vx):
+                async with self._ensure(errno.EEXIST):
+                    await ipr.link(
+                        "add",
+                        ifname=vx.name,
+                        kind="vxlan",
+                        vxlan_id=vx.vni,
+                        vxlan_local=vx.local,
+                        vxlan_port=vx.port,
+                        vxlan_learning=0,
+                        vxlan_proxy=1,
+                        mtu=vx.mtu,
+                    )
+                idx = await self._index(vx.name)
+                await ipr.link(
+                    "set",
+                    index=idx,
+                    ifalias=names.alias("vxlan", vx.network),
+                    master=await self._index(vx.bridge),
+                    state="up",
+                )
+            case p.AddVeth(v):
+                await self._add_veth(v)
+            case p.SetRoute(ns, gw):
+                inner = await self._in(ns)
+                async with self._ensure(*GONE):
+                    await inner.route("del", dst="0.0.0.0/0", table=254)
+                if gw is not None:
+                    await inner.route("add", dst="0.0.0.0/0", gateway=gw, table=254)
+            case p.AddFdb(f):
+                async with self._ensure(errno.EEXIST):
+                    await ipr.fdb(
+                        "append",
+                        ifindex=await self._index(f.device),
+                        lladdr=f.mac,
+                        dst=f.dst,
+                        state=NUD_PERMANENT,
+                    )
+            case p.DelFdb(f):
+                async with self._ensure(*GONE):
+                    await ipr.fdb(
+                        "del", ifindex=await self._index(f.device), lladdr=f.mac, dst=f.dst
+                    )
+            case p.AddNeigh(n):
+                await ipr.neigh(
+                    "replace",
+                    ifindex=await self._index(n.device),
+                    dst=n.ip,
+                    lladdr=n.mac,
+                    state=NUD_PERMANENT,
+                )
+            case p.DelNeigh(n):
+                async with self._ensure(*GONE):
+                    await ipr.neigh(
+                        "del", ifindex=await self._index(n.device), dst=n.ip, lladdr=n.mac
+                    )
+
+    async def _set_bridge(self, br: Bridge, old: Bridge | None) -> None:
+        ipr = await self._root()
+        idx = await self._index(br.name)
+        await ipr.link(
+            "set", index=idx, ifalias=names.alias("bridge", br.network), mtu=br.mtu, state="up"
+        )
+        if old is not None and old.address and old.address != br.address:
+            ip, _, plen = old.address.partition("/")
+            async with self._ensure(*GONE):
+                await ipr.addr("del", index=idx, address=ip, prefixlen=int(plen))
+        if br.address and (old is None or old.address != br.address):
+            ip, _, plen = br.address.partition("/")
+            async with self._ensure(errno.EEXIST):
+                await ipr.addr("add", index=idx, address=ip, prefixlen=int(plen))
+
+    async def _add_veth(self, v: Veth) -> None:
+        ipr = await self._root()
+        inner = await self._in(v.netns)
+        stale = await inner.link_lookup(ifname=v.inner)
+        if stale:  # an unowned leftover holding the inner name in our namespace
+            await inner.link("del", index=stale[0])
+        async with self._ensure(errno.EEXIST):
+            await ipr.link(
+                "add", ifname=v.name, kind="veth", peer={"ifname": v.inner, "net_ns_fd": v.netns}
+            )
+        idx = await self._index(v.name)
+        await ipr.link(
+            "set",
+            index=idx,
+            ifalias=names.alias("veth", v.endpoint),
+            mtu=v.mtu,
+            master=await self._index(v.bridge),
+            state="up",
+        )
+        in_idx = await self._index(v.inner, inner)
+        await inner.link("set", index=in_idx, address=v.mac, mtu=v.mtu, state="up")
+        ip, _, plen = v.address.partition("/")
+        async with self._ensure(errno.EEXIST):
+            await inner.addr("add", index=in_idx, address=ip, prefixlen=int(plen))
+
+
+def _obj(action: p.Action) -> str:
+    for attr in ("name", "bridge", "vxlan", "veth", "fdb", "neigh", "netns", "new"):
+        value = getattr(action, attr, None)
+        if value is not None:
+            return str(getattr(value, "name", value))
+    return repr(action)

@@ -1,0 +1,82 @@
+"""The kernel objects an agent owns, as plain values.
+
+:class:`HostState` describes one host's Plexus-owned kernel state. The desired one is
+computed from the wire documents (:mod:`agents.desired`); the actual one is read back
+from the kernel by a driver. The planner diffs the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FLOOD_MAC = "00:00:00:00:00:00"
+
+
+@dataclass(frozen=True, slots=True)
+class Bridge:
+    name: str
+    network: str
+    mtu: int
+    address: str | None  # "IP/prefix" of the gateway, or None
+
+
+@dataclass(frozen=True, slots=True)
+class Vxlan:
+    name: str
+    network: str
+    vni: int
+    local: str
+    port: int
+    mtu: int
+    bridge: str
+
+
+@dataclass(frozen=True, slots=True)
+class Veth:
+    """A veth pair: ``name`` on the host, plugged into ``bridge``; ``inner`` in ``netns``."""
+
+    name: str
+    endpoint: str
+    bridge: str
+    netns: str
+    inner: str
+    mac: str
+    address: str  # "IP/prefix"
+    mtu: int
+    up: bool = True  # both ends administratively up
+
+
+@dataclass(frozen=True, slots=True)
+class Fdb:
+    device: str
+    mac: str
+    dst: str
+
+
+@dataclass(frozen=True, slots=True)
+class Neigh:
+    device: str
+    ip: str
+    mac: str
+
+
+@dataclass
+class HostState:
+    namespaces: set[str] = field(default_factory=set)
+    bridges: dict[str, Bridge] = field(default_factory=dict)
+    vxlans: dict[str, Vxlan] = field(default_factory=dict)
+    veths: dict[str, Veth] = field(default_factory=dict)
+    #: default gateway of each owned namespace (None: no default route)
+    routes: dict[str, str | None] = field(default_factory=dict)
+    fdb: set[Fdb] = field(default_factory=set)
+    neigh: set[Neigh] = field(default_factory=set)
+
+    def count(self) -> int:
+        return (
+            len(self.namespaces)
+            + len(self.bridges)
+            + len(self.vxlans)
+            + len(self.veths)
+            + len(self.fdb)
+            + len(self.neigh)
+        )

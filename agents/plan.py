@@ -1,0 +1,186 @@
+"""The reconcile planner: ``plan(desired, actual, complete) -> actions``. Pure: no I/O.
+
+Deletions of stale objects are planned only when ``complete`` (the agent holds its
+desired document and every table it follows, snapshot plus contiguous changes).
+Replacing an object that is still desired but differs is an update, always allowed.
+Actions are ordered so that each one's prerequisites come first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .model import FLOOD_MAC, Bridge, Fdb, HostState, Neigh, Veth, Vxlan
+
+
+@dataclass(frozen=True, slots=True)
+class AddNamespace:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class DelNamespace:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddBridge:
+    bridge: Bridge
+
+
+@dataclass(frozen=True, slots=True)
+class SetBridge:
+    old: Bridge
+    new: Bridge
+
+
+@dataclass(frozen=True, slots=True)
+class DelBridge:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddVxlan:
+    vxlan: Vxlan
+
+
+@dataclass(frozen=True, slots=True)
+class DelVxlan:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddVeth:
+    veth: Veth
+
+
+@dataclass(frozen=True, slots=True)
+class DelVeth:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetRoute:
+    netns: str
+    gateway: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AddFdb:
+    fdb: Fdb
+
+
+@dataclass(frozen=True, slots=True)
+class DelFdb:
+    fdb: Fdb
+
+
+@dataclass(frozen=True, slots=True)
+class AddNeigh:
+    neigh: Neigh
+
+
+@dataclass(frozen=True, slots=True)
+class DelNeigh:
+    neigh: Neigh
+
+
+Action = (
+    AddNamespace
+    | DelNamespace
+    | AddBridge
+    | SetBridge
+    | DelBridge
+    | AddVxlan
+    | DelVxlan
+    | AddVeth
+    | DelVeth
+    | SetRoute
+    | AddFdb
+    | DelFdb
+    | AddNeigh
+    | DelNeigh
+)
+
+
+def _fdb_key(f: Fdb) -> tuple[str, str, str]:
+    # unicast entries are unique per MAC; flood entries per destination
+    return (f.device, f.mac, f.dst if f.mac == FLOOD_MAC else "")
+
+
+def plan(desired: HostState, actual: HostState, *, complete: bool) -> list[Action]:
+    dels: list[Action] = []
+    adds: list[Action] = []
+
+    # namespaces
+    for ns in sorted(desired.namespaces - actual.namespaces):
+        adds.append(AddNamespace(ns))
+    stale_ns = actual.namespaces - desired.namespaces if complete else set()
+
+    # bridges
+    for name, br in sorted(desired.bridges.items()):
+        have = actual.bridges.get(name)
+        if have is None:
+            adds.append(AddBridge(br))
+        elif have != br:
+            adds.append(SetBridge(have, br))
+
+    # vxlan devices: any difference means re-creation (its FDB and neighbours go too)
+    recreated_vx: set[str] = set()
+    for name, vx in sorted(desired.vxlans.items()):
+        have_vx = actual.vxlans.get(name)
+        if have_vx != vx:
+            if have_vx is not None:
+                dels.append(DelVxlan(name))
+                recreated_vx.add(name)
+            adds.append(AddVxlan(vx))
+
+    # veths: any difference means re-creation (a default route through it goes too)
+    recreated_ns: set[str] = set()
+    for name, veth in sorted(desired.veths.items()):
+        have_veth = actual.veths.get(name)
+        if have_veth != veth:
+            if have_veth is not None:
+                dels.append(DelVeth(name))
+                recreated_ns.add(have_veth.netns)
+            recreated_ns.add(veth.netns)
+            adds.append(AddVeth(veth))
+
+    # default routes (a re-created veth takes the route through it along)
+    for ns, gw in sorted(desired.routes.items(), key=lambda kv: kv[0]):
+        fresh = ns not in actual.namespaces or ns in recreated_ns
+        if (None if fresh else actual.routes.get(ns)) != gw:
+            adds.append(SetRoute(ns, gw))
+
+    # forwarding entries and neighbours
+    have_fdb = {_fdb_key(f): f for f in actual.fdb if f.device not in recreated_vx}
+    want_fdb = {_fdb_key(f): f for f in desired.fdb}
+    for key, f in sorted(want_fdb.items()):
+        old = have_fdb.get(key)
+        if old != f:
+            if old is not None:
+                dels.append(DelFdb(old))
+            adds.append(AddFdb(f))
+    have_nb = {(n.device, n.ip): n for n in actual.neigh if n.device not in recreated_vx}
+    want_nb = {(n.device, n.ip): n for n in desired.neigh}
+    for nkey, n in sorted(want_nb.items()):
+        old_n = have_nb.get(nkey)
+        if old_n != n:
+            if old_n is not None:
+                dels.append(DelNeigh(old_n))
+            adds.append(AddNeigh(n))
+
+    if complete:
+        stale: list[Action] = []
+        stale += [DelNeigh(have_nb[k]) for k in sorted(have_nb.keys() - want_nb.keys())]
+        stale += [DelFdb(have_fdb[k]) for k in sorted(have_fdb.keys() - want_fdb.keys())]
+        stale += [
+            DelVeth(n)
+            for n in sorted(actual.veths.keys() - desired.veths.keys())
+            if actual.veths[n].netns not in stale_ns
+        ]
+        stale += [DelVxlan(n) for n in sorted(actual.vxlans.keys() - desired.vxlans.keys())]
+        stale += [DelBridge(n) for n in sorted(actual.bridges.keys() - desired.bridges.keys())]
+        stale += [DelNamespace(n) for n in sorted(stale_ns)]
+        dels = stale + dels
+    return dels + adds

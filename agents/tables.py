@@ -1,0 +1,59 @@
+"""A network's endpoint table as an agent holds it: snapshot G + contiguous changes.
+
+Complete means: every shard of one snapshot generation held, and every change since
+applied in order. Older or duplicate records are ignored; a gap waits for the next
+snapshot (the controller refreshes it shortly after every change)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import proto
+
+MAX_BUFFERED = 10_000
+
+
+@dataclass
+class Table:
+    network: str
+    generation: int = 0
+    complete: bool = False
+    records: dict[str, proto.EndpointRecord] = field(default_factory=dict)
+    _shards: dict[int, dict[int, proto.NetworkSnapshot]] = field(default_factory=dict)
+    _pending: dict[int, proto.NetworkChange] = field(default_factory=dict)
+
+    def on_snapshot(self, snap: proto.NetworkSnapshot) -> str:
+        """Returns what happened: ``applied``, ``partial`` or ``stale``."""
+        if snap.generation <= self.generation and self.complete:
+            return "stale"
+        shards = self._shards.setdefault(snap.generation, {})
+        shards[snap.shard] = snap
+        if any(s.shards != snap.shards for s in shards.values()) or len(shards) < snap.shards:
+            return "partial"
+        self.records = {r.id: r for s in shards.values() for r in s.records}
+        self.generation = snap.generation
+        self.complete = True
+        self._shards = {g: s for g, s in self._shards.items() if g > snap.generation}
+        self._drain()
+        return "applied"
+
+    def on_change(self, change: proto.NetworkChange) -> str:
+        """Returns ``applied``, ``duplicate`` or ``buffered`` (gap or not yet complete)."""
+        if self.complete and change.generation <= self.generation:
+            return "duplicate"
+        if len(self._pending) < MAX_BUFFERED:
+            self._pending[change.generation] = change
+        if self.complete and change.generation == self.generation + 1:
+            self._drain()
+            return "applied"
+        return "buffered"
+
+    def _drain(self) -> None:
+        for gen in sorted(g for g in self._pending if g <= self.generation):
+            del self._pending[gen]
+        while (change := self._pending.pop(self.generation + 1, None)) is not None:
+            for r in change.upserts:
+                self.records[r.id] = r
+            for d in change.deletes:
+                self.records.pop(d, None)
+            self.generation = change.generation
