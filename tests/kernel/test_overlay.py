@@ -1,0 +1,127 @@
+"""Real kernel: agents in host namespaces program compartments and VXLAN overlays."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from pyroute2 import IPRoute
+
+from agents import names
+from tests.kernel.lab import Lab
+from tests.support import InProcessController
+
+pytestmark = pytest.mark.kernel
+
+
+async def hosts_online(ctl: InProcessController, lab: Lab) -> None:
+    for _ in range(200):
+        hosts = (await ctl.http.get("/v1/hosts")).json()
+        if {h["id"] for h in hosts if h["state"] == "online"} >= set(lab.hosts):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"hosts not online: {hosts}")
+
+
+async def post(ctl: InProcessController, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    sep = "&" if "?" in path else "?"
+    r = await ctl.http.post(f"{path}{sep}wait=true&timeout=10", json=body)
+    assert r.status_code == 201, r.text
+    data: dict[str, Any] = r.json()
+    conv = data.get("convergence")
+    assert conv is None or conv["converged"], conv
+    return data
+
+
+async def endpoint(
+    ctl: InProcessController, host: str, comp: str, net: str, **kw: Any
+) -> dict[str, Any]:
+    if (await ctl.http.get(f"/v1/compartments/{comp}")).status_code == 404:
+        await post(ctl, "/v1/compartments", {"id": comp, "host": host})
+    return await post(ctl, "/v1/endpoints", {"network": net, "compartment": comp, **kw})
+
+
+async def test_agent_programs_compartment_and_overlay(ctl: InProcessController, lab: Lab) -> None:
+    """Links, addresses, routes, FDB and neighbours checked through netlink dumps."""
+    await hosts_online(ctl, lab)
+    h1, h2 = lab.hosts
+    await post(ctl, "/v1/networks", {"id": "blue", "subnet": "10.1.0.0/24", "vni": 100})
+    e1 = await endpoint(ctl, h1, "c1", "blue")
+    e2 = await endpoint(ctl, h2, "c2", "blue")
+
+    def check() -> None:
+        with IPRoute(netns=lab.hostns[h1]) as ipr:
+            links = {ln.get("ifname"): ln for ln in ipr.get_links()}
+            br = links[names.bridge("blue")]
+            vx = links[names.vxlan("blue")]
+            veth = links[names.veth(e1["id"])]
+            assert br.get("ifalias") == "plexus:bridge:blue" and br.get("mtu") == 1450
+            data = vx.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+            assert (
+                data.get("IFLA_VXLAN_ID"),
+                data.get("IFLA_VXLAN_LOCAL"),
+                data.get("IFLA_VXLAN_LEARNING"),
+                data.get("IFLA_VXLAN_PORT"),
+            ) == (100, lab.vtep[h1], 0, 4789)
+            assert vx.get("master") == br["index"] and veth.get("master") == br["index"]
+            addrs = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=br["index"])}
+            assert ("10.1.0.1", 24) in addrs
+            fdb = {
+                (f.get("lladdr"), f.get("dst"))
+                for f in ipr.fdb("dump")
+                if f["ifindex"] == vx["index"] and f.get("dst")
+            }
+            assert fdb == {(e2["mac"], lab.vtep[h2]), ("00:00:00:00:00:00", lab.vtep[h2])}
+            neigh = {
+                (n.get("dst"), n.get("lladdr")) for n in ipr.get_neighbours(ifindex=vx["index"])
+            }
+            assert (e2["ip"], e2["mac"]) in neigh
+            assert "uplink" in links  # the host's own link is untouched
+        with IPRoute(netns=lab.compartment_ns(h1, "c1")) as ipr:
+            (eth0,) = ipr.get_links(ifname="eth0")
+            assert (eth0.get("address"), eth0.get("mtu")) == (e1["mac"], 1450)
+            assert eth0["flags"] & 1
+            addrs = {
+                (a.get("address"), a["prefixlen"])
+                for a in ipr.get_addr(index=eth0["index"], family=2)
+            }
+            assert addrs == {(e1["ip"], 24)}
+            default = [r for r in ipr.get_routes(family=2, table=254) if r["dst_len"] == 0]
+            assert [r.get("gateway") for r in default] == ["10.1.0.1"]
+
+    await asyncio.to_thread(check)
+    assert await asyncio.to_thread(lab.wait_ping, h1, "c1", e2["ip"])
+
+    # deletion removes the kernel objects on every host
+    r = await ctl.http.delete(f"/v1/endpoints/{e2['id']}?wait=true&timeout=10")
+    assert r.json()["convergence"]["converged"]
+
+    def gone() -> None:
+        with IPRoute(netns=lab.hostns[h2]) as ipr:
+            assert not ipr.link_lookup(ifname=names.veth(e2["id"]))
+        with IPRoute(netns=lab.hostns[h1]) as ipr:
+            (vx_idx,) = ipr.link_lookup(ifname=names.vxlan("blue"))
+            assert not [f for f in ipr.fdb("dump") if f["ifindex"] == vx_idx and f.get("dst")]
+
+    await asyncio.to_thread(gone)
+    assert not await asyncio.to_thread(lab.ping, h1, "c1", e2["ip"])
+
+
+async def test_overlapping_subnets_on_two_vnis_are_isolated(
+    ctl: InProcessController, lab: Lab
+) -> None:
+    await hosts_online(ctl, lab)
+    h1, h2 = lab.hosts
+    await post(ctl, "/v1/networks", {"id": "blue", "subnet": "10.1.0.0/24", "vni": 100})
+    await post(ctl, "/v1/networks", {"id": "red", "subnet": "10.1.0.0/24", "vni": 200})
+    await endpoint(ctl, h1, "b1", "blue", ip="10.1.0.10")
+    await endpoint(ctl, h2, "b2", "blue", ip="10.1.0.20")
+    await endpoint(ctl, h1, "r1", "red", ip="10.1.0.11")
+    await endpoint(ctl, h2, "r2", "red", ip="10.1.0.21")
+    assert await asyncio.to_thread(lab.wait_ping, h1, "b1", "10.1.0.20")
+    assert await asyncio.to_thread(lab.wait_ping, h1, "r1", "10.1.0.21")
+    # blue cannot reach red's addresses, on another host or on its own
+    assert not await asyncio.to_thread(lab.ping, h1, "b1", "10.1.0.21")
+    assert not await asyncio.to_thread(lab.ping, h1, "b1", "10.1.0.11")
+    assert not await asyncio.to_thread(lab.ping, h2, "r2", "10.1.0.20")
