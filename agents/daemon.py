@@ -19,7 +19,7 @@ import structlog
 
 import proto
 from proto import logs, topics
-from proto.broker import BrokerURL, client
+from proto.broker import BrokerURL, client, messages
 
 from .agent import Agent
 from .config import AgentSettings
@@ -37,6 +37,8 @@ class AgentDaemon:
         self._mqtt: aiomqtt.Client | None = None
         self._following: set[str] = set()
         self._last_status: bytes | None = None
+        self.stopping = False
+        self._session_task: asyncio.Task[None] | None = None
 
     # -- reconcile loop ----------------------------------------------------------------
 
@@ -44,13 +46,21 @@ class AgentDaemon:
         backoff = 0.0
         while True:
             timeout = backoff or self.resync_interval
+            # wait_for, not asyncio.timeout: on 3.11 the latter can swallow a cancellation
+            # that arrives as it expires, and a TaskGroup could then never finish
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self.wake.wait()
+                await asyncio.wait_for(self.wake.wait(), timeout)
+            periodic = not self.wake.is_set()
             self.wake.clear()
-            result = await self.agent.reconcile()
-            backoff = min(max(backoff * 2, 0.5), 30.0) if result.errors else 0.0
-            await self.publish_status()
+            try:
+                result = await self.agent.reconcile()
+                failed = bool(result.errors)
+                # the periodic status doubles as a heartbeat of the session
+                await self.publish_status(force=periodic)
+            except Exception:  # the loop must outlive any one pass
+                log.exception("reconcile_pass_failed", host=self.agent.host)
+                failed = True
+            backoff = min(max(backoff * 2, 0.5), 30.0) if failed else 0.0
 
     async def publish_status(self, force: bool = False) -> None:
         mqtt = self._mqtt
@@ -66,26 +76,34 @@ class AgentDaemon:
             )
             self._last_status = key
         except aiomqtt.MqttError as e:
+            # No PUBACK in time: the session is dead even if aiomqtt has not noticed (seen
+            # after a broker restart). Make the session task reconnect.
             log.warning("status_publish_failed", error=str(e))
+            if self._session_task is not None and self._mqtt is mqtt:
+                self._session_task.cancel()
 
     # -- MQTT session ------------------------------------------------------------------
 
     async def session(self) -> None:
         backoff = 0.2
         host = self.agent.host
+        self._session_task = asyncio.current_task()
+        self._last_status = None
         will = aiomqtt.Will(
             topics.host_status(host), proto.encode(self.agent.status("offline")), qos=1, retain=True
         )
         while True:
             try:
-                async with client(self.broker, f"plexus-agent-{host}", will=will) as mqtt:
+                async with client(
+                    self.broker, f"plexus-agent-{host}", will=will, timeout=3.0
+                ) as mqtt:
                     backoff = 0.2
                     log.info("broker_connected", host=host, broker=str(self.broker))
                     self._following = set()
                     await mqtt.subscribe(topics.host_desired(host), qos=1)
                     self._mqtt = mqtt
                     await self.publish_status(force=True)
-                    async for msg in mqtt.messages:
+                    async for msg in messages(mqtt):
                         payload = msg.payload if isinstance(msg.payload, bytes) else b""
                         self.agent.on_message(str(msg.topic), payload)
                         await self._follow(mqtt)
@@ -93,11 +111,31 @@ class AgentDaemon:
                             self.wake.set()
             except aiomqtt.MqttError as e:
                 log.warning("broker_disconnected", host=host, error=str(e))
+            except Exception:
+                log.exception("session_failed", host=host)
             finally:
                 self._mqtt = None
             delay = random.uniform(0.5, 1.0) * backoff
             backoff = min(backoff * 2, 10.0)
             await asyncio.sleep(delay)
+
+    async def supervise(self) -> None:
+        """Run :meth:`session` and start it again whenever it ends other than by our own
+        shutdown. After a broker restart a cancellation from inside aiomqtt has been seen
+        reaching the task that waits for messages; without this the agent would stay
+        deaf while its reconciler kept running."""
+        while not self.stopping:
+            task = asyncio.create_task(self.session(), name="agent-mqtt-session")
+            try:
+                await asyncio.wait([task])
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            if self.stopping:
+                return
+            why = "cancelled" if task.cancelled() else repr(task.exception())
+            log.warning("broker_session_restarted", host=self.agent.host, reason=why)
+            self._mqtt = None
 
     async def _follow(self, mqtt: aiomqtt.Client) -> None:
         want = self.agent.followed()
@@ -111,6 +149,7 @@ class AgentDaemon:
 
     async def shutdown(self) -> None:
         """Clean stop: report offline ourselves (the Last Will is for crashes)."""
+        self.stopping = True
         mqtt = self._mqtt
         if mqtt is not None:
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
@@ -159,7 +198,7 @@ async def serve(settings: AgentSettings, kernel: Kernel | None = None) -> None:
     try:
         async with asyncio.TaskGroup() as tg:
             tasks = [
-                tg.create_task(daemon.session(), name="agent-mqtt"),
+                tg.create_task(daemon.supervise(), name="agent-mqtt"),
                 tg.create_task(daemon.reconciler(), name="agent-reconciler"),
             ]
             await stop.wait()

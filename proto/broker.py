@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -54,6 +56,7 @@ def client(
     will: aiomqtt.Will | None = None,
     tls_context: ssl.SSLContext | None = None,
     keepalive: int = 10,
+    timeout: float = 5.0,
 ) -> aiomqtt.Client:
     kwargs: dict[str, Any] = {}
     if url.tls:
@@ -70,9 +73,30 @@ def client(
         clean_start=True,
         max_inflight_messages=1000,
         socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
-        timeout=10,
+        timeout=timeout,
         **kwargs,
     )
 
 
-__all__ = ["MAX_PAYLOAD", "BrokerURL", "client"]
+async def messages(mqtt: aiomqtt.Client) -> AsyncIterator[aiomqtt.Message]:
+    """``mqtt.messages``, except that a lost connection is always an ``MqttError``.
+
+    aiomqtt's iterator calls ``exception()`` on the client's "disconnected" future; when
+    that future was cancelled (seen when the broker restarts) this raises a
+    ``CancelledError`` that nobody asked for, which would end the caller's task silently.
+    """
+    it = mqtt.messages
+    while True:
+        try:
+            msg = await it.__anext__()
+        except StopAsyncIteration:
+            return
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # a real cancellation of our task
+            raise aiomqtt.MqttError("connection lost") from None
+        yield msg
+
+
+__all__ = ["MAX_PAYLOAD", "BrokerURL", "client", "messages"]

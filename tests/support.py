@@ -68,6 +68,8 @@ class Mosquitto:
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
+            "user root\n"
+            "log_type all\n"
             "persistence false\n"
             "set_tcp_nodelay true\n"
             f"max_packet_size {proto.MAX_PAYLOAD + 4096}\n"
