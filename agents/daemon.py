@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import signal
 
@@ -19,7 +20,7 @@ import structlog
 
 import proto
 from proto import logs, topics
-from proto.broker import BrokerURL, client, messages
+from proto.broker import BrokerURL, cancel_and_wait, client
 
 from .agent import Agent
 from .config import AgentSettings
@@ -37,8 +38,6 @@ class AgentDaemon:
         self._mqtt: aiomqtt.Client | None = None
         self._following: set[str] = set()
         self._last_status: bytes | None = None
-        self.stopping = False
-        self._session_task: asyncio.Task[None] | None = None
 
     # -- reconcile loop ----------------------------------------------------------------
 
@@ -50,13 +49,11 @@ class AgentDaemon:
             # that arrives as it expires, and a TaskGroup could then never finish
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
-            periodic = not self.wake.is_set()
             self.wake.clear()
             try:
                 result = await self.agent.reconcile()
                 failed = bool(result.errors)
-                # the periodic status doubles as a heartbeat of the session
-                await self.publish_status(force=periodic)
+                await self.publish_status()
             except Exception:  # the loop must outlive any one pass
                 log.exception("reconcile_pass_failed", host=self.agent.host)
                 failed = True
@@ -76,34 +73,26 @@ class AgentDaemon:
             )
             self._last_status = key
         except aiomqtt.MqttError as e:
-            # No PUBACK in time: the session is dead even if aiomqtt has not noticed (seen
-            # after a broker restart). Make the session task reconnect.
             log.warning("status_publish_failed", error=str(e))
-            if self._session_task is not None and self._mqtt is mqtt:
-                self._session_task.cancel()
 
     # -- MQTT session ------------------------------------------------------------------
 
     async def session(self) -> None:
         backoff = 0.2
         host = self.agent.host
-        self._session_task = asyncio.current_task()
-        self._last_status = None
         will = aiomqtt.Will(
             topics.host_status(host), proto.encode(self.agent.status("offline")), qos=1, retain=True
         )
         while True:
             try:
-                async with client(
-                    self.broker, f"plexus-agent-{host}", will=will, timeout=3.0
-                ) as mqtt:
+                async with client(self.broker, f"plexus-agent-{host}", will=will) as mqtt:
                     backoff = 0.2
                     log.info("broker_connected", host=host, broker=str(self.broker))
                     self._following = set()
                     await mqtt.subscribe(topics.host_desired(host), qos=1)
                     self._mqtt = mqtt
                     await self.publish_status(force=True)
-                    async for msg in messages(mqtt):
+                    async for msg in mqtt.messages:
                         payload = msg.payload if isinstance(msg.payload, bytes) else b""
                         self.agent.on_message(str(msg.topic), payload)
                         await self._follow(mqtt)
@@ -119,24 +108,6 @@ class AgentDaemon:
             backoff = min(backoff * 2, 10.0)
             await asyncio.sleep(delay)
 
-    async def supervise(self) -> None:
-        """Run :meth:`session` and start it again whenever it ends other than by our own
-        shutdown. After a broker restart a cancellation from inside aiomqtt has been seen
-        reaching the task that waits for messages; without this the agent would stay
-        deaf while its reconciler kept running."""
-        while not self.stopping:
-            task = asyncio.create_task(self.session(), name="agent-mqtt-session")
-            try:
-                await asyncio.wait([task])
-            except asyncio.CancelledError:
-                task.cancel()
-                raise
-            if self.stopping:
-                return
-            why = "cancelled" if task.cancelled() else repr(task.exception())
-            log.warning("broker_session_restarted", host=self.agent.host, reason=why)
-            self._mqtt = None
-
     async def _follow(self, mqtt: aiomqtt.Client) -> None:
         want = self.agent.followed()
         for net in sorted(want - self._following):
@@ -149,7 +120,6 @@ class AgentDaemon:
 
     async def shutdown(self) -> None:
         """Clean stop: report offline ourselves (the Last Will is for crashes)."""
-        self.stopping = True
         mqtt = self._mqtt
         if mqtt is not None:
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
@@ -160,6 +130,26 @@ class AgentDaemon:
                         qos=1,
                         retain=True,
                     )
+
+
+def install_stop_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT set ``stop`` — in this process only.
+
+    Not ``loop.add_signal_handler``: it routes signals through a wakeup fd that forked
+    children inherit, and pyroute2 forks a child for every namespace it enters and stops
+    it with SIGTERM, which the parent then read as its own SIGTERM and shut down.
+    """
+    pid = os.getpid()
+
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() != pid:  # a forked child: behave as if no handler were set
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        loop.call_soon_threadsafe(stop.set)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
 
 
 async def resolve_vtep(settings: AgentSettings) -> str | None:
@@ -192,19 +182,17 @@ async def serve(settings: AgentSettings, kernel: Kernel | None = None) -> None:
         start_http_server(settings.metrics_port, registry=agent.metrics.registry)
     log.info("agent_starting", host=settings.host_id, broker=settings.broker, vtep=vtep)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    install_stop_handlers(asyncio.get_running_loop(), stop)
     try:
         async with asyncio.TaskGroup() as tg:
             tasks = [
-                tg.create_task(daemon.supervise(), name="agent-mqtt"),
+                tg.create_task(daemon.session(), name="agent-mqtt"),
                 tg.create_task(daemon.reconciler(), name="agent-reconciler"),
             ]
             await stop.wait()
             await daemon.shutdown()
             for t in tasks:
-                t.cancel()
+                await cancel_and_wait(t)
     finally:
         await kernel.close()
         log.info("agent_stopped", host=settings.host_id)

@@ -26,7 +26,7 @@ import structlog
 
 import proto
 from proto import topics
-from proto.broker import BrokerURL, client, messages
+from proto.broker import BrokerURL, client
 
 from .convergence import Tracker
 from .metrics import Metrics
@@ -195,7 +195,7 @@ class Bus:
     # -- tasks -----------------------------------------------------------------------
 
     async def _reader(self, mqtt: aiomqtt.Client) -> None:
-        async for msg in messages(mqtt):
+        async for msg in mqtt.messages:
             try:
                 self._on_message(str(msg.topic), bytes(msg.payload or b""), bool(msg.retain))
             except StoreError as e:

@@ -8,7 +8,7 @@ import structlog
 import uvicorn
 
 from proto import logs
-from proto.broker import BrokerURL
+from proto.broker import BrokerURL, cancel_and_wait
 
 from .api import Runtime, create_app
 from .bus import Bus
@@ -61,7 +61,7 @@ async def serve(settings: ControllerSettings) -> None:
         async with asyncio.TaskGroup() as tg:
             bus = tg.create_task(rt.bus.run(), name="controller-bus")
             await server.serve()
-            bus.cancel()
+            await cancel_and_wait(bus)
     finally:
         rt.controller.store.close()
         log.info("controller_stopped")

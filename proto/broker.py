@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -78,25 +77,17 @@ def client(
     )
 
 
-async def messages(mqtt: aiomqtt.Client) -> AsyncIterator[aiomqtt.Message]:
-    """``mqtt.messages``, except that a lost connection is always an ``MqttError``.
-
-    aiomqtt's iterator calls ``exception()`` on the client's "disconnected" future; when
-    that future was cancelled (seen when the broker restarts) this raises a
-    ``CancelledError`` that nobody asked for, which would end the caller's task silently.
-    """
-    it = mqtt.messages
-    while True:
-        try:
-            msg = await it.__anext__()
-        except StopAsyncIteration:
+async def cancel_and_wait(task: asyncio.Task[Any], attempts: int = 100) -> None:
+    """Cancel a task and wait for it to end, cancelling again if a cancellation was lost
+    (seen with aiomqtt on Python 3.11, whose ``asyncio.wait_for`` can swallow one)."""
+    for _ in range(attempts):
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=0.1)
+        if done:
+            if not task.cancelled():
+                task.exception()  # retrieved: a failure is the task's own to log
             return
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # a real cancellation of our task
-            raise aiomqtt.MqttError("connection lost") from None
-        yield msg
+    raise TimeoutError(f"task {task.get_name()} would not stop")
 
 
-__all__ = ["MAX_PAYLOAD", "BrokerURL", "client", "messages"]
+__all__ = ["MAX_PAYLOAD", "BrokerURL", "cancel_and_wait", "client"]

@@ -25,7 +25,7 @@ from controller.api import Runtime
 from controller.config import ControllerSettings
 from controller.daemon import build
 from proto import topics
-from proto.broker import BrokerURL, client
+from proto.broker import BrokerURL, cancel_and_wait, client
 
 PLEXUS = str(Path(sys.executable).parent / "plexus")
 if not Path(PLEXUS).exists():
@@ -199,16 +199,14 @@ async def in_process_controller(
                 await rt.bus.connected.wait()
             yield InProcessController(rt, http, task)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         rt.controller.store.close()
 
 
 _CRASHER = """
 import asyncio, sys, aiomqtt, proto
 from proto import topics
-from proto.broker import BrokerURL, client
+from proto.broker import BrokerURL, cancel_and_wait, client
 host, url = sys.argv[1], sys.argv[2]
 def status(state):
     return proto.encode(proto.HostStatus(host=host, state=state, version="sim"))
@@ -255,9 +253,7 @@ class SimAgent:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     def status(self, state: str = "online") -> bytes:
         applied = 0 if self.frozen or self.desired is None else self.desired.generation
