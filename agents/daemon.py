@@ -14,6 +14,8 @@ import contextlib
 import os
 import random
 import signal
+import time
+from typing import Literal
 
 import aiomqtt
 import structlog
@@ -54,6 +56,8 @@ class AgentDaemon:
                 result = await self.agent.reconcile()
                 failed = bool(result.errors)
                 await self.publish_status()
+                if failed:
+                    await self.publish_event("reconcile_errors", "; ".join(result.errors[:3]))
             except Exception:  # the loop must outlive any one pass
                 log.exception("reconcile_pass_failed", host=self.agent.host)
                 failed = True
@@ -74,6 +78,25 @@ class AgentDaemon:
             self._last_status = key
         except aiomqtt.MqttError as e:
             log.warning("status_publish_failed", error=str(e))
+
+    async def publish_event(
+        self,
+        event: str,
+        detail: str,
+        level: Literal["debug", "info", "warning", "error"] = "error",
+    ) -> None:
+        mqtt = self._mqtt
+        if mqtt is None:
+            return
+        msg = proto.Event(
+            host=self.agent.host,
+            level=level,
+            event=event,
+            detail=detail[:1024],
+            time=time.time(),
+        )
+        with contextlib.suppress(aiomqtt.MqttError):
+            await mqtt.publish(topics.host_events(self.agent.host), proto.encode(msg), qos=0)
 
     # -- MQTT session ------------------------------------------------------------------
 

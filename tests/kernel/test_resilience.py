@@ -194,3 +194,40 @@ async def test_sigterm_reports_offline_and_exits(ctl: InProcessController, lab: 
         await asyncio.sleep(0.05)
     assert (await ctl.http.get(f"/v1/hosts/{h1}")).json()["state"] == "offline"
     assert await asyncio.to_thread(lab.ping, h1, "c1", peer)
+
+
+async def test_drift_made_by_hand_is_repaired_by_the_periodic_pass(
+    ctl: InProcessController, lab: Lab
+) -> None:
+    """Delete an endpoint's veth and a remote endpoint's FDB entry by hand: the next
+    periodic pass (2 s in the lab) puts both back."""
+    from pyroute2 import IPRoute
+
+    from agents import names
+
+    h1, h2 = lab.hosts
+    peer = await two_hosts_pinging(ctl, lab)
+    e1 = (await ctl.http.get("/v1/endpoints?compartment=c1")).json()[0]
+    e2 = (await ctl.http.get("/v1/endpoints?compartment=c2")).json()[0]
+
+    def break_it() -> None:
+        with IPRoute(netns=lab.hostns[h1]) as ipr:
+            (veth,) = ipr.link_lookup(ifname=names.veth(e1["id"]))
+            ipr.link("del", index=veth)
+            (vx,) = ipr.link_lookup(ifname=names.vxlan("blue"))
+            ipr.fdb("del", ifindex=vx, lladdr=e2["mac"], dst=lab.vtep[h2])
+
+    def repaired() -> bool:
+        with IPRoute(netns=lab.hostns[h1]) as ipr:
+            (vx,) = ipr.link_lookup(ifname=names.vxlan("blue"))
+            fdb = {f.get("lladdr") for f in ipr.fdb("dump") if f["ifindex"] == vx}
+            return bool(ipr.link_lookup(ifname=names.veth(e1["id"]))) and e2["mac"] in fdb
+
+    await asyncio.to_thread(break_it)
+    assert not await asyncio.to_thread(repaired)
+    for _ in range(80):
+        if await asyncio.to_thread(repaired):
+            break
+        await asyncio.sleep(0.1)
+    assert await asyncio.to_thread(repaired)
+    assert await asyncio.to_thread(lab.wait_ping, h1, "c1", peer)

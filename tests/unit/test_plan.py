@@ -152,6 +152,10 @@ def test_agent_rejects_what_is_not_its_own() -> None:
     assert agent.on_message("plexus/v1/hosts/h1/desired", doc) is None
     assert agent.on_message("plexus/v1/hosts/h1/desired", doc) == "stale"
     assert agent.doc == samples.DESIRED
+    counted = agent.metrics.registry.get_sample_value(
+        "plexus_agent_rejected_messages_total", {"reason": "other_host"}
+    )
+    assert counted == 2
 
 
 def test_tables_ignore_old_duplicate_and_out_of_order() -> None:
