@@ -182,9 +182,11 @@ class Bus:
                 and all(s is not None and s.generation == net.table_gen for s in snaps)
                 and all(s is not None and s.shards == len(snaps) for s in snaps)
             )
-            publishes = ctl.snapshot(net_id)
-            wanted.update(p.topic for p in publishes if p.payload)
-            if not fresh:
+            if fresh:  # every shard at the current generation: nothing to rebuild
+                wanted.update(shards)
+            else:
+                publishes = ctl.snapshot(net_id)
+                wanted.update(p.topic for p in publishes if p.payload)
                 out.extend(publishes)
         planned = {p.topic for p in out}
         for topic in sorted(retained):

@@ -88,6 +88,11 @@ class SqliteStore:
             self._db.execute(f"PRAGMA synchronous={sync.upper()}")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            #: network id -> IPAM scope kind, so that writing an endpoint needs no lookup
+            self._host_local = {
+                ident: json.loads(data)["mode"] in HOST_LOCAL_MODES
+                for ident, data in self._db.execute("SELECT id, data FROM networks")
+            }
         except sqlite3.Error as e:
             raise StoreError(f"cannot open store {self.path}: {e}") from e
 
@@ -132,8 +137,7 @@ class SqliteStore:
         except sqlite3.Error as e:
             raise StoreError(f"store write failed: {e}") from e
 
-    @staticmethod
-    def _put(db: sqlite3.Connection, row: Row) -> None:
+    def _put(self, db: sqlite3.Connection, row: Row) -> None:
         data = _encode(row)
         if isinstance(row, HostRow):
             db.execute("INSERT OR REPLACE INTO hosts(id, data) VALUES (?, ?)", (row.id, data))
@@ -143,6 +147,7 @@ class SqliteStore:
                 "ON CONFLICT(id) DO UPDATE SET vni = excluded.vni, data = excluded.data",
                 (row.id, row.vni, data),
             )
+            self._host_local[row.id] = row.host_local
         elif isinstance(row, CompartmentRow):
             db.execute(
                 "INSERT INTO compartments(id, host, data) VALUES (?, ?, ?) "
@@ -158,7 +163,7 @@ class SqliteStore:
                     row.id,
                     row.network,
                     row.compartment,
-                    _scope(db, row),
+                    row.host if self._host_local[row.network] else "",
                     row.ip,
                     row.mac,
                     row.index,
@@ -168,10 +173,3 @@ class SqliteStore:
 
     def close(self) -> None:
         self._db.close()
-
-
-def _scope(db: sqlite3.Connection, row: EndpointRow) -> str:
-    """The IPAM scope of an endpoint's address: its host on host-local networks."""
-    (data,) = db.execute("SELECT data FROM networks WHERE id = ?", (row.network,)).fetchone()
-    mode = json.loads(data)["mode"]
-    return row.host if mode in HOST_LOCAL_MODES else ""
