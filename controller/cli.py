@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-import json
-import sys
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import httpx
 import typer
 from pydantic import ValidationError
-from rich.console import Console
-from rich.table import Table
 
 from proto.settings import load_settings
+
+from .console import (
+    DEFAULT_CONTROLLER,
+    ControllerOpt,
+    ForceOpt,
+    Output,
+    OutputOpt,
+    TimeoutOpt,
+    WaitOpt,
+    fail,
+    out,
+    show,
+)
+from .lab.cli import lab_app
 
 app = typer.Typer(
     help="Plexus: container networking control plane.",
@@ -31,33 +40,13 @@ endpoint_app = typer.Typer(help="Endpoints: a container's vNIC in a network.", n
 host_app = typer.Typer(
     help="Hosts: one agent each; they appear when their agent reports.", no_args_is_help=True
 )
+broker_app = typer.Typer(help="The MQTT broker Plexus runs (Mosquitto).", no_args_is_help=True)
 app.add_typer(network_app, name="network")
 app.add_typer(compartment_app, name="compartment")
 app.add_typer(endpoint_app, name="endpoint")
 app.add_typer(host_app, name="host")
-
-out = Console()
-err = Console(stderr=True)
-
-
-class Output(StrEnum):
-    table = "table"
-    json = "json"
-
-
-ControllerOpt = Annotated[
-    str, typer.Option("--controller", envvar="PLEXUS_CONTROLLER", help="controller URL")
-]
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
-WaitOpt = Annotated[bool, typer.Option("--wait", help="return once every affected host applied")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="seconds to wait with --wait")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="also delete what depends on it")]
-DEFAULT_CONTROLLER = "http://127.0.0.1:8470"
-
-
-def fail(reason: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/red] {reason}", soft_wrap=True, highlight=False)
-    raise typer.Exit(code)
+app.add_typer(broker_app, name="broker")
+app.add_typer(lab_app, name="lab")
 
 
 def call(
@@ -83,31 +72,6 @@ def call(
         reason = data.get("reason") if isinstance(data, dict) else None
         fail(f"{resp.status_code} {reason or resp.text.strip()[:200]}")
     return data
-
-
-def show(data: Any, output: Output, columns: list[str], title: str | None = None) -> None:
-    if output is Output.json:
-        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        return
-    rows = data if isinstance(data, list) else [data]
-    table = Table(title=title, show_edge=False, header_style="bold")
-    for c in columns:
-        table.add_column(c.replace("_", " ").upper())
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
-    out.print(table)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value) or "-"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}@{v}" for k, v in value.items()) or "-"
-    return str(value)
 
 
 def converged(data: dict[str, Any], output: Output) -> None:
@@ -196,6 +160,51 @@ def agent(
     except (ValidationError, ValueError) as e:
         fail(f"bad configuration: {e}", code=2)
     run_agent(settings)
+
+
+@broker_app.command("run")
+def broker_run(
+    listen: Annotated[
+        list[str] | None, typer.Option(help="HOST:PORT to listen on (repeatable)")
+    ] = None,
+    directory: Annotated[
+        Path, typer.Option("--dir", help="where the generated mosquitto.conf goes")
+    ] = Path("/run/plexus/broker"),
+) -> None:
+    """Run Mosquitto with Plexus's settings (MQTT 5, TCP_NODELAY, packet limit)."""
+    from . import mosquitto
+
+    try:
+        listeners = [mosquitto.parse_listen(v) for v in listen or ["127.0.0.1:1883"]]
+        mosquitto.exec_broker(directory, listeners)
+    except (ValueError, OSError) as e:
+        fail(str(e), code=2)
+
+
+@app.command("apply")
+def apply_topology(
+    file: Annotated[Path, typer.Argument(help="topology file (TOML or JSON)")],
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="each create waits until applied")
+    ] = True,
+    timeout: TimeoutOpt = 10.0,
+    hosts_timeout: Annotated[
+        float, typer.Option(help="seconds to wait for the file's hosts to come online")
+    ] = 60.0,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Create the networks, compartments and endpoints a file describes (idempotent)."""
+    from .topology import Topology, TopologyError, apply, wait_hosts
+
+    try:
+        topo = Topology.load(file)
+        with httpx.Client(base_url=controller, timeout=timeout + 5) as http:
+            wait_hosts(http, topo.hosts(), hosts_timeout)
+            steps = apply(http, topo, wait=wait, timeout=timeout)
+    except TopologyError as e:
+        fail(e.reason, e.code)
+    show([vars(s) for s in steps], output, ["kind", "id", "result", "elapsed_ms"])
 
 
 # -- networks ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 import proto
+from controller import mosquitto
 from controller.api import Runtime
 from controller.config import ControllerSettings
 from controller.daemon import build
@@ -66,14 +67,7 @@ class Mosquitto:
         self.port = free_port()
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "user root\n"
-            "log_type all\n"
-            "persistence false\n"
-            "set_tcp_nodelay true\n"
-            f"max_packet_size {proto.MAX_PAYLOAD + 4096}\n"
-            f"log_dest file {workdir / 'mosquitto.log'}\n"
+            mosquitto.config([("127.0.0.1", self.port)], workdir / "mosquitto.log")
         )
         self.proc: subprocess.Popen[bytes] | None = None
 

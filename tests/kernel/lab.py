@@ -1,8 +1,8 @@
-"""A tiny netns lab for kernel tests: hosts are namespaces on an underlay bridge
-(198.18.N.0/24, the benchmarking range), each running a real ``plexus agent`` process;
-a real Mosquitto listens on loopback (for the controller) and on the underlay (for the
-agents). Everything it creates carries a unique suffix and is removed on close, even
-after a failure."""
+"""The netns lab of kernel tests: ``plexus lab``'s own underlay (hosts are namespaces
+on a bridge, a free /24 of 198.18.0.0/15), each host running a real ``plexus agent``
+process that the test can kill and restart; a real Mosquitto listens on loopback (for
+an in-process controller) and on the underlay (for the agents). Host ids carry a unique
+suffix; everything is removed on close, even after a failure."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from pyroute2 import IPRoute, netns
-
 from agents import names
+from controller.lab import underlay
+from controller.lab.spec import LabSpec, free_subnet
 from tests.support import PLEXUS, Mosquitto, need
 
 _seq = itertools.count(1)
@@ -35,52 +35,35 @@ def require_root() -> None:
 class Lab:
     def __init__(self, workdir: Path, hosts: int = 2) -> None:
         require_root()
-        n = (os.getpid() * 7 + next(_seq)) % 250 + 1
         self.tag = f"{os.getpid() % 10000}x{next(_seq)}"
-        self.net = f"198.18.{n}"
         self.workdir = workdir
-        self.bridge = f"tu{self.tag}"[:15]
-        self.hosts = [f"h{i + 1}-{self.tag}" for i in range(hosts)]
-        self.hostns = {h: f"ptest-{h}" for h in self.hosts}
-        self.vtep = {h: f"{self.net}.{i + 1}" for i, h in enumerate(self.hosts)}
-        self.agents: dict[str, subprocess.Popen[bytes]] = {}
         self.broker = Mosquitto(workdir)
+        self.spec = LabSpec.new(
+            workdir / "lab",
+            [f"h{i + 1}-{self.tag}" for i in range(hosts)],
+            free_subnet(underlay.addresses_in_use()),
+            broker_port=self.broker.port,
+            controller_port=0,  # the tests run their controller in-process
+        )
+        self.hosts = self.spec.hosts
+        self.hostns = {h: self.spec.host_ns(h) for h in self.hosts}
+        self.vtep = {h: self.spec.vtep(h) for h in self.hosts}
+        self.agents: dict[str, subprocess.Popen[bytes]] = {}
         self._closed = False
 
     # -- set-up --------------------------------------------------------------------
 
     def up(self) -> None:
         try:
-            self._underlay()
+            underlay.create(self.spec)
             with open(self.broker.conf, "a") as conf:
-                conf.write(f"listener {self.broker.port} {self.net}.254\n")
+                conf.write(f"listener {self.broker.port} {self.spec.gateway}\n")
             self.broker.start()
             for h in self.hosts:
                 self.start_agent(h)
         except BaseException:
             self.close()
             raise
-
-    def _underlay(self) -> None:
-        with IPRoute() as ipr:
-            ipr.link("add", ifname=self.bridge, kind="bridge")
-            (br,) = ipr.link_lookup(ifname=self.bridge)
-            ipr.addr("add", index=br, address=f"{self.net}.254", prefixlen=24)
-            ipr.link("set", index=br, state="up")
-            for i, h in enumerate(self.hosts):
-                ns = self.hostns[h]
-                netns.create(ns)
-                outer = f"{self.bridge[:11]}u{i}"
-                ipr.link(
-                    "add", ifname=outer, kind="veth", peer={"ifname": "uplink", "net_ns_fd": ns}
-                )
-                (o,) = ipr.link_lookup(ifname=outer)
-                ipr.link("set", index=o, master=br, state="up")
-                with IPRoute(netns=ns) as inner:
-                    inner.link("set", index=1, state="up")
-                    (u,) = inner.link_lookup(ifname="uplink")
-                    inner.addr("add", index=u, address=self.vtep[h], prefixlen=24)
-                    inner.link("set", index=u, state="up")
 
     def agent_log(self, host: str) -> Path:
         return self.workdir / f"agent-{host}.log"
@@ -95,7 +78,7 @@ class Lab:
             "--host-id",
             host,
             "--broker",
-            f"mqtt://{self.net}.254:{self.broker.port}",
+            self.spec.broker_url,
             "--vtep-address",
             self.vtep[host],
             "--resync-interval",
@@ -156,13 +139,4 @@ class Lab:
             with contextlib.suppress(Exception):
                 self.kill_agent(h)
         self.broker.stop()
-        for ns in netns.listnetns():
-            if any(ns.startswith(names.netns_prefix(h)) for h in self.hosts):
-                with contextlib.suppress(Exception):
-                    netns.remove(ns)
-        for ns in self.hostns.values():
-            with contextlib.suppress(Exception):
-                netns.remove(ns)
-        with IPRoute() as ipr, contextlib.suppress(Exception):
-            for idx in ipr.link_lookup(ifname=self.bridge):
-                ipr.link("del", index=idx)
+        underlay.destroy(self.spec)

@@ -1,0 +1,311 @@
+"""``plexus lab``: a multi-host Plexus on one Linux machine, no Docker needed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ..console import Output, OutputOpt, err, fail, out, show
+from .spec import DEFAULT_DIR, LabError, LabSpec
+
+lab_app = typer.Typer(
+    help="A multi-host lab on this machine: hosts are network namespaces, each with a "
+    "real agent process, beside a real broker and controller (needs root).",
+    no_args_is_help=True,
+)
+
+DirOpt = Annotated[
+    Path, typer.Option("--dir", envvar="PLEXUS_LAB_DIR", help="the lab's state directory")
+]
+HostsOpt = Annotated[int, typer.Option("--hosts", help="how many hosts")]
+PrefixOpt = Annotated[str, typer.Option("--host-prefix", help="host ids are PREFIX1, PREFIX2, …")]
+
+
+class Steps:
+    """Shows the step under way with a spinner and each finished one with its time."""
+
+    def __init__(self) -> None:
+        self.status = err.status("")
+        self.current: str | None = None
+        self.started = 0.0
+
+    def __call__(self, message: str) -> None:
+        self._finish("[green]✓[/green]")
+        self.current, self.started = message, time.monotonic()
+        self.status.update(message)
+
+    def _finish(self, mark: str) -> None:
+        if self.current is not None:
+            ms = (time.monotonic() - self.started) * 1000
+            err.print(f"{mark} {self.current} [dim]({ms:.0f} ms)[/dim]", highlight=False)
+            self.current = None
+
+    def __enter__(self) -> Steps:
+        self.status.start()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.status.stop()
+        self._finish("[red]✗[/red]" if t else "[green]✓[/green]")
+
+
+def _up(directory: Path, hosts: int, host_prefix: str) -> LabSpec:
+    from . import core
+
+    spec = core.plan(directory, hosts, host_prefix)
+    with Steps() as step:
+        return core.up(spec, step)
+
+
+def _load(directory: Path) -> LabSpec:
+    try:
+        spec = LabSpec.load(directory)
+    except LabError as e:
+        fail(str(e))
+    if spec is None:
+        fail(f"no lab in {directory}: start one with `plexus lab up`")
+    return spec
+
+
+def _summary(spec: LabSpec) -> None:
+    table = Table(show_edge=False, header_style="bold", title="plexus lab")
+    for c in ("HOST", "NAMESPACE", "VTEP", "AGENT PID", "LOG"):
+        table.add_column(c)
+    for h in spec.hosts:
+        pid = spec.pids.get(f"agent:{h}")
+        table.add_row(h, spec.host_ns(h), spec.vtep(h), str(pid), str(spec.log(h)))
+    out.print(table)
+    out.print(f"broker      {spec.local_broker_url} (agents: {spec.broker_url})", highlight=False)
+    out.print(f"controller  {spec.controller_url}   logs: {spec.dir / 'logs'}", highlight=False)
+    out.print(f"underlay    {spec.subnet} on bridge {spec.bridge}", highlight=False)
+    out.print(f"\nexport PLEXUS_CONTROLLER={spec.controller_url}", highlight=False)
+
+
+@lab_app.command("up")
+def lab_up(
+    hosts: HostsOpt = 3,
+    directory: DirOpt = DEFAULT_DIR,
+    host_prefix: PrefixOpt = "h",
+    output: OutputOpt = Output.table,
+) -> None:
+    """Bring a lab up: underlay, broker, controller and one agent per host."""
+    try:
+        spec = _up(directory, hosts, host_prefix)
+    except LabError as e:
+        fail(str(e))
+    if output is Output.json:
+        show(spec.model_dump(mode="json"), output, [])
+    else:
+        _summary(spec)
+
+
+@lab_app.command("down")
+def lab_down(directory: DirOpt = DEFAULT_DIR, output: OutputOpt = Output.table) -> None:
+    """Stop every process of the lab and remove its namespaces, links and files."""
+    from . import core
+
+    try:
+        report = core.down(directory)
+    except LabError as e:
+        fail(str(e))
+    if output is Output.json:
+        show(vars(report), output, [])
+    elif not report.existed:
+        out.print(f"no lab in {directory}: nothing to do", highlight=False)
+    else:
+        out.print(
+            f"lab in {directory} removed: {len(report.processes)} processes stopped, "
+            f"{len(report.removed)} namespaces and links removed",
+            highlight=False,
+        )
+
+
+@lab_app.command("status")
+def lab_status(directory: DirOpt = DEFAULT_DIR, output: OutputOpt = Output.table) -> None:
+    """The lab's processes and hosts (exit 4 when a process is down or a host not in sync)."""
+    from . import core
+
+    data = core.status(_load(directory))
+    if output is Output.json:
+        show(data, output, [])
+    else:
+        show(data["services"], output, ["name", "url", "pid", "running", "log"])
+        out.print()
+        show(
+            data["hosts"],
+            output,
+            ["host", "vtep", "agent_pid", "agent_running", "state", "in_sync", "compartments"],
+        )
+    healthy = all(s["running"] for s in data["services"]) and all(
+        h["agent_running"] and h["in_sync"] for h in data["hosts"]
+    )
+    if not healthy:
+        raise typer.Exit(4)
+
+
+@lab_app.command("logs")
+def lab_logs(
+    target: Annotated[str, typer.Argument(help="a host id, `controller` or `broker`")],
+    lines: Annotated[int, typer.Option("--lines", "-n", help="how many lines")] = 50,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing")] = False,
+    directory: DirOpt = DEFAULT_DIR,
+) -> None:
+    """Print the log of a host's agent, the controller or the broker."""
+    spec = _load(directory)
+    if target not in (*spec.hosts, "controller", "broker"):
+        fail(f"no {target!r} in this lab: a host ({', '.join(spec.hosts)}), controller or broker")
+    path = spec.log(target)
+    try:
+        with open(path, errors="replace") as f:
+            for line in f.readlines()[-lines:] if lines > 0 else []:
+                typer.echo(line, nl=False)
+            while follow:
+                line = f.readline()
+                if line:
+                    typer.echo(line, nl=False)
+                else:
+                    time.sleep(0.2)
+    except OSError as e:
+        fail(f"cannot read {path}: {e}")
+    except KeyboardInterrupt:
+        pass
+
+
+@lab_app.command(
+    "exec",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+def lab_exec(
+    host: Annotated[str, typer.Argument(help="host id")],
+    args: Annotated[
+        list[str] | None, typer.Argument(help="COMPARTMENT -- CMD… (a shell if no CMD)")
+    ] = None,
+    host_ns: Annotated[
+        bool, typer.Option("--host-ns", help="run in the host's own namespace instead")
+    ] = False,
+    directory: DirOpt = DEFAULT_DIR,
+) -> None:
+    """Run a command inside a compartment, like `docker exec`."""
+    from pyroute2 import netns
+
+    spec = _load(directory)
+    if host not in spec.hosts:
+        fail(f"no host {host!r} in this lab (hosts: {', '.join(spec.hosts)})")
+    rest = [a for a in args or [] if a != "--"] if host_ns else list(args or [])
+    if host_ns:
+        ns = spec.host_ns(host)
+    else:
+        if not rest:
+            fail("name a compartment (or use --host-ns): plexus lab exec HOST COMPARTMENT -- CMD")
+        compartment = rest.pop(0)
+        ns = spec.compartment_ns(host, compartment)
+        if ns not in netns.listnetns():
+            fail(f"no compartment {compartment!r} on host {host} (namespace {ns} does not exist)")
+    if rest and rest[0] == "--":
+        rest.pop(0)
+    cmd = rest or [os.environ.get("SHELL", "/bin/sh")]
+    try:
+        os.execvp("nsenter", ["nsenter", f"--net=/run/netns/{ns}", *cmd])
+    except OSError as e:
+        fail(f"cannot run nsenter: {e}")
+
+
+@lab_app.command("demo")
+def lab_demo(
+    hosts: HostsOpt = 3,
+    directory: DirOpt = DEFAULT_DIR,
+    host_prefix: PrefixOpt = "h",
+    output: OutputOpt = Output.table,
+) -> None:
+    """A lab (brought up if none runs), an overlay network with two compartments per host
+    made through the API, and a ping matrix. The lab stays up for you to explore."""
+    import httpx
+
+    from ..topology import TopologyError, apply, wait_hosts
+    from . import demo
+
+    try:
+        spec = LabSpec.load(directory)
+        if spec is None:
+            spec = _up(directory, hosts, host_prefix)
+            if output is Output.table:
+                _summary(spec)
+                out.print()
+        topo = demo.topology(spec.hosts)
+        with Steps() as step, httpx.Client(base_url=spec.controller_url, timeout=30) as http:
+            step("hosts online")
+            wait_hosts(http, spec.hosts, 30)
+            step(
+                f"overlay network {demo.NETWORK} ({demo.SUBNET}, VNI {demo.VNI}), "
+                f"{len(topo.compartments)} compartments, {len(topo.endpoints)} endpoints"
+            )
+            apply(http, topo)
+            eps = http.get("/v1/endpoints", params={"network": demo.NETWORK}).json()
+            targets = [
+                demo.Target(e["id"], e["host"], e["compartment"], e["ip"])
+                for e in eps
+                if e["id"] in {x.id for x in topo.endpoints}
+            ]
+            step(f"ping matrix ({len(targets) * (len(targets) - 1)} pairs)")
+            probes = asyncio.run(demo.matrix(targets))
+    except (LabError, TopologyError) as e:
+        fail(str(e))
+    except httpx.HTTPError as e:
+        fail(f"cannot reach the lab's controller: {e}")
+    reached = sum(1 for p in probes if p.rtt_ms is not None)
+    if output is Output.json:
+        show(
+            {
+                "controller_url": spec.controller_url,
+                "network": demo.NETWORK,
+                "endpoints": [vars(t) for t in targets],
+                "probes": [vars(p) for p in probes],
+                "reachable": reached,
+                "pairs": len(probes),
+            },
+            output,
+            [],
+        )
+    else:
+        _matrix(targets, probes)
+        first, second = targets[0], targets[-1]
+        out.print(
+            f"\n{reached}/{len(probes)} pairs reachable. The lab stays up; try:\n"
+            f"  export PLEXUS_CONTROLLER={spec.controller_url}\n"
+            f"  plexus endpoint list\n"
+            f"  plexus lab exec {first.host} {first.compartment} -- ping -c 3 {second.ip}\n"
+            f"  plexus lab down",
+            highlight=False,
+        )
+    if reached != len(probes):
+        raise typer.Exit(1)
+
+
+def _matrix(targets: list[Any], probes: list[Any]) -> None:
+    rtt = {(p.source, p.target): p.rtt_ms for p in probes}
+    table = Table(
+        title="ping matrix (round trip, ms)", show_edge=False, header_style="bold", show_lines=False
+    )
+    table.add_column("FROM \\ TO")
+    for t in targets:
+        table.add_column(t.compartment, justify="right")
+    for s in targets:
+        cells = []
+        for t in targets:
+            if s == t:
+                cells.append("[dim]·[/dim]")
+            elif rtt.get((s.endpoint, t.endpoint)) is None:
+                cells.append("[red]✗[/red]")
+            else:
+                cells.append(f"[green]{rtt[(s.endpoint, t.endpoint)]:.2f}[/green]")
+        table.add_row(f"{s.compartment} {s.ip}", *cells)
+    out.print(table)

@@ -1,0 +1,277 @@
+"""``plexus lab up | down | status``: the lab's life cycle.
+
+``up`` fixes the spec, saves it, then builds the underlay and starts a real Mosquitto,
+the controller and one ``plexus agent`` process per host namespace, each detached
+from the CLI and logging to ``DIR/logs``. ``down`` stops every process of the lab and
+removes every namespace, link and file it made; it is idempotent and works after a
+crash, because the spec was saved before anything was made.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from proto.types import is_id
+
+from . import procs, underlay
+from .spec import AGENT_METRICS_PORT, LabError, LabSpec, free_subnet
+
+Step = Callable[[str], None]
+MAX_HOSTS = 100
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError("plexus lab needs root (it makes network namespaces): run it with sudo")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(preferred: int) -> int:
+    if _port_free(preferred):
+        return preferred
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
+def host_ids(count: int, prefix: str) -> list[str]:
+    if not 1 <= count <= MAX_HOSTS:
+        raise LabError(f"--hosts must be between 1 and {MAX_HOSTS}")
+    hosts = [f"{prefix}{i + 1}" for i in range(count)]
+    bad = [h for h in hosts if not is_id(h)]
+    if bad:
+        raise LabError(f"host id {bad[0]!r} is not a valid id: check --host-prefix")
+    return hosts
+
+
+def plan(directory: Path, hosts: int, host_prefix: str = "h") -> LabSpec:
+    """The spec of a new lab in ``directory``; refuses when one is there already."""
+    require_root()
+    existing = LabSpec.load(directory)
+    if existing is not None:
+        raise LabError(
+            f"a lab is already up in {directory} ({len(existing.hosts)} hosts): "
+            f"see `plexus lab status`, or remove it with `plexus lab down`"
+        )
+    spec = LabSpec.new(
+        directory,
+        host_ids(hosts, host_prefix),
+        free_subnet(underlay.addresses_in_use()),
+        broker_port=_free_port(1883),
+        controller_port=_free_port(8470),
+    )
+    taken = underlay.conflicts(spec)
+    if taken:
+        raise LabError(
+            f"another lab (or a leftover) holds {', '.join(taken[:4])}: "
+            "bring it down, or choose other host ids with --host-prefix"
+        )
+    return spec
+
+
+def _configs(spec: LabSpec) -> None:
+    spec.controller_config.write_text(
+        "[controller]\n"
+        f'broker = "{spec.local_broker_url}"\n'
+        f'store = "{spec.dir / "plexus.db"}"\n'
+        f'listen = "127.0.0.1:{spec.controller_port}"\n'
+        'log_format = "json"\n'
+    )
+    for h in spec.hosts:
+        path = spec.agent_config(h)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            "[agent]\n"
+            f'host_id = "{h}"\n'
+            f'broker = "{spec.broker_url}"\n'
+            f'vtep_address = "{spec.vtep(h)}"\n'
+            f"metrics_port = {AGENT_METRICS_PORT}\n"
+            'log_format = "json"\n'
+        )
+
+
+def up(spec: LabSpec, step: Step, timeout: float = 30.0) -> LabSpec:
+    """Build the lab of ``spec``; on any failure, remove what was made and raise."""
+    spec.save()
+    try:
+        step(f"underlay {spec.subnet} on {spec.bridge}, {len(spec.hosts)} host namespaces")
+        underlay.create(spec)
+        _configs(spec)
+        plexus = procs.plexus_command()
+
+        step(f"broker (Mosquitto) on {spec.local_broker_url} and {spec.broker_url}")
+        spec.pids["broker"] = procs.spawn(
+            [
+                *plexus,
+                "broker",
+                "run",
+                "--listen",
+                f"127.0.0.1:{spec.broker_port}",
+                "--listen",
+                f"{spec.gateway}:{spec.broker_port}",
+                "--dir",
+                str(spec.broker_dir),
+            ],
+            spec.log("broker"),
+        )
+        spec.save()
+        _until(spec, "broker", timeout, lambda: _listening(spec.broker_port))
+
+        step(f"controller on {spec.controller_url}")
+        spec.pids["controller"] = procs.spawn(
+            [*plexus, "controller", "--config", str(spec.controller_config)],
+            spec.log("controller"),
+        )
+        spec.save()
+        _until(spec, "controller", timeout, lambda: _healthy(spec))
+
+        step(f"agents: {', '.join(spec.hosts)}")
+        for h in spec.hosts:
+            spec.pids[f"agent:{h}"] = procs.spawn(
+                [
+                    "nsenter",  # the host's network namespace only, not a private mount ns
+                    f"--net=/run/netns/{spec.host_ns(h)}",
+                    *plexus,
+                    "agent",
+                    "--config",
+                    str(spec.agent_config(h)),
+                ],
+                spec.log(h),
+            )
+        spec.save()
+        _until(spec, "agents", timeout, lambda: not _offline(spec))
+    except BaseException:
+        down(spec.dir)
+        raise
+    return spec
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _healthy(spec: LabSpec) -> bool:
+    try:
+        return bool(
+            httpx.get(f"{spec.controller_url}/healthz", timeout=1).json()["broker_connected"]
+        )
+    except (httpx.HTTPError, ValueError, KeyError):
+        return False
+
+
+def _offline(spec: LabSpec) -> list[str]:
+    """Hosts of the lab the controller does not see online."""
+    try:
+        hosts = httpx.get(f"{spec.controller_url}/v1/hosts", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return list(spec.hosts)
+    online = {h["id"] for h in hosts if h["state"] == "online"}
+    return [h for h in spec.hosts if h not in online]
+
+
+def _until(spec: LabSpec, what: str, timeout: float, ready: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        dead = [name for name, pid in spec.pids.items() if not procs.alive(pid)]
+        if dead:
+            name = dead[0]
+            raise LabError(f"{name} exited while the lab came up:\n{tail(spec, name)}")
+        if time.monotonic() > deadline:
+            raise LabError(f"{what} not ready after {timeout:g} s")
+        time.sleep(0.05)
+
+
+def tail(spec: LabSpec, process: str, lines: int = 15) -> str:
+    """The last ``lines`` of a process's log (``agent:h1`` or ``h1`` for an agent)."""
+    path = spec.log(process.removeprefix("agent:"))
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
+
+
+@dataclass
+class DownReport:
+    existed: bool
+    processes: list[int] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+def down(directory: Path) -> DownReport:
+    """Stop and remove everything of the lab in ``directory``. Idempotent."""
+    require_root()
+    spec = LabSpec.load(directory)
+    if spec is None:
+        return DownReport(existed=False)
+    report = DownReport(existed=True)
+    report.processes = procs.stop(spec)
+    report.removed = underlay.destroy(spec)
+    shutil.rmtree(spec.dir, ignore_errors=True)
+    return report
+
+
+def status(spec: LabSpec) -> dict[str, Any]:
+    """Processes, hosts as the controller sees them, compartments per host."""
+    try:
+        hosts = {h["id"]: h for h in httpx.get(f"{spec.controller_url}/v1/hosts", timeout=2).json()}
+        reachable = True
+    except (httpx.HTTPError, ValueError):
+        hosts, reachable = {}, False
+    namespaces = underlay.host_namespaces(spec)
+    rows = []
+    for h in spec.hosts:
+        known = hosts.get(h, {})
+        pid = spec.pids.get(f"agent:{h}")
+        rows.append(
+            {
+                "host": h,
+                "namespace": spec.host_ns(h),
+                "vtep": spec.vtep(h),
+                "agent_pid": pid,
+                "agent_running": pid is not None and procs.alive(pid),
+                "state": known.get("state", "unknown"),
+                "in_sync": known.get("in_sync", False),
+                "compartments": sum(1 for ns in namespaces if ns.startswith(f"plexus:{h}:")),
+                "log": str(spec.log(h)),
+            }
+        )
+    services = []
+    for name, url in (("broker", spec.local_broker_url), ("controller", spec.controller_url)):
+        pid = spec.pids.get(name)
+        services.append(
+            {
+                "name": name,
+                "url": url,
+                "pid": pid,
+                "running": pid is not None and procs.alive(pid),
+                "log": str(spec.log(name)),
+            }
+        )
+    return {
+        "dir": str(spec.dir),
+        "underlay": spec.subnet,
+        "bridge": spec.bridge,
+        "controller_url": spec.controller_url,
+        "controller_reachable": reachable,
+        "services": services,
+        "hosts": rows,
+    }

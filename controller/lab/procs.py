@@ -1,0 +1,107 @@
+"""The lab's processes: started detached (they outlive the CLI), found again by the
+configuration files only they name on their command line, stopped TERM-then-KILL."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .spec import LabError, LabSpec
+
+
+def plexus_command() -> list[str]:
+    """How to start this very ``plexus`` (the one beside this interpreter first)."""
+    beside = Path(sys.executable).parent / "plexus"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("plexus")
+    if found is None:
+        raise LabError("the plexus command is not on PATH")
+    return [found]
+
+
+def spawn(argv: list[str], log: Path) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # no signal from the CLI's terminal reaches it
+            close_fds=True,
+        )
+    return proc.pid
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def find(spec: LabSpec) -> dict[int, list[str]]:
+    """Every live process of this lab, by the files only its processes name: the pids in
+    the state file may be stale after a crash, and pyroute2's forked helpers are not in
+    it at all."""
+    marks = spec.marks()
+    me = os.getpid()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        pid = int(entry.name)
+        args = cmdline(pid)
+        if any(a in marks or a.partition("=")[2] in marks for a in args) and alive(pid):
+            found[pid] = args
+    return found
+
+
+def stop(spec: LabSpec, grace: float = 5.0) -> list[int]:
+    """SIGTERM every process of the lab (agents first), SIGKILL what outlives ``grace``."""
+    procs = find(spec)
+    rank = {"agent": 0, "controller": 1}
+    order = sorted(procs, key=lambda p: min((rank.get(a, 2) for a in procs[p]), default=2))
+    for pid in order:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(alive(p) for p in order):
+        time.sleep(0.05)
+    for pid in order:
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(alive(p) for p in order):
+        time.sleep(0.05)
+    left = [p for p in order if alive(p)]
+    if left:
+        raise LabError(f"processes would not stop: {left}")
+    _reap()
+    return order
+
+
+def _reap() -> None:
+    """Collect our own exited children (when ``lab down`` runs in the process that
+    started the lab), so they do not linger as zombies."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass

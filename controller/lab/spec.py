@@ -1,0 +1,162 @@
+"""What a lab is and everything it makes, fixed before anything is made.
+
+The spec is written to ``DIR/lab.json`` first, so that ``plexus lab down`` can remove
+every namespace, link, process and file the lab made, even when ``lab up`` or the
+lab's processes died half-way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents import names
+
+DEFAULT_DIR = Path("/run/plexus/lab")
+#: the benchmarking range (RFC 2544): never routed on the internet
+UNDERLAY = ipaddress.IPv4Network("198.18.0.0/15")
+STATE = "lab.json"
+HOST_NS_PREFIX = "plab-"
+AGENT_METRICS_PORT = 9470
+
+
+class LabError(Exception):
+    """A lab operation cannot go on; the message is the reason shown to the user."""
+
+
+class LabSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dir: Path
+    hosts: list[str]
+    subnet: str = Field(description="the underlay, a /24 in 198.18.0.0/15")
+    bridge: str = Field(description="the underlay bridge in the machine's namespace")
+    broker_port: int
+    controller_port: int
+    created: float = Field(default_factory=time.time)
+    #: pid of every process the lab started: "broker", "controller", "agent:HOST"
+    pids: dict[str, int] = Field(default_factory=dict)
+
+    @classmethod
+    def new(
+        cls,
+        directory: Path,
+        hosts: list[str],
+        subnet: str,
+        broker_port: int,
+        controller_port: int,
+    ) -> LabSpec:
+        directory = directory.resolve()
+        return cls(
+            dir=directory,
+            hosts=hosts,
+            subnet=subnet,
+            bridge=bridge_name(directory),
+            broker_port=broker_port,
+            controller_port=controller_port,
+        )
+
+    # -- names and addresses -----------------------------------------------------------
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.subnet)
+
+    @property
+    def gateway(self) -> str:
+        """The machine's own address on the underlay: broker and controller listen here."""
+        return str(self.network[254])
+
+    def vtep(self, host: str) -> str:
+        return str(self.network[self.hosts.index(host) + 1])
+
+    def host_ns(self, host: str) -> str:
+        return f"{HOST_NS_PREFIX}{host}"
+
+    def port(self, host: str) -> str:
+        """The underlay veth end on the machine's side (≤ 15 characters)."""
+        return f"{self.bridge}-{self.hosts.index(host)}"
+
+    def compartment_ns(self, host: str, compartment: str) -> str:
+        return names.netns(host, compartment)
+
+    # -- processes and files -----------------------------------------------------------
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.dir / "broker"
+
+    @property
+    def broker_url(self) -> str:
+        """Where the agents, inside their host namespaces, reach the broker."""
+        return f"mqtt://{self.gateway}:{self.broker_port}"
+
+    @property
+    def local_broker_url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.broker_port}"
+
+    @property
+    def controller_url(self) -> str:
+        return f"http://127.0.0.1:{self.controller_port}"
+
+    @property
+    def controller_config(self) -> Path:
+        return self.dir / "controller.toml"
+
+    def agent_config(self, host: str) -> Path:
+        return self.dir / "agents" / f"{host}.toml"
+
+    def log(self, process: str) -> Path:
+        """``broker``, ``controller`` or a host id."""
+        if process in ("broker", "controller"):
+            return self.dir / "logs" / f"{process}.log"
+        return self.dir / "logs" / f"agent-{process}.log"
+
+    def marks(self) -> set[str]:
+        """Arguments only this lab's processes carry: how they are found after a crash."""
+        return {
+            str(self.broker_dir),
+            str(self.broker_dir / "mosquitto.conf"),
+            str(self.controller_config),
+            *(str(self.agent_config(h)) for h in self.hosts),
+        }
+
+    # -- the state file ----------------------------------------------------------------
+
+    def save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{STATE}.tmp"
+        tmp.write_text(self.model_dump_json(indent=2) + "\n")
+        os.replace(tmp, self.dir / STATE)
+
+    @classmethod
+    def load(cls, directory: Path) -> LabSpec | None:
+        path = directory / STATE
+        try:
+            return cls.model_validate(json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise LabError(f"cannot read the lab's state {path}: {e}") from None
+
+
+def bridge_name(directory: Path) -> str:
+    """``plab`` + 6 hex digits of the lab directory: one bridge per lab, ≤ 10 characters
+    so that ports ``BRIDGE-N`` fit in 15."""
+    return "plab" + hashlib.sha256(str(directory).encode()).hexdigest()[:6]
+
+
+def free_subnet(in_use: list[ipaddress.IPv4Network]) -> str:
+    """The first /24 of the underlay range that overlaps nothing on this machine."""
+    for candidate in UNDERLAY.subnets(new_prefix=24):
+        if candidate.network_address.packed[2] == 0:
+            continue  # 198.18.0.0/24 and 198.19.0.0/24: left for people's own use
+        if not any(candidate.overlaps(n) for n in in_use):
+            return str(candidate)
+    raise LabError("no free /24 left in 198.18.0.0/15 on this machine")

@@ -1,0 +1,203 @@
+"""``plexus apply``: a topology file (networks, compartments, endpoints) made real
+through the REST API, idempotently.
+
+What exists already and matches the file is left as it is; what exists and differs is
+a conflict (nothing is changed behind the user's back); what is missing is created.
+The file is TOML (or JSON) with ``[[networks]]``, ``[[compartments]]`` and
+``[[endpoints]]`` tables whose fields are those of the create calls::
+
+    [[networks]]
+    id = "demo"
+    subnet = "10.100.0.0/24"
+
+    [[compartments]]
+    id = "h1-c1"
+    host = "h1"
+
+    [[endpoints]]
+    id = "h1-c1-demo"
+    network = "demo"
+    compartment = "h1-c1"
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import ValidationError, model_validator
+
+from proto.types import Id
+
+from .schemas import Body, CompartmentCreate, EndpointCreate, NetworkCreate
+
+
+class TopologyError(Exception):
+    """The file is wrong, the controller refused, or the world differs from the file."""
+
+    def __init__(self, reason: str, code: int = 1) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class NamedCompartment(CompartmentCreate):
+    id: Id
+
+
+class NamedEndpoint(EndpointCreate):
+    id: Id
+
+
+class Topology(Body):
+    networks: tuple[NetworkCreate, ...] = ()
+    compartments: tuple[NamedCompartment, ...] = ()
+    endpoints: tuple[NamedEndpoint, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique(self) -> Topology:
+        for kind, items in (
+            ("network", self.networks),
+            ("compartment", self.compartments),
+            ("endpoint", self.endpoints),
+        ):
+            ids = [i.id for i in items]
+            dup = {i for i in ids if ids.count(i) > 1}
+            if dup:
+                raise ValueError(f"{kind} ids repeated: {', '.join(sorted(dup))}")
+        return self
+
+    def hosts(self) -> list[str]:
+        return sorted({c.host for c in self.compartments})
+
+    @classmethod
+    def load(cls, path: Path) -> Topology:
+        try:
+            text = path.read_text()
+            data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (OSError, ValueError) as e:
+            raise TopologyError(f"cannot read {path}: {e}") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            first = e.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            raise TopologyError(f"{path}: {loc}: {first['msg']}") from None
+
+    def to_toml(self) -> str:
+        out = []
+        for table, items in (
+            ("networks", self.networks),
+            ("compartments", self.compartments),
+            ("endpoints", self.endpoints),
+        ):
+            for item in items:
+                out.append(f"[[{table}]]")
+                for k, v in item.model_dump(exclude_none=True).items():
+                    out.append(f"{k} = {json.dumps(v)}")
+                out.append("")
+        return "\n".join(out)
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str
+    id: str
+    result: str  # "created" or "exists"
+    elapsed_ms: float
+
+
+def wait_hosts(http: httpx.Client, hosts: list[str], timeout: float) -> None:
+    """Until every host in ``hosts`` is online (a host exists once its agent reported)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        online = {h["id"] for h in _get(http, "/v1/hosts") if h["state"] == "online"}
+        missing = [h for h in hosts if h not in online]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TopologyError(f"hosts not online after {timeout:g} s: {', '.join(missing)}", 3)
+        time.sleep(0.1)
+
+
+def apply(
+    http: httpx.Client,
+    topo: Topology,
+    *,
+    wait: bool = True,
+    timeout: float = 10.0,
+    on_step: Callable[[Step], None] | None = None,
+) -> list[Step]:
+    steps = []
+    groups: list[tuple[str, str, tuple[Body, ...], tuple[str, ...]]] = [
+        ("network", "/v1/networks", topo.networks, ("mode", "subnet", "gateway", "vni", "mtu")),
+        ("compartment", "/v1/compartments", topo.compartments, ("host",)),
+        ("endpoint", "/v1/endpoints", topo.endpoints, ("network", "compartment", "ip", "mac")),
+    ]
+    for kind, path, items, fields in groups:
+        for item in items:
+            ident = str(getattr(item, "id"))  # noqa: B009 (every item here has an id)
+            start = time.perf_counter()
+            have = _get(http, f"{path}/{ident}", missing_ok=True)
+            if have is None:
+                body = item.model_dump(exclude_none=True)
+                created = _send(http, "POST", path, body, wait, timeout)
+                conv = created.get("convergence")
+                if conv and not conv["converged"]:
+                    late = ", ".join(p["host"] for p in conv["pending"])
+                    raise TopologyError(f"{kind} {ident} not applied in time by: {late}", 3)
+                result = "created"
+            else:
+                for f in fields:
+                    want = getattr(item, f)
+                    if want is not None and have.get(f) != want:
+                        raise TopologyError(
+                            f"{kind} {ident} exists with {f}={have.get(f)!r}, "
+                            f"the file says {want!r}"
+                        )
+                result = "exists"
+            step = Step(kind, ident, result, round((time.perf_counter() - start) * 1000, 1))
+            steps.append(step)
+            if on_step is not None:
+                on_step(step)
+    return steps
+
+
+def _get(http: httpx.Client, path: str, missing_ok: bool = False) -> Any:
+    try:
+        resp = http.get(path)
+    except httpx.HTTPError as e:
+        raise TopologyError(f"cannot reach the controller at {http.base_url}: {e}") from None
+    if resp.status_code == 404 and missing_ok:
+        return None
+    return _body(resp)
+
+
+def _send(
+    http: httpx.Client, method: str, path: str, body: dict[str, Any], wait: bool, timeout: float
+) -> Any:
+    params: dict[str, str | float] = {"wait": "true", "timeout": timeout} if wait else {}
+    try:
+        resp = http.request(method, path, json=body, params=params, timeout=timeout + 5)
+    except httpx.HTTPError as e:
+        raise TopologyError(f"cannot reach the controller at {http.base_url}: {e}") from None
+    return _body(resp)
+
+
+def _body(resp: httpx.Response) -> Any:
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    if resp.status_code >= 400:
+        reason = data.get("reason") if isinstance(data, dict) else resp.text.strip()[:200]
+        raise TopologyError(
+            f"{resp.request.method} {resp.request.url.path}: {resp.status_code} {reason}"
+        )
+    return data

@@ -1,0 +1,139 @@
+"""``plexus apply`` and ``plexus broker run`` as processes against real components."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from controller.lab import demo
+from tests.integration.test_cli import plexus
+from tests.support import PLEXUS, ControllerProcess, Mosquitto, SimAgent, free_port, mqtt_client
+
+pytestmark = pytest.mark.broker
+
+TOPOLOGY = """
+[[networks]]
+id = "blue"
+subnet = "10.1.0.0/24"
+vni = 100
+
+[[compartments]]
+id = "web"
+host = "h1"
+
+[[compartments]]
+id = "db"
+host = "h2"
+
+[[endpoints]]
+id = "web0"
+network = "blue"
+compartment = "web"
+ip = "10.1.0.10"
+
+[[endpoints]]
+id = "db0"
+network = "blue"
+compartment = "db"
+"""
+
+
+async def test_apply_creates_what_is_missing_and_only_that(
+    mosquitto: Mosquitto, controller_proc: ControllerProcess, tmp_path: Path
+) -> None:
+    agents = [SimAgent(h, mosquitto.url, f"198.18.0.{i}") for i, h in enumerate(("h1", "h2"), 1)]
+    for a in agents:
+        await a.start()
+    try:
+        f = tmp_path / "topo.toml"
+        f.write_text(TOPOLOGY)
+        rc, out, err = await plexus(controller_proc, "apply", str(f), "-o", "json")
+        assert rc == 0, err
+        steps = json.loads(out)
+        assert [(s["kind"], s["id"], s["result"]) for s in steps] == [
+            ("network", "blue", "created"),
+            ("compartment", "web", "created"),
+            ("compartment", "db", "created"),
+            ("endpoint", "web0", "created"),
+            ("endpoint", "db0", "created"),
+        ]
+        # each create waited until applied: the agents hold both endpoints already
+        assert set(agents[0].tables["blue"]) == {"web0", "db0"}
+        rc, out, _ = await plexus(controller_proc, "apply", str(f), "-o", "json")
+        assert rc == 0 and {s["result"] for s in json.loads(out)} == {"exists"}
+
+        # a file that contradicts what exists changes nothing and says why
+        f.write_text(TOPOLOGY.replace('ip = "10.1.0.10"', 'ip = "10.1.0.11"'))
+        rc, _, err = await plexus(controller_proc, "apply", str(f))
+        assert rc == 1 and "endpoint web0 exists with ip='10.1.0.10'" in err
+        rc, out, _ = await plexus(controller_proc, "endpoint", "show", "web0", "-o", "json")
+        assert json.loads(out)["ip"] == "10.1.0.10"
+    finally:
+        for a in agents:
+            await a.stop()
+
+
+async def test_apply_refuses_bad_files_and_waits_for_hosts(
+    controller_proc: ControllerProcess, tmp_path: Path
+) -> None:
+    f = tmp_path / "topo.toml"
+    f.write_text('[[networks]]\nid = "blue"\nsubnet = "10.1.0.0/33"\n')
+    rc, _, err = await plexus(controller_proc, "apply", str(f))
+    assert rc == 1 and "networks.0.subnet" in err
+    f.write_text(
+        '[[compartments]]\nid = "c"\nhost = "h1"\n[[compartments]]\nid = "c"\nhost = "h2"\n'
+    )
+    rc, _, err = await plexus(controller_proc, "apply", str(f))
+    assert rc == 1 and "compartment ids repeated: c" in err
+    f.write_text("[[networks]\n")
+    rc, _, err = await plexus(controller_proc, "apply", str(f))
+    assert rc == 1 and "cannot read" in err
+    f.write_text('[[compartments]]\nid = "c"\nhost = "ghost"\n')
+    rc, _, err = await plexus(controller_proc, "apply", str(f), "--hosts-timeout", "0.3")
+    assert rc == 3 and "hosts not online after 0.3 s: ghost" in err
+
+
+def test_the_demo_topology_round_trips_through_toml(tmp_path: Path) -> None:
+    from controller.topology import Topology
+
+    topo = demo.topology(["h1", "h2", "h3"])
+    f = tmp_path / "demo.toml"
+    f.write_text(topo.to_toml())
+    assert Topology.load(f) == topo
+    assert topo.hosts() == ["h1", "h2", "h3"] and len(topo.endpoints) == 6
+
+
+async def test_broker_run_starts_mosquitto_with_plexus_settings(tmp_path: Path) -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        *(PLEXUS, "broker", "run", "--listen", f"127.0.0.1:{port}", "--dir", str(tmp_path)),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        conf = tmp_path / "mosquitto.conf"
+        for _ in range(100):
+            if conf.exists():
+                break
+            await asyncio.sleep(0.05)
+        text = conf.read_text()
+        assert f"listener {port} 127.0.0.1" in text and "set_tcp_nodelay true" in text
+        await asyncio.sleep(0.3)
+        url = f"mqtt://127.0.0.1:{port}"
+        async with mqtt_client(url) as sub, mqtt_client(url) as pub:
+            await sub.subscribe("plexus/v1/t", qos=1)
+            await pub.publish("plexus/v1/t", b"x", qos=1)
+            async with asyncio.timeout(5):
+                msg = await anext(aiter(sub.messages))
+            assert msg.payload == b"x"
+    finally:
+        proc.terminate()
+        async with asyncio.timeout(10):
+            await proc.wait()
+    rc, _, err = await plexus(
+        "http://unused", "broker", "run", "--listen", "nowhere:99999", "--dir", str(tmp_path)
+    )
+    assert rc == 2 and "is not HOST:PORT" in err
