@@ -1,0 +1,162 @@
+"""The compose lab, the image and the systemd units, checked against the CLI they
+invoke. Docker cannot run here: these tests are what proves the files, not a run."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import typer
+import yaml
+
+# typer ≥ 0.16 carries its own copy of click; its parser is what `plexus` runs
+from typer._click.exceptions import UsageError
+
+from agents.config import AgentSettings
+from controller.cli import app
+from controller.config import ControllerSettings
+from controller.lab import demo
+from controller.topology import Topology
+from proto.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
+    """Parse a plexus command line exactly as ``plexus`` would, without running it:
+    returns the command path and its parameters (raises click's usage errors)."""
+    cmd = typer.main.get_command(app)
+    ctx = cmd.make_context("plexus", list(argv))
+    while hasattr(ctx.command, "resolve_command"):  # a group: descend
+        name, sub, rest = ctx.command.resolve_command(ctx, [*ctx._protected_args, *ctx.args])
+        assert sub is not None and name is not None, argv
+        ctx = sub.make_context(name, rest, parent=ctx)
+    return ctx.command_path, ctx.params
+
+
+def test_the_parser_refuses_what_plexus_refuses() -> None:
+    with pytest.raises(UsageError):
+        parse(["agent", "--no-such-flag"])
+    with pytest.raises(UsageError):
+        parse(["nonsense"])
+    assert parse(["lab", "up", "--hosts", "2"]) == (
+        "plexus lab up",
+        {"hosts": 2, "directory": Path("/run/plexus/lab"), "host_prefix": "h", "output": "table"},
+    )
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    return data
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(instruction, rest of the line), continuation lines joined."""
+    lines = (ROOT / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
+    out = []
+    for ln in lines:
+        if ln.strip() and not ln.startswith("#"):
+            instr, _, rest = ln.partition(" ")
+            out.append((instr, rest.strip()))
+    return out
+
+
+def test_image_runs_plexus_and_carries_the_demo_and_the_config() -> None:
+    raw = dockerfile()
+    assert [json.loads(r) for i, r in raw if i == "ENTRYPOINT"] == [["plexus"]]
+    instrs = [[i, *shlex.split(r)] for i, r in raw]
+    copies = {(i[1], i[2]) for i in instrs if i[0] == "COPY" and len(i) == 3}
+    assert ("deploy/demo.toml", "/etc/plexus/demo.toml") in copies
+    assert ("deploy/plexus.toml", "/etc/plexus/plexus.toml") in copies
+    apt = next(" ".join(i) for i in instrs if i[0] == "RUN" and "apt-get" in i)
+    for pkg in ("mosquitto", "iproute2", "nftables", "iputils-ping", "util-linux"):
+        assert f" {pkg} " in f" {apt} "
+
+
+def test_compose_services_and_their_commands(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"broker", "controller", "h1", "h2", "h3", "demo"}
+    for name, svc in services.items():
+        assert svc["image"] == "plexus:dev" and svc["build"] == ".", name
+        assert svc["networks"] == ["underlay"], name
+        parse(svc["command"])  # every command is a valid plexus command line
+
+    path, broker = parse(services["broker"]["command"])
+    assert path == "plexus broker run" and broker["listen"] == ["0.0.0.0:1883"]
+
+    path, ctl = parse(services["controller"]["command"])
+    assert path == "plexus controller"
+    assert urlsplit(ctl["broker"]).hostname == "broker" and urlsplit(ctl["broker"]).port == 1883
+    assert ctl["listen"] == "0.0.0.0:8470"
+    assert services["controller"]["ports"] == ["127.0.0.1:8470:8470"]  # not beyond loopback
+    assert ctl["store"].startswith("/var/lib/plexus/")
+    assert "controller-data:/var/lib/plexus" in services["controller"]["volumes"]
+    assert "healthz" in " ".join(services["controller"]["healthcheck"]["test"])
+
+
+@pytest.mark.parametrize("host", ["h1", "h2", "h3"])
+def test_compose_agents_are_privileged_hosts(compose: dict[str, Any], host: str) -> None:
+    svc = compose["services"][host]
+    assert svc["privileged"] is True and svc["hostname"] == host
+    path, agent = parse(svc["command"])
+    assert path == "plexus agent"
+    assert agent["host_id"] == host and agent["vtep_interface"] == "eth0"
+    assert agent["broker"] == "mqtt://broker:1883"
+    AgentSettings(host_id=agent["host_id"], broker=agent["broker"])  # valid settings
+
+
+def test_compose_demo_applies_the_lab_demo_topology(compose: dict[str, Any]) -> None:
+    svc = compose["services"]["demo"]
+    path, params = parse(svc["command"])
+    assert path == "plexus apply" and params["file"] == Path("/etc/plexus/demo.toml")
+    assert params["controller"] == "http://controller:8470"
+    assert svc["restart"] == "no"
+    assert svc["depends_on"]["controller"]["condition"] == "service_healthy"
+    hosts = [h for h in compose["services"] if h.startswith("h")]
+    assert set(svc["depends_on"]) == {"controller", *hosts}
+    assert Topology.load(ROOT / "deploy" / "demo.toml") == demo.topology(sorted(hosts))
+
+
+def unit(name: str) -> configparser.ConfigParser:
+    cp = configparser.ConfigParser(interpolation=None, strict=False)
+    cp.optionxform = str  # type: ignore[assignment,method-assign]
+    cp.read(ROOT / "deploy" / "systemd" / name)
+    return cp
+
+
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [("plexus-controller.service", "controller"), ("plexus-agent.service", "agent")],
+)
+def test_systemd_units_run_plexus_with_the_example_config(name: str, command: str) -> None:
+    u = unit(name)
+    argv = shlex.split(u["Service"]["ExecStart"])
+    assert argv[0].endswith("/bin/plexus")
+    path, params = parse(argv[1:])
+    assert path == f"plexus {command}"
+    assert params["config"] == Path("/etc/plexus/plexus.toml")
+    assert u["Install"]["WantedBy"] == "multi-user.target"
+    assert u["Service"]["Restart"] in ("always", "on-failure")
+
+
+def test_agent_unit_shares_the_hosts_mount_namespace() -> None:
+    """Compartments are bind mounts in /run/netns: a private mount namespace would
+    hide them from the host."""
+    svc = unit("plexus-agent.service")["Service"]
+    for private in ("PrivateTmp", "ProtectHome", "ProtectSystem", "PrivateMounts", "DynamicUser"):
+        assert private not in svc
+
+
+def test_example_config_loads_for_both_daemons() -> None:
+    example = ROOT / "deploy" / "plexus.toml"
+    ctl = load_settings(ControllerSettings, "controller", example)
+    assert ctl.listen == "127.0.0.1:8470" and ctl.store == "/var/lib/plexus/plexus.db"
+    agent = load_settings(AgentSettings, "agent", example)
+    assert agent.host_id == "node1" and agent.vtep_interface == "eth0"
+    assert agent.metrics_port == 9470
