@@ -62,8 +62,11 @@ def _up(directory: Path, hosts: int, host_prefix: str) -> LabSpec:
     from . import core
 
     spec = core.plan(directory, hosts, host_prefix)
-    with Steps() as step:
-        return core.up(spec, step)
+    try:
+        with Steps() as step:
+            return core.up(spec, step)
+    except KeyboardInterrupt:
+        fail("interrupted: what the lab had made is removed again", code=130)
 
 
 def _load(directory: Path) -> LabSpec:
@@ -231,7 +234,7 @@ def lab_demo(
     import httpx
 
     from ..topology import TopologyError, apply, wait_hosts
-    from . import demo
+    from . import demo, procs
 
     try:
         spec = LabSpec.load(directory)
@@ -240,6 +243,12 @@ def lab_demo(
             if output is Output.table:
                 _summary(spec)
                 out.print()
+        down = [name for name, pid in spec.pids.items() if not procs.alive(pid)]
+        if down:
+            fail(
+                f"the lab in {directory} is not healthy ({', '.join(down)} not running): "
+                "`plexus lab down`, then `plexus lab demo` again"
+            )
         topo = demo.topology(spec.hosts)
         with Steps() as step, httpx.Client(base_url=spec.controller_url, timeout=30) as http:
             step("hosts online")

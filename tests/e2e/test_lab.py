@@ -245,6 +245,8 @@ def test_down_after_kill_9_of_every_lab_process(tmp_path: Path) -> None:
         time.sleep(0.2)
         status = lab.run("lab", "status", check=False)
         assert status.returncode == 4
+        again = lab.run("lab", "demo", check=False)
+        assert again.returncode == 1 and "not healthy" in again.stderr
     finally:
         down = lab.run("lab", "down")
     assert "processes stopped" in down.stdout
