@@ -111,6 +111,11 @@ def create_app(rt: Runtime) -> FastAPI:
             gateway=n.gateway,
             vni=n.vni,
             mtu=n.mtu,
+            uplink=n.uplink,
+            uplinks=n.uplinks,
+            ip_range=n.ip_range,
+            outbound_nat=n.outbound_nat,
+            nat_exceptions=list(n.nat_exceptions),
             generation=n.generation,
             table_generation=n.table_gen,
             endpoints=len(state.by_network.get(n.id, {})),
@@ -136,6 +141,7 @@ def create_app(rt: Runtime) -> FastAPI:
             mac=e.mac,
             interface=f"eth{e.index}",
             default_route=e.default_route,
+            ports=[str(p) for p in e.port_mappings()],
             generation=e.gen,
             convergence=conv,
         )
@@ -275,6 +281,15 @@ def create_app(rt: Runtime) -> FastAPI:
     @app.get("/v1/endpoints/{ep_id}", tags=["endpoints"], response_model=schemas.Endpoint)
     async def show_endpoint(ep_id: str) -> dict[str, Any]:
         return endpoint_view(ctl.endpoint(ep_id))
+
+    @app.put("/v1/endpoints/{ep_id}/ports", tags=["endpoints"], response_model=schemas.Endpoint)
+    async def set_endpoint_ports(
+        ep_id: str, body: schemas.PortsUpdate, wait: Wait = False, timeout: Timeout = 10.0
+    ) -> dict[str, Any]:
+        """Replace the endpoint's published ports (an empty list closes them all)."""
+        out = ctl.set_ports(ep_id, body.ports)
+        conv = await rt.commit(out, wait, timeout)
+        return endpoint_view(out.value, conv)
 
     @app.delete("/v1/endpoints/{ep_id}", tags=["endpoints"], response_model=schemas.Deleted)
     async def delete_endpoint(

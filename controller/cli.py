@@ -230,13 +230,51 @@ def network_create(
     gateway: Annotated[str | None, typer.Option()] = None,
     vni: Annotated[int | None, typer.Option(help="overlay VNI (allocated if omitted)")] = None,
     mtu: Annotated[int | None, typer.Option()] = None,
+    uplink: Annotated[
+        str | None, typer.Option(help="transparent: the host link to enslave")
+    ] = None,
+    uplink_for: Annotated[
+        list[str] | None,
+        typer.Option(help="transparent: HOST=LINK, another uplink on that host (repeatable)"),
+    ] = None,
+    ip_range: Annotated[
+        str | None, typer.Option(help="allocate addresses from this CIDR of the subnet")
+    ] = None,
+    outbound_nat: Annotated[
+        bool, typer.Option(help="overlay: reach outside through the host's uplink, masqueraded")
+    ] = False,
+    nat_exception: Annotated[
+        list[str] | None,
+        typer.Option(help="overlay outbound NAT: a CIDR not to translate (repeatable)"),
+    ] = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 10.0,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
     output: OutputOpt = Output.table,
 ) -> None:
     """Create a network."""
-    body = {"id": name, "mode": mode, "subnet": subnet, "gateway": gateway, "vni": vni, "mtu": mtu}
+    uplinks = {}
+    for item in uplink_for or []:
+        host, sep, link = item.partition("=")
+        if not sep or not host or not link:
+            fail(f"--uplink-for {item!r}: expected HOST=LINK")
+        uplinks[host] = link
+    body: dict[str, Any] = {
+        "id": name,
+        "mode": mode,
+        "subnet": subnet,
+        "gateway": gateway,
+        "vni": vni,
+        "mtu": mtu,
+        "uplink": uplink,
+        "ip_range": ip_range,
+    }
+    if uplinks:
+        body["uplinks"] = uplinks
+    if outbound_nat:
+        body["outbound_nat"] = True
+    if nat_exception:
+        body["nat_exceptions"] = nat_exception
     data = call(
         controller,
         "POST",
@@ -361,7 +399,39 @@ def compartment_delete(
 
 # -- endpoints --------------------------------------------------------------------------
 
-EP_COLS = ["id", "network", "compartment", "host", "interface", "ip", "mac", "default_route"]
+EP_COLS = [
+    "id",
+    "network",
+    "compartment",
+    "host",
+    "interface",
+    "ip",
+    "mac",
+    "default_route",
+    "ports",
+]
+PublishOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--publish", "-p", help="[HOST_IP:]HOST_PORT:PORT[/tcp|udp] (nat networks, repeatable)"
+    ),
+]
+
+
+def parse_publish(value: str) -> dict[str, Any]:
+    """Docker's ``-p`` syntax: ``[HOST_IP:]HOST_PORT:PORT[/PROTO]``."""
+    spec, _, proto_ = value.partition("/")
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[-2:]):
+        fail(f"--publish {value!r}: expected [HOST_IP:]HOST_PORT:PORT[/tcp|udp]")
+    out: dict[str, Any] = {
+        "protocol": proto_ or "tcp",
+        "host_port": int(parts[-2]),
+        "port": int(parts[-1]),
+    }
+    if len(parts) == 3:
+        out["host_ip"] = parts[0]
+    return out
 
 
 @endpoint_app.command("create")
@@ -374,6 +444,7 @@ def endpoint_create(
     default_route: Annotated[
         bool | None, typer.Option("--default-route/--no-default-route")
     ] = None,
+    publish: PublishOpt = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 10.0,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
@@ -386,6 +457,8 @@ def endpoint_create(
     for key, value in (("id", name), ("ip", ip), ("mac", mac), ("default_route", default_route)):
         if value is not None:
             body[key] = value
+    if publish:
+        body["ports"] = [parse_publish(p) for p in publish]
     data = call(
         controller,
         "POST",
@@ -422,6 +495,28 @@ def endpoint_show(
 ) -> None:
     """Show one endpoint."""
     show(call(controller, "GET", f"/v1/endpoints/{name}"), output, EP_COLS)
+
+
+@endpoint_app.command("publish")
+def endpoint_publish(
+    name: str,
+    publish: PublishOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 10.0,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Set an endpoint's published ports to exactly these (none: close them all)."""
+    data = call(
+        controller,
+        "PUT",
+        f"/v1/endpoints/{name}/ports",
+        body={"ports": [parse_publish(p) for p in publish or []]},
+        params={"wait": wait, "timeout": timeout},
+        timeout=timeout,
+    )
+    show(data, output, EP_COLS)
+    converged(data, output)
 
 
 @endpoint_app.command("delete")

@@ -9,24 +9,29 @@ from .errors import Conflict, Invalid
 
 
 class Pool:
-    """The host addresses of one subnet, less network, broadcast and gateway."""
+    """The host addresses of one subnet, less network, broadcast and gateway; new
+    addresses come from ``ip_range`` (a part of the subnet) when it is given."""
 
-    def __init__(self, subnet: str, gateway: str | None) -> None:
+    def __init__(self, subnet: str, gateway: str | None, ip_range: str | None = None) -> None:
         net = ipaddress.IPv4Network(subnet)
         self.subnet = net
-        self._first = int(net.network_address) + 1
-        self._last = int(net.broadcast_address) - 1
+        rng = ipaddress.IPv4Network(ip_range) if ip_range else net
+        self._first = max(int(rng.network_address), int(net.network_address) + 1)
+        self._last = min(int(rng.broadcast_address), int(net.broadcast_address) - 1)
         self._reserved = {int(ipaddress.IPv4Address(gateway))} if gateway else set()
         self._used: set[int] = set()
+        self._in_range = 0
         self._cursor = self._first
 
     @property
     def capacity(self) -> int:
-        return self._last - self._first + 1 - len(self._reserved)
+        reserved = sum(1 for r in self._reserved if self._first <= r <= self._last)
+        return self._last - self._first + 1 - reserved
 
     @property
     def used(self) -> int:
-        return len(self._used)
+        """Addresses taken inside the allocation range."""
+        return self._in_range
 
     def check_static(self, ip: str) -> None:
         """Raise unless ``ip`` may be given to an endpoint (ignores whether it is taken)."""
@@ -46,7 +51,7 @@ class Pool:
 
     def next_free(self) -> str:
         """The next free address after the cursor; raises Conflict when exhausted."""
-        if len(self._used) >= self.capacity:
+        if self.used >= self.capacity:
             raise Conflict(f"address pool {self.subnet} is exhausted")
         value = self._cursor
         while True:
@@ -58,12 +63,17 @@ class Pool:
 
     def take(self, ip: str) -> None:
         value = int(ipaddress.IPv4Address(ip))
-        self._used.add(value)
-        if value >= self._cursor:
+        if value not in self._used:
+            self._used.add(value)
+            self._in_range += self._first <= value <= self._last
+        if self._first <= value <= self._last and value >= self._cursor:
             self._cursor = value + 1
 
     def release(self, ip: str) -> None:
-        self._used.discard(int(ipaddress.IPv4Address(ip)))
+        value = int(ipaddress.IPv4Address(ip))
+        if value in self._used:
+            self._used.discard(value)
+            self._in_range -= self._first <= value <= self._last
 
 
 def random_mac(rng: random.Random | None = None) -> str:

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from proto.models import NetworkMode
-from proto.types import Id, IPv4, Mac, Mtu, Subnet, Vni
+from proto.types import Id, IfName, IPv4, Mac, Mtu, Port, Subnet, Vni
 
 
 class Body(BaseModel):
@@ -23,6 +23,38 @@ class NetworkCreate(Body):
     )
     vni: Vni | None = Field(default=None, description="overlay only; allocated when omitted")
     mtu: Mtu | None = Field(default=None, description="defaults to 1450 (overlay) or 1500")
+    uplink: IfName | None = Field(
+        default=None, description="transparent: the host link the bridge enslaves"
+    )
+    uplinks: dict[Id, IfName] = Field(
+        default_factory=dict, description="transparent: per-host uplink, overriding `uplink`"
+    )
+    ip_range: Subnet | None = Field(
+        default=None, description="allocate endpoint addresses from this part of the subnet"
+    )
+    outbound_nat: bool = Field(
+        default=False,
+        description="overlay: endpoints reach outside through their host's uplink, masqueraded",
+    )
+    nat_exceptions: list[Subnet] = Field(
+        default_factory=list,
+        description="overlay outbound NAT: destinations not translated (the subnet never is)",
+        max_length=64,
+    )
+
+
+class PublishedPort(Body):
+    """A port mapping: ``host_ip:host_port`` on the endpoint's host → the endpoint's
+    ``port`` (nat networks)."""
+
+    protocol: Literal["tcp", "udp"] = "tcp"
+    host_port: Port
+    port: Port
+    host_ip: IPv4 | None = Field(default=None, description="one host address; default: all")
+
+
+class PortsUpdate(Body):
+    ports: list[PublishedPort] = Field(max_length=256)
 
 
 class CompartmentCreate(Body):
@@ -39,6 +71,9 @@ class EndpointCreate(Body):
     default_route: bool | None = Field(
         default=None, description="route the compartment's default via this endpoint's gateway"
     )
+    ports: list[PublishedPort] = Field(
+        default_factory=list, description="nat networks: published ports", max_length=256
+    )
 
 
 class Network(Body):
@@ -48,6 +83,11 @@ class Network(Body):
     gateway: str | None
     vni: int | None
     mtu: int
+    uplink: str | None = None
+    uplinks: dict[str, str] = Field(default_factory=dict)
+    ip_range: str | None = None
+    outbound_nat: bool = False
+    nat_exceptions: list[str] = Field(default_factory=list)
     generation: int
     table_generation: int
     endpoints: int
@@ -72,6 +112,7 @@ class Endpoint(Body):
     mac: str
     interface: str
     default_route: bool
+    ports: list[str] = Field(default_factory=list, description="HOST_IP:HOST_PORT:PORT/PROTO")
     generation: int
     convergence: Convergence | None = None
 

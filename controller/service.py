@@ -22,7 +22,7 @@ from proto import topics
 
 from .errors import Conflict, Invalid, NotFound
 from .ipam import random_mac
-from .schemas import CompartmentCreate, EndpointCreate, NetworkCreate
+from .schemas import CompartmentCreate, EndpointCreate, NetworkCreate, PublishedPort
 from .state import CompartmentRow, Delta, EndpointRow, HostRow, NetworkRow, State
 from .store import Store
 
@@ -157,6 +157,7 @@ class Controller:
                         ip=ep.ip,
                         prefixlen=ipaddress.IPv4Network(net.subnet).prefixlen,
                         default_route=ep.default_route,
+                        ports=ep.port_mappings(),
                     )
                 )
             comps.append(proto.Compartment(id=comp.id, endpoints=tuple(local)))
@@ -302,7 +303,8 @@ class Controller:
         elif vni is not None:
             raise Invalid(f"a {req.mode} network has no VNI")
         gateway = req.gateway
-        if gateway is None and req.mode != "transparent":
+        if gateway is None and req.mode in ("overlay", "nat"):
+            # transparent: the physical network's router, if any; internal: host-only
             gateway = str(next(ipaddress.IPv4Network(req.subnet).hosts()))
         mtu = req.mtu or (1450 if req.mode == "overlay" else 1500)
         base = self.state.floor(f"net:{req.id}")
@@ -315,6 +317,11 @@ class Controller:
                 vni=vni,
                 mtu=mtu,
                 generation=base + 1,
+                uplink=req.uplink,
+                uplinks=dict(req.uplinks),
+                ip_range=req.ip_range,
+                outbound_nat=req.outbound_nat,
+                nat_exceptions=tuple(req.nat_exceptions),
             )
         except ValueError as e:
             raise Invalid(_first_error(e)) from None
@@ -328,6 +335,11 @@ class Controller:
             generation=spec.generation,
             table_gen=base + 1,
             created=self.clock(),
+            uplink=spec.uplink,
+            uplinks=dict(spec.uplinks),
+            ip_range=spec.ip_range,
+            outbound_nat=spec.outbound_nat,
+            nat_exceptions=spec.nat_exceptions,
         )
         self._commit(Delta(puts=[row]))
         out = Outcome(row, publish=[self.network_publish(row)])
@@ -428,6 +440,7 @@ class Controller:
             mac = random_mac()
             while mac in macs:
                 mac = random_mac()
+        ports = self._check_ports(net, comp.host, req.ports, ident)
         used_idx = {s.index for s in siblings}
         index = next(i for i in range(MAX_ENDPOINTS_PER_COMPARTMENT) if i not in used_idx)
         if req.default_route and net.gateway is None:
@@ -453,6 +466,7 @@ class Controller:
             default_route=default,
             gen=net.table_gen,
             created=self.clock(),
+            ports=ports,
         )
         delta.put(net)
         delta.put(row)
@@ -472,6 +486,51 @@ class Controller:
         _target(out.target, host.id).desired = host.desired_gen
         self._table_target(out.target, net, net.table_gen)
         return out
+
+    def _check_ports(
+        self, net: NetworkRow, host: str, ports: Iterable[PublishedPort], endpoint: str
+    ) -> tuple[tuple[str, int, int, str | None], ...]:
+        """Published ports as stored; 422 outside nat networks, 409 when a host port is
+        taken on that host (by another endpoint, or twice in the request)."""
+        want = [
+            proto.PortMapping(
+                protocol=p.protocol, host_port=p.host_port, port=p.port, host_ip=p.host_ip
+            )
+            for p in ports
+        ]
+        if want and net.mode != "nat":
+            raise Invalid(f"ports are published on nat networks; {net.id!r} is {net.mode}")
+        taken = [
+            (other.id, m)
+            for comp in self.state.comps_by_host.get(host, {}).values()
+            for other in self.state.by_compartment.get(comp.id, {}).values()
+            if other.id != endpoint
+            for m in other.port_mappings()
+        ]
+        for i, m in enumerate(want):
+            if any(m.clashes(q) for q in want[:i]):
+                raise Conflict(f"port {m} is published twice in the request")
+            for owner, q in taken:
+                if m.clashes(q):
+                    raise Conflict(
+                        f"host port {m.host_port}/{m.protocol} on host {host!r} is already "
+                        f"published by endpoint {owner!r} ({q})"
+                    )
+        return tuple((m.protocol, m.host_port, m.port, m.host_ip) for m in want)
+
+    def set_ports(self, ident: str, ports: Iterable[PublishedPort]) -> Outcome[EndpointRow]:
+        """Replace an endpoint's published ports: only its host's document changes."""
+        ep = self.endpoint(ident)
+        net = self.state.networks[ep.network]
+        row = dataclasses.replace(ep, ports=self._check_ports(net, ep.host, ports, ep.id))
+        delta = Delta(puts=[row])
+        host = self._bump_host(delta, ep.host, {})
+        self._commit(delta)
+        return Outcome(
+            row,
+            publish=[self.desired_publish(host.id)],
+            target={host.id: HostTarget(desired=host.desired_gen)},
+        )
 
     def delete_endpoint(self, ident: str) -> Outcome[str]:
         ep = self.endpoint(ident)

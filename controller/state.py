@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Literal
 
-from proto import TABLE_MODES, EndpointRecord, NetworkSpec
+from proto import TABLE_MODES, EndpointRecord, NetworkSpec, PortMapping
 
 from .ipam import Pool
 
@@ -42,6 +42,11 @@ class NetworkRow:
     generation: int
     table_gen: int
     created: float = 0.0
+    uplink: str | None = None
+    uplinks: dict[str, str] = field(default_factory=dict)
+    ip_range: str | None = None
+    outbound_nat: bool = False
+    nat_exceptions: tuple[str, ...] = ()
 
     def spec(self) -> NetworkSpec:
         return NetworkSpec(
@@ -52,6 +57,11 @@ class NetworkRow:
             vni=self.vni,
             mtu=self.mtu,
             generation=self.generation,
+            uplink=self.uplink,
+            uplinks=dict(self.uplinks),
+            ip_range=self.ip_range,
+            outbound_nat=self.outbound_nat,
+            nat_exceptions=self.nat_exceptions,
         )
 
     @property
@@ -82,6 +92,14 @@ class EndpointRow:
     default_route: bool
     gen: int
     created: float = 0.0
+    #: published ports: (protocol, host_port, port, host_ip or None)
+    ports: tuple[tuple[str, int, int, str | None], ...] = ()
+
+    def port_mappings(self) -> tuple[PortMapping, ...]:
+        return tuple(
+            PortMapping(protocol=p, host_port=hp, port=cp, host_ip=ip)  # type: ignore[arg-type]
+            for p, hp, cp, ip in self.ports
+        )
 
     def record(self, vtep: str | None) -> EndpointRecord:
         return EndpointRecord(
@@ -141,7 +159,7 @@ class State:
         key = (net.id, scope)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = Pool(net.subnet, net.gateway)
+            pool = self._pools[key] = Pool(net.subnet, net.gateway, net.ip_range)
         return pool
 
     def participants(self, net: str) -> set[str]:

@@ -71,8 +71,11 @@ def _encode(row: Row) -> str:
 
 def _decode(table: Table, data: str) -> Row:
     values: dict[str, Any] = json.loads(data)
-    if "errors" in values:
-        values["errors"] = tuple(values["errors"])
+    for key in ("errors", "nat_exceptions"):
+        if key in values:
+            values[key] = tuple(values[key])
+    if "ports" in values:
+        values["ports"] = tuple(tuple(p) for p in values["ports"])
     return ROW_TYPES[table](**values)
 
 

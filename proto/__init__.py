@@ -30,6 +30,7 @@ from .models import (
     NetworkMode,
     NetworkSnapshot,
     NetworkSpec,
+    PortMapping,
     Wire,
 )
 
@@ -52,6 +53,7 @@ __all__ = [
     "NetworkSnapshot",
     "NetworkSpec",
     "OversizePayload",
+    "PortMapping",
     "SchemaViolation",
     "UnknownKind",
     "UnsupportedVersion",

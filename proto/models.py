@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .types import Generation, Id, IPv4, Mac, Mtu, Subnet, Text, Vni
+from .types import Generation, Id, IfName, IPv4, Mac, Mtu, Port, Subnet, Text, Vni
 
 SCHEMA_VERSION: Literal[1] = 1
 MAX_SHARDS = 1024
@@ -32,7 +32,14 @@ class Wire(BaseModel):
 
 
 class NetworkSpec(Wire):
-    """A network as every host sees it (retained on ``networks/{net}``)."""
+    """A network as every host sees it (retained on ``networks/{net}``).
+
+    ``uplink`` (transparent): the host link the network's bridge enslaves, unless
+    ``uplinks`` names another for a host. ``ip_range``: where endpoint addresses are
+    allocated (default: the whole subnet). ``outbound_nat`` (overlay): endpoints reach
+    outside through their own host's uplink, masqueraded, except towards the overlay's
+    subnet and ``nat_exceptions``.
+    """
 
     kind: Literal["network"] = "network"
     id: Id
@@ -42,6 +49,11 @@ class NetworkSpec(Wire):
     vni: Vni | None = None
     mtu: Mtu = 1450
     generation: Generation = 1
+    uplink: IfName | None = None
+    uplinks: Annotated[dict[Id, IfName], Field(max_length=4096)] = Field(default_factory=dict)
+    ip_range: Subnet | None = None
+    outbound_nat: bool = False
+    nat_exceptions: Annotated[tuple[Subnet, ...], Field(max_length=64)] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> NetworkSpec:
@@ -58,11 +70,26 @@ class NetworkSpec(Wire):
                 raise ValueError(f"gateway {gw} is the network or broadcast address of {net}")
         if self.mode == "nat" and self.gateway is None:
             raise ValueError("a nat network needs a gateway")
+        if self.mode == "transparent" and self.uplink is None and not self.uplinks:
+            raise ValueError("a transparent network needs an uplink")
+        if self.mode != "transparent" and (self.uplink is not None or self.uplinks):
+            raise ValueError(f"a {self.mode} network has no uplink")
+        if self.mode != "overlay" and (self.outbound_nat or self.nat_exceptions):
+            raise ValueError("outbound NAT is an option of overlay networks")
+        if self.nat_exceptions and not self.outbound_nat:
+            raise ValueError("NAT exceptions need outbound_nat")
+        if self.ip_range is not None and not ipaddress.IPv4Network(self.ip_range).subnet_of(
+            ipaddress.IPv4Network(self.subnet)
+        ):
+            raise ValueError(f"ip_range {self.ip_range} is outside subnet {self.subnet}")
         return self
 
     @property
     def prefixlen(self) -> int:
         return ipaddress.IPv4Network(self.subnet).prefixlen
+
+    def uplink_of(self, host: str) -> str | None:
+        return self.uplinks.get(host, self.uplink)
 
 
 class EndpointRecord(Wire):
@@ -123,6 +150,27 @@ class NetworkChange(Wire):
         return self
 
 
+class PortMapping(Wire):
+    """Host port → endpoint port (DNAT on the endpoint's host)."""
+
+    kind: Literal["port"] = "port"
+    protocol: Literal["tcp", "udp"] = "tcp"
+    host_port: Port
+    port: Port
+    host_ip: IPv4 | None = None  # None: every address of the host
+
+    def clashes(self, other: PortMapping) -> bool:
+        return (
+            self.protocol == other.protocol
+            and self.host_port == other.host_port
+            and (self.host_ip is None or other.host_ip is None or self.host_ip == other.host_ip)
+        )
+
+    def __str__(self) -> str:
+        where = f"{self.host_ip}:" if self.host_ip else ""
+        return f"{where}{self.host_port}:{self.port}/{self.protocol}"
+
+
 class LocalEndpoint(Wire):
     """An endpoint plumbed on this host: a veth whose inner end is ``eth{index}``."""
 
@@ -134,6 +182,14 @@ class LocalEndpoint(Wire):
     ip: IPv4
     prefixlen: Annotated[int, Field(ge=1, le=30)]
     default_route: bool = False
+    ports: Annotated[tuple[PortMapping, ...], Field(max_length=256)] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LocalEndpoint:
+        for i, p in enumerate(self.ports):
+            if any(p.clashes(q) for q in self.ports[:i]):
+                raise ValueError(f"endpoint {self.id} publishes {p} twice")
+        return self
 
 
 class Compartment(Wire):

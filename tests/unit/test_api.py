@@ -40,6 +40,11 @@ async def test_crud_round_trip(app: tuple[Runtime, httpx.AsyncClient]) -> None:
         "gateway": "10.1.0.1",
         "vni": 4096,
         "mtu": 1450,
+        "uplink": None,
+        "uplinks": {},
+        "ip_range": None,
+        "outbound_nat": False,
+        "nat_exceptions": [],
         "generation": 1,
         "table_generation": 1,
         "endpoints": 0,
@@ -171,3 +176,70 @@ async def test_health_metrics_status_and_openapi(
     assert [h["id"] for h in status["hosts"]] == ["h1", "h2"]
     spec = (await c.get("/openapi.json")).json()
     assert {"/v1/networks", "/v1/endpoints/{ep_id}", "/v1/status"} <= set(spec["paths"])
+
+
+async def test_published_ports_are_checked_per_host(app: tuple[Runtime, httpx.AsyncClient]) -> None:
+    """Ports on nat networks only; a host port is one endpoint's on one host (any
+    address clashes with a specific one); PUT replaces the list; [] closes them."""
+    rt, c = app
+    for net in ({"id": "n", "mode": "nat", "subnet": "10.5.0.0/24"},
+                {"id": "o", "subnet": "10.6.0.0/24"}):  # fmt: skip
+        assert (await c.post("/v1/networks", json=net)).status_code == 201
+    for comp, host in (("a", "h1"), ("b", "h1"), ("x", "h2")):
+        await c.post("/v1/compartments", json={"id": comp, "host": host})
+
+    async def ep(ident: str, comp: str, net: str, ports: list[dict[str, object]]) -> httpx.Response:
+        body = {"id": ident, "network": net, "compartment": comp, "ports": ports}
+        return await c.post("/v1/endpoints", json=body)
+
+    web = {"host_port": 8080, "port": 80}
+    r = await ep("ea", "a", "n", [web, {"protocol": "udp", "host_port": 8080, "port": 53}])
+    assert r.status_code == 201 and r.json()["ports"] == ["8080:80/tcp", "8080:53/udp"]
+    doc = rt.controller.desired("h1")
+    (local,) = doc.compartments[0].endpoints
+    assert [str(p) for p in local.ports] == ["8080:80/tcp", "8080:53/udp"]
+
+    r = await ep("eb", "b", "n", [{"host_port": 8080, "port": 81, "host_ip": "198.18.0.1"}])
+    assert r.status_code == 409 and "already published by endpoint 'ea'" in r.json()["reason"]
+    assert (await ep("ex", "x", "n", [web])).status_code == 201  # another host: free
+    r = await ep("eo", "b", "o", [web])
+    assert r.status_code == 422 and "nat networks" in r.json()["reason"]
+    twice = {"host_port": 9999, "port": 1}
+    r = await ep("eb", "b", "n", [twice, twice])
+    assert r.status_code == 409 and "twice" in r.json()["reason"]
+    r = await c.post("/v1/endpoints", json={"network": "n", "compartment": "b",
+                                            "ports": [{"host_port": 0, "port": 80}]})  # fmt: skip
+    assert r.status_code == 422
+
+    gen = rt.controller.state.hosts["h1"].desired_gen
+    r = await c.put("/v1/endpoints/ea/ports", json={"ports": [{"host_port": 9090, "port": 80}]})
+    assert r.status_code == 200 and r.json()["ports"] == ["9090:80/tcp"]
+    assert rt.controller.state.hosts["h1"].desired_gen == gen + 1
+    assert (await ep("eb", "b", "n", [web])).status_code == 201  # 8080 is free again
+    r = await c.put("/v1/endpoints/ea/ports", json={"ports": []})
+    assert r.json()["ports"] == []
+    assert (await c.put("/v1/endpoints/nope/ports", json={"ports": []})).status_code == 404
+
+
+async def test_mode_options_are_validated(app: tuple[Runtime, httpx.AsyncClient]) -> None:
+    _, c = app
+    cases = [
+        ({"id": "t", "mode": "transparent", "subnet": "10.7.0.0/24"}, "needs an uplink"),
+        ({"id": "t", "mode": "nat", "subnet": "10.7.0.0/24", "uplink": "eth0"}, "no uplink"),
+        ({"id": "t", "mode": "nat", "subnet": "10.7.0.0/24", "outbound_nat": True}, "overlay"),
+        ({"id": "t", "subnet": "10.7.0.0/24", "ip_range": "10.8.0.0/25"}, "outside subnet"),
+        ({"id": "t", "subnet": "10.7.0.0/24", "nat_exceptions": ["10.9.0.0/16"]}, "outbound_nat"),
+        ({"id": "t", "mode": "transparent", "subnet": "10.7.0.0/24", "uplink": "a" * 16}, "uplink"),
+    ]
+    for body, needle in cases:
+        r = await c.post("/v1/networks", json=body)
+        assert r.status_code == 422 and needle in r.json()["reason"], (body, r.json())
+    r = await c.post("/v1/networks", json={"id": "i", "mode": "internal", "subnet": "10.7.0.0/24"})
+    assert r.status_code == 201 and r.json()["gateway"] is None  # host-only: no gateway
+    body = {"id": "t", "mode": "transparent", "subnet": "198.18.9.0/24", "uplink": "uplink",
+            "uplinks": {"h2": "eth1"}, "ip_range": "198.18.9.128/26"}  # fmt: skip
+    r = await c.post("/v1/networks", json=body)
+    assert r.status_code == 201 and r.json()["uplinks"] == {"h2": "eth1"}
+    await c.post("/v1/compartments", json={"id": "c", "host": "h1"})
+    r = await c.post("/v1/endpoints", json={"network": "t", "compartment": "c"})
+    assert r.json()["ip"] == "198.18.9.128" and r.json()["default_route"] is False

@@ -194,6 +194,7 @@ def test_exported_names_are_exactly_the_intended_ones() -> None:
         "NetworkSnapshot",
         "NetworkSpec",
         "OversizePayload",
+        "PortMapping",
         "SchemaViolation",
         "UnknownKind",
         "UnsupportedVersion",
