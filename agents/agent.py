@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 import proto
 from proto import topics
@@ -45,6 +45,29 @@ class AgentMetrics:
         self.rejected = Counter(
             "plexus_agent_rejected_messages_total", "messages refused", ["reason"], registry=r
         )
+        self.rule_packets = Gauge(
+            "plexus_agent_nft_rule_packets",
+            "packets counted by each rule of the agent's nftables table",
+            ["rule"],
+            registry=r,
+        )
+        self.rule_bytes = Gauge(
+            "plexus_agent_nft_rule_bytes",
+            "bytes counted by each rule of the agent's nftables table",
+            ["rule"],
+            registry=r,
+        )
+        self._rules: set[str] = set()
+
+    def rule_counters(self, counters: dict[str, tuple[int, int]]) -> None:
+        """Export the table's counters as read in a pass; forget rules that went."""
+        for gone in self._rules - counters.keys():
+            self.rule_packets.remove(gone)
+            self.rule_bytes.remove(gone)
+        for rule, (packets, nbytes) in counters.items():
+            self.rule_packets.labels(rule).set(packets)
+            self.rule_bytes.labels(rule).set(nbytes)
+        self._rules = set(counters)
 
 
 @dataclass
@@ -162,6 +185,7 @@ class Agent:
         actions = []
         try:
             actual = await self.kernel.read()
+            self.metrics.rule_counters(actual.counters)
             want = desired_state(self.host, doc, records, self.vtep)
             actions = plan(want, actual, complete=complete)
         except KernelError as e:

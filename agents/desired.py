@@ -8,6 +8,7 @@ import proto
 
 from . import names
 from .model import FLOOD_MAC, Bridge, Fdb, HostState, Neigh, Veth, Vxlan
+from .rules import host_rules
 
 VXLAN_PORT = 4789
 
@@ -26,7 +27,8 @@ def desired_state(
         address = (
             f"{net.gateway}/{net.prefixlen}" if net.gateway and net.mode != "transparent" else None
         )
-        st.bridges[br] = Bridge(br, net.id, net.mtu, address)
+        uplink = net.uplink_of(host) if net.mode == "transparent" else None
+        st.bridges[br] = Bridge(br, net.id, net.mtu, address, uplink)
         if net.mode == "overlay" and net.vni is not None and vtep is not None:
             vx = names.vxlan(net.id)
             st.vxlans[vx] = Vxlan(vx, net.id, net.vni, vtep, VXLAN_PORT, net.mtu, br)
@@ -59,4 +61,5 @@ def desired_state(
             if ep.default_route and net.gateway:
                 gateway = net.gateway
         st.routes[ns] = gateway
+    st.rules, st.sysctls = host_rules(doc)
     return st

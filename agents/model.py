@@ -18,6 +18,8 @@ class Bridge:
     network: str
     mtu: int
     address: str | None  # "IP/prefix" of the gateway, or None
+    #: transparent: the host link it enslaves (its addresses and routes move along)
+    uplink: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,17 @@ class Neigh:
     mac: str
 
 
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule of Plexus's nftables table. Identity is (chain, comment): the comment
+    ends with a hash of the rule's expression, so a changed rule is another rule."""
+
+    chain: str
+    comment: str
+    #: the rule's nft JSON expression list (known for desired rules only)
+    expr: str = field(default="", compare=False, hash=False)
+
+
 @dataclass
 class HostState:
     namespaces: set[str] = field(default_factory=set)
@@ -70,6 +83,12 @@ class HostState:
     routes: dict[str, str | None] = field(default_factory=dict)
     fdb: set[Fdb] = field(default_factory=set)
     neigh: set[Neigh] = field(default_factory=set)
+    #: Plexus's nftables table: None when absent (or broken: a chain missing)
+    rules: frozenset[Rule] | None = None
+    #: sysctls of the host namespace the agent needs (it sets, never resets them)
+    sysctls: dict[str, str] = field(default_factory=dict)
+    #: packets and bytes counted by each rule (read only; not part of the comparison)
+    counters: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False)
 
     def count(self) -> int:
         return (
@@ -79,4 +98,5 @@ class HostState:
             + len(self.veths)
             + len(self.fdb)
             + len(self.neigh)
+            + len(self.rules or ())
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .model import FLOOD_MAC, Bridge, Fdb, HostState, Neigh, Veth, Vxlan
+from .model import FLOOD_MAC, Bridge, Fdb, HostState, Neigh, Rule, Veth, Vxlan
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +76,24 @@ class DelFdb:
 
 
 @dataclass(frozen=True, slots=True)
+class SetRules:
+    """Replace Plexus's nftables table with exactly these rules, atomically."""
+
+    rules: frozenset[Rule]
+
+
+@dataclass(frozen=True, slots=True)
+class DelRules:
+    """Remove Plexus's nftables table."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetSysctl:
+    key: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
 class AddNeigh:
     neigh: Neigh
 
@@ -100,6 +118,9 @@ Action = (
     | DelFdb
     | AddNeigh
     | DelNeigh
+    | SetRules
+    | DelRules
+    | SetSysctl
 )
 
 
@@ -170,8 +191,17 @@ def plan(desired: HostState, actual: HostState, *, complete: bool) -> list[Actio
                 dels.append(DelNeigh(old_n))
             adds.append(AddNeigh(n))
 
+    # sysctls first (forwarding before the NAT that needs it), the table last
+    for name, value in sorted(desired.sysctls.items()):
+        if actual.sysctls.get(name) != value:
+            adds.insert(0, SetSysctl(name, value))
+    if desired.rules is not None and desired.rules != actual.rules:
+        adds.append(SetRules(desired.rules))
+
     if complete:
         stale: list[Action] = []
+        if desired.rules is None and actual.rules is not None:
+            stale.append(DelRules())
         stale += [DelNeigh(have_nb[k]) for k in sorted(have_nb.keys() - want_nb.keys())]
         stale += [DelFdb(have_fdb[k]) for k in sorted(have_fdb.keys() - want_fdb.keys())]
         stale += [

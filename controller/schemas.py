@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from proto.models import NetworkMode
-from proto.types import Id, IfName, IPv4, Mac, Mtu, Port, Subnet, Vni
+from proto.types import Cidr, Id, IfName, IPv4, Mac, Mtu, Port, Subnet, Vni
 
 
 class Body(BaseModel):
@@ -29,14 +29,14 @@ class NetworkCreate(Body):
     uplinks: dict[Id, IfName] = Field(
         default_factory=dict, description="transparent: per-host uplink, overriding `uplink`"
     )
-    ip_range: Subnet | None = Field(
+    ip_range: Cidr | None = Field(
         default=None, description="allocate endpoint addresses from this part of the subnet"
     )
     outbound_nat: bool = Field(
         default=False,
         description="overlay: endpoints reach outside through their host's uplink, masqueraded",
     )
-    nat_exceptions: list[Subnet] = Field(
+    nat_exceptions: list[Cidr] = Field(
         default_factory=list,
         description="overlay outbound NAT: destinations not translated (the subnet never is)",
         max_length=64,

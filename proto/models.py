@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .types import Generation, Id, IfName, IPv4, Mac, Mtu, Port, Subnet, Text, Vni
+from .types import Cidr, Generation, Id, IfName, IPv4, Mac, Mtu, Port, Subnet, Text, Vni
 
 SCHEMA_VERSION: Literal[1] = 1
 MAX_SHARDS = 1024
@@ -51,9 +51,9 @@ class NetworkSpec(Wire):
     generation: Generation = 1
     uplink: IfName | None = None
     uplinks: Annotated[dict[Id, IfName], Field(max_length=4096)] = Field(default_factory=dict)
-    ip_range: Subnet | None = None
+    ip_range: Cidr | None = None
     outbound_nat: bool = False
-    nat_exceptions: Annotated[tuple[Subnet, ...], Field(max_length=64)] = ()
+    nat_exceptions: Annotated[tuple[Cidr, ...], Field(max_length=64)] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> NetworkSpec:

@@ -45,6 +45,13 @@ def _ipv4_net(value: str) -> str:
     return str(net)
 
 
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Network(value, strict=True))
+    except ValueError as e:
+        raise ValueError(f"{value!r} is not an IPv4 network: {e}") from None
+
+
 def _mac(value: str) -> str:
     mac = value.lower().replace("-", ":")
     if not _MAC_RE.match(mac):
@@ -60,6 +67,8 @@ def _mac(value: str) -> str:
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 IPv4 = Annotated[str, StringConstraints(max_length=15), AfterValidator(_ipv4)]
 Subnet = Annotated[str, StringConstraints(max_length=18), AfterValidator(_ipv4_net)]
+#: any IPv4 network, /0 to /32 (a destination, a range): not an endpoint subnet
+Cidr = Annotated[str, StringConstraints(max_length=18), AfterValidator(_cidr)]
 Mac = Annotated[str, StringConstraints(max_length=17), AfterValidator(_mac)]
 Vni = Annotated[int, Field(ge=VNI_MIN, le=VNI_MAX)]
 Port = Annotated[int, Field(ge=1, le=65535)]

@@ -5,9 +5,11 @@ once: EEXIST on an add and ENOENT/ENODEV on a delete are success."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from pyroute2 import AsyncIPRoute, netns
@@ -16,11 +18,17 @@ from pyroute2.netlink.exceptions import NetlinkError
 from .. import names
 from .. import plan as p
 from ..model import Bridge, Fdb, HostState, Neigh, Veth, Vxlan
-from . import KernelError
+from . import KernelError, nft
 
 NUD_PERMANENT = 0x80
 IFF_UP = 0x1
 GONE = {errno.ENOENT, errno.ENODEV, errno.ESRCH, errno.EADDRNOTAVAIL}
+#: the sysctls the agent reads back (and sets when a network needs them)
+SYSCTLS = ("net.ipv4.ip_forward",)
+
+
+def _sysctl_path(key: str) -> Path:
+    return Path("/proc/sys") / key.replace(".", "/")
 
 
 def _kind(link: Any) -> str | None:
@@ -73,6 +81,12 @@ class LinuxKernel:
             addrs.setdefault(a["index"], []).append(f"{a.get('address')}/{a['prefixlen']}")
         vx_index: dict[int, str] = {}
         host_veths: dict[int, tuple[Any, str]] = {}
+        # a port of an owned bridge that Plexus does not own is a transparent uplink
+        foreign_ports = {
+            ln.get("master"): ln.get("ifname")
+            for ln in links
+            if ln.get("master") and names.parse_alias(ln.get("ifalias")) is None
+        }
         for ln in links:
             name = ln.get("ifname") or ""
             owned = names.parse_alias(ln.get("ifalias"))
@@ -82,8 +96,12 @@ class LinuxKernel:
             master = by_index.get(ln.get("master") or 0)
             master_name = master.get("ifname") if master is not None else ""
             if kind == "bridge" and _kind(ln) == "bridge":
-                own = addrs.get(ln["index"], [])
-                st.bridges[name] = Bridge(name, ident, ln.get("mtu"), own[0] if own else None)
+                uplink = foreign_ports.get(ln["index"])
+                # an uplinked bridge holds the uplink's own addresses, not a gateway's
+                own = [] if uplink else addrs.get(ln["index"], [])
+                st.bridges[name] = Bridge(
+                    name, ident, ln.get("mtu"), own[0] if own else None, uplink
+                )
             elif kind == "vxlan" and _kind(ln) == "vxlan":
                 data = ln.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
                 st.vxlans[name] = Vxlan(
@@ -153,6 +171,10 @@ class LinuxKernel:
                 dev = vx_index.get(n["ifindex"])
                 if dev is not None and n["state"] & NUD_PERMANENT and n.get("lladdr"):
                     st.neigh.add(Neigh(dev, n.get("dst"), n.get("lladdr")))
+        st.rules, st.counters = await nft.read()
+        for key in SYSCTLS:
+            with contextlib.suppress(OSError):
+                st.sysctls[key] = _sysctl_path(key).read_text().strip()
         return st
 
     # -- apply -------------------------------------------------------------------------
@@ -199,7 +221,13 @@ class LinuxKernel:
                 await self._set_bridge(br, None)
             case p.SetBridge(old, new):
                 await self._set_bridge(new, old)
-            case p.DelBridge(name) | p.DelVxlan(name) | p.DelVeth(name):
+            case p.DelBridge(name):
+                async with self._ensure(*GONE):
+                    idx = await self._index(name)
+                    for port in await self._foreign_ports(idx):
+                        await self._release(idx, port)
+                    await ipr.link("del", index=idx)
+            case p.DelVxlan(name) | p.DelVeth(name):
                 async with self._ensure(*GONE):
                     await ipr.link("del", index=await self._index(name))
             case p.AddVxlan(vx):
@@ -258,6 +286,14 @@ class LinuxKernel:
                     await ipr.neigh(
                         "del", ifindex=await self._index(n.device), dst=n.ip, lladdr=n.mac
                     )
+            case p.SetRules(rules):
+                await nft.replace(rules)
+            case p.DelRules():
+                await nft.delete()
+            case p.SetSysctl(key, value):
+                if key not in SYSCTLS:
+                    raise KernelError("SetSysctl", key, errno.EPERM, "not a sysctl Plexus owns")
+                await asyncio.to_thread(_sysctl_path(key).write_text, value)
 
     async def _set_bridge(self, br: Bridge, old: Bridge | None) -> None:
         ipr = await self._root()
@@ -273,6 +309,73 @@ class LinuxKernel:
             ip, _, plen = br.address.partition("/")
             async with self._ensure(errno.EEXIST):
                 await ipr.addr("add", index=idx, address=ip, prefixlen=int(plen))
+        if old is not None and old.uplink and old.uplink != br.uplink:
+            await self._release(idx, old.uplink)
+        if br.uplink and (old is None or old.uplink != br.uplink):
+            await self._attach(idx, br.uplink)
+
+    # -- transparent uplinks -----------------------------------------------------------
+
+    async def _foreign_ports(self, bridge: int) -> list[str]:
+        ipr = await self._root()
+        return [
+            ln.get("ifname")
+            async for ln in await ipr.link("dump")
+            if ln.get("master") == bridge and names.parse_alias(ln.get("ifalias")) is None
+        ]
+
+    async def _move(self, src: int, dst: int) -> None:
+        """The IPv4 addresses of ``src`` and its routes through a gateway, onto ``dst``:
+        added there first, removed from ``src`` after, so the host stays reachable."""
+        ipr = await self._root()
+        addrs = [
+            (a.get("address"), a["prefixlen"])
+            async for a in await ipr.addr("dump", index=src, family=2)
+        ]
+        routes = [
+            r
+            async for r in await ipr.route("dump", family=2, table=254)
+            if r.get("oif") == src and r.get("gateway")
+        ]
+        for ip, plen in addrs:
+            async with self._ensure(errno.EEXIST):
+                await ipr.addr("add", index=dst, address=ip, prefixlen=plen)
+        for ip, plen in addrs:
+            async with self._ensure(*GONE):
+                await ipr.addr("del", index=src, address=ip, prefixlen=plen)
+        for r in routes:
+            dst_net = f"{r.get('dst') or '0.0.0.0'}/{r['dst_len']}"
+            await ipr.route(
+                "replace",
+                dst=dst_net,
+                gateway=r.get("gateway"),
+                oif=dst,
+                priority=r.get("priority") or 0,
+                table=254,
+            )
+
+    async def _attach(self, bridge: int, uplink: str) -> None:
+        """Enslave the uplink; its MAC, addresses and routes move to the bridge."""
+        ipr = await self._root()
+        found = await ipr.link_lookup(ifname=uplink)
+        if not found:
+            raise KernelError("attach", uplink, errno.ENODEV, "the uplink does not exist")
+        up = found[0]
+        (link,) = tuple(await ipr.link("get", index=up))
+        if link.get("master") not in (None, 0, bridge):
+            raise KernelError("attach", uplink, errno.EBUSY, "the uplink is in another bridge")
+        await ipr.link("set", index=bridge, address=link.get("address"))
+        await ipr.link("set", index=up, master=bridge, state="up")
+        await self._move(up, bridge)
+
+    async def _release(self, bridge: int, uplink: str) -> None:
+        """Give the uplink its addresses and routes back and free it from the bridge."""
+        ipr = await self._root()
+        found = await ipr.link_lookup(ifname=uplink)
+        if not found:
+            return
+        await ipr.link("set", index=found[0], master=0)
+        await self._move(bridge, found[0])
 
     async def _add_veth(self, v: Veth) -> None:
         ipr = await self._root()
@@ -301,6 +404,10 @@ class LinuxKernel:
 
 
 def _obj(action: p.Action) -> str:
+    if isinstance(action, p.SetRules | p.DelRules):
+        return "nftables table inet plexus"
+    if isinstance(action, p.SetSysctl):
+        return action.key
     for attr in ("name", "bridge", "vxlan", "veth", "fdb", "neigh", "netns", "new"):
         value = getattr(action, attr, None)
         if value is not None:

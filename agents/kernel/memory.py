@@ -78,3 +78,9 @@ class MemoryKernel:
                 st.neigh.add(n)
             case p.DelNeigh(n):
                 st.neigh.discard(n)
+            case p.SetRules(rules):
+                st.rules = rules
+            case p.DelRules():
+                st.rules = None
+            case p.SetSysctl(key, value):
+                st.sysctls[key] = value

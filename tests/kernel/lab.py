@@ -10,8 +10,11 @@ import contextlib
 import itertools
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
+
+from pyroute2 import IPRoute, netns
 
 from agents import names
 from controller.lab import underlay
@@ -19,6 +22,7 @@ from controller.lab.spec import LabSpec, free_subnet
 from tests.support import PLEXUS, Mosquitto, need
 
 _seq = itertools.count(1)
+ECHO = str(Path(__file__).with_name("echo.py"))
 
 
 def require_root() -> None:
@@ -49,6 +53,8 @@ class Lab:
         self.hostns = {h: self.spec.host_ns(h) for h in self.hosts}
         self.vtep = {h: self.spec.vtep(h) for h in self.hosts}
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
+        self.servers: list[subprocess.Popen[str]] = []
+        self.extra_ns: list[str] = []
         self._closed = False
 
     # -- set-up --------------------------------------------------------------------
@@ -107,6 +113,47 @@ class Lab:
             proc.kill()
             proc.wait()
 
+    # -- the world around the hosts ------------------------------------------------
+
+    def outside(self, *addresses: str) -> str:
+        """A namespace on the underlay segment playing a machine outside Plexus (a
+        server, a router): addresses in the underlay's /24, e.g. ``.250``."""
+        ns = f"plab-out-{self.tag}"
+        netns.create(ns)
+        self.extra_ns.append(ns)
+        port = f"{self.spec.bridge}-o"
+        with IPRoute() as ipr:
+            ipr.link("add", ifname=port, kind="veth", peer={"ifname": "eth0", "net_ns_fd": ns})
+            (idx,) = ipr.link_lookup(ifname=port)
+            (br,) = ipr.link_lookup(ifname=self.spec.bridge)
+            ipr.link("set", index=idx, master=br, state="up")
+        with IPRoute(netns=ns) as inner:
+            inner.link("set", index=1, state="up")
+            (eth0,) = inner.link_lookup(ifname="eth0")
+            for a in addresses:
+                inner.addr("add", index=eth0, address=a, prefixlen=self.spec.network.prefixlen)
+            inner.link("set", index=eth0, state="up")
+        return ns
+
+    def serve(self, ns: str, port: int, tag: str) -> None:
+        """An echo server in ``ns`` answering ``TAG PEER_IP`` (see echo.py)."""
+        proc = subprocess.Popen(
+            [*self.nsenter(ns), sys.executable, ECHO, "serve", str(port), tag],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.servers.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+
+    def ask(self, ns: str, host: str, port: int) -> str | None:
+        """What the echo server at host:port says to a client in ``ns`` (None: nothing)."""
+        r = subprocess.run(
+            [*self.nsenter(ns), sys.executable, ECHO, "ask", host, str(port)],
+            capture_output=True,
+            text=True,
+        )
+        return r.stdout.strip() if r.returncode == 0 else None
+
     # -- helpers -------------------------------------------------------------------
 
     def compartment_ns(self, host: str, compartment: str) -> str:
@@ -138,5 +185,11 @@ class Lab:
         for h in list(self.agents):
             with contextlib.suppress(Exception):
                 self.kill_agent(h)
+        for srv in self.servers:
+            srv.kill()
+            srv.wait()
         self.broker.stop()
+        for ns in self.extra_ns:
+            with contextlib.suppress(OSError):
+                netns.remove(ns)
         underlay.destroy(self.spec)
