@@ -45,6 +45,11 @@ class AgentMetrics:
         self.rejected = Counter(
             "plexus_agent_rejected_messages_total", "messages refused", ["reason"], registry=r
         )
+        self.dropped = Counter(
+            "plexus_agent_dropped_messages_total",
+            "messages dropped because the bounded receive queue was full",
+            registry=r,
+        )
         self.rule_packets = Gauge(
             "plexus_agent_nft_rule_packets",
             "packets counted by each rule of the agent's nftables table",
@@ -83,6 +88,8 @@ class Agent:
     host: str
     kernel: Kernel
     vtep: str | None
+    #: host links a transparent network may enslave (the host's configuration)
+    allowed_uplinks: frozenset[str] = frozenset()
     version: str = proto.__version__
     metrics: AgentMetrics = field(default_factory=AgentMetrics)
     doc: proto.HostDesired | None = None
@@ -186,8 +193,12 @@ class Agent:
         try:
             actual = await self.kernel.read()
             self.metrics.rule_counters(actual.counters)
-            want = desired_state(self.host, doc, records, self.vtep)
+            want = desired_state(self.host, doc, records, self.vtep, self.allowed_uplinks)
             actions = plan(want, actual, complete=complete)
+            for refusal in want.refused:
+                self.metrics.rejected.labels("not_owned").inc()
+                log.warning("desired_refused", host=self.host, detail=refusal)
+                errors.append(f"refused: {refusal}")
         except KernelError as e:
             errors.append(str(e))
         for action in actions:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -16,6 +17,10 @@ class AgentSettings(BaseSettings):
 
     host_id: str
     broker: str = "mqtt://127.0.0.1:1883"
+    #: the identity directory ``plexus broker init`` issued to this host
+    broker_credentials: Path | None = None
+    #: host links a transparent network may enslave here; any other is refused
+    allowed_uplinks: list[str] = Field(default_factory=list)
     vtep_address: str | None = None
     vtep_interface: str | None = None
     resync_interval: float = Field(default=30.0, gt=0)
@@ -35,3 +40,15 @@ class AgentSettings(BaseSettings):
     def _broker(cls, v: str) -> str:
         BrokerURL.parse(v)
         return v
+
+    @field_validator("allowed_uplinks")
+    @classmethod
+    def _uplinks(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not 0 < len(name) <= 15 or "/" in name or name.strip() != name:
+                raise ValueError(f"{name!r} is not an interface name")
+        return v
+
+    def broker_url(self) -> BrokerURL:
+        """The broker with this daemon's credentials; ValueError names what is wrong."""
+        return BrokerURL.parse(self.broker).with_credentials(self.broker_credentials)

@@ -108,7 +108,12 @@ class AgentDaemon:
         )
         while True:
             try:
-                async with client(self.broker, f"plexus-agent-{host}", will=will) as mqtt:
+                async with client(
+                    self.broker,
+                    f"plexus-agent-{host}",
+                    will=will,
+                    on_drop=self.agent.metrics.dropped.inc,
+                ) as mqtt:
                     backoff = 0.2
                     log.info("broker_connected", host=host, broker=str(self.broker))
                     self._following = set()
@@ -197,8 +202,8 @@ async def serve(settings: AgentSettings, kernel: Kernel | None = None) -> None:
 
         kernel = LinuxKernel(settings.host_id)
     vtep = await resolve_vtep(settings)
-    agent = Agent(settings.host_id, kernel, vtep)
-    daemon = AgentDaemon(agent, BrokerURL.parse(settings.broker), settings.resync_interval)
+    agent = Agent(settings.host_id, kernel, vtep, frozenset(settings.allowed_uplinks))
+    daemon = AgentDaemon(agent, settings.broker_url(), settings.resync_interval)
     if settings.metrics_port:
         from prometheus_client import start_http_server
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import proto
 
@@ -18,8 +18,13 @@ def desired_state(
     doc: proto.HostDesired,
     tables: Mapping[str, Mapping[str, proto.EndpointRecord]],
     vtep: str | None,
+    allowed_uplinks: Collection[str] = (),
 ) -> HostState:
-    """``tables`` maps network id → endpoint id → record (what the agent holds)."""
+    """``tables`` maps network id → endpoint id → record (what the agent holds).
+
+    A transparent network's uplink is a link the agent does not own: it is enslaved only
+    when the host's configuration allows it (``allowed_uplinks``); otherwise the bridge
+    is made without it and the refusal is in ``refused``."""
     st = HostState()
     nets = {n.id: n for n in doc.networks}
     for net in doc.networks:
@@ -28,6 +33,11 @@ def desired_state(
             f"{net.gateway}/{net.prefixlen}" if net.gateway and net.mode != "transparent" else None
         )
         uplink = net.uplink_of(host) if net.mode == "transparent" else None
+        if uplink is not None and uplink not in allowed_uplinks:
+            st.refused.append(
+                f"network {net.id}: uplink {uplink!r} is not in this host's allowed_uplinks"
+            )
+            uplink = None
         st.bridges[br] = Bridge(br, net.id, net.mtu, address, uplink)
         if net.mode == "overlay" and net.vni is not None and vtep is not None:
             vx = names.vxlan(net.id)

@@ -89,6 +89,8 @@ class HostState:
     sysctls: dict[str, str] = field(default_factory=dict)
     #: packets and bytes counted by each rule (read only; not part of the comparison)
     counters: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False)
+    #: desired state refused because it would touch what the agent does not own
+    refused: list[str] = field(default_factory=list, compare=False)
 
     def count(self) -> int:
         return (

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import proto
 
 MAX_BUFFERED = 10_000
+#: snapshot generations assembled at once (a newer one supersedes the older)
+MAX_ASSEMBLING = 4
 
 
 @dataclass
@@ -28,6 +30,10 @@ class Table:
             return "stale"
         shards = self._shards.setdefault(snap.generation, {})
         shards[snap.shard] = snap
+        while len(self._shards) > MAX_ASSEMBLING:  # bounded: drop the oldest partial one
+            del self._shards[min(self._shards)]
+        if snap.generation not in self._shards:
+            return "partial"
         if any(s.shards != snap.shards for s in shards.values()) or len(shards) < snap.shards:
             return "partial"
         self.records = {r.id: r for s in shards.values() for r in s.records}

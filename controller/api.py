@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -29,6 +31,7 @@ Timeout = Annotated[float, Query(gt=0, le=300, description="seconds to wait with
 Force = Annotated[bool, Query(description="also delete what still depends on it")]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": schemas.ErrorBody},
     404: {"model": schemas.ErrorBody},
     409: {"model": schemas.ErrorBody},
     422: {"model": schemas.ErrorBody},
@@ -55,12 +58,34 @@ class Runtime:
         return result
 
 
-def create_app(rt: Runtime) -> FastAPI:
+def bearer(token: str | None) -> Callable[..., Awaitable[None]]:
+    """The dependency every route has: with a ``token``, a request must carry it as
+    ``Authorization: Bearer …`` (compared in constant time); ``/healthz`` is open."""
+    scheme = HTTPBearer(auto_error=False, description="the token in the controller's token file")
+
+    # Depends in the default, not in Annotated: string annotations (PEP 563) cannot see
+    # the closure's ``scheme``
+    async def check(
+        request: Request, creds: HTTPAuthorizationCredentials | None = Depends(scheme)
+    ) -> None:
+        if token is None or request.url.path == "/healthz":
+            return
+        if creds is None:
+            raise HTTPException(401, "a bearer token is required", {"WWW-Authenticate": "Bearer"})
+        if not secrets.compare_digest(creds.credentials.encode(), token.encode()):
+            raise HTTPException(401, "the bearer token is wrong", {"WWW-Authenticate": "Bearer"})
+
+    return check
+
+
+def create_app(rt: Runtime, token: str | None = None) -> FastAPI:
+    """The REST API; with ``token``, every route but ``/healthz`` requires it."""
     app = FastAPI(
         title="Plexus controller",
         version=__version__,
         description="Desired network state of every host: networks, compartments, endpoints.",
         responses=ERRORS,
+        dependencies=[Depends(bearer(token))] if token else [],
     )
     ctl = rt.controller
     state = ctl.state
@@ -83,9 +108,13 @@ def create_app(rt: Runtime) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        error = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
         return JSONResponse(
-            {"error": error, "reason": str(exc.detail)}, status_code=exc.status_code
+            {"error": error, "reason": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=exc.headers,
         )
 
     @app.middleware("http")
@@ -164,7 +193,7 @@ def create_app(rt: Runtime) -> FastAPI:
 
     # -- health and metrics ----------------------------------------------------------
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get("/healthz", tags=["ops"], openapi_extra={"security": []})
     async def healthz() -> dict[str, Any]:
         return {
             "status": "ok",

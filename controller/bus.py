@@ -71,6 +71,9 @@ class Bus:
         self._retained: dict[str, bytes] | None = None
         self._fence: tuple[str, asyncio.Event] | None = None
         self._overflow = False
+        #: statuses received and not yet folded in: the newest per host
+        self._statuses: dict[str, proto.HostStatus] = {}
+        self._status_event = asyncio.Event()
 
     # -- called by the API -----------------------------------------------------------
 
@@ -94,7 +97,9 @@ class Bus:
         backoff = 0.2
         while True:
             try:
-                async with client(self.broker, self.identifier) as mqtt:
+                async with client(
+                    self.broker, self.identifier, on_drop=self.metrics.dropped.inc
+                ) as mqtt:
                     backoff = 0.2
                     await self._session(mqtt)
             except* aiomqtt.MqttError as group:
@@ -120,6 +125,7 @@ class Bus:
             self.metrics.broker_connected.set(1)
             tg.create_task(self._publisher(mqtt), name="controller-publisher")
             tg.create_task(self._snapshotter(), name="controller-snapshotter")
+            tg.create_task(self._status_folder(), name="controller-status")
 
     # -- reconciliation of retained state -------------------------------------------
 
@@ -198,12 +204,8 @@ class Bus:
 
     async def _reader(self, mqtt: aiomqtt.Client) -> None:
         async for msg in mqtt.messages:
-            try:
-                self._on_message(str(msg.topic), bytes(msg.payload or b""), bool(msg.retain))
-            except StoreError as e:
-                log.error("store_error", error=str(e))
-            except Exception:  # a daemon never dies of a message
-                log.exception("message_handler_failed", topic=str(msg.topic))
+            payload = msg.payload if isinstance(msg.payload, bytes | bytearray) else b""
+            self.on_message(str(msg.topic), bytes(payload), bool(msg.retain))
 
     def _on_message(self, topic: str, payload: bytes, retain: bool) -> None:
         if topic == FENCE:
@@ -213,7 +215,7 @@ class Bus:
         try:
             parsed = topics.parse(topic)
         except proto.BadTopic as e:
-            self._reject("bad_topic", topic, e)
+            self._reject("bad_topic", topic, e, None)
             return
         if parsed.kind in ("host_desired", "network", "network_snapshot"):
             if self._retained is not None and retain:
@@ -225,30 +227,72 @@ class Bus:
             try:
                 status = proto.decode(payload, proto.HostStatus)
             except proto.WireError as e:
-                self._reject(e.code, topic, e)
+                self._reject(e.code, topic, e, parsed.host)
                 return
             if status.host != parsed.host:
-                self._reject("host_mismatch", topic, f"payload names host {status.host!r}")
+                self._reject(
+                    "host_mismatch", topic, f"payload names host {status.host!r}", parsed.host
+                )
                 return
-            self._on_status(status)
+            # a status is a level, not an edge: only the newest of each host is folded in
+            if self._statuses.pop(status.host, None) is not None:
+                self.metrics.status_coalesced.inc()
+            self._statuses[status.host] = status
+            self._status_event.set()
         elif parsed.kind == "host_events":
             try:
                 event = proto.decode(payload, proto.Event)
             except proto.WireError as e:
-                self._reject(e.code, topic, e)
+                self._reject(e.code, topic, e, parsed.host)
+                return
+            if event.host != parsed.host:
+                self._reject(
+                    "host_mismatch", topic, f"payload names host {event.host!r}", parsed.host
+                )
                 return
             self.metrics.events.labels(event.level).inc()
             log.info(
                 "host_event",
                 host=parsed.host,
-                event=event.event,
+                name=event.event,
                 level=event.level,
                 detail=event.detail,
             )
+        else:
+            self._reject("unexpected_topic", topic, parsed.kind, parsed.host)
 
-    def _reject(self, reason: str, topic: str, why: object) -> None:
-        self.metrics.rejected.labels(reason).inc()
-        log.warning("message_rejected", topic=topic, reason=reason, detail=str(why))
+    def _reject(self, reason: str, topic: str, why: object, host: str | None) -> None:
+        known = host if host is not None and host in self.controller.state.hosts else "-"
+        self.metrics.rejected.labels(reason, known).inc()
+        log.warning("message_rejected", topic=topic, reason=reason, detail=str(why)[:512])
+
+    async def _status_folder(self) -> None:
+        while True:
+            await self._status_event.wait()
+            self._status_event.clear()
+            self.fold_statuses()
+
+    def fold_statuses(self) -> int:
+        """Fold in the newest status of each host that reported since the last round;
+        returns how many."""
+        pending, self._statuses = self._statuses, {}
+        for status in pending.values():
+            try:
+                self._on_status(status)
+            except StoreError as e:
+                log.error("store_error", error=str(e))
+            except Exception:  # a daemon never dies of a message
+                log.exception("status_handler_failed", host=status.host)
+        return len(pending)
+
+    def on_message(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        """Fold one incoming message in, as the reader does (never raises)."""
+        try:
+            self._on_message(topic, payload, retain)
+        except StoreError as e:
+            log.error("store_error", error=str(e))
+        except Exception:  # a daemon never dies of a message
+            log.exception("message_handler_failed", topic=topic)
 
     def _on_status(self, status: proto.HostStatus) -> None:
         was = self.controller.state.hosts.get(status.host)

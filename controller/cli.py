@@ -19,8 +19,10 @@ from .console import (
     OutputOpt,
     TimeoutOpt,
     WaitOpt,
+    api_headers,
     fail,
     out,
+    set_token,
     show,
 )
 from .lab.cli import lab_app
@@ -49,6 +51,26 @@ app.add_typer(broker_app, name="broker")
 app.add_typer(lab_app, name="lab")
 
 
+@app.callback()
+def _options(
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="PLEXUS_TOKEN", help="the controller's REST API bearer token"),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(envvar="PLEXUS_TOKEN_FILE", help="a file holding that token"),
+    ] = None,
+) -> None:
+    """Plexus: container networking control plane."""
+    if token_file is not None and token is None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as e:
+            fail(f"cannot read the token file {token_file}: {e.strerror}", code=2)
+    set_token(token)
+
+
 def call(
     base: str,
     method: str,
@@ -60,7 +82,7 @@ def call(
 ) -> Any:
     params = {k: v for k, v in (params or {}).items() if v is not None and v is not False}
     try:
-        with httpx.Client(base_url=base, timeout=timeout + 5) as client:
+        with httpx.Client(base_url=base, timeout=timeout + 5, headers=api_headers()) as client:
             resp = client.request(method, path, params=params, json=body)
     except httpx.HTTPError as e:
         fail(f"cannot reach the controller at {base}: {e}")
@@ -99,6 +121,12 @@ def controller(
         Path | None, typer.Option(help="TOML file ([controller] table)", envvar="PLEXUS_CONFIG")
     ] = None,
     snapshot_interval: Annotated[float | None, typer.Option(help="seconds")] = None,
+    broker_credentials: Annotated[
+        Path | None, typer.Option(help="identity directory from `plexus broker init`")
+    ] = None,
+    api_token_file: Annotated[
+        Path | None, typer.Option(help="the REST API's bearer token (made at first start)")
+    ] = None,
     log_level: Annotated[str | None, typer.Option()] = None,
     log_format: Annotated[str | None, typer.Option(help="auto, json or console")] = None,
 ) -> None:
@@ -115,9 +143,12 @@ def controller(
             store=store,
             listen=listen,
             snapshot_interval=snapshot_interval,
+            broker_credentials=broker_credentials,
+            api_token_file=api_token_file,
             log_level=log_level,
             log_format=log_format,
         )
+        settings.broker_url()
     except (ValidationError, ValueError) as e:
         fail(f"bad configuration: {e}", code=2)
     run(settings)
@@ -133,6 +164,13 @@ def agent(
         float | None, typer.Option(help="seconds between full passes")
     ] = None,
     metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus metrics")] = None,
+    broker_credentials: Annotated[
+        Path | None, typer.Option(help="identity directory from `plexus broker init`")
+    ] = None,
+    allowed_uplink: Annotated[
+        list[str] | None,
+        typer.Option(help="a link transparent networks may enslave here (repeatable)"),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="TOML file ([agent] table)", envvar="PLEXUS_CONFIG")
     ] = None,
@@ -154,31 +192,145 @@ def agent(
             vtep_interface=vtep_interface,
             resync_interval=resync_interval,
             metrics_port=metrics_port,
+            broker_credentials=broker_credentials,
+            allowed_uplinks=allowed_uplink or None,
             log_level=log_level,
             log_format=log_format,
         )
+        settings.broker_url()
     except (ValidationError, ValueError) as e:
         fail(f"bad configuration: {e}", code=2)
     run_agent(settings)
 
 
+BrokerDirOpt = Annotated[
+    Path, typer.Option("--dir", help="the broker's directory (configuration, credentials)")
+]
+DEFAULT_BROKER_DIR = Path("/etc/plexus/broker")
+
+
 @broker_app.command("run")
 def broker_run(
+    directory: BrokerDirOpt = DEFAULT_BROKER_DIR,
     listen: Annotated[
-        list[str] | None, typer.Option(help="HOST:PORT to listen on (repeatable)")
+        list[str] | None,
+        typer.Option(help="HOST:PORT to listen on (repeatable); only with --allow-anonymous"),
     ] = None,
-    directory: Annotated[
-        Path, typer.Option("--dir", help="where the generated mosquitto.conf goes")
-    ] = Path("/run/plexus/broker"),
+    allow_anonymous: Annotated[
+        bool, typer.Option(help="no credentials, no ACL: anyone may program any host")
+    ] = False,
 ) -> None:
-    """Run Mosquitto with Plexus's settings (MQTT 5, TCP_NODELAY, packet limit)."""
-    from . import mosquitto
+    """Run Mosquitto with Plexus's settings (MQTT 5, TCP_NODELAY, packet limit) and the
+    credentials and ACL `plexus broker init` made in --dir."""
+    from . import identities, mosquitto
 
     try:
-        listeners = [mosquitto.parse_listen(v) for v in listen or ["127.0.0.1:1883"]]
-        mosquitto.exec_broker(directory, listeners)
+        if allow_anonymous:
+            listeners = [mosquitto.parse_listen(v) for v in listen or ["127.0.0.1:1883"]]
+            mosquitto.exec_broker(directory, listeners)
+        if listen:
+            fail("--listen goes to `plexus broker init` (or with --allow-anonymous)", code=2)
+        if not identities.BrokerDir(directory).initialised():
+            fail(
+                f"{directory} holds no broker configuration: run `plexus broker init --dir "
+                f"{directory}` first (or --allow-anonymous for a throwaway broker)",
+                code=2,
+            )
+        mosquitto.exec_broker(directory, None)
     except (ValueError, OSError) as e:
         fail(str(e), code=2)
+
+
+@broker_app.command("init")
+def broker_init(
+    directory: BrokerDirOpt = DEFAULT_BROKER_DIR,
+    listen: Annotated[
+        list[str] | None, typer.Option(help="HOST:PORT of a plain listener (repeatable)")
+    ] = None,
+    tls_listen: Annotated[
+        list[str] | None,
+        typer.Option(help="HOST:PORT of a TLS listener with client certificates (repeatable)"),
+    ] = None,
+    tls_name: Annotated[
+        list[str] | None,
+        typer.Option(help="another name or address clients reach the broker by (TLS)"),
+    ] = None,
+    host: Annotated[
+        list[str] | None, typer.Option(help="issue a credential for this host (repeatable)")
+    ] = None,
+    exist_ok: Annotated[
+        bool, typer.Option(help="an initialised --dir is kept as it is (for automation)")
+    ] = False,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Make a broker configuration with authentication and ACLs on: one credential for
+    the controller and one per host; with --tls-listen, a CA and client certificates."""
+    from . import identities, mosquitto
+
+    try:
+        plain = [mosquitto.parse_listen(v) for v in listen or []]
+        tls = [mosquitto.parse_listen(v, 8883) for v in tls_listen or []]
+        if not plain and not tls:
+            plain = [("127.0.0.1", 1883)]
+        if exist_ok and identities.BrokerDir(directory).initialised():
+            _identities_out(directory, output)
+            return
+        bd = identities.init(
+            directory, plain, list(host or []), tls_listeners=tls, tls_names=tls_name or []
+        )
+    except (ValueError, OSError) as e:
+        fail(str(e), code=2)
+    _identities_out(bd.path, output)
+
+
+@broker_app.command("add-host")
+def broker_add_host(
+    hosts: Annotated[list[str], typer.Argument(help="host ids")],
+    directory: BrokerDirOpt = DEFAULT_BROKER_DIR,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Issue credentials for hosts and reload the running broker."""
+    from . import identities
+
+    try:
+        identities.add_hosts(directory, hosts)
+        identities.reload(directory)
+    except (ValueError, OSError) as e:
+        fail(str(e), code=2)
+    _identities_out(directory, output)
+
+
+@broker_app.command("revoke")
+def broker_revoke(
+    hosts: Annotated[list[str], typer.Argument(help="host ids")],
+    directory: BrokerDirOpt = DEFAULT_BROKER_DIR,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Revoke hosts' credentials (decommissioning) and reload the running broker: their
+    connections may no longer read or write anything."""
+    from . import identities
+
+    try:
+        identities.revoke(directory, hosts)
+        identities.reload(directory)
+    except (ValueError, OSError) as e:
+        fail(str(e), code=2)
+    _identities_out(directory, output)
+
+
+def _identities_out(directory: Path, output: Output) -> None:
+    from . import identities
+
+    bd = identities.BrokerDir(directory)
+    rows = [
+        {"identity": n, "credentials": str(bd.identity(n)), "client_certificate": bd.tls}
+        for n in bd.names()
+    ]
+    revoked = bd.revoked()
+    title = f"broker {directory}: copy each credentials directory to its host" + (
+        f"; revoked: {', '.join(revoked)}" if revoked else ""
+    )
+    show(rows, output, ["identity", "credentials", "client_certificate"], title)
 
 
 @app.command("apply")
@@ -199,7 +351,7 @@ def apply_topology(
 
     try:
         topo = Topology.load(file)
-        with httpx.Client(base_url=controller, timeout=timeout + 5) as http:
+        with httpx.Client(base_url=controller, timeout=timeout + 5, headers=api_headers()) as http:
             wait_hosts(http, topo.hosts(), hosts_timeout)
             steps = apply(http, topo, wait=wait, timeout=timeout)
     except TopologyError as e:

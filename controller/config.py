@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -14,10 +16,16 @@ class ControllerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PLEXUS_", extra="ignore")
 
     broker: str = "mqtt://127.0.0.1:1883"
+    #: the identity directory ``plexus broker init`` issued to the controller
+    broker_credentials: Path | None = None
     store: str = "plexus.db"
     store_sync: Literal["normal", "full"] = "normal"
     listen: str = "127.0.0.1:8470"
     snapshot_interval: float = Field(default=0.1, gt=0, le=60)
+    #: bearer token on the REST API: ``auto`` requires it unless listening on loopback
+    api_auth: Literal["auto", "token", "none"] = "auto"
+    #: where the token is kept (made at first start, mode 0600); default: beside the store
+    api_token_file: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -42,3 +50,27 @@ class ControllerSettings(BaseSettings):
     @property
     def listen_port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+    @property
+    def loopback_only(self) -> bool:
+        host = self.listen_host
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False  # a name may resolve anywhere
+
+    @property
+    def token_required(self) -> bool:
+        return self.api_auth == "token" or (self.api_auth == "auto" and not self.loopback_only)
+
+    @property
+    def token_path(self) -> Path:
+        if self.api_token_file is not None:
+            return self.api_token_file
+        return Path(self.store).resolve().parent / "api-token"
+
+    def broker_url(self) -> BrokerURL:
+        """The broker with this daemon's credentials; ValueError names what is wrong."""
+        return BrokerURL.parse(self.broker).with_credentials(self.broker_credentials)

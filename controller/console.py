@@ -30,6 +30,18 @@ TimeoutOpt = Annotated[float, typer.Option("--timeout", help="seconds to wait wi
 ForceOpt = Annotated[bool, typer.Option("--force", help="also delete what depends on it")]
 DEFAULT_CONTROLLER = "http://127.0.0.1:8470"
 
+#: the REST API's bearer token, when the command line or environment gave one
+_token: str | None = None
+
+
+def set_token(token: str | None) -> None:
+    global _token
+    _token = token or None
+
+
+def api_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {_token}"} if _token else {}
+
 
 def fail(reason: str, code: int = 1) -> NoReturn:
     err.print(f"[red]error:[/red] {reason}", soft_wrap=True, highlight=False)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
+from pathlib import Path
 
 import structlog
 import uvicorn
 
 from proto import logs
-from proto.broker import BrokerURL, cancel_and_wait
+from proto.broker import cancel_and_wait
 
 from .api import Runtime, create_app
 from .bus import Bus
@@ -21,6 +24,28 @@ from .store import SqliteStore
 log = structlog.get_logger("plexus.controller")
 
 
+def api_token(path: Path) -> str:
+    """The REST API's token: read from ``path``, or made there at first start (mode
+    0600 from its first byte). Raises ValueError when the file cannot serve."""
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        token = ""
+    except OSError as e:
+        raise ValueError(f"cannot read the API token file {path}: {e.strerror}") from None
+    if token:
+        if path.stat().st_mode & 0o077:
+            raise ValueError(f"the API token file {path} is readable by others: chmod 600 it")
+        return token
+    token = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    log.info("api_token_created", file=str(path))
+    return token
+
+
 def build(settings: ControllerSettings) -> tuple[Runtime, uvicorn.Server]:
     store = SqliteStore(settings.store, sync=settings.store_sync)
     controller = Controller(store)
@@ -28,14 +53,14 @@ def build(settings: ControllerSettings) -> tuple[Runtime, uvicorn.Server]:
     tracker = Tracker(controller.state)
     bus = Bus(
         controller,
-        BrokerURL.parse(settings.broker),
+        settings.broker_url(),
         tracker,
         metrics,
         snapshot_interval=settings.snapshot_interval,
     )
     rt = Runtime(controller, bus, tracker, metrics)
     config = uvicorn.Config(
-        create_app(rt),
+        create_app(rt, api_token(settings.token_path) if settings.token_required else None),
         host=settings.listen_host,
         port=settings.listen_port,
         log_config=None,
@@ -51,6 +76,7 @@ async def serve(settings: ControllerSettings) -> None:
     log.info(
         "controller_starting",
         listen=settings.listen,
+        api_token=str(settings.token_path) if settings.token_required else None,
         broker=settings.broker,
         store=settings.store,
         hosts=len(state.hosts),
@@ -69,4 +95,10 @@ async def serve(settings: ControllerSettings) -> None:
 
 def run(settings: ControllerSettings) -> None:
     logs.configure(settings.log_level, settings.log_format)
+    if settings.token_required:
+        try:
+            api_token(settings.token_path)
+        except (ValueError, OSError) as e:
+            log.error("api_token_unusable", error=str(e))
+            raise SystemExit(2) from None
     asyncio.run(serve(settings))

@@ -23,7 +23,21 @@ class Metrics:
             "plexus_publish_bytes_total", "payload bytes published", ["topic_kind"], registry=r
         )
         self.rejected = Counter(
-            "plexus_rejected_messages_total", "incoming messages refused", ["reason"], registry=r
+            "plexus_rejected_messages_total",
+            "incoming messages refused, by reason and by the host whose topic carried it "
+            "(the broker's ACL makes that the sender; '-' when no known host)",
+            ["reason", "host"],
+            registry=r,
+        )
+        self.dropped = Counter(
+            "plexus_dropped_messages_total",
+            "incoming messages dropped because the bounded receive queue was full",
+            registry=r,
+        )
+        self.status_coalesced = Counter(
+            "plexus_status_coalesced_total",
+            "host status messages superseded by a newer one before they were folded in",
+            registry=r,
         )
         self.hosts_online = Gauge("plexus_hosts_online", "hosts reporting online", registry=r)
         self.hosts_in_sync = Gauge(

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -22,6 +25,10 @@ class BrokerURL:
     tls: bool = False
     username: str | None = None
     password: str | None = None
+    #: TLS: the CA the broker's certificate must chain to, and this client's certificate
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
 
     @classmethod
     def parse(cls, url: str) -> BrokerURL:
@@ -47,6 +54,83 @@ class BrokerURL:
     def __str__(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
+    def with_credentials(self, directory: Path | None) -> BrokerURL:
+        """Fill in the identity in ``directory`` (else a systemd credentials directory,
+        :func:`systemd_credentials`)."""
+        return self._with_credentials(directory or systemd_credentials())
+
+    def _with_credentials(self, directory: Path | None) -> BrokerURL:
+        """Fill in the identity ``plexus broker init`` issued (a directory holding
+        ``username``, ``password`` and, for TLS, ``ca.pem``, ``cert.pem``, ``key.pem``).
+        Raises ValueError naming what is missing or unreadable."""
+        if directory is None:
+            return self
+        try:
+            username = (directory / "username").read_text().strip()
+            password = (directory / "password").read_text().strip()
+        except OSError as e:
+            raise ValueError(f"broker credentials {directory}: {e.strerror}") from None
+        files = {n: directory / f"{n}.pem" for n in ("ca", "cert", "key")}
+        present = {n: p for n, p in files.items() if p.exists()}
+        if self.tls and ("cert" in present) != ("key" in present):
+            raise ValueError(f"broker credentials {directory}: cert.pem and key.pem go together")
+        return replace(
+            self,
+            username=username,
+            password=password,
+            ca=present.get("ca"),
+            cert=present.get("cert"),
+            key=present.get("key"),
+        )
+
+    def tls_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
+        if self.cert is not None and self.key is not None:
+            ctx.load_cert_chain(str(self.cert), str(self.key))
+        return ctx
+
+
+#: bounds of a client's receive queue: a flood is dropped (and counted), not buffered
+MAX_QUEUED_MESSAGES = 20_000
+MAX_QUEUED_BYTES = 64 << 20
+
+
+def bounded_queue(
+    on_drop: Callable[[], None],
+    max_bytes: int = MAX_QUEUED_BYTES,
+) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """A queue class for ``aiomqtt.Client(queue_type=…)`` bounded in messages (aiomqtt's
+    ``maxsize``) and in payload bytes, calling ``on_drop`` for every message refused."""
+
+    class BoundedQueue(asyncio.Queue[aiomqtt.Message]):
+        held = 0
+
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            size = len(item.payload) if isinstance(item.payload, bytes | bytearray) else 0
+            if self.full() or self.held + size > max_bytes:
+                on_drop()
+                raise asyncio.QueueFull
+            super().put_nowait(item)
+            self.held += size
+
+        def get_nowait(self) -> aiomqtt.Message:
+            item = super().get_nowait()
+            size = len(item.payload) if isinstance(item.payload, bytes | bytearray) else 0
+            self.held -= size
+            return item
+
+    return BoundedQueue
+
+
+def systemd_credentials() -> Path | None:
+    """A systemd service's ``$CREDENTIALS_DIRECTORY`` when it holds a broker identity
+    (``LoadCredential=username:…`` and ``password:…``): lets a unit with
+    ``DynamicUser=yes`` use credentials only root may read."""
+    d = os.environ.get("CREDENTIALS_DIRECTORY")
+    if d and (Path(d) / "username").exists():
+        return Path(d)
+    return None
+
 
 def client(
     url: BrokerURL,
@@ -56,10 +140,17 @@ def client(
     tls_context: ssl.SSLContext | None = None,
     keepalive: int = 10,
     timeout: float = 5.0,
+    on_drop: Callable[[], None] | None = None,
+    max_queued: int = MAX_QUEUED_MESSAGES,
 ) -> aiomqtt.Client:
+    """An MQTT v5 client with Plexus's settings. With ``on_drop``, its receive queue is
+    bounded (``max_queued`` messages, :data:`MAX_QUEUED_BYTES`) and drops are reported."""
     kwargs: dict[str, Any] = {}
+    if on_drop is not None:
+        kwargs["queue_type"] = bounded_queue(on_drop)
+        kwargs["max_queued_incoming_messages"] = max_queued
     if url.tls:
-        kwargs["tls_context"] = tls_context or ssl.create_default_context()
+        kwargs["tls_context"] = tls_context or url.tls_context()
     return aiomqtt.Client(
         url.host,
         url.port,

@@ -120,8 +120,16 @@ async def retained(url: str, filt: str, settle: float = 0.3) -> dict[str, bytes]
 class ControllerProcess:
     """``plexus controller`` as a real process on a real socket."""
 
-    def __init__(self, broker_url: str, store: Path, log: Path) -> None:
+    def __init__(
+        self,
+        broker_url: str,
+        store: Path,
+        log: Path,
+        extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
+        self.env = {**os.environ, **(env or {})}
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = [
             PLEXUS,
@@ -136,13 +144,14 @@ class ControllerProcess:
             "json",
             "--snapshot-interval",
             "0.05",
+            *(extra or []),
         ]
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(self.args, stdout=log, stderr=log)
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=log, env=self.env)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -26,6 +26,9 @@ DirOpt = Annotated[
 ]
 HostsOpt = Annotated[int, typer.Option("--hosts", help="how many hosts")]
 PrefixOpt = Annotated[str, typer.Option("--host-prefix", help="host ids are PREFIX1, PREFIX2, …")]
+TlsOpt = Annotated[
+    bool, typer.Option("--tls", help="the broker speaks TLS; clients present certificates")
+]
 
 
 class Steps:
@@ -58,10 +61,10 @@ class Steps:
         self._finish("[red]✗[/red]" if t else "[green]✓[/green]")
 
 
-def _up(directory: Path, hosts: int, host_prefix: str) -> LabSpec:
+def _up(directory: Path, hosts: int, host_prefix: str, tls: bool) -> LabSpec:
     from . import core
 
-    spec = core.plan(directory, hosts, host_prefix)
+    spec = core.plan(directory, hosts, host_prefix, tls)
     try:
         with Steps() as step:
             return core.up(spec, step)
@@ -87,7 +90,12 @@ def _summary(spec: LabSpec) -> None:
         pid = spec.pids.get(f"agent:{h}")
         table.add_row(h, spec.host_ns(h), spec.vtep(h), str(pid), str(spec.log(h)))
     out.print(table)
-    out.print(f"broker      {spec.local_broker_url} (agents: {spec.broker_url})", highlight=False)
+    auth = "client certificates" if spec.tls else "passwords"
+    out.print(
+        f"broker      {spec.local_broker_url} (agents: {spec.broker_url}); {auth} and ACLs, "
+        f"credentials in {spec.broker_dir / 'identities'}",
+        highlight=False,
+    )
     out.print(f"controller  {spec.controller_url}   logs: {spec.dir / 'logs'}", highlight=False)
     out.print(f"underlay    {spec.subnet} on bridge {spec.bridge}", highlight=False)
     out.print(f"\nexport PLEXUS_CONTROLLER={spec.controller_url}", highlight=False)
@@ -98,11 +106,13 @@ def lab_up(
     hosts: HostsOpt = 3,
     directory: DirOpt = DEFAULT_DIR,
     host_prefix: PrefixOpt = "h",
+    tls: TlsOpt = False,
     output: OutputOpt = Output.table,
 ) -> None:
-    """Bring a lab up: underlay, broker, controller and one agent per host."""
+    """Bring a lab up: underlay, broker (credentials and ACLs on), controller and one
+    agent per host."""
     try:
-        spec = _up(directory, hosts, host_prefix)
+        spec = _up(directory, hosts, host_prefix, tls)
     except LabError as e:
         fail(str(e))
     if output is Output.json:
@@ -227,6 +237,7 @@ def lab_demo(
     hosts: HostsOpt = 3,
     directory: DirOpt = DEFAULT_DIR,
     host_prefix: PrefixOpt = "h",
+    tls: TlsOpt = False,
     output: OutputOpt = Output.table,
 ) -> None:
     """A lab (brought up if none runs), an overlay network with two compartments per host
@@ -239,7 +250,7 @@ def lab_demo(
     try:
         spec = LabSpec.load(directory)
         if spec is None:
-            spec = _up(directory, hosts, host_prefix)
+            spec = _up(directory, hosts, host_prefix, tls)
             if output is Output.table:
                 _summary(spec)
                 out.print()

@@ -22,6 +22,7 @@ import httpx
 
 from proto.types import is_id
 
+from .. import identities
 from . import procs, underlay
 from .spec import AGENT_METRICS_PORT, LabError, LabSpec, free_subnet
 
@@ -62,7 +63,7 @@ def host_ids(count: int, prefix: str) -> list[str]:
     return hosts
 
 
-def plan(directory: Path, hosts: int, host_prefix: str = "h") -> LabSpec:
+def plan(directory: Path, hosts: int, host_prefix: str = "h", tls: bool = False) -> LabSpec:
     """The spec of a new lab in ``directory``; refuses when one is there already."""
     require_root()
     existing = LabSpec.load(directory)
@@ -77,6 +78,7 @@ def plan(directory: Path, hosts: int, host_prefix: str = "h") -> LabSpec:
         free_subnet(underlay.addresses_in_use()),
         broker_port=_free_port(1883),
         controller_port=_free_port(8470),
+        tls=tls,
     )
     taken = underlay.conflicts(spec)
     if taken:
@@ -91,6 +93,7 @@ def _configs(spec: LabSpec) -> None:
     spec.controller_config.write_text(
         "[controller]\n"
         f'broker = "{spec.local_broker_url}"\n'
+        f'broker_credentials = "{spec.identity(identities.CONTROLLER)}"\n'
         f'store = "{spec.dir / "plexus.db"}"\n'
         f'listen = "127.0.0.1:{spec.controller_port}"\n'
         'log_format = "json"\n'
@@ -102,6 +105,7 @@ def _configs(spec: LabSpec) -> None:
             "[agent]\n"
             f'host_id = "{h}"\n'
             f'broker = "{spec.broker_url}"\n'
+            f'broker_credentials = "{spec.identity(h)}"\n'
             f'vtep_address = "{spec.vtep(h)}"\n'
             f"metrics_port = {AGENT_METRICS_PORT}\n"
             'log_format = "json"\n'
@@ -114,19 +118,28 @@ def up(spec: LabSpec, step: Step, timeout: float = 30.0) -> LabSpec:
     try:
         step(f"underlay {spec.subnet} on {spec.bridge}, {len(spec.hosts)} host namespaces")
         underlay.create(spec)
+        listeners = [("127.0.0.1", spec.broker_port), (spec.gateway, spec.broker_port)]
+        try:
+            identities.init(
+                spec.broker_dir,
+                [] if spec.tls else listeners,
+                spec.hosts,
+                tls_listeners=listeners if spec.tls else [],
+            )
+        except (identities.IdentityError, OSError) as e:
+            raise LabError(f"cannot make the broker's credentials: {e}") from None
         _configs(spec)
         plexus = procs.plexus_command()
 
-        step(f"broker (Mosquitto) on {spec.local_broker_url} and {spec.broker_url}")
+        step(
+            f"broker (Mosquitto) on {spec.local_broker_url} and {spec.broker_url}, "
+            f"{'client certificates' if spec.tls else 'passwords'} and ACLs"
+        )
         spec.pids["broker"] = procs.spawn(
             [
                 *plexus,
                 "broker",
                 "run",
-                "--listen",
-                f"127.0.0.1:{spec.broker_port}",
-                "--listen",
-                f"{spec.gateway}:{spec.broker_port}",
                 "--dir",
                 str(spec.broker_dir),
             ],

@@ -39,6 +39,8 @@ class LabSpec(BaseModel):
     bridge: str = Field(description="the underlay bridge in the machine's namespace")
     broker_port: int
     controller_port: int
+    #: the broker's listeners are TLS with client certificates (else passwords)
+    tls: bool = False
     created: float = Field(default_factory=time.time)
     #: pid of every process the lab started: "broker", "controller", "agent:HOST"
     pids: dict[str, int] = Field(default_factory=dict)
@@ -51,6 +53,7 @@ class LabSpec(BaseModel):
         subnet: str,
         broker_port: int,
         controller_port: int,
+        tls: bool = False,
     ) -> LabSpec:
         directory = directory.resolve()
         return cls(
@@ -60,6 +63,7 @@ class LabSpec(BaseModel):
             bridge=bridge_name(directory),
             broker_port=broker_port,
             controller_port=controller_port,
+            tls=tls,
         )
 
     # -- names and addresses -----------------------------------------------------------
@@ -95,11 +99,19 @@ class LabSpec(BaseModel):
     @property
     def broker_url(self) -> str:
         """Where the agents, inside their host namespaces, reach the broker."""
-        return f"mqtt://{self.gateway}:{self.broker_port}"
+        return f"{self.scheme}://{self.gateway}:{self.broker_port}"
 
     @property
     def local_broker_url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.broker_port}"
+        return f"{self.scheme}://127.0.0.1:{self.broker_port}"
+
+    @property
+    def scheme(self) -> str:
+        return "mqtts" if self.tls else "mqtt"
+
+    def identity(self, name: str) -> Path:
+        """The broker credentials of ``name`` (a host id, or the controller's)."""
+        return self.broker_dir / "identities" / name
 
     @property
     def controller_url(self) -> str:

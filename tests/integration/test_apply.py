@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from controller.lab import demo
+from proto import topics
+from proto.broker import BrokerURL, client
 from tests.integration.test_cli import plexus
-from tests.support import PLEXUS, ControllerProcess, Mosquitto, SimAgent, free_port, mqtt_client
+from tests.support import PLEXUS, ControllerProcess, Mosquitto, SimAgent, free_port, wait_port
 
 pytestmark = pytest.mark.broker
 
@@ -106,34 +108,52 @@ def test_the_demo_topology_round_trips_through_toml(tmp_path: Path) -> None:
     assert topo.hosts() == ["h1", "h2", "h3"] and len(topo.endpoints) == 6
 
 
-async def test_broker_run_starts_mosquitto_with_plexus_settings(tmp_path: Path) -> None:
+async def test_broker_init_run_and_add_host_through_the_cli(tmp_path: Path) -> None:
+    """The CLI path a user takes: init (credentials, ACL), run, add a host, reload."""
+    directory = tmp_path / "broker"
+    rc, _, err = await plexus("http://unused", "broker", "run", "--dir", str(directory))
+    assert rc == 2 and "plexus broker init" in err  # no anonymous broker by accident
     port = free_port()
+    rc, out, err = await plexus(
+        "http://unused", "broker", "init", "--dir", str(directory),
+        "--listen", f"127.0.0.1:{port}", "--host", "h1", "-o", "json",
+    )  # fmt: skip
+    assert rc == 0, err
+    assert [i["identity"] for i in json.loads(out)] == ["@controller", "h1"]
+    rc, _, err = await plexus("http://unused", "broker", "init", "--dir", str(directory))
+    assert rc == 2 and "already holds" in err
+    text = (directory / "mosquitto.conf").read_text()
+    assert f"listener {port} 127.0.0.1" in text and "set_tcp_nodelay true" in text
+    assert "allow_anonymous false" in text
     proc = await asyncio.create_subprocess_exec(
-        *(PLEXUS, "broker", "run", "--listen", f"127.0.0.1:{port}", "--dir", str(tmp_path)),
+        *(PLEXUS, "broker", "run", "--dir", str(directory)),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-        conf = tmp_path / "mosquitto.conf"
-        for _ in range(100):
-            if conf.exists():
-                break
-            await asyncio.sleep(0.05)
-        text = conf.read_text()
-        assert f"listener {port} 127.0.0.1" in text and "set_tcp_nodelay true" in text
-        await asyncio.sleep(0.3)
-        url = f"mqtt://127.0.0.1:{port}"
-        async with mqtt_client(url) as sub, mqtt_client(url) as pub:
-            await sub.subscribe("plexus/v1/t", qos=1)
-            await pub.publish("plexus/v1/t", b"x", qos=1)
+        await asyncio.to_thread(wait_port, port)
+        base = BrokerURL.parse(f"mqtt://127.0.0.1:{port}")
+        ident = directory / "identities"
+        ctl, h1 = base.with_credentials(ident / "@controller"), base.with_credentials(ident / "h1")
+        async with client(h1, "h1") as agent, client(ctl, "ctl") as controller:
+            await agent.subscribe(topics.host_desired("h1"), qos=1)
+            await controller.publish(topics.host_desired("h1"), b"x", qos=1)
             async with asyncio.timeout(5):
-                msg = await anext(aiter(sub.messages))
+                msg = await anext(aiter(agent.messages))
             assert msg.payload == b"x"
+        rc, out, err = await plexus(
+            "http://unused", "broker", "add-host", "h2", "--dir", str(directory), "-o", "json"
+        )
+        assert rc == 0 and "h2" in {i["identity"] for i in json.loads(out)}, err
+        await asyncio.sleep(0.3)  # the reload
+        async with client(base.with_credentials(ident / "h2"), "h2"):
+            pass
     finally:
         proc.terminate()
         async with asyncio.timeout(10):
             await proc.wait()
     rc, _, err = await plexus(
-        "http://unused", "broker", "run", "--listen", "nowhere:99999", "--dir", str(tmp_path)
-    )
+        "http://unused", "broker", "run", "--allow-anonymous", "--listen", "nowhere:99999",
+        "--dir", str(tmp_path),
+    )  # fmt: skip
     assert rc == 2 and "is not HOST:PORT" in err

@@ -92,6 +92,10 @@ class Lab:
             "--log-format",
             "json",
         ]
+        # every host but the last may enslave its link "uplink" (transparent networks);
+        # the last one proves that an uplink not allowed is refused
+        if host != self.hosts[-1]:
+            cmd += ["--allowed-uplink", "uplink"]
         with open(self.agent_log(host), "ab") as log:
             self.agents[host] = subprocess.Popen(cmd, stdout=log, stderr=log)
 

@@ -201,6 +201,24 @@ async def test_transparent_bridges_the_uplink_and_gives_it_back(
     # the agent, whose broker is reached through that very uplink, stays in sync
     await hosts_online(ctl, lab)
 
+    # h2's agent is not allowed to enslave its "uplink": it refuses, says so, keeps it
+    await post(ctl, "/v1/compartments", {"id": "t2", "host": h2})
+    r = await ctl.http.post(
+        "/v1/endpoints?wait=true&timeout=3", json={"network": "phys", "compartment": "t2"}
+    )
+    assert r.status_code == 201 and not r.json()["convergence"]["converged"]
+    host2 = (await ctl.http.get(f"/v1/hosts/{h2}")).json()
+    assert any("'uplink' is not in this host's allowed_uplinks" in e for e in host2["errors"])
+
+    def uplink2() -> Any:
+        with IPRoute(netns=lab.hostns[h2]) as ipr:
+            return {ln.get("ifname"): ln for ln in ipr.get_links()}["uplink"]
+
+    assert (await asyncio.to_thread(uplink2)).get("master") is None
+    assert await ping_from(lab, lab.hostns[h2], lab.spec.gateway)
+    r = await ctl.http.delete("/v1/compartments/t2?force=true&wait=true&timeout=10")
+    assert r.status_code == 200, r.text
+
     r = await ctl.http.delete(f"/v1/endpoints/{t1['id']}?wait=true&timeout=10")
     assert r.json()["convergence"]["converged"]
     r = await ctl.http.delete("/v1/networks/phys?wait=true&timeout=10")

@@ -46,7 +46,13 @@ def test_the_parser_refuses_what_plexus_refuses() -> None:
         parse(["nonsense"])
     assert parse(["lab", "up", "--hosts", "2"]) == (
         "plexus lab up",
-        {"hosts": 2, "directory": Path("/run/plexus/lab"), "host_prefix": "h", "output": "table"},
+        {
+            "hosts": 2,
+            "directory": Path("/run/plexus/lab"),
+            "host_prefix": "h",
+            "tls": False,
+            "output": "table",
+        },
     )
 
 
@@ -81,19 +87,32 @@ def test_image_runs_plexus_and_carries_the_demo_and_the_config() -> None:
 
 def test_compose_services_and_their_commands(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"broker", "controller", "h1", "h2", "h3", "demo"}
+    assert set(services) == {"broker-init", "broker", "controller", "h1", "h2", "h3", "demo"}
     for name, svc in services.items():
         assert svc["image"] == "plexus:dev" and svc["build"] == ".", name
         assert svc["networks"] == ["underlay"], name
         parse(svc["command"])  # every command is a valid plexus command line
 
+    # credentials and ACLs on: init (idempotent) before the broker, no anonymous run
+    path, init = parse(services["broker-init"]["command"])
+    assert path == "plexus broker init" and init["listen"] == ["0.0.0.0:1883"]
+    assert init["host"] == ["h1", "h2", "h3"] and init["exist_ok"] is True
+    assert init["directory"] == Path("/etc/plexus/broker")
+    assert "broker:/etc/plexus/broker" in services["broker-init"]["volumes"]
     path, broker = parse(services["broker"]["command"])
-    assert path == "plexus broker run" and broker["listen"] == ["0.0.0.0:1883"]
+    assert path == "plexus broker run" and broker["allow_anonymous"] is False
+    assert broker["directory"] == init["directory"] and not broker["listen"]
+    cond = services["broker"]["depends_on"]["broker-init"]["condition"]
+    assert cond == "service_completed_successfully"
 
     path, ctl = parse(services["controller"]["command"])
     assert path == "plexus controller"
     assert urlsplit(ctl["broker"]).hostname == "broker" and urlsplit(ctl["broker"]).port == 1883
+    assert ctl["broker_credentials"] == Path("/etc/plexus/broker/identities/@controller")
+    assert "broker:/etc/plexus/broker:ro" in services["controller"]["volumes"]
     assert ctl["listen"] == "0.0.0.0:8470"
+    settings = ControllerSettings(listen=ctl["listen"], store=ctl["store"])
+    assert settings.token_required  # beyond loopback: the API wants its token
     assert services["controller"]["ports"] == ["127.0.0.1:8470:8470"]  # not beyond loopback
     assert ctl["store"].startswith("/var/lib/plexus/")
     assert "controller-data:/var/lib/plexus" in services["controller"]["volumes"]
@@ -108,6 +127,8 @@ def test_compose_agents_are_privileged_hosts(compose: dict[str, Any], host: str)
     assert path == "plexus agent"
     assert agent["host_id"] == host and agent["vtep_interface"] == "eth0"
     assert agent["broker"] == "mqtt://broker:1883"
+    assert agent["broker_credentials"] == Path(f"/etc/plexus/broker/identities/{host}")
+    assert "broker:/etc/plexus/broker:ro" in svc["volumes"]
     AgentSettings(host_id=agent["host_id"], broker=agent["broker"])  # valid settings
 
 
@@ -117,6 +138,9 @@ def test_compose_demo_applies_the_lab_demo_topology(compose: dict[str, Any]) -> 
     assert path == "plexus apply" and params["file"] == Path("/etc/plexus/demo.toml")
     assert params["controller"] == "http://controller:8470"
     assert svc["restart"] == "no"
+    # the controller's token, from its data volume
+    assert svc["environment"]["PLEXUS_TOKEN_FILE"] == "/var/lib/plexus/api-token"
+    assert "controller-data:/var/lib/plexus:ro" in svc["volumes"]
     assert svc["depends_on"]["controller"]["condition"] == "service_healthy"
     hosts = [h for h in compose["services"] if h.startswith("h")]
     assert set(svc["depends_on"]) == {"controller", *hosts}
@@ -132,7 +156,11 @@ def unit(name: str) -> configparser.ConfigParser:
 
 @pytest.mark.parametrize(
     ("name", "command"),
-    [("plexus-controller.service", "controller"), ("plexus-agent.service", "agent")],
+    [
+        ("plexus-controller.service", "controller"),
+        ("plexus-agent.service", "agent"),
+        ("plexus-broker.service", "broker run"),
+    ],
 )
 def test_systemd_units_run_plexus_with_the_example_config(name: str, command: str) -> None:
     u = unit(name)
@@ -140,7 +168,10 @@ def test_systemd_units_run_plexus_with_the_example_config(name: str, command: st
     assert argv[0].endswith("/bin/plexus")
     path, params = parse(argv[1:])
     assert path == f"plexus {command}"
-    assert params["config"] == Path("/etc/plexus/plexus.toml")
+    if command == "broker run":
+        assert params["directory"] == Path("/etc/plexus/broker") and not params["allow_anonymous"]
+    else:
+        assert params["config"] == Path("/etc/plexus/plexus.toml")
     assert u["Install"]["WantedBy"] == "multi-user.target"
     assert u["Service"]["Restart"] in ("always", "on-failure")
 
@@ -157,6 +188,22 @@ def test_example_config_loads_for_both_daemons() -> None:
     example = ROOT / "deploy" / "plexus.toml"
     ctl = load_settings(ControllerSettings, "controller", example)
     assert ctl.listen == "127.0.0.1:8470" and ctl.store == "/var/lib/plexus/plexus.db"
+    assert ctl.broker_credentials == Path("/etc/plexus/broker/identities/@controller")
+    assert not ctl.token_required  # loopback
     agent = load_settings(AgentSettings, "agent", example)
     assert agent.host_id == "node1" and agent.vtep_interface == "eth0"
+    assert agent.broker_credentials == Path("/etc/plexus/credentials")
+    assert agent.allowed_uplinks == []
     assert agent.metrics_port == 9470
+
+
+def test_the_controller_unit_hands_over_its_broker_identity() -> None:
+    """DynamicUser cannot read root's 0600 files: systemd passes them as credentials,
+    in the layout an identity directory has."""
+    text = (ROOT / "deploy" / "systemd" / "plexus-controller.service").read_text()
+    lines = [ln.split("=", 1)[1] for ln in text.splitlines() if ln.startswith("LoadCredential=")]
+    loaded = dict(v.split(":", 1) for v in lines)
+    assert loaded == {
+        "username": "/etc/plexus/broker/identities/@controller/username",
+        "password": "/etc/plexus/broker/identities/@controller/password",
+    }

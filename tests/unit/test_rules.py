@@ -108,12 +108,21 @@ def test_rule_identity_follows_its_content() -> None:
     assert other.comment.split(" #")[0] == a.comment.split(" #")[0] and other != a
 
 
-def test_transparent_bridge_takes_the_hosts_uplink() -> None:
-    st = desired_state("h1", doc(PHYS), {}, None)
+def test_transparent_bridge_takes_the_hosts_uplink_when_allowed() -> None:
+    st = desired_state("h1", doc(PHYS), {}, None, {"eth0", "eth1"})
     (br,) = st.bridges.values()
-    assert (br.uplink, br.address) == ("eth0", None)
-    st2 = desired_state("h2", doc(PHYS).model_copy(update={"host": "h2"}), {}, None)
+    assert (br.uplink, br.address, st.refused) == ("eth0", None, [])
+    st2 = desired_state("h2", doc(PHYS).model_copy(update={"host": "h2"}), {}, None, {"eth1"})
     assert next(iter(st2.bridges.values())).uplink == "eth1"
+
+
+def test_an_uplink_the_host_does_not_allow_is_refused() -> None:
+    """A link the agent does not own is never enslaved on the controller's word alone."""
+    st = desired_state("h1", doc(PHYS), {}, None, {"eth1"})
+    (br,) = st.bridges.values()
+    assert br.uplink is None
+    assert st.refused == ["network phys: uplink 'eth0' is not in this host's allowed_uplinks"]
+    assert desired_state("h1", doc(PHYS), {}, None).refused == st.refused
 
 
 def test_planner_replaces_the_table_when_it_differs_and_removes_it_only_when_complete() -> None:
