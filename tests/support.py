@@ -152,6 +152,14 @@ class ControllerProcess:
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(self.args, stdout=log, stderr=log, env=self.env)
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.kill()  # never leave a process behind a failed start
+            raise
+
+    def _wait_healthy(self) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

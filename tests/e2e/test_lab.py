@@ -104,14 +104,15 @@ class LabUnderTest:
         return self.run(*cmd, "-W", "1", ip, check=False).returncode == 0
 
 
-def bring_up(tmp: Path, hosts: int) -> LabUnderTest:
+def bring_up(tmp: Path, hosts: int, *extra: str) -> LabUnderTest:
     require_root()
     directory = tmp / "lab"
     before = Before.now(directory)
     prefix = f"e{os.getpid() % 100000}x{time.monotonic_ns() % 1000}h"
     spec = plexus_json(
-        "lab", "up", "--hosts", str(hosts), "--dir", str(directory), "--host-prefix", prefix
-    )
+        "lab", "up", "--hosts", str(hosts), "--dir", str(directory), "--host-prefix", prefix,
+        *extra,
+    )  # fmt: skip
     return LabUnderTest(directory, spec, before)
 
 
