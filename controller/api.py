@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proto import __version__
 
@@ -56,6 +57,36 @@ class Runtime:
         result = await self.tracker.wait(outcome.target, timeout)
         self.metrics.waits.labels("converged" if result.converged else "timeout").inc()
         return result
+
+
+class LatencyMiddleware:
+    """Request latency by method, route and status, as plain ASGI (starlette's
+    ``BaseHTTPMiddleware`` costs a task and a stream per request)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.api_latency.labels(scope["method"], path, str(status)).observe(
+                time.perf_counter() - start
+            )
 
 
 def bearer(token: str | None) -> Callable[..., Awaitable[None]]:
@@ -117,18 +148,7 @@ def create_app(rt: Runtime, token: str | None = None) -> FastAPI:
             headers=exc.headers,
         )
 
-    @app.middleware("http")
-    async def _measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        rt.metrics.api_latency.labels(request.method, path, str(response.status_code)).observe(
-            time.perf_counter() - start
-        )
-        return response
+    app.add_middleware(LatencyMiddleware, metrics=rt.metrics)
 
     # -- views ---------------------------------------------------------------------
 

@@ -316,7 +316,24 @@ class Bus:
             if self._overflow:
                 self._overflow = False
                 batch = self.plan_reconcile({})
-            await self._publish_many(mqtt, batch)
+            await self._publish_many(mqtt, self._coalesce(batch))
+
+    def _coalesce(self, batch: list[Publish]) -> list[Publish]:
+        """Drop a lazy publish (a host's desired document, built now from the current
+        state) when a later one in the batch goes to the same topic: one document per
+        host per batch, however many changes of the host the batch holds."""
+        last = {p.topic: i for i, p in enumerate(batch)}
+        out = []
+        for i, p in enumerate(batch):
+            if p.lazy and last[p.topic] != i:
+                continue
+            if p.lazy:
+                try:
+                    p.payload  # noqa: B018 (builds it)
+                except KeyError:  # the host went meanwhile; its clearing follows
+                    continue
+            out.append(p)
+        return out
 
     async def _publish_many(self, mqtt: aiomqtt.Client, batch: list[Publish]) -> None:
         # publishes start in list order (paho sends in call order); acks are awaited together

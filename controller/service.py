@@ -9,10 +9,12 @@ host must report which generation. The bus publishes; the API waits.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import ipaddress
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -34,11 +36,63 @@ VNI_AUTO_START = 4096
 MAX_ENDPOINTS_PER_COMPARTMENT = 64
 
 
-@dataclass(frozen=True, slots=True)
 class Publish:
-    topic: str
-    payload: bytes
-    retain: bool
+    """One MQTT publish. A lazy one (``build``) makes its payload when first asked for
+    it: a host's desired document is built when the bus sends it, from the state as it
+    is then, so that many changes of one host in quick succession cost one document."""
+
+    __slots__ = ("_build", "_payload", "retain", "topic")
+
+    def __init__(
+        self,
+        topic: str,
+        payload: bytes | None,
+        retain: bool,
+        build: Callable[[], bytes] | None = None,
+    ) -> None:
+        if payload is None and build is None:
+            raise ValueError("a publish needs a payload or a way to build it")
+        self.topic = topic
+        self.retain = retain
+        self._payload = payload
+        self._build = build
+
+    @property
+    def lazy(self) -> bool:
+        return self._payload is None
+
+    @property
+    def payload(self) -> bytes:
+        if self._payload is None:
+            assert self._build is not None
+            self._payload = self._build()
+        return self._payload
+
+    def __repr__(self) -> str:
+        size = "lazy" if self._payload is None else len(self._payload)
+        return f"Publish({self.topic!r}, {size}, retain={self.retain})"
+
+
+@dataclass
+class HostDoc:
+    """One host's desired document in parts: each compartment's model, its msgpack
+    encoding and the networks it uses, in compartment id order."""
+
+    parts: dict[str, tuple[proto.Compartment, bytes, frozenset[str]]] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    networks: Counter[str] = field(default_factory=Counter)
+
+    def put(self, cid: str, part: tuple[proto.Compartment, bytes, frozenset[str]]) -> None:
+        self.drop(cid)
+        self.parts[cid] = part
+        bisect.insort(self.order, cid)
+        self.networks.update(part[2])
+
+    def drop(self, cid: str) -> None:
+        part = self.parts.pop(cid, None)
+        if part is not None:
+            del self.order[bisect.bisect_left(self.order, cid)]
+            self.networks.subtract(part[2])
 
 
 @dataclass
@@ -90,12 +144,42 @@ class Controller:
         #: shards of each network's snapshot currently retained at the broker
         self.shards: dict[str, int] = {}
         self._records: dict[str, tuple[int, str | None, proto.EndpointRecord]] = {}
+        #: each host's desired document in parts (see :class:`HostDoc`); a commit marks
+        #: the compartments it touched stale, and only those are built again
+        self._docs: dict[str, HostDoc] = {}
+        self._stale: set[str] = set()
+        self._placed: dict[str, str] = {}  # compartment -> the host whose document has it
+        self._specs: dict[str, tuple[NetworkRow, proto.NetworkSpec, bytes]] = {}
 
     # -- helpers -------------------------------------------------------------------
 
     def _commit(self, delta: Delta) -> None:
+        touched = self._touched(delta)
         self.store.apply(delta)
         self.state.apply(delta)
+        self._stale |= touched
+
+    def _touched(self, delta: Delta) -> set[str]:
+        """Compartments whose part of their host's desired document ``delta`` changes."""
+        st = self.state
+        out: set[str] = set()
+        for table, ident in delta.deletes:
+            if table == "endpoints" and ident in st.endpoints:
+                out.add(st.endpoints[ident].compartment)
+            elif table == "compartments":
+                out.add(ident)
+        for row in delta.puts:
+            if isinstance(row, EndpointRow):
+                out.add(row.compartment)
+                if row.id in st.endpoints:
+                    out.add(st.endpoints[row.id].compartment)
+            elif isinstance(row, CompartmentRow):
+                out.add(row.id)
+            elif isinstance(row, NetworkRow):
+                old = st.networks.get(row.id)
+                if old is not None and old.subnet != row.subnet:  # prefix lengths change
+                    out.update(ep.compartment for ep in st.by_network.get(row.id, {}).values())
+        return out
 
     def _network(self, ident: str, *, ref: bool = False) -> NetworkRow:
         net = self.state.networks.get(ident)
@@ -137,39 +221,90 @@ class Controller:
         self._records[ep.id] = (ep.gen, vtep, rec)
         return rec
 
-    def desired(self, host: str) -> proto.HostDesired:
-        """The host-local desired document, built from the state."""
-        row = self.state.hosts[host]
-        comps = []
-        nets: set[str] = set()
-        for comp in sorted(self.state.comps_by_host.get(host, {}).values(), key=lambda c: c.id):
-            eps = sorted(self.state.by_compartment.get(comp.id, {}).values(), key=lambda e: e.index)
-            local = []
-            for ep in eps:
-                net = self.state.networks[ep.network]
-                nets.add(net.id)
-                local.append(
-                    proto.LocalEndpoint(
-                        id=ep.id,
-                        network=ep.network,
-                        index=ep.index,
-                        mac=ep.mac,
-                        ip=ep.ip,
-                        prefixlen=ipaddress.IPv4Network(net.subnet).prefixlen,
-                        default_route=ep.default_route,
-                        ports=ep.port_mappings(),
-                    )
+    def _desired_parts(
+        self, host: str
+    ) -> tuple[list[tuple[proto.NetworkSpec, bytes]], list[tuple[proto.Compartment, bytes]]]:
+        """The host's network specs and compartments, each with its msgpack encoding:
+        O(compartments changed since the last call), not O(the host's compartments)."""
+        self._refresh()
+        doc = self._docs.get(host)
+        if doc is None:
+            doc = self._docs[host] = HostDoc()
+            for cid in self.state.comps_by_host.get(host, {}):
+                doc.put(cid, self._compartment_part(cid))
+                self._placed[cid] = host
+        comps = [doc.parts[cid][:2] for cid in doc.order]
+        nets = sorted(n for n, count in doc.networks.items() if count > 0)
+        return [self._spec(self.state.networks[n]) for n in nets], comps
+
+    def _refresh(self) -> None:
+        """Rebuild the stale compartments in the documents built so far."""
+        stale, self._stale = self._stale, set()
+        for cid in stale:
+            was = self._placed.pop(cid, None)
+            if was in self._docs:
+                self._docs[was].drop(cid)
+            comp = self.state.compartments.get(cid)
+            if comp is not None and comp.host in self._docs:
+                self._docs[comp.host].put(cid, self._compartment_part(cid))
+                self._placed[cid] = comp.host
+        for host in [h for h in self._docs if h not in self.state.hosts]:
+            del self._docs[host]
+
+    def _compartment_part(self, cid: str) -> tuple[proto.Compartment, bytes, frozenset[str]]:
+        eps = sorted(self.state.by_compartment.get(cid, {}).values(), key=lambda e: e.index)
+        local = []
+        for ep in eps:
+            subnet = self.state.networks[ep.network].subnet
+            local.append(
+                proto.LocalEndpoint(
+                    id=ep.id,
+                    network=ep.network,
+                    index=ep.index,
+                    mac=ep.mac,
+                    ip=ep.ip,
+                    prefixlen=ipaddress.IPv4Network(subnet).prefixlen,
+                    default_route=ep.default_route,
+                    ports=ep.port_mappings(),
                 )
-            comps.append(proto.Compartment(id=comp.id, endpoints=tuple(local)))
-        return proto.HostDesired(
+            )
+        doc = proto.Compartment(id=cid, endpoints=tuple(local))
+        return doc, proto.encode(doc), frozenset(ep.network for ep in eps)
+
+    def desired(self, host: str) -> proto.HostDesired:
+        """The host-local desired document, built from the state (consistent by
+        construction: its parts are validated models, not validated again)."""
+        specs, comps = self._desired_parts(host)
+        return proto.HostDesired.model_construct(
             host=host,
-            generation=row.desired_gen,
-            networks=tuple(self.state.networks[n].spec() for n in sorted(nets)),
-            compartments=tuple(comps),
+            generation=self.state.hosts[host].desired_gen,
+            networks=tuple(s for s, _ in specs),
+            compartments=tuple(c for c, _ in comps),
         )
 
+    def desired_later(self, host: str) -> Publish:
+        """The host's desired document, built when the bus sends it (see :class:`Publish`)."""
+        return Publish(topics.host_desired(host), None, True, lambda: self._desired_frame(host))
+
     def desired_publish(self, host: str) -> Publish:
-        return Publish(topics.host_desired(host), proto.encode(self.desired(host)), True)
+        return Publish(topics.host_desired(host), self._desired_frame(host), True)
+
+    def _desired_frame(self, host: str) -> bytes:
+        """The desired document's frame, assembled from the cached encodings of its parts."""
+        specs, comps = self._desired_parts(host)
+        head = proto.HostDesired(host=host, generation=self.state.hosts[host].desired_gen)
+        return proto.pack_parts(
+            head.model_dump(mode="json"),
+            {"networks": [b for _, b in specs], "compartments": [b for _, b in comps]},
+        )
+
+    def _spec(self, net: NetworkRow) -> tuple[proto.NetworkSpec, bytes]:
+        cached = self._specs.get(net.id)
+        if cached is None or cached[0] != net:
+            spec = net.spec()
+            cached = (net, spec, proto.encode(spec))
+            self._specs[net.id] = cached
+        return cached[1], cached[2]
 
     def network_publish(self, net: NetworkRow) -> Publish:
         return Publish(topics.network(net.id), proto.encode(net.spec()), True)
@@ -248,7 +383,7 @@ class Controller:
                 delta.put(dataclasses.replace(ep, gen=net.table_gen))
         self._commit(delta)
         if old is None:
-            out.publish.append(self.desired_publish(row.id))
+            out.publish.append(self.desired_later(row.id))
         for net in nets:
             ups = tuple(
                 self.record(ep) for ep in (self.state.endpoints[e.id] for e in changes[net.id])
@@ -387,7 +522,7 @@ class Controller:
         self._commit(delta)
         return Outcome(
             row,
-            publish=[self.desired_publish(host.id)],
+            publish=[self.desired_later(host.id)],
             target={host.id: HostTarget(desired=h.desired_gen)},
         )
 
@@ -479,7 +614,7 @@ class Controller:
             row,
             publish=[
                 Publish(topics.network_changes(net.id), proto.encode(change), False),
-                self.desired_publish(host.id),
+                self.desired_later(host.id),
             ],
             dirty={net.id},
         )
@@ -500,6 +635,8 @@ class Controller:
         ]
         if want and net.mode != "nat":
             raise Invalid(f"ports are published on nat networks; {net.id!r} is {net.mode}")
+        if not want:
+            return ()
         taken = [
             (other.id, m)
             for comp in self.state.comps_by_host.get(host, {}).values()
@@ -528,7 +665,7 @@ class Controller:
         self._commit(delta)
         return Outcome(
             row,
-            publish=[self.desired_publish(host.id)],
+            publish=[self.desired_later(host.id)],
             target={host.id: HostTarget(desired=host.desired_gen)},
         )
 
@@ -589,7 +726,7 @@ class Controller:
             self._table_target(out.target, net, net.table_gen)
         for host in sorted(set(hosts)):
             if host in self.state.hosts:
-                out.publish.append(self.desired_publish(host))
+                out.publish.append(self.desired_later(host))
                 _target(out.target, host).desired = self.state.hosts[host].desired_gen
 
 

@@ -4,7 +4,7 @@ It imports neither ``controller`` nor ``agents``; both import it.
 """
 
 from . import topics
-from .codec import MAX_PAYLOAD, decode, encode
+from .codec import MAX_PAYLOAD, decode, encode, pack, pack_parts
 from .errors import (
     BadTopic,
     MalformedPayload,
@@ -62,6 +62,8 @@ __all__ = [
     "WrongKind",
     "decode",
     "encode",
+    "pack",
+    "pack_parts",
     "topics",
 ]
 __version__ = "0.1.0"

@@ -6,6 +6,7 @@ subclass whose ``reason`` says why; nothing else escapes it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 import msgpack
@@ -30,7 +31,33 @@ M = TypeVar("M", bound=Wire)
 def encode(message: Wire) -> bytes:
     """Encode a message; raises :class:`OversizePayload` rather than emit a frame
     that receivers would refuse."""
-    data: bytes = msgpack.packb(message.model_dump(mode="json"), use_bin_type=True)
+    return pack(message.model_dump(mode="json"))
+
+
+def pack(dump: dict[str, Any]) -> bytes:
+    """Encode a message's ``model_dump(mode="json")``, possibly assembled from the dumps
+    of its parts (the controller caches those of unchanged compartments)."""
+    data: bytes = msgpack.packb(dump, use_bin_type=True)
+    if len(data) > MAX_PAYLOAD:
+        raise OversizePayload(len(data), MAX_PAYLOAD)
+    return data
+
+
+def pack_parts(dump: Mapping[str, Any], packed: Mapping[str, Sequence[bytes]]) -> bytes:
+    """The same bytes as :func:`pack`, but the lists under the keys of ``packed`` come as
+    the msgpack encodings of their items (cached by the caller): a document of many
+    unchanged parts is assembled, not encoded again."""
+    packer = msgpack.Packer(use_bin_type=True)
+    out = [packer.pack_map_header(len(dump))]
+    for key, value in dump.items():
+        out.append(packer.pack(key))
+        if key in packed:
+            items = packed[key]
+            out.append(packer.pack_array_header(len(items)))
+            out.extend(items)
+        else:
+            out.append(packer.pack(value))
+    data = b"".join(out)
     if len(data) > MAX_PAYLOAD:
         raise OversizePayload(len(data), MAX_PAYLOAD)
     return data

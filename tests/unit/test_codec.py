@@ -203,6 +203,8 @@ def test_exported_names_are_exactly_the_intended_ones() -> None:
         "WrongKind",
         "decode",
         "encode",
+        "pack",
+        "pack_parts",
         "topics",
     }
     public = {n for n in vars(proto) if not n.startswith("_")} - {
@@ -215,3 +217,11 @@ def test_exported_names_are_exactly_the_intended_ones() -> None:
         "types",
     }
     assert public == set(proto.__all__)
+
+
+def test_a_frame_assembled_from_packed_parts_is_the_frame_encoded_whole() -> None:
+    dump = samples.DESIRED.model_dump(mode="json")
+    parts = {k: [pack(x) for x in dump[k]] for k in ("networks", "compartments")}
+    assert proto.pack_parts(dump, parts) == proto.encode(samples.DESIRED)
+    with pytest.raises(proto.OversizePayload):
+        proto.pack_parts(dump, {"compartments": [b"\xc4" + b"x" * (1 << 20)]})

@@ -1,0 +1,207 @@
+"""REST API throughput against a real controller process (uvicorn, SQLite store,
+publishing to a real Mosquitto with credentials and ACLs): compartment and endpoint
+creations per second without ``wait``, from concurrent clients. The hosts are known
+to the controller (each reported online with its own credential) but run no agent:
+this measures the controller alone.
+
+    .venv/bin/python -m benchmarks.api_throughput [--count 2000] [--concurrency 32] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import proto
+from controller import identities
+from proto import topics
+from proto.broker import BrokerURL, client
+
+from .common import cpu_seconds, git_commit, report, rss_mib
+from .rawhttp import Connection
+
+HOSTS = [f"s{i}" for i in range(1, 5)]
+SUBNET = ipaddress.IPv4Network("10.96.0.0/12")
+TARGETS = {"endpoint creates, no wait": "≥ 1,000/s"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def plexus() -> list[str]:
+    exe = Path(sys.executable).parent / "plexus"
+    return [str(exe)] if exe.exists() else [shutil.which("plexus") or "plexus"]
+
+
+def wait_until(ready: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"{what} did not come up")
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextmanager
+def controller_with_broker(work: Path) -> Iterator[tuple[str, BrokerURL, int]]:
+    """A secured broker and a controller process: (controller URL, broker URL, pid)."""
+    bport, cport = free_port(), free_port()
+    bd = identities.init(work / "broker", [("127.0.0.1", bport)], HOSTS)
+    procs: list[subprocess.Popen[bytes]] = []
+    log = open(work / "processes.log", "ab")  # noqa: SIM115
+    try:
+        procs.append(
+            subprocess.Popen(
+                [*plexus(), "broker", "run", "--dir", str(bd.path)], stdout=log, stderr=log
+            )
+        )
+        wait_until(lambda: listening(bport), "the broker")
+        broker = BrokerURL.parse(f"mqtt://127.0.0.1:{bport}")
+        procs.append(
+            subprocess.Popen(
+                [*plexus(), "controller", "--broker", str(broker),
+                 "--store", str(work / "plexus.db"), "--listen", f"127.0.0.1:{cport}",
+                 "--broker-credentials",
+                 str(bd.identity(identities.CONTROLLER)), "--log-level", "warning"],
+                stdout=log, stderr=log,
+            )
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{cport}"
+
+        def healthy() -> bool:
+            try:
+                return bool(httpx.get(f"{url}/healthz", timeout=1).json()["broker_connected"])
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, "the controller")
+        yield url, broker.with_credentials(None), procs[1].pid
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        log.close()
+
+
+async def report_online(broker: BrokerURL, work: Path) -> None:
+    for i, h in enumerate(HOSTS):
+        url = BrokerURL.parse(str(broker)).with_credentials(work / "broker" / "identities" / h)
+        status = proto.HostStatus(host=h, state="online", version="bench", vtep=f"198.18.0.{i + 1}")
+        async with client(url, h) as mqtt:
+            await mqtt.publish(topics.host_status(h), proto.encode(status), qos=1, retain=True)
+
+
+async def run_all(url: str, concurrency: int, requests: list[bytes]) -> float:
+    """Send ``requests`` over ``concurrency`` keep-alive connections; each must answer
+    201. Returns the wall time in seconds."""
+    queue = list(reversed(requests))
+    conns = [await Connection.open(url) for _ in range(concurrency)]
+
+    async def worker(conn: Connection) -> None:
+        while queue:
+            status, body = await conn.request(queue.pop())
+            if status != 201:
+                raise RuntimeError(f"{status} {body[:300]!r}")
+
+    start = time.monotonic()
+    try:
+        await asyncio.gather(*(worker(c) for c in conns))
+    finally:
+        for c in conns:
+            await c.close()
+    return time.monotonic() - start
+
+
+async def measure(url: str, count: int, concurrency: int) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        for _ in range(500):
+            hosts = (await http.get("/v1/hosts")).json()
+            if {h["id"] for h in hosts if h["state"] == "online"} >= set(HOSTS):
+                break
+            await asyncio.sleep(0.01)
+        r = await http.post("/v1/networks", json={"id": "tp", "subnet": str(SUBNET), "vni": 77})
+        assert r.status_code == 201, r.text
+        enc = await Connection.open(url)
+        comps = [
+            enc.encode("POST", "/v1/compartments", {"id": f"k{i}", "host": HOSTS[i % len(HOSTS)]})
+            for i in range(count)
+        ]
+        eps = [
+            enc.encode("POST", "/v1/endpoints", {"network": "tp", "compartment": f"k{i}"})
+            for i in range(count)
+        ]
+        await enc.close()
+        t_comp = await run_all(url, concurrency, comps)
+        t_ep = await run_all(url, concurrency, eps)
+        listed = (await http.get("/v1/endpoints", params={"network": "tp"})).json()
+        assert len(listed) == count, len(listed)
+    return [
+        {"what": "compartment creates, no wait", "value": rate(count, t_comp)},
+        {"what": "endpoint creates, no wait", "value": rate(count, t_ep)},
+    ]
+
+
+def rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:,.0f}/s ({count} in {seconds:.2f} s)"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.api_throughput", description=__doc__)
+    ap.add_argument("--count", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--quick", action="store_true", help="100 of each")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.count = 100
+    with tempfile.TemporaryDirectory(prefix="plexus-bench-") as d:
+        work = Path(d)
+        with controller_with_broker(work) as (url, broker, pid):
+            asyncio.run(report_online(broker, work))
+            cpu0, own0, wall0 = cpu_seconds(pid), cpu_seconds(os.getpid()), time.monotonic()
+            rows = asyncio.run(measure(url, args.count, args.concurrency))
+            wall = time.monotonic() - wall0
+            used = {
+                "controller": cpu_seconds(pid) - cpu0,
+                "client": cpu_seconds(os.getpid()) - own0,
+            }
+            for who, cpu in used.items():
+                rows.append(
+                    {"what": f"{who} CPU during the runs", "value": f"{cpu:.2f} s of {wall:.2f} s"}
+                )
+            rows.append({"what": "controller RSS after", "value": f"{rss_mib(pid)} MiB"})
+    return report(
+        "api_throughput",
+        rows,
+        {"count": args.count, "concurrency": args.concurrency, "commit": git_commit()},
+        TARGETS,
+    )
+
+
+if __name__ == "__main__":
+    main()

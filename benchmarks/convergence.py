@@ -1,0 +1,188 @@
+"""Convergence on the real kernel, in a ``plexus lab`` of 3 hosts (root).
+
+- N endpoint creations one at a time with ``wait=true``: API call → every host applied
+  (wall, at the client; and the controller's own ``elapsed_ms``), and API call → first
+  ICMP reply from a compartment on another host (a prober pings every millisecond);
+- N endpoints created in one burst (concurrent calls, no wait) until every host is in
+  sync (``/v1/status`` polled every 2 ms).
+
+Each endpoint goes into a compartment of its own, created (and waited for) before the
+timed call: the timed call includes making the endpoint's veth, moving it into the
+compartment, addresses, routes, and on the other hosts the FDB and neighbour entries.
+
+    sudo .venv/bin/python -m benchmarks.convergence [--count 200] [--hosts 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from agents import names
+from controller.lab import core
+
+from .common import console, git_commit, report, summary
+
+ROOT = Path(__file__).resolve().parents[1]
+NET = "bench"
+SUBNET = ipaddress.IPv4Network("10.200.0.0/16")
+TARGETS = {
+    "endpoint create → applied on every host (wall)": "p50 ≤ 8 ms, p99 ≤ 20 ms",
+    "endpoint create → first ping from another host": "p99 ≤ 50 ms",
+    "burst: endpoints created → every host in sync": "≤ 150 ms for 200",
+}
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def address(i: int) -> str:
+    return str(SUBNET[256 + i])  # 10.200.1.0 upwards; probers sit in 10.200.0.x
+
+
+class Prober:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, netns: str) -> Prober:
+        proc = await asyncio.create_subprocess_exec(
+            "nsenter", f"--net=/run/netns/{netns}", sys.executable, "-m", "benchmarks.prober",
+            cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 10)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"prober in {netns} did not start: {line!r}")
+        return cls(proc)
+
+    def aim(self, ip: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{ip}\n".encode())
+
+    async def reply(self) -> float | None:
+        assert self.proc.stdout is not None
+        _, _, t = (await asyncio.wait_for(self.proc.stdout.readline(), 10)).decode().partition(" ")
+        return None if t.strip() == "none" else float(t)
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def post(http: httpx.AsyncClient, path: str, body: dict[str, Any], wait: bool) -> Any:
+    params = {"wait": "true", "timeout": "30"} if wait else {}
+    r = await http.post(path, json=body, params=params)
+    if r.status_code != 201:
+        raise RuntimeError(f"POST {path} {body}: {r.status_code} {r.text}")
+    data = r.json()
+    if wait and not data["convergence"]["converged"]:
+        raise RuntimeError(f"POST {path} {body} did not converge: {data['convergence']}")
+    return data
+
+
+async def measure(spec: Any, count: int, burst: int) -> dict[str, Any]:
+    hosts = spec.hosts
+    probers: dict[str, Prober] = {}
+    async with httpx.AsyncClient(base_url=spec.controller_url, timeout=60) as http:
+        await post(http, "/v1/networks", {"id": NET, "subnet": str(SUBNET), "vni": 4242}, True)
+        for i, h in enumerate(hosts):
+            comp = f"probe-{h}"
+            await post(http, "/v1/compartments", {"id": comp, "host": h}, True)
+            ep = {"network": NET, "compartment": comp, "ip": str(SUBNET[i + 2])}
+            await post(http, "/v1/endpoints", ep, True)
+            probers[h] = await Prober.start(names.netns(h, comp))
+        try:
+            comp_ms, applied, server, ping = [], [], [], []
+            for i in range(count):
+                host, peer = hosts[i % len(hosts)], hosts[(i + 1) % len(hosts)]
+                t = time.monotonic()
+                await post(http, "/v1/compartments", {"id": f"c{i}", "host": host}, True)
+                comp_ms.append((time.monotonic() - t) * 1000)
+                ip = address(i)
+                probers[peer].aim(ip)
+                t0 = time.monotonic()
+                data = await post(
+                    http, "/v1/endpoints", {"network": NET, "compartment": f"c{i}", "ip": ip}, True
+                )
+                t1 = time.monotonic()
+                t2 = await probers[peer].reply()
+                if t2 is None:
+                    raise RuntimeError(f"{ip} on {host} never answered {peer}'s prober")
+                applied.append((t1 - t0) * 1000)
+                server.append(data["convergence"]["elapsed_ms"])
+                ping.append((t2 - t0) * 1000)
+
+            for i in range(burst):
+                host = hosts[i % len(hosts)]
+                await post(http, "/v1/compartments", {"id": f"b{i}", "host": host}, True)
+            t0 = time.monotonic()
+            await asyncio.gather(
+                *(
+                    post(
+                        http,
+                        "/v1/endpoints",
+                        {"network": NET, "compartment": f"b{i}", "ip": address(count + i)},
+                        False,
+                    )
+                    for i in range(burst)
+                )
+            )
+            t_created = time.monotonic()
+            while not (await http.get("/v1/status")).json()["in_sync"]:  # noqa: ASYNC110
+                await asyncio.sleep(0.002)  # polling the API is the measurement
+            t_sync = time.monotonic()
+        finally:
+            for p in probers.values():
+                await p.stop()
+    rows = [
+        {"what": "compartment create (namespace) → applied (wall)", **summary(comp_ms)},
+        {"what": "endpoint create → applied on every host (wall)", **summary(applied)},
+        {"what": "endpoint create → applied, controller-measured", **summary(server)},
+        {"what": "endpoint create → first ping from another host", **summary(ping)},
+        {"what": f"burst: {burst} endpoint creates answered", "value": ms(t_created - t0)},
+        {"what": "burst: endpoints created → every host in sync", "value": ms(t_sync - t0)},
+    ]
+    return {"rows": rows, "hosts": len(hosts), "count": count, "burst": burst}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.convergence", description=__doc__)
+    ap.add_argument("--count", type=int, default=200)
+    ap.add_argument("--burst", type=int, default=200)
+    ap.add_argument("--hosts", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="10 endpoints, a burst of 10, 2 hosts")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.count, args.burst, args.hosts = 10, 10, 2
+    if os.geteuid() != 0:
+        sys.exit("the convergence benchmark builds a lab of namespaces: run it as root")
+    directory = Path(tempfile.mkdtemp(prefix="plexus-bench-"))
+    spec = core.plan(directory / "lab", args.hosts, f"cb{os.getpid() % 10000}x")
+    try:
+        core.up(spec, lambda s: console.print(f"[dim]lab: {s}[/dim]"))
+        result = asyncio.run(measure(spec, args.count, args.burst))
+    finally:
+        core.down(spec.dir)
+        directory.rmdir()
+    return report(
+        "convergence",
+        result.pop("rows"),
+        {**result, "commit": git_commit()},
+        TARGETS,
+    )
+
+
+if __name__ == "__main__":
+    main()

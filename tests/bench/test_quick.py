@@ -1,0 +1,50 @@
+"""Every benchmark's ``--quick`` variant runs and prints its figures: a smoke test
+that the benchmark works, not of its timing (the figures are in the README)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.kernel.lab import require_root
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_benchmark(name: str, *args: str) -> dict[str, object]:
+    proc = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", "--quick", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")]
+    result: dict[str, object] = json.loads(line.removeprefix("BENCH "))
+    assert result["benchmark"] == name and result["rows"]
+    return result
+
+
+@pytest.mark.broker
+def test_api_throughput_quick() -> None:
+    result = run_benchmark("api_throughput")
+    rates = {r["what"]: r["value"] for r in result["rows"]}  # type: ignore[attr-defined]
+    # the benchmark itself checks that every create answered 201 and all are listed
+    for what in ("compartment creates, no wait", "endpoint creates, no wait"):
+        assert "/s (100 in " in rates[what], rates
+
+
+@pytest.mark.kernel
+def test_convergence_quick() -> None:
+    require_root()
+    result = run_benchmark("convergence")
+    rows = {r["what"]: r for r in result["rows"]}  # type: ignore[attr-defined]
+    assert rows["endpoint create → applied on every host (wall)"]["n"] == 10
+    assert rows["endpoint create → first ping from another host"]["n"] == 10
