@@ -7,6 +7,8 @@ plan, apply. The MQTT session (:mod:`agents.daemon`) only moves bytes.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -44,6 +46,11 @@ class AgentMetrics:
         )
         self.rejected = Counter(
             "plexus_agent_rejected_messages_total", "messages refused", ["reason"], registry=r
+        )
+        self.view_diverged = Counter(
+            "plexus_agent_view_diverged_total",
+            "passes whose view of the kernel differed from a full read (verify_view only)",
+            registry=r,
         )
         self.dropped = Counter(
             "plexus_agent_dropped_messages_total",
@@ -99,6 +106,8 @@ class Agent:
     errors: list[str] = field(default_factory=list)
     #: set whenever something arrived that a pass should look at
     dirty: bool = True
+    #: after each pass on the driver's view, check it against a full read (tests)
+    verify_view: bool = False
 
     # -- wire --------------------------------------------------------------------------
 
@@ -179,8 +188,11 @@ class Agent:
     def complete(self) -> bool:
         return self.doc is not None and all(t.complete for t in self.tables.values())
 
-    async def reconcile(self) -> PassResult:
-        """One level-triggered pass. Nothing happens before the desired document."""
+    async def reconcile(self, full: bool = True) -> PassResult:
+        """One pass: read the kernel (``full``) or the driver's view of it, diff against
+        the desired state, apply the difference. Nothing happens before the desired
+        document. With ``verify_view``, a pass on the view ends with a full read that
+        must equal it (tests run agents so)."""
         start = time.perf_counter()
         self.dirty = False
         if self.doc is None:
@@ -191,8 +203,9 @@ class Agent:
         errors: list[str] = []
         actions = []
         try:
-            actual = await self.kernel.read()
-            self.metrics.rule_counters(actual.counters)
+            actual = await self.kernel.read(full)
+            if full:
+                self.metrics.rule_counters(actual.counters)
             want = desired_state(self.host, doc, records, self.vtep, self.allowed_uplinks)
             actions = plan(want, actual, complete=complete)
             for refusal in want.refused:
@@ -217,6 +230,8 @@ class Agent:
             self.applied_networks = gens
         self.errors = errors[:MAX_ERRORS]
         duration = time.perf_counter() - start
+        if self.verify_view and not full and not errors:
+            await self._verify_view()
         self.metrics.pass_seconds.observe(duration)
         log.info(
             "reconcile_pass",
@@ -225,9 +240,26 @@ class Agent:
             actions=len(actions),
             errors=len(errors),
             complete=complete,
+            full=full,
             desired_generation=doc.generation,
         )
         return PassResult(len(actions), errors, duration, complete)
+
+    async def _verify_view(self) -> None:
+        """Compare the driver's view with a full read of the kernel; log a difference."""
+        view = copy.deepcopy(await self.kernel.read(False))
+        fresh = await self.kernel.read(True)
+        if view != fresh:
+            diff = {}
+            for f in dataclasses.fields(view):
+                mine, theirs = _items(getattr(view, f.name)), _items(getattr(fresh, f.name))
+                if f.compare and mine != theirs:
+                    diff[f.name] = {
+                        "view_only": sorted(map(str, mine - theirs)),
+                        "kernel_only": sorted(map(str, theirs - mine)),
+                    }
+            self.metrics.view_diverged.inc()
+            log.error("view_diverged", host=self.host, diff=diff)
 
     def status(self, state: Literal["online", "offline"] = "online") -> proto.HostStatus:
         return proto.HostStatus(
@@ -240,3 +272,12 @@ class Agent:
             errors=tuple(e[:1024] for e in self.errors),
             time=time.time(),
         )
+
+
+def _items(value: object) -> set[object]:
+    """A state field as a set of comparable items, for a readable difference."""
+    if isinstance(value, dict):
+        return set(value.items())
+    if isinstance(value, set | frozenset):
+        return set(value)
+    return {value}

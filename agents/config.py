@@ -24,6 +24,9 @@ class AgentSettings(BaseSettings):
     vtep_address: str | None = None
     vtep_interface: str | None = None
     resync_interval: float = Field(default=30.0, gt=0)
+    #: after every pass on the driver's view of the kernel, compare it with a full read
+    #: and log ``view_diverged`` (for tests; costs a full read per pass)
+    verify_view: bool = False
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -44,16 +44,21 @@ class AgentDaemon:
     # -- reconcile loop ----------------------------------------------------------------
 
     async def reconciler(self) -> None:
+        """Passes woken by a message diff against the driver's view of the kernel; the
+        first pass, periodic ones and any after a failure read the kernel in full."""
         backoff = 0.0
+        full = True
         while True:
             timeout = backoff or self.resync_interval
             # wait_for, not asyncio.timeout: on 3.11 the latter can swallow a cancellation
             # that arrives as it expires, and a TaskGroup could then never finish
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self.wake.wait(), timeout)
+            except TimeoutError:
+                full = True
             self.wake.clear()
             try:
-                result = await self.agent.reconcile()
+                result = await self.agent.reconcile(full)
                 failed = bool(result.errors)
                 await self.publish_status()
                 if failed:
@@ -61,6 +66,7 @@ class AgentDaemon:
             except Exception:  # the loop must outlive any one pass
                 log.exception("reconcile_pass_failed", host=self.agent.host)
                 failed = True
+            full = failed
             backoff = min(max(backoff * 2, 0.5), 30.0) if failed else 0.0
 
     async def publish_status(self, force: bool = False) -> None:
@@ -203,6 +209,7 @@ async def serve(settings: AgentSettings, kernel: Kernel | None = None) -> None:
         kernel = LinuxKernel(settings.host_id)
     vtep = await resolve_vtep(settings)
     agent = Agent(settings.host_id, kernel, vtep, frozenset(settings.allowed_uplinks))
+    agent.verify_view = settings.verify_view
     daemon = AgentDaemon(agent, settings.broker_url(), settings.resync_interval)
     if settings.metrics_port:
         from prometheus_client import start_http_server

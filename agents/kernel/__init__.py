@@ -23,8 +23,11 @@ class KernelError(Exception):
 
 
 class Kernel(Protocol):
-    async def read(self) -> HostState:
-        """The Plexus-owned objects of this host, as they are now."""
+    async def read(self, full: bool = True) -> HostState:
+        """The Plexus-owned objects of this host, as they are now. ``full=False`` lets a
+        driver answer from its view: its last full read with its own successful
+        actions since applied to it (a pass woken by a message then costs O(change),
+        not O(host); periodic passes read in full and repair drift)."""
         ...
 
     async def apply(self, action: Action) -> None:

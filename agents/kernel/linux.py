@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
-from collections.abc import AsyncIterator
+import os
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,12 +22,67 @@ from .. import names
 from .. import plan as p
 from ..model import Bridge, Fdb, HostState, Neigh, Veth, Vxlan
 from . import KernelError, nft
+from .view import apply_to
 
 NUD_PERMANENT = 0x80
 IFF_UP = 0x1
 GONE = {errno.ENOENT, errno.ENODEV, errno.ESRCH, errno.EADDRNOTAVAIL}
 #: the sysctls the agent reads back (and sets when a network needs them)
 SYSCTLS = ("net.ipv4.ip_forward",)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+
+
+#: ARP retry interval of a compartment's interfaces (the kernel's default is 1 s)
+ARP_RETRANS_MS = 100
+
+
+def _tune_compartment() -> None:
+    """Interfaces made in the compartment from now on announce their address when they
+    come up (a gratuitous ARP): peers on the same host's bridge learn it at once."""
+    Path("/proc/sys/net/ipv4/conf/default/arp_notify").write_text("1")
+
+
+def _tune_interface(ifname: str) -> Callable[[], None]:
+    """Retry an unanswered ARP after 100 ms, not 1 s: a peer that asked for an endpoint
+    before it existed reaches it at most 100 ms after its own host's agent added the
+    neighbour entry the overlay's ARP proxy answers from. (The proxy consumes ARP
+    requests, gratuitous ones too: an announcement cannot cross the overlay.) Per
+    interface: ``neigh/default`` exists in the initial namespace only."""
+
+    def tune() -> None:
+        path = Path(f"/proc/sys/net/ipv4/neigh/{ifname}/retrans_time_ms")
+        path.write_text(str(ARP_RETRANS_MS))
+
+    return tune
+
+
+async def in_netns(ns: str, fn: Callable[[], None]) -> None:
+    """Run ``fn`` in network namespace ``ns`` (``/proc/sys/net`` is then that of
+    ``ns``): on a thread of its own, which enters ``ns`` and ends after, so no other
+    work ever runs in the wrong namespace."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns {ns}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            fn()
+        except BaseException as e:  # handed to the caller
+            failure.append(e)
+
+    thread = threading.Thread(target=run, name=f"netns-{ns}", daemon=True)
+    thread.start()
+    await asyncio.to_thread(thread.join)
+    if failure:
+        raise failure[0]
 
 
 def _sysctl_path(key: str) -> Path:
@@ -44,6 +102,9 @@ class LinuxKernel:
         self.prefix = names.netns_prefix(host)
         self._ipr: AsyncIPRoute | None = None
         self._ns: dict[str, AsyncIPRoute] = {}
+        #: the last full read, with this driver's successful actions since applied to
+        #: it (None: the next read is a full one)
+        self._view: HostState | None = None
 
     async def _root(self) -> AsyncIPRoute:
         if self._ipr is None:
@@ -70,7 +131,17 @@ class LinuxKernel:
 
     # -- read --------------------------------------------------------------------------
 
-    async def read(self) -> HostState:
+    async def read(self, full: bool = True) -> HostState:
+        """With ``full=False``, the driver's view (no kernel call): the state of its last
+        full read plus what its own actions since did. The state returned is the view:
+        the caller must not change it, and it changes as actions are applied."""
+        if not full and self._view is not None:
+            return self._view
+        self._view = None
+        self._view = await self._read()
+        return self._view
+
+    async def _read(self) -> HostState:
         st = HostState()
         st.namespaces = {n for n in netns.listnetns() if n.startswith(self.prefix)}
         ipr = await self._root()
@@ -181,12 +252,19 @@ class LinuxKernel:
 
     async def apply(self, action: p.Action) -> None:
         op = type(action).__name__
+        view, self._view = self._view, None  # a failure leaves the kernel unknown
         try:
             await self._apply(action)
         except NetlinkError as e:
             raise KernelError(op, _obj(action), e.code, str(e)) from None
         except OSError as e:
             raise KernelError(op, _obj(action), e.errno or 0, str(e)) from None
+        if view is not None:
+            try:
+                apply_to(view, action)
+            except KernelError:  # the view and the kernel disagree: read in full next
+                return
+            self._view = view
 
     async def _index(self, name: str, ipr: AsyncIPRoute | None = None) -> int:
         ipr = ipr or await self._root()
@@ -209,6 +287,7 @@ class LinuxKernel:
             case p.AddNamespace(name):
                 if name not in netns.listnetns():
                     await asyncio.to_thread(netns.create, name)
+                await in_netns(name, _tune_compartment)
                 inner = await self._in(name)
                 await inner.link("set", index=1, state="up")
             case p.DelNamespace(name):
@@ -397,10 +476,13 @@ class LinuxKernel:
             state="up",
         )
         in_idx = await self._index(v.inner, inner)
-        await inner.link("set", index=in_idx, address=v.mac, mtu=v.mtu, state="up")
+        await inner.link("set", index=in_idx, address=v.mac, mtu=v.mtu)
         ip, _, plen = v.address.partition("/")
         async with self._ensure(errno.EEXIST):
             await inner.addr("add", index=in_idx, address=ip, prefixlen=int(plen))
+        await in_netns(v.netns, _tune_interface(v.inner))
+        # up last, with its address: the namespace's arp_notify then announces it
+        await inner.link("set", index=in_idx, state="up")
 
 
 def _obj(action: p.Action) -> str:

@@ -96,8 +96,19 @@ class Lab:
         # the last one proves that an uplink not allowed is refused
         if host != self.hosts[-1]:
             cmd += ["--allowed-uplink", "uplink"]
+        # every pass on the agent's view of the kernel is checked against a full read
+        env = {**os.environ, "PLEXUS_VERIFY_VIEW": "true"}
         with open(self.agent_log(host), "ab") as log:
-            self.agents[host] = subprocess.Popen(cmd, stdout=log, stderr=log)
+            self.agents[host] = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
+
+    def diverged(self) -> list[str]:
+        """``view_diverged`` lines of every agent's log: the view missed a change."""
+        out = []
+        for h in self.hosts:
+            path = self.agent_log(h)
+            if path.exists():
+                out += [ln for ln in path.read_text().splitlines() if "view_diverged" in ln]
+        return out
 
     @staticmethod
     def nsenter(ns: str) -> list[str]:

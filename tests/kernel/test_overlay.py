@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pyroute2 import IPRoute
 
 from agents import names
+from agents.kernel.linux import ARP_RETRANS_MS, in_netns
 from tests.kernel.lab import Lab
 from tests.support import InProcessController
 
@@ -92,6 +94,21 @@ async def test_agent_programs_compartment_and_overlay(ctl: InProcessController, 
 
     await asyncio.to_thread(check)
     assert await asyncio.to_thread(lab.wait_ping, h1, "c1", e2["ip"])
+
+    # the compartment's neighbour tuning: announce on up, retry ARP after 100 ms
+    tuned: dict[str, str] = {}
+
+    def read_sysctls() -> None:
+        base = Path("/proc/sys/net/ipv4")
+        tuned["arp_notify"] = (base / "conf/default/arp_notify").read_text().strip()
+        tuned["retrans"] = (base / "neigh/eth0/retrans_time_ms").read_text().strip()
+
+    await in_netns(lab.compartment_ns(h1, "c1"), read_sysctls)
+    assert tuned == {"arp_notify": "1", "retrans": str(ARP_RETRANS_MS)}
+    # passes woken by messages ran on the agent's view of the kernel, each checked
+    # against a full read (the lab fixture fails the test on any divergence)
+    passes = [ln for ln in lab.agent_log(h1).read_text().splitlines() if "reconcile_pass" in ln]
+    assert any('"full": false' in ln for ln in passes)
 
     # deletion removes the kernel objects on every host
     r = await ctl.http.delete(f"/v1/endpoints/{e2['id']}?wait=true&timeout=10")

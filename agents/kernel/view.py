@@ -1,0 +1,73 @@
+"""What an action does to a :class:`HostState`: the in-memory kernel's semantics, and
+how the Linux driver keeps its view of the kernel current between full reads."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+
+from .. import plan as p
+from ..model import HostState
+from . import KernelError
+
+
+def apply_to(st: HostState, action: p.Action) -> None:
+    """Change ``st`` as ``action`` changes the kernel; raises :class:`KernelError` where
+    the kernel would refuse it."""
+    match action:
+        case p.AddNamespace(name):
+            st.namespaces.add(name)
+        case p.DelNamespace(name):
+            st.namespaces.discard(name)
+            st.routes.pop(name, None)
+            for v in [v for v in st.veths.values() if v.netns == name]:
+                del st.veths[v.name]
+        case p.AddBridge(br) | p.SetBridge(_, br):
+            st.bridges[br.name] = br
+        case p.DelBridge(name):
+            st.bridges.pop(name, None)
+            for v in [v for v in st.veths.values() if v.bridge == name]:
+                st.veths[v.name] = dataclasses.replace(v, bridge="")
+            for x in [x for x in st.vxlans.values() if x.bridge == name]:
+                st.vxlans[x.name] = dataclasses.replace(x, bridge="")
+        case p.AddVxlan(vx):
+            if vx.bridge not in st.bridges:
+                raise KernelError("AddVxlan", vx.name, errno.ENODEV, "no bridge")
+            st.vxlans[vx.name] = vx
+        case p.DelVxlan(name):
+            st.vxlans.pop(name, None)
+            st.fdb = {f for f in st.fdb if f.device != name}
+            st.neigh = {n for n in st.neigh if n.device != name}
+        case p.AddVeth(v):
+            if v.netns not in st.namespaces:
+                raise KernelError("AddVeth", v.name, errno.ENOENT, f"no namespace {v.netns}")
+            if v.bridge not in st.bridges:
+                raise KernelError("AddVeth", v.name, errno.ENODEV, f"no bridge {v.bridge}")
+            st.veths[v.name] = v
+        case p.DelVeth(name):
+            gone = st.veths.pop(name, None)
+            if gone is not None and st.routes.get(gone.netns) is not None:
+                st.routes[gone.netns] = None
+        case p.SetRoute(ns, gw):
+            if ns not in st.namespaces:
+                raise KernelError("SetRoute", ns, errno.ENOENT, "no namespace")
+            st.routes[ns] = gw
+        case p.AddFdb(f):
+            if f.device not in st.vxlans:
+                raise KernelError("AddFdb", f.device, errno.ENODEV, "no device")
+            st.fdb.add(f)
+        case p.DelFdb(f):
+            st.fdb.discard(f)
+        case p.AddNeigh(n):
+            if n.device not in st.vxlans:
+                raise KernelError("AddNeigh", n.device, errno.ENODEV, "no device")
+            st.neigh = {x for x in st.neigh if (x.device, x.ip) != (n.device, n.ip)}
+            st.neigh.add(n)
+        case p.DelNeigh(n):
+            st.neigh.discard(n)
+        case p.SetRules(rules):
+            st.rules = rules
+        case p.DelRules():
+            st.rules = None
+        case p.SetSysctl(key, value):
+            st.sysctls[key] = value
