@@ -129,52 +129,55 @@ def up(spec: LabSpec, step: Step, timeout: float = 30.0) -> LabSpec:
         except (identities.IdentityError, OSError) as e:
             raise LabError(f"cannot make the broker's credentials: {e}") from None
         _configs(spec)
-        plexus = procs.plexus_command()
 
         step(
             f"broker (Mosquitto) on {spec.local_broker_url} and {spec.broker_url}, "
             f"{'client certificates' if spec.tls else 'passwords'} and ACLs"
         )
-        spec.pids["broker"] = procs.spawn(
-            [
-                *plexus,
-                "broker",
-                "run",
-                "--dir",
-                str(spec.broker_dir),
-            ],
-            spec.log("broker"),
-        )
-        spec.save()
+        start(spec, "broker")
         _until(spec, "broker", timeout, lambda: _listening(spec.broker_port))
 
         step(f"controller on {spec.controller_url}")
-        spec.pids["controller"] = procs.spawn(
-            [*plexus, "controller", "--config", str(spec.controller_config)],
-            spec.log("controller"),
-        )
-        spec.save()
+        start(spec, "controller")
         _until(spec, "controller", timeout, lambda: _healthy(spec))
 
         step(f"agents: {', '.join(spec.hosts)}")
         for h in spec.hosts:
-            spec.pids[f"agent:{h}"] = procs.spawn(
-                [
-                    "nsenter",  # the host's network namespace only, not a private mount ns
-                    f"--net=/run/netns/{spec.host_ns(h)}",
-                    *plexus,
-                    "agent",
-                    "--config",
-                    str(spec.agent_config(h)),
-                ],
-                spec.log(h),
-            )
-        spec.save()
+            start(spec, f"agent:{h}")
         _until(spec, "agents", timeout, lambda: not _offline(spec))
     except BaseException:
         down(spec.dir)
         raise
     return spec
+
+
+def command(spec: LabSpec, process: str) -> list[str]:
+    """How the lab runs ``process``: ``broker``, ``controller`` or ``agent:HOST``."""
+    plexus = procs.plexus_command()
+    if process == "broker":
+        return [*plexus, "broker", "run", "--dir", str(spec.broker_dir)]
+    if process == "controller":
+        return [*plexus, "controller", "--config", str(spec.controller_config)]
+    host = process.removeprefix("agent:")
+    if process.startswith("agent:") and host in spec.hosts:
+        return [
+            "nsenter",  # the host's network namespace only, not a private mount ns
+            f"--net=/run/netns/{spec.host_ns(host)}",
+            *plexus,
+            "agent",
+            "--config",
+            str(spec.agent_config(host)),
+        ]
+    raise LabError(f"no process {process!r} in this lab")
+
+
+def start(spec: LabSpec, process: str) -> int:
+    """Start one of the lab's processes (again) and record its pid in the state file."""
+    argv = command(spec, process)
+    log = spec.log(process.removeprefix("agent:"))
+    spec.pids[process] = pid = procs.spawn(argv, log)
+    spec.save()
+    return pid
 
 
 def _listening(port: int) -> bool:

@@ -48,3 +48,12 @@ def test_convergence_quick() -> None:
     rows = {r["what"]: r for r in result["rows"]}  # type: ignore[attr-defined]
     assert rows["endpoint create → applied on every host (wall)"]["n"] == 10
     assert rows["endpoint create → first ping from another host"]["n"] == 10
+
+
+@pytest.mark.kernel
+def test_restart_quick() -> None:
+    require_root()
+    result = run_benchmark("restart")
+    rows = {r["what"].split(": ")[-1] for r in result["rows"]}  # type: ignore[attr-defined]
+    assert rows == {"packets lost", "kill → new endpoint applied"}
+    assert len(result["rows"]) == 6  # type: ignore[arg-type]

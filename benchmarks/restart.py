@@ -1,0 +1,174 @@
+"""Restart without loss, in a ``plexus lab`` of 2 hosts (root): a ping every 10 ms
+from a compartment on one host to one on the other while, in turn, the agent of the
+first host is SIGKILLed and started again, the controller is restarted and the broker
+is restarted. For each: packets lost, and the time from the kill until a new endpoint
+(created with ``wait=true``, retried while the API or the broker is away) is applied
+on every host again.
+
+    sudo .venv/bin/python -m benchmarks.restart [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from agents import names
+from controller.lab import core, procs
+
+from .common import console, git_commit, report
+
+NET = "rs"
+TARGETS = {"packets lost": "0"}
+
+
+async def ping_during(netns: str, ip: str, seconds: float) -> tuple[int, int]:
+    """(sent, received) of a ping every 10 ms for ``seconds``."""
+    proc = await asyncio.create_subprocess_exec(
+        "nsenter", f"--net=/run/netns/{netns}", "ping", "-n", "-q", "-i", "0.01",
+        "-w", str(round(seconds)), ip,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    m = re.search(rb"(\d+) packets transmitted, (\d+) received", out)
+    if m is None:
+        raise RuntimeError(f"ping printed no summary: {out!r} {err!r}")
+    return int(m[1]), int(m[2])
+
+
+def applied(r: httpx.Response, hosts: set[str]) -> bool:
+    """Created, and applied by every one of ``hosts`` (a wait counts only online hosts:
+    a host whose agent is down must not pass for one that applied)."""
+    if r.status_code != 201:
+        return False
+    conv = r.json()["convergence"]
+    return bool(conv["converged"]) and hosts <= set(conv["hosts"]) and not conv["offline"]
+
+
+async def in_sync(http: httpx.AsyncClient, hosts: set[str]) -> None:
+    """Until ``hosts`` are online and everything is applied (polled every 10 ms)."""
+    while True:
+        status = (await http.get("/v1/status")).json()
+        up = {h["id"] for h in status["hosts"] if h["state"] == "online"}
+        if status["in_sync"] and hosts <= up:
+            return
+        await asyncio.sleep(0.01)
+
+
+async def converge_again(
+    http: httpx.AsyncClient, hosts: set[str], host: str, n: int, start: float
+) -> float:
+    """Seconds from ``start`` until a new compartment on ``host`` and its endpoint are
+    applied by every one of ``hosts``."""
+    comp = f"r{n}"
+    while True:
+        try:
+            r = await http.post(
+                "/v1/compartments", json={"id": comp, "host": host},
+                params={"wait": "true", "timeout": "5"},
+            )  # fmt: skip
+            if r.status_code == 201 and not applied(r, {host}):
+                await in_sync(http, {host})  # made while its host was away
+            elif r.status_code not in (201, 409):
+                await asyncio.sleep(0.05)
+                continue
+            r = await http.post(
+                "/v1/endpoints", json={"network": NET, "compartment": comp},
+                params={"wait": "true", "timeout": "5"},
+            )  # fmt: skip
+            if applied(r, hosts):
+                return time.monotonic() - start
+            if r.status_code == 201:  # made while a host was away
+                await in_sync(http, hosts)
+                return time.monotonic() - start
+        except httpx.HTTPError:
+            pass  # the controller is away
+        await asyncio.sleep(0.05)
+
+
+def gone(pid: int, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while procs.alive(pid):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"process {pid} did not stop")
+        time.sleep(0.01)
+
+
+async def measure(spec: Any, settle: float) -> list[dict[str, Any]]:
+    h1, h2 = spec.hosts[:2]
+    rows: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(base_url=spec.controller_url, timeout=30) as http:
+        r = await http.post(
+            "/v1/networks", json={"id": NET, "subnet": "10.210.0.0/24", "vni": 4321}
+        )
+        assert r.status_code == 201, r.text
+        ips = {}
+        for comp, host in (("a", h1), ("b", h2)):
+            r = await http.post(
+                "/v1/compartments", json={"id": comp, "host": host}, params={"wait": "true"}
+            )
+            assert r.status_code == 201, r.text
+            r = await http.post(
+                "/v1/endpoints", json={"network": NET, "compartment": comp}, params={"wait": "true"}
+            )
+            assert r.status_code == 201 and r.json()["convergence"]["converged"], r.text
+            ips[comp] = r.json()["ip"]
+        src = names.netns(h1, "a")
+        sent, got = await ping_during(src, ips["b"], 1)
+        assert got == sent, f"no clean baseline: {got}/{sent}"
+
+        for n, (what, process, hard) in enumerate(
+            [
+                (f"agent of {h1} SIGKILLed, started again", f"agent:{h1}", True),
+                ("controller restarted", "controller", False),
+                ("broker restarted", "broker", False),
+            ]
+        ):
+            pinging = asyncio.create_task(ping_during(src, ips["b"], settle))
+            await asyncio.sleep(0.5)
+            start = time.monotonic()
+            pid = spec.pids[process]
+            os.kill(pid, signal.SIGKILL if hard else signal.SIGTERM)
+            await asyncio.to_thread(gone, pid)
+            core.start(spec, process)
+            took = await converge_again(http, {h1, h2}, h1, n, start)
+            sent, got = await pinging
+            rows.append({"what": f"{what}: packets lost", "value": f"{sent - got} of {sent}"})
+            rows.append(
+                {"what": f"{what}: kill → new endpoint applied", "value": f"{took * 1000:.0f} ms"}
+            )
+    return rows  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.restart", description=__doc__)
+    ap.add_argument("--settle", type=float, default=8.0, help="seconds of ping per restart")
+    ap.add_argument("--quick", action="store_true", help="4 s of ping per restart")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.settle = 4.0
+    if os.geteuid() != 0:
+        sys.exit("the restart benchmark builds a lab of namespaces: run it as root")
+    directory = Path(tempfile.mkdtemp(prefix="plexus-bench-"))
+    spec = core.plan(directory / "lab", 2, f"rb{os.getpid() % 10000}x")
+    try:
+        core.up(spec, lambda s: console.print(f"[dim]lab: {s}[/dim]"))
+        rows = asyncio.run(measure(spec, args.settle))
+    finally:
+        core.down(spec.dir)
+        directory.rmdir()
+    return report("restart", rows, {"settle_s": args.settle, "commit": git_commit()}, TARGETS)
+
+
+if __name__ == "__main__":
+    main()
