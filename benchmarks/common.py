@@ -97,3 +97,12 @@ def git_commit() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM (``timeout``, a CI runner) exits through ``finally`` blocks, so that a
+    benchmark's lab is brought down, not left behind."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

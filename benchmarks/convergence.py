@@ -30,7 +30,7 @@ import httpx
 from agents import names
 from controller.lab import core
 
-from .common import console, git_commit, report, summary
+from .common import console, exit_on_sigterm, git_commit, report, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 NET = "bench"
@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.count, args.burst, args.hosts = 10, 10, 2
     if os.geteuid() != 0:
         sys.exit("the convergence benchmark builds a lab of namespaces: run it as root")
+    exit_on_sigterm()
     directory = Path(tempfile.mkdtemp(prefix="plexus-bench-"))
     spec = core.plan(directory / "lab", args.hosts, f"cb{os.getpid() % 10000}x")
     try:

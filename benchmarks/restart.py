@@ -26,7 +26,7 @@ import httpx
 from agents import names
 from controller.lab import core, procs
 
-from .common import console, git_commit, report
+from .common import console, exit_on_sigterm, git_commit, report
 
 NET = "rs"
 TARGETS = {"packets lost": "0"}
@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.settle = 4.0
     if os.geteuid() != 0:
         sys.exit("the restart benchmark builds a lab of namespaces: run it as root")
+    exit_on_sigterm()
     directory = Path(tempfile.mkdtemp(prefix="plexus-bench-"))
     spec = core.plan(directory / "lab", 2, f"rb{os.getpid() % 10000}x")
     try:

@@ -57,3 +57,14 @@ def test_restart_quick() -> None:
     rows = {r["what"].split(": ")[-1] for r in result["rows"]}  # type: ignore[attr-defined]
     assert rows == {"packets lost", "kill → new endpoint applied"}
     assert len(result["rows"]) == 6  # type: ignore[arg-type]
+
+
+@pytest.mark.kernel
+def test_dataplane_quick() -> None:
+    require_root()
+    result = run_benchmark("dataplane")
+    rows = {r["what"]: r["value"] for r in result["rows"]}  # type: ignore[attr-defined]
+    # a dataplane that works at all: both directions measured, no MTU black hole
+    assert rows["overlay TCP, compartment ↔ compartment across hosts"].endswith("Gbit/s")
+    assert rows["don't-fragment ping at the overlay MTU"] == "passes"
+    assert rows["one byte over: refused at the sender"] == "yes"
