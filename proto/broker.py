@@ -91,8 +91,8 @@ class BrokerURL:
 
 
 #: bounds of a client's receive queue: a flood is dropped (and counted), not buffered
-MAX_QUEUED_MESSAGES = 20_000
-MAX_QUEUED_BYTES = 64 << 20
+MAX_QUEUED_MESSAGES = 10_000
+MAX_QUEUED_BYTES = 32 << 20
 
 
 def bounded_queue(

@@ -143,6 +143,8 @@ async def test_a_lab_survives_a_flood_from_a_host_credential(lab: LabUnderTest) 
         )
     )
     assert refused > 0, metrics[:2000]
+    dropped = re.search(r"^plexus_dropped_messages_total (\S+)", metrics, re.M)
+    print(f"controller: {refused:.0f} refused from the intruder, dropped {dropped and dropped[1]}")
     # the victim's status is still its own agent's: the intruder's lies never arrived
     hosts = {h["id"]: h for h in lab.json("host", "list")}
     assert not hosts[h2]["vtep"].startswith("198.18.200.")
