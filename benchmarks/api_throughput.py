@@ -31,8 +31,8 @@ from controller import identities
 from proto import topics
 from proto.broker import BrokerURL, client
 
-from .common import cpu_seconds, git_commit, report, rss_mib
-from .rawhttp import Connection
+from .common import cpu_seconds, report, rss_mib
+from .rawhttp import Connection, post_all
 
 HOSTS = [f"s{i}" for i in range(1, 5)]
 SUBNET = ipaddress.IPv4Network("10.96.0.0/12")
@@ -117,27 +117,6 @@ async def report_online(broker: BrokerURL, work: Path) -> None:
             await mqtt.publish(topics.host_status(h), proto.encode(status), qos=1, retain=True)
 
 
-async def run_all(url: str, concurrency: int, requests: list[bytes]) -> float:
-    """Send ``requests`` over ``concurrency`` keep-alive connections; each must answer
-    201. Returns the wall time in seconds."""
-    queue = list(reversed(requests))
-    conns = [await Connection.open(url) for _ in range(concurrency)]
-
-    async def worker(conn: Connection) -> None:
-        while queue:
-            status, body = await conn.request(queue.pop())
-            if status != 201:
-                raise RuntimeError(f"{status} {body[:300]!r}")
-
-    start = time.monotonic()
-    try:
-        await asyncio.gather(*(worker(c) for c in conns))
-    finally:
-        for c in conns:
-            await c.close()
-    return time.monotonic() - start
-
-
 async def measure(url: str, count: int, concurrency: int) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
         for _ in range(500):
@@ -157,8 +136,8 @@ async def measure(url: str, count: int, concurrency: int) -> list[dict[str, Any]
             for i in range(count)
         ]
         await enc.close()
-        t_comp = await run_all(url, concurrency, comps)
-        t_ep = await run_all(url, concurrency, eps)
+        t_comp = await post_all(url, comps, concurrency)
+        t_ep = await post_all(url, eps, concurrency)
         listed = (await http.get("/v1/endpoints", params={"network": "tp"})).json()
         assert len(listed) == count, len(listed)
     return [
@@ -198,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return report(
         "api_throughput",
         rows,
-        {"count": args.count, "concurrency": args.concurrency, "commit": git_commit()},
+        {"count": args.count, "concurrency": args.concurrency},
         TARGETS,
     )
 

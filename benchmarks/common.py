@@ -8,13 +8,14 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.table import Table
 
 console = Console(width=140)
+T = TypeVar("T")
 
 
 def percentile(samples: Sequence[float], p: float) -> float:
@@ -85,7 +86,13 @@ def report(
         cells.append((targets or {}).get(r["what"], ""))
         table.add_row(*cells)
     console.print(table)
-    result = {"benchmark": name, "machine": machine(), "rows": rows, **(extra or {})}
+    result = {
+        "benchmark": name,
+        "machine": machine(),
+        "commit": git_commit(),
+        "rows": rows,
+        **(extra or {}),
+    }
     print("BENCH " + json.dumps(result, sort_keys=True), flush=True)
     return result
 
@@ -106,3 +113,37 @@ def exit_on_sigterm() -> None:
     import sys
 
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def gone(pid: int, within: float = 10.0) -> None:
+    """Until process ``pid`` has stopped (a zombie counts as stopped)."""
+    from controller.lab import procs
+
+    deadline = time.monotonic() + within
+    while procs.alive(pid):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"process {pid} did not stop")
+        time.sleep(0.01)
+
+
+def lab_run(hosts: int, prefix: str, measure: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    """Bring a ``plexus lab`` of ``hosts`` up in a temporary directory (root), run
+    ``measure(spec)`` and bring the lab down again, also on failure or SIGTERM."""
+    import asyncio
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from controller.lab import core
+
+    if os.geteuid() != 0:
+        sys.exit("this benchmark builds a lab of namespaces: run it as root")
+    exit_on_sigterm()
+    directory = Path(tempfile.mkdtemp(prefix="plexus-bench-"))
+    spec = core.plan(directory / "lab", hosts, f"{prefix}{os.getpid() % 10000}x")
+    try:
+        core.up(spec, lambda s: console.print(f"[dim]lab: {s}[/dim]"))
+        return asyncio.run(measure(spec))
+    finally:
+        core.down(spec.dir)
+        directory.rmdir()

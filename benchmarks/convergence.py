@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,9 +26,8 @@ from typing import Any
 import httpx
 
 from agents import names
-from controller.lab import core
 
-from .common import console, exit_on_sigterm, git_commit, report, summary
+from .common import lab_run, report, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 NET = "bench"
@@ -166,21 +163,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     if args.quick:
         args.count, args.burst, args.hosts = 10, 10, 2
-    if os.geteuid() != 0:
-        sys.exit("the convergence benchmark builds a lab of namespaces: run it as root")
-    exit_on_sigterm()
-    directory = Path(tempfile.mkdtemp(prefix="plexus-bench-"))
-    spec = core.plan(directory / "lab", args.hosts, f"cb{os.getpid() % 10000}x")
-    try:
-        core.up(spec, lambda s: console.print(f"[dim]lab: {s}[/dim]"))
-        result = asyncio.run(measure(spec, args.count, args.burst))
-    finally:
-        core.down(spec.dir)
-        directory.rmdir()
+    result = lab_run(args.hosts, "cb", lambda spec: measure(spec, args.count, args.burst))
     return report(
         "convergence",
         result.pop("rows"),
-        {**result, "commit": git_commit()},
+        {**result},
         TARGETS,
     )
 

@@ -11,20 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
-import sys
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from agents import names
-from controller.lab import core
 
-from .common import console, exit_on_sigterm, git_commit, report
+from .common import lab_run, report
 
 NET = "dp"
 MTU = 1450
@@ -117,22 +110,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     if args.quick:
         args.seconds = 1
-    if os.geteuid() != 0:
-        sys.exit("the dataplane benchmark builds a lab of namespaces: run it as root")
-    if shutil.which("iperf3") is None:
-        sys.exit("iperf3 is not installed (Debian: apt-get install iperf3; scripts/install does)")
-    exit_on_sigterm()
-    directory = Path(tempfile.mkdtemp(prefix="plexus-bench-"))
-    spec = core.plan(directory / "lab", 2, f"db{os.getpid() % 10000}x")
-    start = time.monotonic()
-    try:
-        core.up(spec, lambda s: console.print(f"[dim]lab: {s}[/dim]"))
-        rows = asyncio.run(measure(spec, args.seconds))
-    finally:
-        core.down(spec.dir)
-        directory.rmdir()
-    extra = {"seconds": args.seconds, "mtu": MTU, "wall_s": round(time.monotonic() - start, 1)}
-    return report("dataplane", rows, {**extra, "commit": git_commit()}, TARGETS)
+    rows = lab_run(2, "db", lambda spec: measure(spec, args.seconds))
+    extra = {"seconds": args.seconds, "mtu": MTU}
+    return report("dataplane", rows, {**extra}, TARGETS)
 
 
 if __name__ == "__main__":

@@ -46,3 +46,26 @@ class Connection:
     async def close(self) -> None:
         self.writer.close()
         await self.writer.wait_closed()
+
+
+async def post_all(url: str, requests: list[bytes], concurrency: int = 16) -> float:
+    """Send encoded ``requests`` over ``concurrency`` keep-alive connections; each must
+    answer 201. Returns the wall time in seconds."""
+    import time
+
+    queue = list(reversed(requests))
+    conns = [await Connection.open(url) for _ in range(concurrency)]
+
+    async def worker(conn: Connection) -> None:
+        while queue:
+            status, body = await conn.request(queue.pop())
+            if status != 201:
+                raise RuntimeError(f"{status} {body[:300]!r}")
+
+    start = time.monotonic()
+    try:
+        await asyncio.gather(*(worker(c) for c in conns))
+    finally:
+        for c in conns:
+            await c.close()
+    return time.monotonic() - start

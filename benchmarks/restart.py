@@ -15,18 +15,15 @@ import asyncio
 import os
 import re
 import signal
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from agents import names
-from controller.lab import core, procs
+from controller.lab import core
 
-from .common import console, exit_on_sigterm, git_commit, report
+from .common import gone, lab_run, report
 
 NET = "rs"
 TARGETS = {"packets lost": "0"}
@@ -96,14 +93,6 @@ async def converge_again(
         await asyncio.sleep(0.05)
 
 
-def gone(pid: int, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while procs.alive(pid):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"process {pid} did not stop")
-        time.sleep(0.01)
-
-
 async def measure(spec: Any, settle: float) -> list[dict[str, Any]]:
     h1, h2 = spec.hosts[:2]
     rows: list[dict[str, Any]] = []
@@ -157,18 +146,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     if args.quick:
         args.settle = 4.0
-    if os.geteuid() != 0:
-        sys.exit("the restart benchmark builds a lab of namespaces: run it as root")
-    exit_on_sigterm()
-    directory = Path(tempfile.mkdtemp(prefix="plexus-bench-"))
-    spec = core.plan(directory / "lab", 2, f"rb{os.getpid() % 10000}x")
-    try:
-        core.up(spec, lambda s: console.print(f"[dim]lab: {s}[/dim]"))
-        rows = asyncio.run(measure(spec, args.settle))
-    finally:
-        core.down(spec.dir)
-        directory.rmdir()
-    return report("restart", rows, {"settle_s": args.settle, "commit": git_commit()}, TARGETS)
+    rows = lab_run(2, "rb", lambda spec: measure(spec, args.settle))
+    return report("restart", rows, {"settle_s": args.settle}, TARGETS)
 
 
 if __name__ == "__main__":

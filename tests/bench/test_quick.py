@@ -68,3 +68,13 @@ def test_dataplane_quick() -> None:
     assert rows["overlay TCP, compartment ↔ compartment across hosts"].endswith("Gbit/s")
     assert rows["don't-fragment ping at the overlay MTU"] == "passes"
     assert rows["one byte over: refused at the sender"] == "yes"
+
+
+@pytest.mark.kernel
+def test_kernel_scale_quick() -> None:
+    require_root()
+    result = run_benchmark("kernel_scale")
+    rows = {r["what"]: r["value"] for r in result["rows"]}  # type: ignore[attr-defined]
+    # a restarted agent adopts what it programmed: no kernel action
+    assert rows["restart adoption: kernel actions"] == "0"
+    assert rows["cold: agent start → in sync"].endswith(" ms")
