@@ -27,6 +27,7 @@ import httpx
 
 from agents import names
 
+from .api import post
 from .common import lab_run, report, summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,17 +77,6 @@ class Prober:
         if self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
-
-
-async def post(http: httpx.AsyncClient, path: str, body: dict[str, Any], wait: bool) -> Any:
-    params = {"wait": "true", "timeout": "30"} if wait else {}
-    r = await http.post(path, json=body, params=params)
-    if r.status_code != 201:
-        raise RuntimeError(f"POST {path} {body}: {r.status_code} {r.text}")
-    data = r.json()
-    if wait and not data["convergence"]["converged"]:
-        raise RuntimeError(f"POST {path} {body} did not converge: {data['convergence']}")
-    return data
 
 
 async def measure(spec: Any, count: int, burst: int) -> dict[str, Any]:

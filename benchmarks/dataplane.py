@@ -17,6 +17,7 @@ import httpx
 
 from agents import names
 
+from .api import plug
 from .common import lab_run, report
 
 NET = "dp"
@@ -63,17 +64,7 @@ async def measure(spec: Any, seconds: int) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(base_url=spec.controller_url, timeout=30) as http:
         body = {"id": NET, "subnet": "10.220.0.0/24", "vni": 4400, "mtu": MTU}
         assert (await http.post("/v1/networks", json=body)).status_code == 201
-        ips = {}
-        for comp, host in (("a", h1), ("b", h2)):
-            r = await http.post(
-                "/v1/compartments", json={"id": comp, "host": host}, params={"wait": "true"}
-            )
-            assert r.status_code == 201, r.text
-            r = await http.post(
-                "/v1/endpoints", json={"network": NET, "compartment": comp}, params={"wait": "true"}
-            )
-            assert r.status_code == 201 and r.json()["convergence"]["converged"], r.text
-            ips[comp] = r.json()["ip"]
+        ips = await plug(http, NET, {"a": h1, "b": h2})
     a, b = names.netns(h1, "a"), names.netns(h2, "b")
     overlay = await iperf(b, a, ips["b"], seconds)
     underlay = await iperf(spec.host_ns(h2), spec.host_ns(h1), spec.vtep(h2), seconds)

@@ -35,6 +35,7 @@ from controller.lab import core
 from proto import topics
 from proto.broker import BrokerURL, client
 
+from .api import in_sync, offline
 from .common import gone, lab_run, report, rss_mib
 from .rawhttp import Connection, post_all
 
@@ -51,28 +52,6 @@ TARGETS = {
 
 def ip(i: int) -> str:
     return f"10.230.{i // 250 + 1}.{i % 250 + 2}"
-
-
-async def in_sync(http: httpx.AsyncClient, host: str, within: float = 120) -> float:
-    """Seconds until ``host`` is online and has applied everything (polled every 10 ms)."""
-    start = time.monotonic()
-    while time.monotonic() - start < within:
-        hosts = {h["id"]: h for h in (await http.get("/v1/status")).json()["hosts"]}
-        h = hosts.get(host)
-        if h is not None and h["state"] == "online" and h["in_sync"]:
-            return time.monotonic() - start
-        await asyncio.sleep(0.01)
-    raise TimeoutError(f"{host} not in sync within {within} s")
-
-
-async def offline(http: httpx.AsyncClient, host: str, within: float = 30) -> None:
-    start = time.monotonic()
-    while time.monotonic() - start < within:
-        hosts = {h["id"]: h for h in (await http.get("/v1/hosts")).json()}
-        if hosts[host]["state"] == "offline":
-            return
-        await asyncio.sleep(0.01)
-    raise TimeoutError(f"{host} still online {within} s after its agent was killed")
 
 
 def passes_since(log: Path, since: float) -> list[dict[str, Any]]:
@@ -138,7 +117,7 @@ async def measure(spec: Any, remote: int, local: int) -> list[dict[str, Any]]:
         )
 
         core.start(spec, agent)
-        cold = await in_sync(http, host)
+        cold = await in_sync(http, {host})
         rows.append({"what": "cold: agent start → in sync", "value": f"{cold * 1000:.0f} ms"})
         rows.append({"what": "agent RSS", "value": f"{rss_mib(spec.pids[agent])} MiB"})
 
@@ -150,7 +129,7 @@ async def measure(spec: Any, remote: int, local: int) -> list[dict[str, Any]]:
             "/v1/endpoints", json={"network": NET, "compartment": f"k{n}", "ip": ip(n)}
         )
         assert r.status_code == 201, r.text
-        took = time.monotonic() - t + await in_sync(http, host)
+        took = time.monotonic() - t + await in_sync(http, {host})
         rows.append(
             {"what": "one remote endpoint added → in sync", "value": f"{took * 1000:.1f} ms"}
         )
@@ -161,7 +140,7 @@ async def measure(spec: Any, remote: int, local: int) -> list[dict[str, Any]]:
         await offline(http, host)  # its Last Will: an old "in sync" must not count
         since = time.time()
         core.start(spec, agent)
-        adopt = await in_sync(http, host)
+        adopt = await in_sync(http, {host})
         for _ in range(500):  # the pass that brought it in sync is in the log
             if any(p.get("complete") for p in passes_since(spec.log(host), since)):
                 break

@@ -23,6 +23,7 @@ import httpx
 from agents import names
 from controller.lab import core
 
+from .api import in_sync, plug
 from .common import gone, lab_run, report
 
 NET = "rs"
@@ -50,16 +51,6 @@ def applied(r: httpx.Response, hosts: set[str]) -> bool:
         return False
     conv = r.json()["convergence"]
     return bool(conv["converged"]) and hosts <= set(conv["hosts"]) and not conv["offline"]
-
-
-async def in_sync(http: httpx.AsyncClient, hosts: set[str]) -> None:
-    """Until ``hosts`` are online and everything is applied (polled every 10 ms)."""
-    while True:
-        status = (await http.get("/v1/status")).json()
-        up = {h["id"] for h in status["hosts"] if h["state"] == "online"}
-        if status["in_sync"] and hosts <= up:
-            return
-        await asyncio.sleep(0.01)
 
 
 async def converge_again(
@@ -101,17 +92,7 @@ async def measure(spec: Any, settle: float) -> list[dict[str, Any]]:
             "/v1/networks", json={"id": NET, "subnet": "10.210.0.0/24", "vni": 4321}
         )
         assert r.status_code == 201, r.text
-        ips = {}
-        for comp, host in (("a", h1), ("b", h2)):
-            r = await http.post(
-                "/v1/compartments", json={"id": comp, "host": host}, params={"wait": "true"}
-            )
-            assert r.status_code == 201, r.text
-            r = await http.post(
-                "/v1/endpoints", json={"network": NET, "compartment": comp}, params={"wait": "true"}
-            )
-            assert r.status_code == 201 and r.json()["convergence"]["converged"], r.text
-            ips[comp] = r.json()["ip"]
+        ips = await plug(http, NET, {"a": h1, "b": h2})
         src = names.netns(h1, "a")
         sent, got = await ping_during(src, ips["b"], 1)
         assert got == sent, f"no clean baseline: {got}/{sent}"

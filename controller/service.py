@@ -158,6 +158,9 @@ class Controller:
         self.store.apply(delta)
         self.state.apply(delta)
         self._stale |= touched
+        for table, ident in delta.deletes:
+            if table == "hosts":  # a decommissioned host's document goes with it
+                self._docs.pop(ident, None)
 
     def _touched(self, delta: Delta) -> set[str]:
         """Compartments whose part of their host's desired document ``delta`` changes."""
@@ -248,8 +251,6 @@ class Controller:
             if comp is not None and comp.host in self._docs:
                 self._docs[comp.host].put(cid, self._compartment_part(cid))
                 self._placed[cid] = comp.host
-        for host in [h for h in self._docs if h not in self.state.hosts]:
-            del self._docs[host]
 
     def _compartment_part(self, cid: str) -> tuple[proto.Compartment, bytes, frozenset[str]]:
         eps = sorted(self.state.by_compartment.get(cid, {}).values(), key=lambda e: e.index)

@@ -34,13 +34,17 @@ async def test_the_api_wants_its_token_and_the_cli_brings_it(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     token_file = tmp_path / "secret" / "api-token"
-    ctl = ControllerProcess(
-        mosquitto.url,
-        tmp_path / "plexus.db",
-        tmp_path / "controller.log",
-        extra=["--api-token-file", str(token_file)],
-        env={"PLEXUS_API_AUTH": "token"},
-    )
+
+    def controller(log: str) -> ControllerProcess:
+        return ControllerProcess(
+            mosquitto.url,
+            tmp_path / "plexus.db",
+            tmp_path / log,
+            extra=["--api-token-file", str(token_file)],
+            env={"PLEXUS_API_AUTH": "token"},
+        )
+
+    ctl = controller("controller.log")
     ctl.start()  # /healthz answers without a token
     try:
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
@@ -85,14 +89,8 @@ async def test_the_api_wants_its_token_and_the_cli_brings_it(
     finally:
         ctl.stop()
 
-    # the same token survives a restart; a token file others can read is refused
+    # a token file others can read is refused
     token_file.chmod(0o644)
-    again = ControllerProcess(
-        mosquitto.url,
-        tmp_path / "plexus.db",
-        tmp_path / "controller2.log",
-        extra=["--api-token-file", str(token_file)],
-        env={"PLEXUS_API_AUTH": "token"},
-    )
+    again = controller("controller2.log")
     with pytest.raises(RuntimeError, match="readable by others"):
         again.start()
