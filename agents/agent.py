@@ -7,7 +7,6 @@ plan, apply. The MQTT session (:mod:`agents.daemon`) only moves bytes.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 import proto
 from proto import topics
 
-from .desired import desired_state
+from . import names
+from .desired import Overlay, desired_state
 from .kernel import Kernel, KernelError
 from .plan import plan
 from .tables import Table
@@ -108,6 +108,8 @@ class Agent:
     dirty: bool = True
     #: after each pass on the driver's view, check it against a full read (tests)
     verify_view: bool = False
+    #: each followed network's remote entries, kept current by its table's changes
+    overlays: dict[str, Overlay] = field(default_factory=dict)
 
     # -- wire --------------------------------------------------------------------------
 
@@ -206,7 +208,9 @@ class Agent:
             actual = await self.kernel.read(full)
             if full:
                 self.metrics.rule_counters(actual.counters)
-            want = desired_state(self.host, doc, records, self.vtep, self.allowed_uplinks)
+            want = desired_state(
+                self.host, doc, records, self.vtep, self.allowed_uplinks, self._overlays()
+            )
             actions = plan(want, actual, complete=complete)
             for refusal in want.refused:
                 self.metrics.rejected.labels("not_owned").inc()
@@ -214,16 +218,21 @@ class Agent:
                 errors.append(f"refused: {refusal}")
         except KernelError as e:
             errors.append(str(e))
-        for action in actions:
+        outcomes = await self.kernel.apply_many(actions) if actions else []
+        for action, failure in zip(actions, outcomes, strict=True):
             name = type(action).__name__
-            try:
-                await self.kernel.apply(action)
+            if failure is None:
                 self.metrics.actions.labels(name).inc()
-            except KernelError as e:
-                self.metrics.errors.labels(name).inc()
-                errors.append(str(e))
+                continue
+            self.metrics.errors.labels(name).inc()
+            errors.append(str(failure))
+            if len(errors) <= MAX_ERRORS:  # a failed batch of 10,000 logs 32, counts all
                 log.warning(
-                    "action_failed", host=self.host, action=name, error=str(e), errno=e.errno
+                    "action_failed",
+                    host=self.host,
+                    action=name,
+                    error=str(failure),
+                    errno=failure.errno,
                 )
         if not errors:
             self.applied_desired = doc.generation
@@ -245,9 +254,27 @@ class Agent:
         )
         return PassResult(len(actions), errors, duration, complete)
 
+    def _overlays(self) -> dict[str, Overlay]:
+        """Bring each network's remote entries up to date with its table: by the records
+        that changed, or in full after a snapshot replaced the table."""
+        overlays: dict[str, Overlay] = {}
+        for net, table in self.tables.items():
+            touched = table.take_touched()
+            if self.vtep is None:
+                continue
+            key = (self.host, names.vxlan(net), self.vtep)
+            ov = self.overlays.get(net)
+            if ov is None or ov.key != key or touched is None:
+                ov = Overlay(*key)
+                touched = set(table.records)
+            ov.update(table.records, touched)
+            overlays[net] = ov
+        self.overlays = overlays
+        return overlays
+
     async def _verify_view(self) -> None:
         """Compare the driver's view with a full read of the kernel; log a difference."""
-        view = copy.deepcopy(await self.kernel.read(False))
+        view = (await self.kernel.read(False)).copy()
         fresh = await self.kernel.read(True)
         if view != fresh:
             diff = {}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping
 
 import proto
 
@@ -13,14 +14,58 @@ from .rules import host_rules
 VXLAN_PORT = 4789
 
 
+class Overlay:
+    """The remote entries of one overlay network a host must hold: a static FDB entry
+    and a neighbour per remote endpoint, a flood entry per remote VTEP. Kept current
+    by the ids of the records that changed (:meth:`update`), so a change costs work
+    for that change, not for the whole table."""
+
+    def __init__(self, host: str, device: str, vtep: str) -> None:
+        self.key = (host, device, vtep)
+        self.fdb: set[Fdb] = set()
+        self.neigh: dict[tuple[str, str], Neigh] = {}
+        self._of: dict[str, tuple[Fdb, Neigh]] = {}
+        self._vteps: Counter[str] = Counter()
+
+    def update(self, records: Mapping[str, proto.EndpointRecord], ids: Iterable[str]) -> None:
+        host, vx, vtep = self.key
+        for rid in ids:
+            old = self._of.pop(rid, None)
+            if old is not None:
+                self.fdb.discard(old[0])
+                if self.neigh.get((vx, old[1].ip)) == old[1]:  # not taken over since
+                    del self.neigh[vx, old[1].ip]
+                self._count(old[0].dst, -1)
+            rec = records.get(rid)
+            if rec is None or rec.host == host or rec.vtep is None or rec.vtep == vtep:
+                continue
+            # an address freed and reused in one batch of changes: the live record wins
+            # in either order (IPAM never gives one address to two live endpoints)
+            entry = Fdb(vx, rec.mac, rec.vtep), Neigh(vx, rec.ip, rec.mac)
+            self._of[rid] = entry
+            self.fdb.add(entry[0])
+            self.neigh[vx, rec.ip] = entry[1]
+            self._count(rec.vtep, 1)
+
+    def _count(self, dst: str, delta: int) -> None:
+        self._vteps[dst] += delta
+        if self._vteps[dst] == 0:
+            del self._vteps[dst]
+            self.fdb.discard(Fdb(self.key[1], FLOOD_MAC, dst))
+        elif delta > 0 and self._vteps[dst] == 1:
+            self.fdb.add(Fdb(self.key[1], FLOOD_MAC, dst))
+
+
 def desired_state(
     host: str,
     doc: proto.HostDesired,
     tables: Mapping[str, Mapping[str, proto.EndpointRecord]],
     vtep: str | None,
     allowed_uplinks: Collection[str] = (),
+    overlays: Mapping[str, Overlay] | None = None,
 ) -> HostState:
-    """``tables`` maps network id → endpoint id → record (what the agent holds).
+    """``tables`` maps network id → endpoint id → record (what the agent holds);
+    ``overlays``, where given, the remote entries of a network already derived from it.
 
     A transparent network's uplink is a link the agent does not own: it is enslaved only
     when the host's configuration allows it (``allowed_uplinks``); otherwise the bridge
@@ -42,15 +87,13 @@ def desired_state(
         if net.mode == "overlay" and net.vni is not None and vtep is not None:
             vx = names.vxlan(net.id)
             st.vxlans[vx] = Vxlan(vx, net.id, net.vni, vtep, VXLAN_PORT, net.mtu, br)
-            remote_vteps = set()
-            for rec in tables.get(net.id, {}).values():
-                if rec.host == host or rec.vtep is None or rec.vtep == vtep:
-                    continue
-                st.fdb.add(Fdb(vx, rec.mac, rec.vtep))
-                st.neigh.add(Neigh(vx, rec.ip, rec.mac))
-                remote_vteps.add(rec.vtep)
-            for dst in remote_vteps:
-                st.fdb.add(Fdb(vx, FLOOD_MAC, dst))
+            ov = (overlays or {}).get(net.id)
+            if ov is None or ov.key != (host, vx, vtep):
+                ov = Overlay(host, vx, vtep)
+                records = tables.get(net.id, {})
+                ov.update(records, records)
+            st.fdb |= ov.fdb
+            st.neigh.update(ov.neigh)
     for comp in doc.compartments:
         ns = names.netns(host, comp.id)
         st.namespaces.add(ns)

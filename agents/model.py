@@ -8,6 +8,7 @@ from the kernel by a driver. The planner diffs the two.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 FLOOD_MAC = "00:00:00:00:00:00"
 
@@ -48,15 +49,18 @@ class Veth:
     up: bool = True  # both ends administratively up
 
 
-@dataclass(frozen=True, slots=True)
-class Fdb:
+class Fdb(NamedTuple):
+    """A static forwarding entry of a VXLAN device. A tuple, not a dataclass: hashing
+    and comparing it stays in C, and a host holds tens of thousands."""
+
     device: str
     mac: str
     dst: str
 
 
-@dataclass(frozen=True, slots=True)
-class Neigh:
+class Neigh(NamedTuple):
+    """A permanent neighbour entry of a VXLAN device (identity: device and IP)."""
+
     device: str
     ip: str
     mac: str
@@ -82,7 +86,8 @@ class HostState:
     #: default gateway of each owned namespace (None: no default route)
     routes: dict[str, str | None] = field(default_factory=dict)
     fdb: set[Fdb] = field(default_factory=set)
-    neigh: set[Neigh] = field(default_factory=set)
+    #: (device, ip) → entry: one neighbour per address
+    neigh: dict[tuple[str, str], Neigh] = field(default_factory=dict)
     #: Plexus's nftables table: None when absent (or broken: a chain missing)
     rules: frozenset[Rule] | None = None
     #: sysctls of the host namespace the agent needs (it sets, never resets them)
@@ -91,6 +96,22 @@ class HostState:
     counters: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False)
     #: desired state refused because it would touch what the agent does not own
     refused: list[str] = field(default_factory=list, compare=False)
+
+    def copy(self) -> HostState:
+        """An independent copy: the containers are new, the items (immutable) shared."""
+        return HostState(
+            set(self.namespaces),
+            dict(self.bridges),
+            dict(self.vxlans),
+            dict(self.veths),
+            dict(self.routes),
+            set(self.fdb),
+            dict(self.neigh),
+            self.rules,
+            dict(self.sysctls),
+            dict(self.counters),
+            list(self.refused),
+        )
 
     def count(self) -> int:
         return (

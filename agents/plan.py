@@ -173,23 +173,27 @@ def plan(desired: HostState, actual: HostState, *, complete: bool) -> list[Actio
         if (None if fresh else actual.routes.get(ns)) != gw:
             adds.append(SetRoute(ns, gw))
 
-    # forwarding entries and neighbours
-    have_fdb = {_fdb_key(f): f for f in actual.fdb if f.device not in recreated_vx}
-    want_fdb = {_fdb_key(f): f for f in desired.fdb}
-    for key, f in sorted(want_fdb.items()):
-        old = have_fdb.get(key)
-        if old != f:
-            if old is not None:
-                dels.append(DelFdb(old))
-            adds.append(AddFdb(f))
-    have_nb = {(n.device, n.ip): n for n in actual.neigh if n.device not in recreated_vx}
-    want_nb = {(n.device, n.ip): n for n in desired.neigh}
-    for nkey, n in sorted(want_nb.items()):
+    # forwarding entries and neighbours: set differences first (in C), so a pass costs
+    # Python work for what differs, not for every entry a host holds
+    have_fdb = actual.fdb
+    have_nb = actual.neigh
+    if recreated_vx:
+        have_fdb = {f for f in have_fdb if f.device not in recreated_vx}
+        have_nb = {k: n for k, n in have_nb.items() if n.device not in recreated_vx}
+    gone_fdb = {_fdb_key(f): f for f in have_fdb - desired.fdb}
+    for f in sorted(desired.fdb - have_fdb):
+        old = gone_fdb.pop(_fdb_key(f), None)
+        if old is not None:
+            dels.append(DelFdb(old))
+        adds.append(AddFdb(f))
+    want_nb = desired.neigh
+    same_nb = want_nb == have_nb  # in C; most passes change no neighbour
+    changed_nb = [] if same_nb else [(k, n) for k, n in want_nb.items() if have_nb.get(k) != n]
+    for nkey, n in sorted(changed_nb):
         old_n = have_nb.get(nkey)
-        if old_n != n:
-            if old_n is not None:
-                dels.append(DelNeigh(old_n))
-            adds.append(AddNeigh(n))
+        if old_n is not None:
+            dels.append(DelNeigh(old_n))
+        adds.append(AddNeigh(n))
 
     # sysctls first (forwarding before the NAT that needs it), the table last
     for name, value in sorted(desired.sysctls.items()):
@@ -202,8 +206,9 @@ def plan(desired: HostState, actual: HostState, *, complete: bool) -> list[Actio
         stale: list[Action] = []
         if desired.rules is None and actual.rules is not None:
             stale.append(DelRules())
-        stale += [DelNeigh(have_nb[k]) for k in sorted(have_nb.keys() - want_nb.keys())]
-        stale += [DelFdb(have_fdb[k]) for k in sorted(have_fdb.keys() - want_fdb.keys())]
+        if not same_nb:
+            stale += [DelNeigh(have_nb[k]) for k in sorted(have_nb.keys() - want_nb.keys())]
+        stale += [DelFdb(f) for _, f in sorted(gone_fdb.items())]
         stale += [
             DelVeth(n)
             for n in sorted(actual.veths.keys() - desired.veths.keys())

@@ -21,6 +21,9 @@ class Table:
     generation: int = 0
     complete: bool = False
     records: dict[str, proto.EndpointRecord] = field(default_factory=dict)
+    #: ids of records changed since the holder last took them (None: all of them, a
+    #: snapshot replaced the table), so derived state is updated, not rebuilt
+    touched: set[str] | None = None
     _shards: dict[int, dict[int, proto.NetworkSnapshot]] = field(default_factory=dict)
     _pending: dict[int, proto.NetworkChange] = field(default_factory=dict)
 
@@ -37,6 +40,7 @@ class Table:
         if any(s.shards != snap.shards for s in shards.values()) or len(shards) < snap.shards:
             return "partial"
         self.records = {r.id: r for s in shards.values() for r in s.records}
+        self.touched = None
         self.generation = snap.generation
         self.complete = True
         self._shards = {g: s for g, s in self._shards.items() if g > snap.generation}
@@ -54,6 +58,11 @@ class Table:
             return "applied"
         return "buffered"
 
+    def take_touched(self) -> set[str] | None:
+        """The ids changed since the last call (None: every record may have)."""
+        touched, self.touched = self.touched, set()
+        return touched
+
     def _drain(self) -> None:
         for gen in sorted(g for g in self._pending if g <= self.generation):
             del self._pending[gen]
@@ -62,4 +71,7 @@ class Table:
                 self.records[r.id] = r
             for d in change.deletes:
                 self.records.pop(d, None)
+            if self.touched is not None:
+                self.touched.update(r.id for r in change.upserts)
+                self.touched.update(change.deletes)
             self.generation = change.generation

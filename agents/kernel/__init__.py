@@ -6,6 +6,7 @@ Two drivers: :class:`~agents.kernel.linux.LinuxKernel` (pyroute2 ``AsyncIPRoute`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from ..model import HostState
@@ -35,7 +36,25 @@ class Kernel(Protocol):
         Raises :class:`KernelError`."""
         ...
 
+    async def apply_many(self, actions: Sequence[Action]) -> list[KernelError | None]:
+        """Apply the actions in order, each as :meth:`apply` would (a failed one does
+        not stop the rest); one outcome each, None for success. A driver may send
+        several in one request."""
+        ...
+
     async def close(self) -> None: ...
 
 
-__all__ = ["Kernel", "KernelError"]
+async def apply_each(kernel: Kernel, actions: Sequence[Action]) -> list[KernelError | None]:
+    """:meth:`Kernel.apply_many` one action at a time."""
+    outcomes: list[KernelError | None] = []
+    for action in actions:
+        try:
+            await kernel.apply(action)
+            outcomes.append(None)
+        except KernelError as e:
+            outcomes.append(e)
+    return outcomes
+
+
+__all__ = ["Kernel", "KernelError", "apply_each"]

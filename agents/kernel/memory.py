@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import errno
+from collections.abc import Sequence
 
 from .. import plan as p
 from ..model import HostState
-from . import KernelError
+from . import KernelError, apply_each
 from .view import apply_to
 
 
@@ -19,10 +19,15 @@ class MemoryKernel:
         self.fail: set[type] = set()
 
     async def read(self, full: bool = True) -> HostState:
-        return copy.deepcopy(self.state)
+        """A copy; with ``full=False`` the state itself, like the Linux driver's view
+        (the caller must not change it)."""
+        return self.state.copy() if full else self.state
 
     async def close(self) -> None:
         return None
+
+    async def apply_many(self, actions: Sequence[p.Action]) -> list[KernelError | None]:
+        return await apply_each(self, actions)
 
     async def apply(self, action: p.Action) -> None:
         if type(action) in self.fail:

@@ -37,7 +37,7 @@ def apply_to(st: HostState, action: p.Action) -> None:
         case p.DelVxlan(name):
             st.vxlans.pop(name, None)
             st.fdb = {f for f in st.fdb if f.device != name}
-            st.neigh = {n for n in st.neigh if n.device != name}
+            st.neigh = {k: n for k, n in st.neigh.items() if n.device != name}
         case p.AddVeth(v):
             if v.netns not in st.namespaces:
                 raise KernelError("AddVeth", v.name, errno.ENOENT, f"no namespace {v.netns}")
@@ -61,10 +61,10 @@ def apply_to(st: HostState, action: p.Action) -> None:
         case p.AddNeigh(n):
             if n.device not in st.vxlans:
                 raise KernelError("AddNeigh", n.device, errno.ENODEV, "no device")
-            st.neigh = {x for x in st.neigh if (x.device, x.ip) != (n.device, n.ip)}
-            st.neigh.add(n)
+            st.neigh[n.device, n.ip] = n
         case p.DelNeigh(n):
-            st.neigh.discard(n)
+            if st.neigh.get((n.device, n.ip)) == n:
+                del st.neigh[n.device, n.ip]
         case p.SetRules(rules):
             st.rules = rules
         case p.DelRules():

@@ -48,7 +48,7 @@ def test_desired_state_of_an_overlay_host() -> None:
     assert st.routes == {"plexus:h1:c1": "10.1.0.1"}
     # remote endpoints only: a static entry, a neighbour and one flood entry per VTEP
     assert st.fdb == {Fdb(vx, REMOTE.mac, "198.18.0.2"), Fdb(vx, FLOOD_MAC, "198.18.0.2")}
-    assert st.neigh == {Neigh(vx, REMOTE.ip, REMOTE.mac)}
+    assert st.neigh == {(vx, REMOTE.ip): Neigh(vx, REMOTE.ip, REMOTE.mac)}
     assert all(len(n) <= 15 for n in [*st.bridges, *st.vxlans, *st.veths])
 
 

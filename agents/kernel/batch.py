@@ -1,0 +1,187 @@
+"""Forwarding and neighbour entries in batches: many netlink requests per ``send``, the
+kernel's acknowledgements matched back by sequence number (what ``bridge -batch`` and
+``ip -batch`` do). A host of a large overlay holds tens of thousands of these entries;
+one awaited pyroute2 request each cost ~0.6 ms (FDB) and ~1.2 ms (neighbour), and
+pyroute2's own message encoder ~70 µs per message, so the four fixed-layout messages
+are packed here with :mod:`struct`. ``tests/unit/test_batch.py`` checks every byte
+against pyroute2's encoding of the same request.
+
+The socket is blocking and used from a worker thread (:func:`asyncio.to_thread`): a
+batch of 20,000 entries never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+NETLINK_ROUTE = 0
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+NLM_F_REPLACE, NLM_F_CREATE, NLM_F_APPEND = 0x100, 0x400, 0x800
+NDA_DST, NDA_LLADDR = 1, 2
+NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
+NTF_SELF = 0x02
+SOL_NETLINK = 270
+NETLINK_CAP_ACK = 10  # acknowledgements without the request echoed back
+#: requests per send; their acknowledgements (20 bytes each) are read before the next
+CHUNK = 1024
+BUFFER = 4 << 20
+
+_HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
+_ND = struct.Struct("=BBHiHBB")  # ndmsg: family, pad, pad, ifindex, state, flags, type
+_ERR = struct.Struct("=i")
+_NLA = struct.Struct("=HH")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One request: an FDB entry (``fdb``: ``addr`` is the remote VTEP) or a neighbour
+    (``addr`` is its IP), to ``add`` (append / replace) or delete."""
+
+    fdb: bool
+    add: bool
+    ifindex: int
+    mac: str
+    addr: str
+
+
+def _nla(kind: int, value: bytes) -> bytes:
+    size = 4 + len(value)
+    return struct.pack("=HH", size, kind) + value + b"\0" * (-size % 4)
+
+
+def encode(entry: Entry, seq: int) -> bytes:
+    """The netlink message pyroute2 sends for ``fdb("append"|"del", ifindex, lladdr,
+    dst)`` or ``neigh("replace"|"del", ifindex, dst, lladdr)``."""
+    mac = _nla(NDA_LLADDR, bytes.fromhex(entry.mac.replace(":", "")))
+    dst = _nla(NDA_DST, socket.inet_aton(entry.addr))
+    if entry.fdb:
+        nd = _ND.pack(socket.AF_BRIDGE, 0, 0, entry.ifindex, NUD_PERMANENT | NUD_NOARP, NTF_SELF, 0)
+        attrs = mac + dst
+        flags = NLM_F_CREATE | NLM_F_APPEND if entry.add else 0
+    else:
+        nd = _ND.pack(socket.AF_INET, 0, 0, entry.ifindex, NUD_PERMANENT, 0, 0)
+        attrs = dst + mac
+        flags = NLM_F_CREATE | NLM_F_REPLACE if entry.add else 0
+    kind = RTM_NEWNEIGH if entry.add else RTM_DELNEIGH
+    body = nd + attrs
+    return _HDR.pack(_HDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_ACK | flags, seq, 0) + body
+
+
+class NetlinkBatch:
+    """A route netlink socket of the calling thread's network namespace (made at the
+    first :meth:`run`) that sends requests in chunks and returns each one's errno."""
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def _socket(self) -> socket.socket:
+        if self._sock is None:
+            s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+            try:
+                for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+                    s.setsockopt(socket.SOL_SOCKET, opt, BUFFER)
+                s.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+                s.bind((0, 0))
+            except OSError:
+                s.close()
+                raise
+            self._sock = s
+        return self._sock
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def dump_neigh(self, family: int) -> list[tuple[int, int, str | None, str | None]]:
+        """Every neighbour (``AF_INET``) or forwarding entry (``AF_BRIDGE``) of the
+        namespace as (ifindex, state, lladdr, dst), parsed here: pyroute2 parses
+        ~10,000 entries a second, 20,000 took 2 s of an agent's start. Blocking."""
+        with self._lock:
+            sock = self._socket()
+            self._seq = self._seq + 1 if self._seq < 0xFFFFFFFF else 1
+            seq = self._seq
+            body = _ND.pack(family, 0, 0, 0, 0, 0, 0)
+            sock.send(
+                _HDR.pack(_HDR.size + len(body), RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
+                + body
+            )
+            out: list[tuple[int, int, str | None, str | None]] = []
+            while True:
+                data = sock.recv(1 << 20)
+                off = 0
+                while off + _HDR.size <= len(data):
+                    size, kind, _, got, _ = _HDR.unpack_from(data, off)
+                    if size < _HDR.size:
+                        raise OSError(errno.EPROTO, "malformed netlink message")
+                    if got == seq:
+                        if kind == NLMSG_DONE:
+                            return out
+                        if kind == NLMSG_ERROR:
+                            code = -_ERR.unpack_from(data, off + _HDR.size)[0]
+                            raise OSError(code, os.strerror(code))
+                        if kind == RTM_NEWNEIGH:
+                            out.append(_parse_neigh(data, off + _HDR.size, off + size))
+                    off += (size + 3) & ~3
+
+    def run(self, entries: Sequence[Entry]) -> list[int]:
+        """Send every entry; returns one errno per entry (0: done). Blocking."""
+        with self._lock:
+            sock = self._socket()
+            result = [0] * len(entries)
+            for start in range(0, len(entries), CHUNK):
+                chunk = entries[start : start + CHUNK]
+                if self._seq + len(chunk) >= 0xFFFFFFFF:  # the u32 sequence wraps
+                    self._seq = 0
+                first = self._seq + 1
+                self._seq += len(chunk)
+                sock.send(b"".join(encode(e, first + i) for i, e in enumerate(chunk)))
+                pending = set(range(first, first + len(chunk)))
+                while pending:
+                    data = sock.recv(1 << 20)
+                    off = 0
+                    while off + _HDR.size <= len(data):
+                        size, kind, _, seq, _ = _HDR.unpack_from(data, off)
+                        if kind == NLMSG_ERROR and seq in pending:
+                            pending.discard(seq)
+                            code = -_ERR.unpack_from(data, off + _HDR.size)[0]
+                            result[start + seq - first] = code
+                        off += max((size + 3) & ~3, _HDR.size)
+            return result
+
+
+def _parse_neigh(data: bytes, off: int, end: int) -> tuple[int, int, str | None, str | None]:
+    """ifindex, state, lladdr, dst of one RTM_NEWNEIGH message body."""
+    _, _, _, ifindex, state, _, _ = _ND.unpack_from(data, off)
+    mac = dst = None
+    off += _ND.size
+    while off + _NLA.size <= end:
+        size, kind = _NLA.unpack_from(data, off)
+        if size < _NLA.size:
+            break
+        value = data[off + _NLA.size : off + size]
+        kind &= 0x3FFF  # without the nested / byte-order flags
+        if kind == NDA_LLADDR and len(value) == 6:
+            mac = value.hex(":")
+        elif kind == NDA_DST and len(value) in (4, 16):
+            family = socket.AF_INET if len(value) == 4 else socket.AF_INET6
+            dst = socket.inet_ntop(family, value)
+        off += (size + 3) & ~3
+    return ifindex, state, mac, dst
+
+
+def strerror(code: int) -> str:
+    return os.strerror(code) if code else "ok"
+
+
+__all__ = ["Entry", "NetlinkBatch", "encode", "strerror"]

@@ -1,0 +1,43 @@
+"""The Linux driver on the real kernel, in a namespace of the test's own."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pyroute2 import netns
+
+from tests.kernel.lab import require_root
+
+CHECK = Path(__file__).with_name("batch_check.py")
+
+
+def test_fdb_and_neighbours_are_programmed_in_batches() -> None:
+    require_root()
+    ns = f"pxtest-batch-{os.getpid()}"
+    netns.create(ns)
+    try:
+        root = Path(__file__).parents[2]
+        run = subprocess.run(
+            ["nsenter", f"--net=/run/netns/{ns}", sys.executable, str(CHECK), "3000"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )
+        assert run.returncode == 0, run.stderr
+        out = json.loads(run.stdout.strip().splitlines()[-1])
+    finally:
+        netns.remove(ns)
+    # 3,000 endpoints: 3,000 FDB + 5 flood entries + 3,000 neighbours; only the entry
+    # on the missing device failed
+    assert len(out["add_failed"]) == 1 and "pxvmissing" in out["add_failed"][0]
+    assert out["fdb"] == 3005 and out["neigh"] == 3000 and out["all_there"]
+    assert out["re_add_failed"] == 0
+    assert out["change_failed"] == []
+    assert out["after_change"] == {"fdb": True, "neigh": True}
+    assert out["view_equals_kernel"]

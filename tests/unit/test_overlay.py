@@ -1,0 +1,94 @@
+"""The agent's remote entries, kept current by each change, always equal the ones
+derived from its whole table (randomized: upserts, moves, deletes, an address freed
+and reused in one change, snapshots replacing the table, a new VTEP)."""
+
+from __future__ import annotations
+
+import random
+
+import proto
+from agents import names
+from agents.agent import Agent
+from agents.kernel.memory import MemoryKernel
+from agents.model import FLOOD_MAC, Fdb, Neigh
+from proto import topics
+from tests import samples
+
+H = "h1"
+VTEPS = {"h1": "198.18.0.1", "h2": "198.18.0.2", "h3": "198.18.0.3", "h4": "198.18.0.4"}
+
+
+def expected(live: dict[str, proto.EndpointRecord], vtep: str) -> tuple[set[Fdb], dict]:
+    """The remote entries, derived the plain way (the oracle)."""
+    vx = names.vxlan("blue")
+    remote = [r for r in live.values() if r.host != H and r.vtep and r.vtep != vtep]
+    fdb = {Fdb(vx, r.mac, r.vtep) for r in remote if r.vtep}
+    fdb |= {Fdb(vx, FLOOD_MAC, r.vtep) for r in remote if r.vtep}
+    return fdb, {(vx, r.ip): Neigh(vx, r.ip, r.mac) for r in remote}
+
+
+def record(rng: random.Random, rid: str, ip: str, gen: int) -> proto.EndpointRecord:
+    host = rng.choice(list(VTEPS))
+    vtep = rng.choice([VTEPS[host], VTEPS[host], None])
+    mac = f"02:00:00:00:{rng.randrange(256):02x}:{rng.randrange(256):02x}"
+    return proto.EndpointRecord(id=rid, host=host, mac=mac, ip=ip, vtep=vtep, gen=gen)
+
+
+async def test_incremental_remote_entries_equal_a_rebuild() -> None:
+    rng = random.Random(7)
+    agent = Agent(H, MemoryKernel(), VTEPS[H])
+    assert agent.on_message(topics.host_desired(H), proto.encode(samples.DESIRED)) is None
+    ips = [f"10.1.0.{i}" for i in range(10, 60)]
+    live: dict[str, proto.EndpointRecord] = {}
+    gen = 2
+    for i in range(20):
+        live[f"e{i}"] = record(rng, f"e{i}", ips[i], gen)
+    snap = proto.NetworkSnapshot(network="blue", generation=gen, records=tuple(live.values()))
+    agent.on_message(topics.network_snapshot("blue", 0), proto.encode(snap))
+    checked = 0
+    for step in range(400):
+        gen += 1
+        upserts: dict[str, proto.EndpointRecord] = {}
+        deletes: list[str] = []
+        for _ in range(rng.randint(1, 3)):
+            kind = rng.random()
+            free = sorted(
+                set(ips) - {r.ip for r in live.values()} - {r.ip for r in upserts.values()}
+            )
+            if kind < 0.35 and live:  # delete, and maybe reuse its address at once
+                rid = rng.choice(sorted(live))
+                gone = live.pop(rid)
+                upserts.pop(rid, None)
+                deletes.append(rid)
+                if rng.random() < 0.5:
+                    new = f"n{step}"
+                    upserts[new] = live[new] = record(rng, new, gone.ip, gen)
+            elif kind < 0.7 and live:  # a move: another host, VTEP or MAC
+                rid = rng.choice(sorted(live))
+                upserts[rid] = live[rid] = record(rng, rid, live[rid].ip, gen)
+            elif free:
+                new = f"a{step}"
+                upserts[new] = live[new] = record(rng, new, free[0], gen)
+        deletes = [d for d in deletes if d not in upserts]
+        change = proto.NetworkChange(
+            network="blue", generation=gen, upserts=tuple(upserts.values()), deletes=tuple(deletes)
+        )
+        agent.on_message(topics.network_changes("blue"), proto.encode(change))
+        if step % 50 == 25:  # a snapshot of the same generation replaces the table
+            agent.tables["blue"].complete = False
+            snap = proto.NetworkSnapshot(
+                network="blue", generation=gen, records=tuple(live.values())
+            )
+            agent.on_message(topics.network_snapshot("blue", 0), proto.encode(snap))
+        if step == 300:
+            agent.vtep = VTEPS["h2"]  # the host's VTEP changed: entries of h2 are local now
+        if rng.random() < 0.7:
+            result = await agent.reconcile(full=rng.random() < 0.2)
+            assert result.errors == []
+            assert agent.vtep is not None
+            fdb, neigh = expected(live, agent.vtep)
+            have = agent.kernel.state  # type: ignore[attr-defined]
+            assert have.fdb == fdb
+            assert have.neigh == neigh
+            checked += 1
+    assert checked > 200
