@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol, TypeVar
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import Counter as MetricCounter
 
 import proto
 from proto import topics
@@ -21,10 +23,18 @@ from proto import topics
 from . import names
 from .desired import Overlay, desired_state
 from .kernel import Kernel, KernelError
-from .plan import plan
+from .model import Fdb
+from .plan import Entries, plan
 from .tables import Table
 
 log = structlog.get_logger("plexus.agent")
+M = TypeVar("M", bound=proto.Wire)
+
+
+class Decoder(Protocol):
+    def __call__(self, data: bytes, expect: type[M]) -> M: ...
+
+
 MAX_ERRORS = 32
 
 
@@ -38,21 +48,21 @@ class AgentMetrics:
             registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
-        self.actions = Counter(
+        self.actions = MetricCounter(
             "plexus_agent_actions_total", "kernel actions applied", ["action"], registry=r
         )
-        self.errors = Counter(
+        self.errors = MetricCounter(
             "plexus_agent_action_errors_total", "kernel actions that failed", ["action"], registry=r
         )
-        self.rejected = Counter(
+        self.rejected = MetricCounter(
             "plexus_agent_rejected_messages_total", "messages refused", ["reason"], registry=r
         )
-        self.view_diverged = Counter(
+        self.view_diverged = MetricCounter(
             "plexus_agent_view_diverged_total",
             "passes whose view of the kernel differed from a full read (verify_view only)",
             registry=r,
         )
-        self.dropped = Counter(
+        self.dropped = MetricCounter(
             "plexus_agent_dropped_messages_total",
             "messages dropped because the bounded receive queue was full",
             registry=r,
@@ -110,6 +120,12 @@ class Agent:
     verify_view: bool = False
     #: each followed network's remote entries, kept current by its table's changes
     overlays: dict[str, Overlay] = field(default_factory=dict)
+    #: the last pass was complete and clean: the kernel then held the desired remote
+    #: entries, and the next pass on the view need diff only those changed since
+    settled: bool = False
+    #: payload → model (a simulator of many agents in one process passes a decoder
+    #: that shares the decoded, frozen models between them)
+    decode: Decoder = proto.decode
 
     # -- wire --------------------------------------------------------------------------
 
@@ -137,7 +153,7 @@ class Agent:
                 return self._reject("other_host", topic, f"topic of host {t.host}")
             if not payload:
                 return None  # cleared (host decommissioned): keep the dataplane, fail static
-            doc = proto.decode(payload, proto.HostDesired)
+            doc = self.decode(payload, proto.HostDesired)
             if doc.host != self.host:
                 return self._reject("other_host", topic, f"document names host {doc.host}")
             if self.doc is not None and doc.generation <= self.doc.generation:
@@ -163,12 +179,12 @@ class Agent:
             if not payload:
                 return None
             if t.kind == "network_snapshot":
-                snap = proto.decode(payload, proto.NetworkSnapshot)
+                snap = self.decode(payload, proto.NetworkSnapshot)
                 if snap.network != t.network or snap.shard != t.shard:
                     return self._reject("topic_mismatch", topic, "payload names another shard")
                 outcome = table.on_snapshot(snap)
             else:
-                change = proto.decode(payload, proto.NetworkChange)
+                change = self.decode(payload, proto.NetworkChange)
                 if change.network != t.network:
                     return self._reject("topic_mismatch", topic, "payload names another network")
                 outcome = table.on_change(change)
@@ -208,10 +224,11 @@ class Agent:
             actual = await self.kernel.read(full)
             if full:
                 self.metrics.rule_counters(actual.counters)
-            want = desired_state(
-                self.host, doc, records, self.vtep, self.allowed_uplinks, self._overlays()
-            )
-            actions = plan(want, actual, complete=complete)
+            overlays, entries = self._overlays()
+            want = desired_state(self.host, doc, records, self.vtep, self.allowed_uplinks, overlays)
+            if full or not self.settled:
+                entries = None
+            actions = plan(want, actual, complete=complete, entries=entries)
             for refusal in want.refused:
                 self.metrics.rejected.labels("not_owned").inc()
                 log.warning("desired_refused", host=self.host, detail=refusal)
@@ -219,10 +236,11 @@ class Agent:
         except KernelError as e:
             errors.append(str(e))
         outcomes = await self.kernel.apply_many(actions) if actions else []
+        done: Counter[str] = Counter()
         for action, failure in zip(actions, outcomes, strict=True):
             name = type(action).__name__
             if failure is None:
-                self.metrics.actions.labels(name).inc()
+                done[name] += 1
                 continue
             self.metrics.errors.labels(name).inc()
             errors.append(str(failure))
@@ -234,6 +252,9 @@ class Agent:
                     error=str(failure),
                     errno=failure.errno,
                 )
+        for name, n in done.items():
+            self.metrics.actions.labels(name).inc(n)
+        self.settled = complete and not errors
         if not errors:
             self.applied_desired = doc.generation
             self.applied_networks = gens
@@ -254,10 +275,15 @@ class Agent:
         )
         return PassResult(len(actions), errors, duration, complete)
 
-    def _overlays(self) -> dict[str, Overlay]:
+    def _overlays(self) -> tuple[dict[str, Overlay], Entries | None]:
         """Bring each network's remote entries up to date with its table: by the records
-        that changed, or in full after a snapshot replaced the table."""
+        that changed, or in full after a snapshot replaced the table. Also returns the
+        entries changed since the last pass (None: the overlays were rebuilt, made or
+        dropped, so any may have)."""
         overlays: dict[str, Overlay] = {}
+        fdb: set[Fdb] = set()
+        neigh: set[tuple[str, str]] = set()
+        exact = set(self.overlays) == {n for n in self.tables if self.vtep is not None}
         for net, table in self.tables.items():
             touched = table.take_touched()
             if self.vtep is None:
@@ -267,10 +293,14 @@ class Agent:
             if ov is None or ov.key != key or touched is None:
                 ov = Overlay(*key)
                 touched = set(table.records)
+                exact = False
             ov.update(table.records, touched)
+            changed_fdb, changed_neigh = ov.take_dirty()
+            fdb |= changed_fdb
+            neigh |= changed_neigh
             overlays[net] = ov
         self.overlays = overlays
-        return overlays
+        return overlays, Entries(frozenset(fdb), frozenset(neigh)) if exact else None
 
     async def _verify_view(self) -> None:
         """Compare the driver's view with a full read of the kernel; log a difference."""

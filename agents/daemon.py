@@ -39,6 +39,8 @@ class AgentDaemon:
         self.wake = asyncio.Event()
         self._mqtt: aiomqtt.Client | None = None
         self._following: set[str] = set()
+        #: networks whose snapshot topic is subscribed: only while a table is behind
+        self._snapshots: set[str] = set()
         self._last_status: bytes | None = None
 
     # -- reconcile loop ----------------------------------------------------------------
@@ -49,7 +51,9 @@ class AgentDaemon:
         backoff = 0.0
         full = True
         while True:
-            timeout = backoff or self.resync_interval
+            # jittered: agents started together (a fleet, a simulation) do not all make
+            # their full passes at the same moment
+            timeout = backoff or self.resync_interval * random.uniform(0.8, 1.2)
             # wait_for, not asyncio.timeout: on 3.11 the latter can swallow a cancellation
             # that arrives as it expires, and a TaskGroup could then never finish
             try:
@@ -118,11 +122,14 @@ class AgentDaemon:
                     self.broker,
                     f"plexus-agent-{host}",
                     will=will,
-                    on_drop=self.agent.metrics.dropped.inc,
+                    on_drop=self._dropped,
                 ) as mqtt:
                     backoff = 0.2
                     log.info("broker_connected", host=host, broker=str(self.broker))
                     self._following = set()
+                    self._snapshots = set()  # a new session: every table is checked
+                    for table in self.agent.tables.values():
+                        table.snapshot_seen = False
                     await mqtt.subscribe(topics.host_desired(host), qos=1)
                     self._mqtt = mqtt
                     await self.publish_status(force=True)
@@ -142,15 +149,35 @@ class AgentDaemon:
             backoff = min(backoff * 2, 10.0)
             await asyncio.sleep(delay)
 
+    def _dropped(self) -> None:
+        """A message the bounded queue refused may have been a change: every table is
+        checked against its snapshot again."""
+        self.agent.metrics.dropped.inc()
+        for table in self.agent.tables.values():
+            table.snapshot_seen = False
+
     async def _follow(self, mqtt: aiomqtt.Client) -> None:
+        """Changes of every network followed; its snapshot only while its table is
+        behind or unchecked (after a (re)connect or a drop): the retained snapshot comes
+        with the subscription, and its refreshes after each change (the whole table)
+        then go to the agents that need them, not to all N of them."""
         want = self.agent.followed()
         for net in sorted(want - self._following):
-            await mqtt.subscribe(topics.network_snapshots(net), qos=1)
             await mqtt.subscribe(topics.network_changes(net), qos=1)
         for net in sorted(self._following - want):
-            await mqtt.unsubscribe(topics.network_snapshots(net))
             await mqtt.unsubscribe(topics.network_changes(net))
         self._following = want
+        for net in sorted(want | self._snapshots):
+            table = self.agent.tables.get(net)
+            need = net in want and (table is None or not table.synced)
+            if need and net not in self._snapshots:
+                if table is not None:
+                    table.snapshot_seen = False
+                await mqtt.subscribe(topics.network_snapshots(net), qos=1)
+                self._snapshots.add(net)
+            elif not need and net in self._snapshots:
+                await mqtt.unsubscribe(topics.network_snapshots(net))
+                self._snapshots.discard(net)
 
     async def shutdown(self) -> None:
         """Clean stop: report offline ourselves (the Last Will is for crashes)."""

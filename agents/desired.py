@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 
 import proto
@@ -24,36 +23,60 @@ class Overlay:
         self.key = (host, device, vtep)
         self.fdb: set[Fdb] = set()
         self.neigh: dict[tuple[str, str], Neigh] = {}
-        self._of: dict[str, tuple[Fdb, Neigh]] = {}
-        self._vteps: Counter[str] = Counter()
+        #: record id → the record its entries were made from (shared with the table)
+        self._of: dict[str, proto.EndpointRecord] = {}
+        self._vteps: dict[str, int] = {}
+        #: entries added or removed since :meth:`take_dirty`
+        self._dirty_fdb: set[Fdb] = set()
+        self._dirty_neigh: set[tuple[str, str]] = set()
+
+    def take_dirty(self) -> tuple[set[Fdb], set[tuple[str, str]]]:
+        """The FDB entries and neighbour keys changed since the last call."""
+        out = self._dirty_fdb, self._dirty_neigh
+        self._dirty_fdb, self._dirty_neigh = set(), set()
+        return out
 
     def update(self, records: Mapping[str, proto.EndpointRecord], ids: Iterable[str]) -> None:
         host, vx, vtep = self.key
         for rid in ids:
             old = self._of.pop(rid, None)
             if old is not None:
-                self.fdb.discard(old[0])
-                if self.neigh.get((vx, old[1].ip)) == old[1]:  # not taken over since
-                    del self.neigh[vx, old[1].ip]
-                self._count(old[0].dst, -1)
+                assert old.vtep is not None
+                fdb, key = Fdb(vx, old.mac, old.vtep), (vx, old.ip)
+                self.fdb.discard(fdb)
+                self._dirty_fdb.add(fdb)
+                self._dirty_neigh.add(key)
+                if self.neigh.get(key) == Neigh(vx, old.ip, old.mac):  # not taken over
+                    del self.neigh[key]
+                self._count(old.vtep, -1)
             rec = records.get(rid)
             if rec is None or rec.host == host or rec.vtep is None or rec.vtep == vtep:
                 continue
             # an address freed and reused in one batch of changes: the live record wins
             # in either order (IPAM never gives one address to two live endpoints)
-            entry = Fdb(vx, rec.mac, rec.vtep), Neigh(vx, rec.ip, rec.mac)
-            self._of[rid] = entry
-            self.fdb.add(entry[0])
-            self.neigh[vx, rec.ip] = entry[1]
+            fdb, key = Fdb(vx, rec.mac, rec.vtep), (vx, rec.ip)
+            self._of[rid] = rec
+            self.fdb.add(fdb)
+            self.neigh[key] = Neigh(vx, rec.ip, rec.mac)
+            self._dirty_fdb.add(fdb)
+            self._dirty_neigh.add(key)
             self._count(rec.vtep, 1)
 
     def _count(self, dst: str, delta: int) -> None:
-        self._vteps[dst] += delta
-        if self._vteps[dst] == 0:
-            del self._vteps[dst]
-            self.fdb.discard(Fdb(self.key[1], FLOOD_MAC, dst))
-        elif delta > 0 and self._vteps[dst] == 1:
-            self.fdb.add(Fdb(self.key[1], FLOOD_MAC, dst))
+        """A flood entry per VTEP with at least one remote endpoint."""
+        n = self._vteps.get(dst, 0) + delta
+        if n > 0:
+            self._vteps[dst] = n
+            if n > 1 or delta < 0:
+                return
+        else:
+            self._vteps.pop(dst, None)
+        flood = Fdb(self.key[1], FLOOD_MAC, dst)
+        if n > 0:
+            self.fdb.add(flood)
+        else:
+            self.fdb.discard(flood)
+        self._dirty_fdb.add(flood)
 
 
 def desired_state(
@@ -69,7 +92,10 @@ def desired_state(
 
     A transparent network's uplink is a link the agent does not own: it is enslaved only
     when the host's configuration allows it (``allowed_uplinks``); otherwise the bridge
-    is made without it and the refusal is in ``refused``."""
+    is made without it and the refusal is in ``refused``.
+
+    The state returned may share its FDB and neighbour containers with ``overlays``: the
+    caller must not change it."""
     st = HostState()
     nets = {n.id: n for n in doc.networks}
     for net in doc.networks:
@@ -92,8 +118,10 @@ def desired_state(
                 ov = Overlay(host, vx, vtep)
                 records = tables.get(net.id, {})
                 ov.update(records, records)
-            st.fdb |= ov.fdb
-            st.neigh.update(ov.neigh)
+            if not st.fdb and not st.neigh:  # shared, not copied: 20,000 entries or more
+                st.fdb, st.neigh = ov.fdb, ov.neigh
+            else:
+                st.fdb, st.neigh = st.fdb | ov.fdb, {**st.neigh, **ov.neigh}
     for comp in doc.compartments:
         ns = names.netns(host, comp.id)
         st.namespaces.add(ns)

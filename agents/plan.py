@@ -8,6 +8,7 @@ Actions are ordered so that each one's prerequisites come first.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .model import FLOOD_MAC, Bridge, Fdb, HostState, Neigh, Rule, Veth, Vxlan
@@ -129,7 +130,20 @@ def _fdb_key(f: Fdb) -> tuple[str, str, str]:
     return (f.device, f.mac, f.dst if f.mac == FLOOD_MAC else "")
 
 
-def plan(desired: HostState, actual: HostState, *, complete: bool) -> list[Action]:
+@dataclass(frozen=True, slots=True)
+class Entries:
+    """The FDB entries and neighbour keys that may differ between desired and actual;
+    every other one is known equal (the caller's guarantee: the last pass left actual
+    equal to the desired state then, and only these changed since). A pass then costs
+    O(change) for a host's tens of thousands of remote entries."""
+
+    fdb: frozenset[Fdb]
+    neigh: frozenset[tuple[str, str]]
+
+
+def plan(
+    desired: HostState, actual: HostState, *, complete: bool, entries: Entries | None = None
+) -> list[Action]:
     dels: list[Action] = []
     adds: list[Action] = []
 
@@ -175,20 +189,38 @@ def plan(desired: HostState, actual: HostState, *, complete: bool) -> list[Actio
 
     # forwarding entries and neighbours: set differences first (in C), so a pass costs
     # Python work for what differs, not for every entry a host holds
+    # (with ``entries``, only those: see :class:`Entries`)
     have_fdb = actual.fdb
     have_nb = actual.neigh
+    want_nb = desired.neigh
     if recreated_vx:
+        entries = None
         have_fdb = {f for f in have_fdb if f.device not in recreated_vx}
         have_nb = {k: n for k, n in have_nb.items() if n.device not in recreated_vx}
-    gone_fdb = {_fdb_key(f): f for f in have_fdb - desired.fdb}
-    for f in sorted(desired.fdb - have_fdb):
+    if entries is None:
+        new_fdb = desired.fdb - have_fdb
+        gone = have_fdb - desired.fdb
+        same_nb = want_nb == have_nb  # in C; most passes change no neighbour
+        nb_keys: Iterable[tuple[str, str]] = () if same_nb else want_nb.keys() | have_nb.keys()
+    else:
+        new_fdb = {f for f in entries.fdb if f in desired.fdb and f not in have_fdb}
+        gone = {f for f in entries.fdb if f in have_fdb and f not in desired.fdb}
+        nb_keys = entries.neigh
+    gone_fdb = {_fdb_key(f): f for f in gone}
+    for f in sorted(new_fdb):
         old = gone_fdb.pop(_fdb_key(f), None)
         if old is not None:
             dels.append(DelFdb(old))
         adds.append(AddFdb(f))
-    want_nb = desired.neigh
-    same_nb = want_nb == have_nb  # in C; most passes change no neighbour
-    changed_nb = [] if same_nb else [(k, n) for k, n in want_nb.items() if have_nb.get(k) != n]
+    changed_nb = []
+    stale_nb = []
+    for k in nb_keys:
+        want_n, have_n = want_nb.get(k), have_nb.get(k)
+        if want_n is None:
+            if have_n is not None:
+                stale_nb.append(have_n)
+        elif want_n != have_n:
+            changed_nb.append((k, want_n))
     for nkey, n in sorted(changed_nb):
         old_n = have_nb.get(nkey)
         if old_n is not None:
@@ -206,8 +238,7 @@ def plan(desired: HostState, actual: HostState, *, complete: bool) -> list[Actio
         stale: list[Action] = []
         if desired.rules is None and actual.rules is not None:
             stale.append(DelRules())
-        if not same_nb:
-            stale += [DelNeigh(have_nb[k]) for k in sorted(have_nb.keys() - want_nb.keys())]
+        stale += [DelNeigh(n) for n in sorted(stale_nb)]
         stale += [DelFdb(f) for _, f in sorted(gone_fdb.items())]
         stale += [
             DelVeth(n)

@@ -24,11 +24,30 @@ class Table:
     #: ids of records changed since the holder last took them (None: all of them, a
     #: snapshot replaced the table), so derived state is updated, not rebuilt
     touched: set[str] | None = None
+    #: a snapshot message arrived since the holder last cleared this (see ``synced``)
+    snapshot_seen: bool = False
     _shards: dict[int, dict[int, proto.NetworkSnapshot]] = field(default_factory=dict)
     _pending: dict[int, proto.NetworkChange] = field(default_factory=dict)
 
+    @property
+    def behind(self) -> bool:
+        """Not complete, a gap in the changes, or part of a newer snapshot seen."""
+        return (
+            not self.complete
+            or bool(self._pending)
+            or any(g > self.generation for g in self._shards)
+        )
+
+    @property
+    def synced(self) -> bool:
+        """Complete and current as far as the snapshot seen since the holder (re)asked
+        for it tells: the agent then needs the changes only (the snapshot is refreshed
+        after every change, and it is the whole table)."""
+        return self.snapshot_seen and not self.behind
+
     def on_snapshot(self, snap: proto.NetworkSnapshot) -> str:
         """Returns what happened: ``applied``, ``partial`` or ``stale``."""
+        self.snapshot_seen = True
         if snap.generation <= self.generation and self.complete:
             return "stale"
         shards = self._shards.setdefault(snap.generation, {})

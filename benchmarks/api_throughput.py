@@ -19,10 +19,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -64,11 +64,18 @@ def listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+class Services(NamedTuple):
+    url: str  # the controller's
+    broker: BrokerURL  # without credentials
+    pid: int  # the controller's
+    broker_pid: int
+
+
 @contextmanager
-def controller_with_broker(work: Path) -> Iterator[tuple[str, BrokerURL, int]]:
-    """A secured broker and a controller process: (controller URL, broker URL, pid)."""
+def controller_with_broker(work: Path, hosts: Sequence[str] = HOSTS) -> Iterator[Services]:
+    """A secured broker (an identity per host of ``hosts``) and a controller process."""
     bport, cport = free_port(), free_port()
-    bd = identities.init(work / "broker", [("127.0.0.1", bport)], HOSTS)
+    bd = identities.init(work / "broker", [("127.0.0.1", bport)], hosts)
     procs: list[subprocess.Popen[bytes]] = []
     log = open(work / "processes.log", "ab")  # noqa: SIM115
     try:
@@ -97,7 +104,7 @@ def controller_with_broker(work: Path) -> Iterator[tuple[str, BrokerURL, int]]:
                 return False
 
         wait_until(healthy, "the controller")
-        yield url, broker.with_credentials(None), procs[1].pid
+        yield Services(url, broker.with_credentials(None), procs[1].pid, procs[0].pid)
     finally:
         for p in procs:
             p.terminate()
@@ -160,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.count = 100
     with tempfile.TemporaryDirectory(prefix="plexus-bench-") as d:
         work = Path(d)
-        with controller_with_broker(work) as (url, broker, pid):
+        with controller_with_broker(work) as (url, broker, pid, _):
             asyncio.run(report_online(broker, work))
             cpu0, own0, wall0 = cpu_seconds(pid), cpu_seconds(os.getpid()), time.monotonic()
             rows = asyncio.run(measure(url, args.count, args.concurrency))

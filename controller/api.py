@@ -243,6 +243,7 @@ def create_app(rt: Runtime, token: str | None = None) -> FastAPI:
     async def decommission_host(host_id: str, force: Force = False) -> dict[str, Any]:
         out = ctl.decommission_host(host_id, force=force)
         await rt.commit(out, False, 0)
+        rt.tracker.notify(host_id)  # waits for it end: it is no longer awaited
         return {"id": host_id, "deleted": True}
 
     # -- networks --------------------------------------------------------------------

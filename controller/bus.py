@@ -306,7 +306,7 @@ class Bus:
                 vtep=status.vtep,
                 version=status.version,
             )
-        self.tracker.notify()
+        self.tracker.notify(status.host)
 
     async def _publisher(self, mqtt: aiomqtt.Client) -> None:
         while True:

@@ -10,55 +10,99 @@ from .service import Target
 from .state import HostRow, State
 
 
+class _Waiter:
+    __slots__ = ("dirty", "event", "everything")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        #: hosts that reported since the waiter last looked (all of them: ``everything``)
+        self.dirty: set[str] = set()
+        self.everything = False
+
+
 class Tracker:
-    """Waiters are woken on every status report and re-check their target."""
+    """Waiters are woken by status reports and re-check the hosts that reported, not
+    their whole target: with N hosts reporting after a change, a waiter costs O(N) per
+    change, not O(N²)."""
 
     def __init__(self, state: State) -> None:
         self.state = state
-        self._waiters: set[asyncio.Event] = set()
+        self._waiters: set[_Waiter] = set()
 
-    def notify(self) -> None:
-        for ev in self._waiters:
-            ev.set()
-
-    def _check(self, target: Target) -> tuple[list[str], list[HostPending], list[str]]:
-        online, pending, offline = [], [], []
-        for host_id, want in sorted(target.items()):
-            host = self.state.hosts.get(host_id)
+    def notify(self, host: str | None = None) -> None:
+        """``host`` reported (None: anything may have changed)."""
+        for w in self._waiters:
             if host is None:
-                continue  # decommissioned meanwhile
-            if host.state != "online":
-                offline.append(host_id)
-                continue
-            online.append(host_id)
-            missing = want.missing(host)
-            if missing:
-                pending.append(HostPending(host=host_id, state=host.state, waiting_for=missing))
-        return online, pending, offline
+                w.everything = True
+            else:
+                w.dirty.add(host)
+            w.event.set()
+
+    def _look(self, host_id: str, target: Target) -> tuple[str, HostPending | None] | None:
+        """("online" | "pending" | "offline", what it waits for); None: decommissioned."""
+        host = self.state.hosts.get(host_id)
+        if host is None:
+            return None
+        if host.state != "online":
+            return "offline", None
+        missing = target[host_id].missing(host)
+        if missing:
+            return "pending", HostPending(host=host_id, state=host.state, waiting_for=missing)
+        return "online", None
 
     async def wait(self, target: Target, timeout: float) -> Convergence:
         start = time.monotonic()
         deadline = start + timeout
-        while True:
-            online, pending, offline = self._check(target)
-            remaining = deadline - time.monotonic()
-            if not pending or remaining <= 0:
-                return Convergence(
-                    converged=not pending,
-                    elapsed_ms=round((time.monotonic() - start) * 1000, 3),
-                    hosts=online,
-                    pending=pending,
-                    offline=offline,
-                )
-            ev = asyncio.Event()
-            self._waiters.add(ev)
-            try:
-                async with asyncio.timeout(remaining):
-                    await ev.wait()
-            except TimeoutError:
-                pass
-            finally:
-                self._waiters.discard(ev)
+        waiter = _Waiter()
+        self._waiters.add(waiter)
+        try:
+            seen = {h: self._look(h, target) for h in target}
+            waiting = sum(1 for v in seen.values() if v is not None and v[0] == "pending")
+            while True:
+                remaining = deadline - time.monotonic()
+                if not waiting or remaining <= 0:
+                    return self._result(seen, start)
+                try:
+                    async with asyncio.timeout(remaining):
+                        await waiter.event.wait()
+                except TimeoutError:
+                    pass
+                waiter.event.clear()
+                if waiter.everything:
+                    hosts: set[str] | list[str] = list(target)
+                else:
+                    hosts = waiter.dirty & target.keys()
+                waiter.dirty, waiter.everything = set(), False
+                for h in hosts:
+                    before, now = seen[h], self._look(h, target)
+                    seen[h] = now
+                    waiting += (now is not None and now[0] == "pending") - (
+                        before is not None and before[0] == "pending"
+                    )
+        finally:
+            self._waiters.discard(waiter)
+
+    @staticmethod
+    def _result(
+        seen: dict[str, tuple[str, HostPending | None] | None], start: float
+    ) -> Convergence:
+        online, pending, offline = [], [], []
+        for host_id, v in sorted(seen.items()):
+            if v is None:
+                continue  # decommissioned meanwhile
+            if v[0] == "offline":
+                offline.append(host_id)
+                continue
+            online.append(host_id)
+            if v[1] is not None:
+                pending.append(v[1])
+        return Convergence(
+            converged=not pending,
+            elapsed_ms=round((time.monotonic() - start) * 1000, 3),
+            hosts=online,
+            pending=pending,
+            offline=offline,
+        )
 
 
 def in_sync(state: State, host: HostRow) -> tuple[bool, list[str]]:

@@ -144,6 +144,8 @@ class Controller:
         #: shards of each network's snapshot currently retained at the broker
         self.shards: dict[str, int] = {}
         self._records: dict[str, tuple[int, str | None, proto.EndpointRecord]] = {}
+        #: each record's msgpack encoding (same key and validity as ``_records``)
+        self._frames: dict[str, tuple[int, str | None, bytes]] = {}
         #: each host's desired document in parts (see :class:`HostDoc`); a commit marks
         #: the compartments it touched stale, and only those are built again
         self._docs: dict[str, HostDoc] = {}
@@ -223,6 +225,18 @@ class Controller:
         rec = ep.record(vtep)
         self._records[ep.id] = (ep.gen, vtep, rec)
         return rec
+
+    def record_frame(self, ep: EndpointRow) -> bytes:
+        """The record's encoding, cached: a snapshot of 20,000 records is assembled, not
+        validated and encoded again after every change."""
+        host = self.state.hosts.get(ep.host)
+        vtep = host.vtep if host else None
+        cached = self._frames.get(ep.id)
+        if cached is not None and cached[0] == ep.gen and cached[1] == vtep:
+            return cached[2]
+        frame = proto.encode(self.record(ep))
+        self._frames[ep.id] = (ep.gen, vtep, frame)
+        return frame
 
     def _desired_parts(
         self, host: str
@@ -315,18 +329,16 @@ class Controller:
         retained messages for shards left over from a larger table."""
         net = self.state.networks[net_id]
         eps = sorted(self.state.by_network.get(net_id, {}).values(), key=lambda e: e.id)
-        records = [self.record(ep) for ep in eps]
-        count = max(1, -(-len(records) // SHARD_RECORDS))
+        frames = [self.record_frame(ep) for ep in eps]
+        count = max(1, -(-len(frames) // SHARD_RECORDS))
         out = []
         for i in range(count):
-            shard = proto.NetworkSnapshot(
-                network=net_id,
-                generation=net.table_gen,
-                shard=i,
-                shards=count,
-                records=tuple(records[i * SHARD_RECORDS : (i + 1) * SHARD_RECORDS]),
+            head = proto.NetworkSnapshot(
+                network=net_id, generation=net.table_gen, shard=i, shards=count
             )
-            out.append(Publish(topics.network_snapshot(net_id, i), proto.encode(shard), True))
+            part = frames[i * SHARD_RECORDS : (i + 1) * SHARD_RECORDS]
+            frame = proto.pack_parts(head.model_dump(mode="json"), {"records": part})
+            out.append(Publish(topics.network_snapshot(net_id, i), frame, True))
         for i in range(count, self.shards.get(net_id, count)):
             out.append(Publish(topics.network_snapshot(net_id, i), b"", True))
         self.shards[net_id] = count
@@ -719,6 +731,7 @@ class Controller:
         for net, ids in pending:
             for i in ids:
                 self._records.pop(i, None)
+                self._frames.pop(i, None)
             if net.id not in self.state.networks:
                 continue  # the network itself went: its topics are cleared instead
             change = proto.NetworkChange(network=net.id, generation=net.table_gen, deletes=ids)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from collections import deque
 from collections.abc import Sequence
 
 from .. import plan as p
@@ -12,9 +13,10 @@ from .view import apply_to
 
 
 class MemoryKernel:
-    def __init__(self, state: HostState | None = None) -> None:
+    def __init__(self, state: HostState | None = None, keep: int = 10_000) -> None:
         self.state = state or HostState()
-        self.applied: list[p.Action] = []
+        #: the last ``keep`` actions applied (a simulator of many hosts keeps none)
+        self.applied: deque[p.Action] = deque(maxlen=keep)
         #: actions of these types fail with EPERM (fault injection for tests)
         self.fail: set[type] = set()
 
@@ -27,7 +29,17 @@ class MemoryKernel:
         return None
 
     async def apply_many(self, actions: Sequence[p.Action]) -> list[KernelError | None]:
-        return await apply_each(self, actions)
+        if self.fail:
+            return await apply_each(self, actions)
+        outcomes: list[KernelError | None] = []
+        for action in actions:  # what apply() does, without a coroutine per action
+            try:
+                apply_to(self.state, action)
+                self.applied.append(action)
+                outcomes.append(None)
+            except KernelError as e:
+                outcomes.append(e)
+        return outcomes
 
     async def apply(self, action: p.Action) -> None:
         if type(action) in self.fail:

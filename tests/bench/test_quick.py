@@ -78,3 +78,15 @@ def test_kernel_scale_quick() -> None:
     # a restarted agent adopts what it programmed: no kernel action
     assert rows["restart adoption: kernel actions"] == "0"
     assert rows["cold: agent start → in sync"].endswith(" ms")
+
+
+@pytest.mark.broker
+def test_fanout_quick(tmp_path: Path) -> None:
+    png = tmp_path / "fanout.png"
+    result = run_benchmark("fanout", "--plot", str(png))
+    rows = {r["what"]: r for r in result["rows"]}  # type: ignore[attr-defined]
+    # the benchmark itself checks that each change converged on every simulated host
+    assert rows["N=4: change → all applied"]["n"] == 5
+    assert rows["N=8: change → all applied"]["n"] == 5
+    assert "s" in rows["N=8: cold start → all in sync"]["value"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -8,6 +8,7 @@ import random
 
 import proto
 from agents import names
+from agents import plan as p
 from agents.agent import Agent
 from agents.kernel.memory import MemoryKernel
 from agents.model import FLOOD_MAC, Fdb, Neigh
@@ -45,7 +46,7 @@ async def test_incremental_remote_entries_equal_a_rebuild() -> None:
         live[f"e{i}"] = record(rng, f"e{i}", ips[i], gen)
     snap = proto.NetworkSnapshot(network="blue", generation=gen, records=tuple(live.values()))
     agent.on_message(topics.network_snapshot("blue", 0), proto.encode(snap))
-    checked = 0
+    checked = failures = 0
     for step in range(400):
         gen += 1
         upserts: dict[str, proto.EndpointRecord] = {}
@@ -82,6 +83,14 @@ async def test_incremental_remote_entries_equal_a_rebuild() -> None:
             agent.on_message(topics.network_snapshot("blue", 0), proto.encode(snap))
         if step == 300:
             agent.vtep = VTEPS["h2"]  # the host's VTEP changed: entries of h2 are local now
+        kernel = agent.kernel
+        assert isinstance(kernel, MemoryKernel)
+        if rng.random() < 0.05:  # a pass that fails part-way: the next must diff all
+            kernel.fail = {rng.choice([p.AddFdb, p.AddNeigh, p.DelFdb, p.DelNeigh])}
+            failed = await agent.reconcile(full=False)
+            kernel.fail = set()
+            assert agent.settled == (not failed.errors)
+            failures += bool(failed.errors)
         if rng.random() < 0.7:
             result = await agent.reconcile(full=rng.random() < 0.2)
             assert result.errors == []
@@ -91,4 +100,5 @@ async def test_incremental_remote_entries_equal_a_rebuild() -> None:
             assert have.fdb == fdb
             assert have.neigh == neigh
             checked += 1
-    assert checked > 200
+    assert checked > 200 and failures > 3, (checked, failures)
+    assert agent.settled

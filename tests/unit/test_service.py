@@ -230,6 +230,11 @@ def test_snapshot_shards_and_clears_leftovers(
     snaps = [proto.decode(p.payload, proto.NetworkSnapshot) for p in pubs]
     assert [s.shard for s in snaps] == [0, 1, 2] and {s.shards for s in snaps} == {3}
     assert sum(len(s.records) for s in snaps) == 5
+    # assembled from cached record encodings: the bytes of a snapshot built from scratch
+    recs = [ctl.record(e) for e in sorted(ctl.state.endpoints.values(), key=lambda e: e.id)]
+    for s, p in zip(snaps, pubs, strict=True):
+        fresh = s.model_copy(update={"records": tuple(recs[2 * s.shard : 2 * s.shard + 2])})
+        assert p.payload == proto.encode(fresh)
     for i in range(4):
         ctl.delete_compartment(f"c{i}", force=True)
     pubs = ctl.snapshot("blue")

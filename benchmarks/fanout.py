@@ -1,0 +1,331 @@
+"""Fan-out at scale with simulated hosts: a real Mosquitto (credentials and ACLs) and a
+real controller process; N agents — the real agent code (:class:`agents.agent.Agent`,
+:class:`agents.daemon.AgentDaemon`, one MQTT session each, its own credential) on the
+in-memory kernel driver — many per process, in several processes. One overlay network
+holds E endpoints (default 20,000), each in a compartment of its own, spread over the N
+hosts: every agent holds the whole table (E FDB + E neighbour entries).
+
+For each N (default 100, 300, 1,000):
+
+- cold start: the endpoints exist, the agents start → every host in sync (the
+  controller's ``/v1/status``, polled every 250 ms);
+- one endpoint change → every host applied: an endpoint created with ``wait=true``
+  (the controller answers once all N hosts report the new table generation and the
+  owner its compartment), C times one after another;
+- controller and broker RSS and CPU, and the simulators' RSS.
+
+The agents of one process share decoded messages (the models are frozen): E records
+decoded once per process, not once per agent. Everything runs on this machine's cores:
+at N = 1,000 the simulated agents' own passes are most of the CPU a change costs.
+Figures grow with N in a table and in a PNG plot (``--plot``).
+
+    .venv/bin/python -m benchmarks.fanout [--hosts 100,300,1000] [--endpoints 20000]
+        [--changes 100] [--workers 4] [--plot benchmarks/fanout.png] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import ipaddress
+import subprocess
+import sys
+import tempfile
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import proto
+from agents.agent import Agent
+from agents.daemon import AgentDaemon
+from agents.kernel.memory import MemoryKernel
+from controller import identities
+from proto import logs, topics
+from proto.broker import BrokerURL, cancel_and_wait, client
+
+from .api_throughput import controller_with_broker
+from .common import cpu_seconds, exit_on_sigterm, percentile, report, rss_mib, summary
+from .rawhttp import Connection, post_all
+
+NET = "fo"
+SUBNET = ipaddress.IPv4Network("10.64.0.0/14")
+TARGETS = {
+    "N=1000: change → all applied": "p99 ≤ 1 s",
+    "N=1000: cold start → all in sync": "≤ 60 s",
+    "N=1000: controller RSS": "≤ 300 MB",
+}
+
+
+def host(i: int) -> str:
+    return f"f{i}"
+
+
+def vtep(i: int) -> str:
+    """A VTEP address per simulated host (the in-memory kernel never sends to it)."""
+    return f"198.19.{i // 250}.{i % 250 + 1}"
+
+
+# -- the simulator process -------------------------------------------------------------
+
+
+class SharedDecoder:
+    """proto.decode, with the last few frames' models shared by every agent of this
+    process (each receives the same frames; the models are frozen)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._cache: OrderedDict[tuple[bytes, type], Any] = OrderedDict()
+        self._size = size
+
+    def __call__(self, data: bytes, expect: type[Any]) -> Any:
+        key = (data, expect)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = proto.decode(data, expect)
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return found
+
+
+async def simulate(first: int, count: int, broker: str, ids: Path) -> None:
+    decoder = SharedDecoder()
+    base = BrokerURL.parse(broker)
+    daemons = []
+    for i in range(first, first + count):
+        agent = Agent(host(i), MemoryKernel(keep=0), vtep(i), decode=decoder)
+        daemons.append(AgentDaemon(agent, base.with_credentials(ids / host(i))))
+    tasks = [asyncio.create_task(d.session()) for d in daemons]
+    tasks += [asyncio.create_task(d.reconciler()) for d in daemons]
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for t in tasks:
+            await cancel_and_wait(t)
+
+
+def worker_main(args: argparse.Namespace) -> None:
+    exit_on_sigterm()
+    # hundreds of agents share this heap (in production each has its own): collect the
+    # young generation less often, or scans of millions of entries dominate
+    gc.set_threshold(50_000, 20, 20)
+    logs.configure("warning", "json")
+    asyncio.run(simulate(args.first, args.count, args.broker, Path(args.identities)))
+
+
+# -- the driver ------------------------------------------------------------------------
+
+
+async def report_online(broker: BrokerURL, ids: Path, n: int) -> None:
+    """Each host known and online with its VTEP, as its agent would report it."""
+    sem = asyncio.Semaphore(32)
+
+    async def one(i: int) -> None:
+        status = proto.HostStatus(host=host(i), state="online", version="sim", vtep=vtep(i))
+        async with sem, client(broker.with_credentials(ids / host(i)), host(i)) as mqtt:
+            await mqtt.publish(topics.host_status(host(i)), proto.encode(status), 1, True)
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+
+
+async def populate(url: str, n: int, endpoints: int, changes: int) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        for _ in range(1000):
+            hosts = (await http.get("/v1/hosts")).json()
+            if sum(h["state"] == "online" for h in hosts) >= n:
+                break
+            await asyncio.sleep(0.05)
+        r = await http.post("/v1/networks", json={"id": NET, "subnet": str(SUBNET), "vni": 5000})
+        assert r.status_code == 201, r.text
+    enc = await Connection.open(url)
+    comps = [
+        enc.encode("POST", "/v1/compartments", {"id": f"c{i}", "host": host(i % n)})
+        for i in range(endpoints + changes)
+    ]
+    eps = [
+        enc.encode("POST", "/v1/endpoints", {"network": NET, "compartment": f"c{i}"})
+        for i in range(endpoints)
+    ]
+    await enc.close()
+    await post_all(url, comps)
+    await post_all(url, eps)
+
+
+async def all_in_sync(url: str, n: int, within: float) -> float:
+    start = time.monotonic()
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        while time.monotonic() - start < within:
+            hosts = (await http.get("/v1/status")).json()["hosts"]
+            if sum(h["state"] == "online" and h["in_sync"] for h in hosts) >= n:
+                return time.monotonic() - start
+            await asyncio.sleep(0.25)
+    raise TimeoutError(f"not all {n} hosts in sync within {within} s")
+
+
+async def changes_applied(url: str, endpoints: int, changes: int) -> list[float]:
+    """Each change: one endpoint created with wait=true → all hosts applied (ms)."""
+    out = []
+    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+        for k in range(changes):
+            body = {"network": NET, "compartment": f"c{endpoints + k}"}
+            t = time.perf_counter()
+            r = await http.post("/v1/endpoints", json=body, params={"wait": "true", "timeout": 60})
+            took = (time.perf_counter() - t) * 1000
+            assert r.status_code == 201, r.text
+            conv = r.json()["convergence"]
+            if not conv["converged"]:
+                raise RuntimeError(f"change {k} did not converge: {conv}")
+            out.append(took)
+    return out
+
+
+def start_workers(n: int, workers: int, broker: BrokerURL, ids: Path, log: Path) -> list[Any]:
+    procs = []
+    per = -(-n // workers)
+    with open(log, "ab") as out:
+        for first in range(0, n, per):
+            cmd = [sys.executable, "-m", "benchmarks.fanout", "--worker"]
+            cmd += ["--first", str(first), "--count", str(min(per, n - first))]
+            cmd += ["--broker", str(broker), "--identities", str(ids)]
+            procs.append(subprocess.Popen(cmd, stdout=out, stderr=out))
+    return procs
+
+
+def stop(procs: list[Any]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def one_n(n: int, endpoints: int, changes: int, workers: int) -> dict[str, Any]:
+    print(f"fanout: N={n}: broker, controller, {endpoints} endpoints …", flush=True)
+    with tempfile.TemporaryDirectory(prefix="plexus-fanout-") as d:
+        work = Path(d)
+        hosts = [host(i) for i in range(n)]
+        with controller_with_broker(work, hosts) as svc:
+            ids = identities.BrokerDir(work / "broker").identities
+            asyncio.run(report_online(svc.broker, ids, n))
+            t = time.monotonic()
+            asyncio.run(populate(svc.url, n, endpoints, changes))
+            created = time.monotonic() - t
+            print(f"fanout: N={n}: created in {created:.1f} s; agents start …", flush=True)
+            procs = start_workers(n, workers, svc.broker, ids, work / "workers.log")
+
+            def cpu() -> dict[str, float]:
+                return {
+                    "controller": cpu_seconds(svc.pid),
+                    "broker": cpu_seconds(svc.broker_pid),
+                    "simulators": sum(cpu_seconds(p.pid) for p in procs),
+                }
+
+            cpu0 = cpu()
+            try:
+                cold = asyncio.run(all_in_sync(svc.url, n, 600))
+                mid = cpu()
+                sim_rss = sum(rss_mib(p.pid) for p in procs)
+                print(f"fanout: N={n}: in sync after {cold:.1f} s; {changes} changes …", flush=True)
+                t = time.monotonic()
+                lat = asyncio.run(changes_applied(svc.url, endpoints, changes))
+                wall = time.monotonic() - t
+                end = cpu()
+                result = {
+                    "n": n,
+                    "created_s": created,
+                    "cold_s": cold,
+                    "change_ms": lat,
+                    "controller_rss_mib": rss_mib(svc.pid),
+                    "broker_rss_mib": rss_mib(svc.broker_pid),
+                    "sim_rss_mib": round(sim_rss, 1),
+                    "cold_cpu_s": {k: round(mid[k] - cpu0[k], 2) for k in mid},
+                    "changes_cpu_s": {k: round(end[k] - mid[k], 2) for k in end},
+                    "changes_wall_s": round(wall, 1),
+                }
+            finally:
+                stop(procs)
+    return result
+
+
+def plot(results: list[dict[str, Any]], path: Path, endpoints: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = [r["n"] for r in results]
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.8))
+    ax[0].plot(ns, [r["cold_s"] for r in results], "o-", label="cold start → all in sync")
+    ax[0].axhline(60, color="grey", ls=":", label="target at N=1000")
+    ax[0].set_ylabel("seconds")
+    p50 = [percentile(r["change_ms"], 50) for r in results]
+    p99 = [percentile(r["change_ms"], 99) for r in results]
+    ax[1].plot(ns, p50, "o-", label="p50")
+    ax[1].plot(ns, p99, "s-", label="p99")
+    ax[1].axhline(1000, color="grey", ls=":", label="p99 target at N=1000")
+    ax[1].set_ylabel("ms, one endpoint change → all applied")
+    ax[2].plot(ns, [r["controller_rss_mib"] for r in results], "o-", label="controller")
+    ax[2].plot(ns, [r["broker_rss_mib"] for r in results], "s-", label="broker")
+    ax[2].axhline(300 / 1.048576, color="grey", ls=":", label="controller target (300 MB)")
+    ax[2].set_ylabel("RSS, MiB")
+    for a in ax:
+        a.set_xlabel("simulated hosts (N)")
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    fig.suptitle(f"Plexus fan-out: one overlay of {endpoints:,} endpoints, N simulated agents")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    print(f"fanout: plot written to {path}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.fanout", description=__doc__)
+    ap.add_argument("--hosts", default="100,300,1000", help="values of N, comma-separated")
+    ap.add_argument("--endpoints", type=int, default=20_000)
+    ap.add_argument("--changes", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=4, help="simulator processes")
+    ap.add_argument("--plot", type=Path, default=Path("benchmarks/fanout.png"))
+    ap.add_argument("--quick", action="store_true", help="N=4,8; 200 endpoints; 5 changes")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--first", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--broker", help=argparse.SUPPRESS)
+    ap.add_argument("--identities", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        worker_main(args)
+        return {}
+    if args.quick:
+        args.hosts, args.endpoints, args.changes, args.workers = "4,8", 200, 5, 2
+    exit_on_sigterm()
+    results = [
+        one_n(int(n), args.endpoints, args.changes, args.workers) for n in args.hosts.split(",")
+    ]
+    rows: list[dict[str, Any]] = []
+    for r in results:
+        n = r["n"]
+        rows.append({"what": f"N={n}: change → all applied", **summary(r["change_ms"])})
+        rows.append({"what": f"N={n}: cold start → all in sync", "value": f"{r['cold_s']:.1f} s"})
+        rows.append({"what": f"N={n}: controller RSS", "value": f"{r['controller_rss_mib']} MiB"})
+        rows.append({"what": f"N={n}: broker RSS", "value": f"{r['broker_rss_mib']} MiB"})
+        rows.append({"what": f"N={n}: simulators' RSS", "value": f"{r['sim_rss_mib']} MiB"})
+        for phase in ("cold", "changes"):
+            cpu = r[f"{phase}_cpu_s"]
+            took = r["cold_s"] if phase == "cold" else r["changes_wall_s"]
+            used = ", ".join(f"{who} {s} s" for who, s in cpu.items())
+            rows.append({"what": f"N={n}: CPU during {phase} ({took:.1f} s)", "value": used})
+    plot(results, args.plot, args.endpoints)
+    extra = {"endpoints": args.endpoints, "changes": args.changes, "workers": args.workers}
+    return report("fanout", rows, extra, TARGETS)
+
+
+if __name__ == "__main__":
+    main()
