@@ -237,7 +237,10 @@ class Agent:
             errors.append(str(e))
         outcomes = await self.kernel.apply_many(actions) if actions else []
         done: Counter[str] = Counter()
-        for action, failure in zip(actions, outcomes, strict=True):
+        failed = any(outcomes)
+        if not failed:  # the common case, counted in C: a cold pass has 40,000 actions
+            done.update({k.__name__: n for k, n in Counter(map(type, actions)).items()})
+        for action, failure in zip(actions, outcomes if failed else (), strict=False):
             name = type(action).__name__
             if failure is None:
                 done[name] += 1
@@ -292,9 +295,10 @@ class Agent:
             ov = self.overlays.get(net)
             if ov is None or ov.key != key or touched is None:
                 ov = Overlay(*key)
-                touched = set(table.records)
+                ov.build(table.records)
                 exact = False
-            ov.update(table.records, touched)
+            else:
+                ov.update(table.records, touched)
             changed_fdb, changed_neigh = ov.take_dirty()
             fdb |= changed_fdb
             neigh |= changed_neigh

@@ -30,6 +30,21 @@ class Overlay:
         self._dirty_fdb: set[Fdb] = set()
         self._dirty_neigh: set[tuple[str, str]] = set()
 
+    def build(self, records: Mapping[str, proto.EndpointRecord]) -> None:
+        """Fill an empty overlay from a whole table (:meth:`update` with every id, with
+        no record of what changed: everything did)."""
+        host, vx, vtep = self.key
+        fdb, neigh, of, vteps = self.fdb, self.neigh, self._of, self._vteps
+        for rid, rec in records.items():
+            dst = rec.vtep
+            if rec.host == host or dst is None or dst == vtep:
+                continue
+            of[rid] = rec
+            fdb.add(Fdb(vx, rec.mac, dst))
+            neigh[vx, rec.ip] = Neigh(vx, rec.ip, rec.mac)
+            vteps[dst] = vteps.get(dst, 0) + 1
+        fdb.update(Fdb(vx, FLOOD_MAC, dst) for dst in vteps)
+
     def take_dirty(self) -> tuple[set[Fdb], set[tuple[str, str]]]:
         """The FDB entries and neighbour keys changed since the last call."""
         out = self._dirty_fdb, self._dirty_neigh
@@ -116,8 +131,7 @@ def desired_state(
             ov = (overlays or {}).get(net.id)
             if ov is None or ov.key != (host, vx, vtep):
                 ov = Overlay(host, vx, vtep)
-                records = tables.get(net.id, {})
-                ov.update(records, records)
+                ov.build(tables.get(net.id, {}))
             if not st.fdb and not st.neigh:  # shared, not copied: 20,000 entries or more
                 st.fdb, st.neigh = ov.fdb, ov.neigh
             else:

@@ -206,23 +206,27 @@ def plan(
         new_fdb = {f for f in entries.fdb if f in desired.fdb and f not in have_fdb}
         gone = {f for f in entries.fdb if f in have_fdb and f not in desired.fdb}
         nb_keys = entries.neigh
+    # (not sorted: their order does not matter, and 20,000 of them cost 50 ms to sort)
     gone_fdb = {_fdb_key(f): f for f in gone}
-    for f in sorted(new_fdb):
-        old = gone_fdb.pop(_fdb_key(f), None)
+    for f in new_fdb:
+        old = gone_fdb.pop(_fdb_key(f), None) if gone_fdb else None
         if old is not None:
             dels.append(DelFdb(old))
         adds.append(AddFdb(f))
-    changed_nb = []
-    stale_nb = []
-    for k in nb_keys:
-        want_n, have_n = want_nb.get(k), have_nb.get(k)
-        if want_n is None:
-            if have_n is not None:
-                stale_nb.append(have_n)
-        elif want_n != have_n:
-            changed_nb.append((k, want_n))
-    for nkey, n in sorted(changed_nb):
-        old_n = have_nb.get(nkey)
+    changed_nb: list[Neigh] = []
+    stale_nb: list[Neigh] = []
+    if not have_nb:  # a cold start: every neighbour is new
+        changed_nb = list(want_nb.values())
+    else:
+        for k in nb_keys:
+            want_n, have_n = want_nb.get(k), have_nb.get(k)
+            if want_n is None:
+                if have_n is not None:
+                    stale_nb.append(have_n)
+            elif want_n != have_n:
+                changed_nb.append(want_n)
+    for n in changed_nb:
+        old_n = have_nb.get((n.device, n.ip))
         if old_n is not None:
             dels.append(DelNeigh(old_n))
         adds.append(AddNeigh(n))
@@ -238,8 +242,8 @@ def plan(
         stale: list[Action] = []
         if desired.rules is None and actual.rules is not None:
             stale.append(DelRules())
-        stale += [DelNeigh(n) for n in sorted(stale_nb)]
-        stale += [DelFdb(f) for _, f in sorted(gone_fdb.items())]
+        stale += [DelNeigh(n) for n in stale_nb]
+        stale += [DelFdb(f) for f in gone_fdb.values()]
         stale += [
             DelVeth(n)
             for n in sorted(actual.veths.keys() - desired.veths.keys())

@@ -14,7 +14,20 @@ from . import KernelError
 def apply_to(st: HostState, action: p.Action) -> None:
     """Change ``st`` as ``action`` changes the kernel; raises :class:`KernelError` where
     the kernel would refuse it."""
-    match action:
+    match action:  # the entries first: a host has tens of thousands of them
+        case p.AddFdb(f):
+            if f.device not in st.vxlans:
+                raise KernelError("AddFdb", f.device, errno.ENODEV, "no device")
+            st.fdb.add(f)
+        case p.DelFdb(f):
+            st.fdb.discard(f)
+        case p.AddNeigh(n):
+            if n.device not in st.vxlans:
+                raise KernelError("AddNeigh", n.device, errno.ENODEV, "no device")
+            st.neigh[n.device, n.ip] = n
+        case p.DelNeigh(n):
+            if st.neigh.get((n.device, n.ip)) == n:
+                del st.neigh[n.device, n.ip]
         case p.AddNamespace(name):
             st.namespaces.add(name)
         case p.DelNamespace(name):
@@ -52,19 +65,6 @@ def apply_to(st: HostState, action: p.Action) -> None:
             if ns not in st.namespaces:
                 raise KernelError("SetRoute", ns, errno.ENOENT, "no namespace")
             st.routes[ns] = gw
-        case p.AddFdb(f):
-            if f.device not in st.vxlans:
-                raise KernelError("AddFdb", f.device, errno.ENODEV, "no device")
-            st.fdb.add(f)
-        case p.DelFdb(f):
-            st.fdb.discard(f)
-        case p.AddNeigh(n):
-            if n.device not in st.vxlans:
-                raise KernelError("AddNeigh", n.device, errno.ENODEV, "no device")
-            st.neigh[n.device, n.ip] = n
-        case p.DelNeigh(n):
-            if st.neigh.get((n.device, n.ip)) == n:
-                del st.neigh[n.device, n.ip]
         case p.SetRules(rules):
             st.rules = rules
         case p.DelRules():
