@@ -136,6 +136,8 @@ class AgentDaemon:
                     async for msg in mqtt.messages:
                         payload = msg.payload if isinstance(msg.payload, bytes) else b""
                         self.agent.on_message(str(msg.topic), payload)
+                        if not msg.retain:
+                            self._live(str(msg.topic))
                         await self._follow(mqtt)
                         if self.agent.dirty:
                             self.wake.set()
@@ -148,6 +150,21 @@ class AgentDaemon:
             delay = random.uniform(0.5, 1.0) * backoff
             backoff = min(backoff * 2, 10.0)
             await asyncio.sleep(delay)
+
+    def _live(self, topic: str) -> None:
+        """A snapshot published while subscribed (the broker marks the retained copy
+        sent at subscription time, which may predate a change published just before
+        the subscription): the table is current as of a refresh that came after its
+        changes were followed, so it may leave the snapshot topic."""
+        if "/snapshot/" not in topic:
+            return
+        try:
+            net = topics.parse(topic).network
+        except proto.WireError:
+            return
+        table = self.agent.tables.get(net or "")
+        if table is not None:
+            table.snapshot_seen = True
 
     def _dropped(self) -> None:
         """A message the bounded queue refused may have been a change: every table is

@@ -24,7 +24,7 @@ class Table:
     #: ids of records changed since the holder last took them (None: all of them, a
     #: snapshot replaced the table), so derived state is updated, not rebuilt
     touched: set[str] | None = None
-    #: a snapshot message arrived since the holder last cleared this (see ``synced``)
+    #: a snapshot was published to the holder since it last cleared this (see ``synced``)
     snapshot_seen: bool = False
     _shards: dict[int, dict[int, proto.NetworkSnapshot]] = field(default_factory=dict)
     _pending: dict[int, proto.NetworkChange] = field(default_factory=dict)
@@ -40,14 +40,13 @@ class Table:
 
     @property
     def synced(self) -> bool:
-        """Complete and current as far as the snapshot seen since the holder (re)asked
-        for it tells: the agent then needs the changes only (the snapshot is refreshed
-        after every change, and it is the whole table)."""
+        """Complete and current as of a snapshot refresh published while the holder
+        followed the changes: it then needs the changes only (the snapshot is
+        refreshed after every change, and it is the whole table)."""
         return self.snapshot_seen and not self.behind
 
     def on_snapshot(self, snap: proto.NetworkSnapshot) -> str:
         """Returns what happened: ``applied``, ``partial`` or ``stale``."""
-        self.snapshot_seen = True
         if snap.generation <= self.generation and self.complete:
             return "stale"
         shards = self._shards.setdefault(snap.generation, {})

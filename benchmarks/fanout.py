@@ -205,7 +205,7 @@ def stop(procs: list[Any]) -> None:
         p.terminate()
     for p in procs:
         try:
-            p.wait(20)
+            p.wait(5)
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()

@@ -47,10 +47,22 @@ async def test_snapshot_only_while_behind(mosquitto: Mosquitto) -> None:
         await ctl.publish(topics.host_desired("h1"), proto.encode(samples.DESIRED), 1, True)
         two = proto.NetworkSnapshot(network="blue", generation=2, records=(rec(1, 2),))
         await ctl.publish(snap, proto.encode(two), 1, True)
+        # change 3 goes out before the agent subscribes (so it never gets it), and the
+        # retained snapshot is still 2: complete, but behind without knowing it
+        three = proto.NetworkChange(network="blue", generation=3, upserts=(rec(2, 3),))
+        await ctl.publish(topics.network_changes("blue"), proto.encode(three), 1)
         tasks = [asyncio.create_task(daemon.session()), asyncio.create_task(daemon.reconciler())]
         try:
             table = await wait_table(agent)
-            await until(lambda: table.generation == 2 and daemon._snapshots == set())
+            await until(lambda: table.generation == 2)
+            await asyncio.sleep(0.3)
+            assert daemon._snapshots == {"blue"}  # so it stays on the snapshot topic ...
+            # ... until the refresh that follows every change comes
+            refresh = proto.NetworkSnapshot(
+                network="blue", generation=3, records=(rec(1, 2), rec(2, 3))
+            )
+            await ctl.publish(snap, proto.encode(refresh), 1, True)
+            await until(lambda: table.generation == 3 and daemon._snapshots == set())
 
             # a newer snapshot is not delivered to an agent that is in sync ...
             five = proto.NetworkSnapshot(
@@ -58,20 +70,25 @@ async def test_snapshot_only_while_behind(mosquitto: Mosquitto) -> None:
             )
             await ctl.publish(snap, proto.encode(five), 1, True)
             # ... the changes are
-            three = proto.NetworkChange(network="blue", generation=3, upserts=(rec(2, 3),))
-            await ctl.publish(topics.network_changes("blue"), proto.encode(three), 1)
-            await until(lambda: table.generation == 3)
+            four = proto.NetworkChange(network="blue", generation=4, upserts=(rec(3, 4),))
+            await ctl.publish(topics.network_changes("blue"), proto.encode(four), 1)
+            await until(lambda: table.generation == 4)
             await asyncio.sleep(0.3)
-            assert table.generation == 3 and set(table.records) == {"r1", "r2"}
+            assert table.generation == 4 and set(table.records) == {"r1", "r2", "r3"}
             assert daemon._snapshots == set()
 
-            # change 4 is lost: 5 reveals the gap, the agent takes the snapshot again,
-            # is complete at 5 and leaves the snapshot topic once more
-            change5 = proto.NetworkChange(network="blue", generation=5, upserts=(rec(4, 5),))
-            await ctl.publish(topics.network_changes("blue"), proto.encode(change5), 1)
-            await until(lambda: table.generation == 5 and daemon._snapshots == set())
-            assert set(table.records) == {"r1", "r2", "r3", "r4"} and not table.behind
-            await until(lambda: agent.applied_networks.get("blue") == 5)
+            # change 5 is lost and 6 reveals the gap: the agent takes the (retained)
+            # snapshot 5 again, applies 6 on it, and leaves once the refresh at 6 comes
+            six = proto.NetworkChange(network="blue", generation=6, upserts=(rec(5, 6),))
+            await ctl.publish(topics.network_changes("blue"), proto.encode(six), 1)
+            await until(lambda: table.generation == 6 and "blue" in daemon._snapshots)
+            assert set(table.records) == {"r1", "r2", "r3", "r4", "r5"} and not table.behind
+            six_snap = proto.NetworkSnapshot(
+                network="blue", generation=6, records=(*five.records, rec(5, 6))
+            )
+            await ctl.publish(snap, proto.encode(six_snap), 1, True)
+            await until(lambda: daemon._snapshots == set())
+            await until(lambda: agent.applied_networks.get("blue") == 6)
         finally:
             for t in tasks:
                 await cancel_and_wait(t)
