@@ -90,3 +90,11 @@ def test_fanout_quick(tmp_path: Path) -> None:
     assert rows["N=8: change → all applied"]["n"] == 5
     assert "s" in rows["N=8: cold start → all in sync"]["value"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_agent_pass_quick() -> None:
+    result = run_benchmark("agent_pass")
+    rows = {r["what"]: r for r in result["rows"]}  # type: ignore[attr-defined]
+    # the benchmark itself checks each pass's actions (every entry cold, 4 per change)
+    assert rows["cold: snapshot folded in + first pass"]["n"] == 2
+    assert rows["one change: folded in + pass on the view"]["n"] == 20
