@@ -236,15 +236,12 @@ class Agent:
         except KernelError as e:
             errors.append(str(e))
         outcomes = await self.kernel.apply_many(actions) if actions else []
-        done: Counter[str] = Counter()
-        failed = any(outcomes)
-        if not failed:  # the common case, counted in C: a cold pass has 40,000 actions
-            done.update({k.__name__: n for k, n in Counter(map(type, actions)).items()})
-        for action, failure in zip(actions, outcomes if failed else (), strict=False):
+        # counted in C where it can be: a cold pass has 40,000 actions
+        done = Counter(map(type, actions))
+        failed = [(a, f) for a, f in zip(actions, outcomes, strict=True) if f is not None]
+        for action, failure in failed:
             name = type(action).__name__
-            if failure is None:
-                done[name] += 1
-                continue
+            done[type(action)] -= 1
             self.metrics.errors.labels(name).inc()
             errors.append(str(failure))
             if len(errors) <= MAX_ERRORS:  # a failed batch of 10,000 logs 32, counts all
@@ -255,8 +252,9 @@ class Agent:
                     error=str(failure),
                     errno=failure.errno,
                 )
-        for name, n in done.items():
-            self.metrics.actions.labels(name).inc(n)
+        for kind, n in done.items():
+            if n:
+                self.metrics.actions.labels(kind.__name__).inc(n)
         self.settled = complete and not errors
         if not errors:
             self.applied_desired = doc.generation

@@ -29,7 +29,7 @@ from agents.kernel.memory import MemoryKernel
 from proto import topics
 
 from .common import report, rss_mib, summary
-from .fanout import SharedDecoder
+from .fanout import shared_decoder
 
 NET = proto.NetworkSpec(id="n", mode="overlay", subnet="10.0.0.0/8", gateway="10.0.0.1", vni=5)
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     del recs
     loop = asyncio.new_event_loop()
-    decoder = SharedDecoder()  # as the fan-out simulators: decoded once, shared
+    decoder = shared_decoder()  # as the fan-out simulators: decoded once, shared
     gc.collect()
     base = rss_mib(os.getpid())
     cold, change, full = [], [], []

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import ipaddress
 import subprocess
 import sys
 import tempfile
 import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -75,28 +75,15 @@ def vtep(i: int) -> str:
 # -- the simulator process -------------------------------------------------------------
 
 
-class SharedDecoder:
+def shared_decoder(size: int = 64) -> Any:
     """proto.decode, with the last few frames' models shared by every agent of this
-    process (each receives the same frames; the models are frozen)."""
-
-    def __init__(self, size: int = 64) -> None:
-        self._cache: OrderedDict[tuple[bytes, type], Any] = OrderedDict()
-        self._size = size
-
-    def __call__(self, data: bytes, expect: type[Any]) -> Any:
-        key = (data, expect)
-        found = self._cache.get(key)
-        if found is None:
-            found = self._cache[key] = proto.decode(data, expect)
-            while len(self._cache) > self._size:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(key)
-        return found
+    process (each receives the same frames; the models are frozen; a frame that fails
+    to decode raises each time, as lru_cache keeps no exceptions)."""
+    return functools.lru_cache(maxsize=size)(proto.decode)
 
 
 async def simulate(first: int, count: int, broker: str, ids: Path) -> None:
-    decoder = SharedDecoder()
+    decoder = shared_decoder()
     base = BrokerURL.parse(broker)
     daemons = []
     for i in range(first, first + count):

@@ -143,9 +143,8 @@ class Controller:
             self.state.hosts[h.id] = dataclasses.replace(h, state="offline")
         #: shards of each network's snapshot currently retained at the broker
         self.shards: dict[str, int] = {}
-        self._records: dict[str, tuple[int, str | None, proto.EndpointRecord]] = {}
-        #: each record's msgpack encoding (same key and validity as ``_records``)
-        self._frames: dict[str, tuple[int, str | None, bytes]] = {}
+        #: endpoint id → (gen, VTEP, its record, the record's msgpack encoding)
+        self._records: dict[str, tuple[int, str | None, proto.EndpointRecord, bytes]] = {}
         #: each host's desired document in parts (see :class:`HostDoc`); a commit marks
         #: the compartments it touched stale, and only those are built again
         self._docs: dict[str, HostDoc] = {}
@@ -216,27 +215,22 @@ class Controller:
             raise NotFound("endpoint", ident)
         return ep
 
-    def record(self, ep: EndpointRow) -> proto.EndpointRecord:
+    def _record(self, ep: EndpointRow) -> tuple[int, str | None, proto.EndpointRecord, bytes]:
         host = self.state.hosts.get(ep.host)
         vtep = host.vtep if host else None
         cached = self._records.get(ep.id)
-        if cached is not None and cached[0] == ep.gen and cached[1] == vtep:
-            return cached[2]
-        rec = ep.record(vtep)
-        self._records[ep.id] = (ep.gen, vtep, rec)
-        return rec
+        if cached is None or cached[0] != ep.gen or cached[1] != vtep:
+            rec = ep.record(vtep)
+            cached = self._records[ep.id] = (ep.gen, vtep, rec, proto.encode(rec))
+        return cached
+
+    def record(self, ep: EndpointRow) -> proto.EndpointRecord:
+        return self._record(ep)[2]
 
     def record_frame(self, ep: EndpointRow) -> bytes:
-        """The record's encoding, cached: a snapshot of 20,000 records is assembled, not
-        validated and encoded again after every change."""
-        host = self.state.hosts.get(ep.host)
-        vtep = host.vtep if host else None
-        cached = self._frames.get(ep.id)
-        if cached is not None and cached[0] == ep.gen and cached[1] == vtep:
-            return cached[2]
-        frame = proto.encode(self.record(ep))
-        self._frames[ep.id] = (ep.gen, vtep, frame)
-        return frame
+        """The record's encoding, cached with it: a snapshot of 20,000 records is
+        assembled, not validated and encoded again after every change."""
+        return self._record(ep)[3]
 
     def _desired_parts(
         self, host: str
@@ -731,7 +725,6 @@ class Controller:
         for net, ids in pending:
             for i in ids:
                 self._records.pop(i, None)
-                self._frames.pop(i, None)
             if net.id not in self.state.networks:
                 continue  # the network itself went: its topics are cleared instead
             change = proto.NetworkChange(network=net.id, generation=net.table_gen, deletes=ids)

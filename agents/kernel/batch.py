@@ -180,8 +180,4 @@ def _parse_neigh(data: bytes, off: int, end: int) -> tuple[int, int, str | None,
     return ifindex, state, mac, dst
 
 
-def strerror(code: int) -> str:
-    return os.strerror(code) if code else "ok"
-
-
-__all__ = ["Entry", "NetlinkBatch", "encode", "strerror"]
+__all__ = ["Entry", "NetlinkBatch", "encode"]

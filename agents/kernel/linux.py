@@ -321,7 +321,7 @@ class LinuxKernel:
     async def _apply_batch(self, run: list[p.Action]) -> list[KernelError | None]:
         view, self._view = self._view, None
         index: dict[str, int | KernelError] = {}
-        for dev in {_entry_of(a)[0] for a in run}:
+        for dev in {_device(a) for a in run}:
             try:
                 index[dev] = await self._index(dev)
             except KernelError as e:
@@ -330,12 +330,12 @@ class LinuxKernel:
         entries: list[Entry] = []
         sent: list[int] = []
         for i, action in enumerate(run):
-            dev, entry = _entry_of(action)
+            dev = _device(action)
             ifindex = index[dev]
             if isinstance(ifindex, KernelError):
                 outcomes[i] = KernelError(type(action).__name__, dev, ifindex.errno, "no device")
                 continue
-            entries.append(Entry(entry[0], entry[1], ifindex, entry[2], entry[3]))
+            entries.append(_entry(action, ifindex))
             sent.append(i)
         try:
             codes = await asyncio.to_thread(self._batch.run, entries)
@@ -596,13 +596,23 @@ class LinuxKernel:
 BATCHED = (p.AddFdb, p.DelFdb, p.AddNeigh, p.DelNeigh)
 
 
-def _entry_of(action: p.Action) -> tuple[str, tuple[bool, bool, str, str]]:
-    """device, (fdb?, add?, mac, address) of a batched action."""
+def _device(action: p.Action) -> str:
+    """The VXLAN device of a batched action."""
     match action:
         case p.AddFdb(f) | p.DelFdb(f):
-            return f.device, (True, isinstance(action, p.AddFdb), f.mac, f.dst)
+            return f.device
         case p.AddNeigh(n) | p.DelNeigh(n):
-            return n.device, (False, isinstance(action, p.AddNeigh), n.mac, n.ip)
+            return n.device
+    raise TypeError(f"not a batched action: {action!r}")
+
+
+def _entry(action: p.Action, ifindex: int) -> Entry:
+    """The batch request of a batched action."""
+    match action:
+        case p.AddFdb(f) | p.DelFdb(f):
+            return Entry(True, isinstance(action, p.AddFdb), ifindex, f.mac, f.dst)
+        case p.AddNeigh(n) | p.DelNeigh(n):
+            return Entry(False, isinstance(action, p.AddNeigh), ifindex, n.mac, n.ip)
     raise TypeError(f"not a batched action: {action!r}")
 
 

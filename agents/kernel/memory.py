@@ -34,17 +34,11 @@ class MemoryKernel:
         outcomes: list[KernelError | None] = []
         st, keep = self.state, self.applied.maxlen != 0
         for action in actions:  # what apply() does, without a coroutine per action
-            # the entries inline (a host has tens of thousands): as apply_to does them
-            if isinstance(action, p.AddFdb) and action.fdb.device in st.vxlans:
-                st.fdb.add(action.fdb)
-            elif isinstance(action, p.AddNeigh) and action.neigh.device in st.vxlans:
-                st.neigh[action.neigh.device, action.neigh.ip] = action.neigh
-            else:
-                try:
-                    apply_to(st, action)
-                except KernelError as e:
-                    outcomes.append(e)
-                    continue
+            try:
+                apply_to(st, action)
+            except KernelError as e:
+                outcomes.append(e)
+                continue
             if keep:
                 self.applied.append(action)
             outcomes.append(None)
