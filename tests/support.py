@@ -256,11 +256,15 @@ class SimAgent:
     gens: dict[str, int] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _known: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
+        """Returns once the controller knows the host: its first desired document (the
+        controller publishes one, empty, for a host it has just heard of) arrived."""
         self._task = asyncio.create_task(self._run(), name=f"sim-agent-{self.host}")
         async with asyncio.timeout(10):
             await self._ready.wait()
+            await self._known.wait()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -295,6 +299,7 @@ class SimAgent:
                     continue
                 if t.kind == "host_desired":
                     self.desired = proto.decode(payload, proto.HostDesired)
+                    self._known.set()
                     want = {n.id for n in self.desired.networks if n.mode in proto.TABLE_MODES}
                     for net in want - following:
                         await c.subscribe(topics.network_snapshots(net), qos=1)
