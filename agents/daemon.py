@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
-import signal
 import time
 from typing import Literal
 
@@ -23,6 +21,7 @@ import structlog
 import proto
 from proto import logs, topics
 from proto.broker import BrokerURL, cancel_and_wait, client
+from proto.signals import on_signals
 
 from .agent import Agent
 from .config import AgentSettings
@@ -211,23 +210,16 @@ class AgentDaemon:
 
 
 def install_stop_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    """SIGTERM/SIGINT set ``stop`` — in this process only.
+    """SIGTERM/SIGINT set ``stop``, in this process only (:mod:`proto.signals`).
 
     Not ``loop.add_signal_handler``: it routes signals through a wakeup fd that forked
-    children inherit, and pyroute2 forks a child for every namespace it enters and stops
-    it with SIGTERM, which the parent then read as its own SIGTERM and shut down.
+    children inherit, and a forked child stopped with SIGTERM then reads as our own.
     """
-    pid = os.getpid()
 
-    def handler(signum: int, frame: object) -> None:
-        if os.getpid() != pid:  # a forked child: behave as if no handler were set
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
+    def set_stop(signum: int) -> None:
         loop.call_soon_threadsafe(stop.set)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, handler)
+    on_signals(set_stop)
 
 
 async def resolve_vtep(settings: AgentSettings) -> str | None:

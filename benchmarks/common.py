@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.table import Table
 
+from proto.signals import exit_on_signals
+
 console = Console(width=140)
 T = TypeVar("T")
 
@@ -106,15 +108,6 @@ def git_commit() -> str:
         return "unknown"
 
 
-def exit_on_sigterm() -> None:
-    """SIGTERM (``timeout``, a CI runner) exits through ``finally`` blocks, so that a
-    benchmark's lab is brought down, not left behind."""
-    import signal
-    import sys
-
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-
-
 def gone(pid: int, within: float = 10.0) -> None:
     """Until process ``pid`` has stopped (a zombie counts as stopped)."""
     from controller.lab import procs
@@ -138,7 +131,7 @@ def lab_run(hosts: int, prefix: str, measure: Callable[[Any], Coroutine[Any, Any
 
     if os.geteuid() != 0:
         sys.exit("this benchmark builds a lab of namespaces: run it as root")
-    exit_on_sigterm()
+    exit_on_signals()
     directory = Path(tempfile.mkdtemp(prefix="plexus-bench-"))
     spec = core.plan(directory / "lab", hosts, f"{prefix}{os.getpid() % 10000}x")
     try:

@@ -48,9 +48,10 @@ from agents.kernel.memory import MemoryKernel
 from controller import identities
 from proto import logs, topics
 from proto.broker import BrokerURL, cancel_and_wait, client
+from proto.signals import exit_on_signals
 
 from .api_throughput import controller_with_broker
-from .common import cpu_seconds, exit_on_sigterm, percentile, report, rss_mib, summary
+from .common import cpu_seconds, percentile, report, rss_mib, summary
 from .rawhttp import Connection, post_all
 
 NET = "fo"
@@ -101,7 +102,7 @@ async def simulate(first: int, count: int, broker: str, ids: Path) -> None:
 
 
 def worker_main(args: argparse.Namespace) -> None:
-    exit_on_sigterm()
+    exit_on_signals()
     # hundreds of agents share this heap (in production each has its own): collect the
     # young generation less often, or scans of millions of entries dominate
     gc.set_threshold(50_000, 20, 20)
@@ -297,7 +298,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
     if args.quick:
         args.hosts, args.endpoints, args.changes, args.workers = "4,8", 200, 5, 2
-    exit_on_sigterm()
+    exit_on_signals()
     results = [
         one_n(int(n), args.endpoints, args.changes, args.workers) for n in args.hosts.split(",")
     ]

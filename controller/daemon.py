@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
@@ -12,6 +15,7 @@ import uvicorn
 
 from proto import logs
 from proto.broker import cancel_and_wait
+from proto.signals import on_signals
 
 from .api import Runtime, create_app
 from .bus import Bus
@@ -46,6 +50,17 @@ def api_token(path: Path) -> str:
     return token
 
 
+class Server(uvicorn.Server):
+    """uvicorn's server, its stop signals handled in this process only
+    (:mod:`proto.signals`), not re-raised after the graceful stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is threading.main_thread():
+            on_signals(lambda signum: self.handle_exit(signum, None))
+        yield
+
+
 def build(settings: ControllerSettings) -> tuple[Runtime, uvicorn.Server]:
     store = SqliteStore(settings.store, sync=settings.store_sync)
     controller = Controller(store)
@@ -67,7 +82,7 @@ def build(settings: ControllerSettings) -> tuple[Runtime, uvicorn.Server]:
         access_log=False,
         lifespan="off",
     )
-    return rt, uvicorn.Server(config)
+    return rt, Server(config)
 
 
 async def serve(settings: ControllerSettings) -> None:

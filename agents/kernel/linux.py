@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import os
 import socket
-import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pyroute2 import AsyncIPRoute, netns
+from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .. import names
@@ -24,6 +22,8 @@ from .. import plan as p
 from ..model import Bridge, Fdb, HostState, Neigh, Veth, Vxlan
 from . import KernelError, apply_each, nft
 from .batch import Entry, NetlinkBatch
+from .netns import in_netns, listnetns, netlink_socket
+from .netns import remove as remove_netns
 from .view import apply_to
 
 T = TypeVar("T")
@@ -35,10 +35,6 @@ GONE = {errno.ENOENT, errno.ENODEV, errno.ESRCH, errno.EADDRNOTAVAIL}
 SYSCTLS = ("net.ipv4.ip_forward",)
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNET = 0x40000000
-
-
 #: ARP retry interval of a compartment's interfaces (the kernel's default is 1 s)
 ARP_RETRANS_MS = 100
 
@@ -48,7 +44,7 @@ def _tune_compartment() -> int:
     come up (a gratuitous ARP): peers on the same host's bridge learn it at once.
     Returns a netlink socket of the compartment."""
     Path("/proc/sys/net/ipv4/conf/default/arp_notify").write_text("1")
-    return _netlink_socket()
+    return netlink_socket()
 
 
 def _tune_interface(ifname: str) -> Callable[[], int]:
@@ -65,49 +61,6 @@ def _tune_interface(ifname: str) -> Callable[[], int]:
         return socket.if_nametoindex(ifname)  # no netlink round trip for it
 
     return tune
-
-
-def _netlink_socket() -> int:
-    """A route netlink socket of the calling thread's namespace, as a file descriptor
-    (a socket stays in the namespace it was made in)."""
-    return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE).detach()
-
-
-async def in_netns(ns: str, fn: Callable[[], T], create: bool = False) -> T:
-    """Run ``fn`` in network namespace ``ns`` (``/proc/sys/net`` is then that of
-    ``ns``): on a thread of its own, which enters ``ns`` and ends after, so no other
-    work ever runs in the wrong namespace. ``create``: the thread makes ``ns`` (a new
-    namespace, bound to ``/run/netns/<ns>``) instead of entering it. Neither forks:
-    pyroute2's ``netns.create`` and a pyroute2 socket in a namespace each fork a
-    process (~20 ms per compartment together; this costs ~1 ms)."""
-    result: list[T] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            if create:
-                if _libc.unshare(CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"unshare {ns}: {os.strerror(err)}")
-                netns.attach(ns, f"{os.getpid()}/task/{threading.get_native_id()}")
-            else:
-                fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-                try:
-                    if _libc.setns(fd, CLONE_NEWNET) != 0:
-                        err = ctypes.get_errno()
-                        raise OSError(err, f"setns {ns}: {os.strerror(err)}")
-                finally:
-                    os.close(fd)
-            result.append(fn())
-        except BaseException as e:  # handed to the caller
-            failure.append(e)
-
-    thread = threading.Thread(target=run, name=f"netns-{ns}", daemon=True)
-    thread.start()
-    await asyncio.to_thread(thread.join)
-    if failure:
-        raise failure[0]
-    return result[0]
 
 
 def _sysctl_path(key: str) -> Path:
@@ -141,7 +94,7 @@ class LinuxKernel:
         ipr = self._ns.get(ns)
         if ipr is None:
             if fd is None:
-                fd = await in_netns(ns, _netlink_socket)
+                fd = await in_netns(ns, netlink_socket)
             ipr = self._ns[ns] = AsyncIPRoute(fileno=fd)
         elif fd is not None:
             os.close(fd)
@@ -174,7 +127,7 @@ class LinuxKernel:
 
     async def _read(self) -> HostState:
         st = HostState()
-        st.namespaces = {n for n in netns.listnetns() if n.startswith(self.prefix)}
+        st.namespaces = {n for n in listnetns() if n.startswith(self.prefix)}
         ipr = await self._root()
         links = [ln async for ln in await ipr.link("dump")]
         by_index = {ln["index"]: ln for ln in links}
@@ -387,14 +340,14 @@ class LinuxKernel:
         ipr = await self._root()
         match action:
             case p.AddNamespace(name):
-                new = name not in netns.listnetns()
+                new = name not in listnetns()
                 fd = await in_netns(name, _tune_compartment, create=new)
                 inner = await self._in(name, fd)
                 await inner.link("set", index=1, state="up")
             case p.DelNamespace(name):
                 self._forget(name)
-                if name in netns.listnetns():
-                    await asyncio.to_thread(netns.remove, name)
+                if name in listnetns():
+                    await asyncio.to_thread(remove_netns, name)
             case p.AddBridge(br):
                 async with self._ensure(errno.EEXIST):
                     await ipr.link("add", ifname=br.name, kind="bridge")

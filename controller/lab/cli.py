@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from proto.signals import on_signals
+
 from ..console import Output, OutputOpt, err, fail, out, show
 from .spec import DEFAULT_DIR, LabError, LabSpec
 
@@ -61,10 +63,15 @@ class Steps:
         self._finish("[red]✗[/red]" if t else "[green]✓[/green]")
 
 
+def _interrupt(signum: int) -> None:
+    raise KeyboardInterrupt
+
+
 def _up(directory: Path, hosts: int, host_prefix: str, tls: bool) -> LabSpec:
     from . import core
 
     spec = core.plan(directory, hosts, host_prefix, tls)
+    on_signals(_interrupt)  # SIGTERM too removes what was made (this process only)
     try:
         with Steps() as step:
             return core.up(spec, step)

@@ -24,6 +24,7 @@ from proto.types import is_id
 
 from .. import identities
 from . import procs, underlay
+from .records import record
 from .spec import AGENT_METRICS_PORT, LabError, LabSpec, free_subnet
 
 Step = Callable[[str], None]
@@ -114,6 +115,7 @@ def _configs(spec: LabSpec) -> None:
 
 def up(spec: LabSpec, step: Step, timeout: float = 30.0) -> LabSpec:
     """Build the lab of ``spec``; on any failure, remove what was made and raise."""
+    record("lab", str(spec.dir))
     spec.save()
     try:
         step(f"underlay {spec.subnet} on {spec.bridge}, {len(spec.hosts)} host namespaces")

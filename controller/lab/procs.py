@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from .records import record_pid
 from .spec import LabError, LabSpec
 
 
@@ -37,6 +38,7 @@ def spawn(argv: list[str], log: Path) -> int:
             start_new_session=True,  # no signal from the CLI's terminal reaches it
             close_fds=True,
         )
+    record_pid(proc.pid)
     return proc.pid
 
 

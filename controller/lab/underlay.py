@@ -12,11 +12,13 @@ import contextlib
 import errno
 import ipaddress
 
-from pyroute2 import IPRoute, netns
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from agents import names
+from agents.kernel import netns
 
+from .records import record
 from .spec import LabError, LabSpec
 
 UPLINK = "uplink"
@@ -50,6 +52,11 @@ def conflicts(spec: LabSpec) -> list[str]:
 
 def create(spec: LabSpec) -> None:
     prefix = spec.network.prefixlen
+    record("link", spec.bridge)
+    for host in spec.hosts:
+        record("netns", spec.host_ns(host))
+        record("netns-prefix", names.netns_prefix(host))
+        record("link", spec.port(host))
     try:
         with IPRoute() as ipr:
             ipr.link("add", ifname=spec.bridge, kind="bridge")
@@ -64,8 +71,7 @@ def create(spec: LabSpec) -> None:
                 ipr.link("add", ifname=port, kind="veth", peer={"ifname": UPLINK, "net_ns_fd": ns})
                 (idx,) = ipr.link_lookup(ifname=port)
                 ipr.link("set", index=idx, master=br, state="up")
-                with IPRoute(netns=ns) as inner:
-                    inner.link("set", index=1, state="up")  # lo
+                with netns.iproute(ns) as inner:
                     (up,) = inner.link_lookup(ifname=UPLINK)
                     inner.addr("add", index=up, address=spec.vtep(host), prefixlen=prefix)
                     inner.link("set", index=up, state="up")

@@ -5,28 +5,45 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from pyroute2 import IPRoute
 
+from agents.kernel import netns
+from controller.lab.records import start_time
 from tests.kernel.lab import require_root
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_benchmark(name: str, *args: str) -> dict[str, object]:
-    proc = subprocess.run(
+def run_benchmark(name: str, *args: str, timeout: float = 300) -> dict[str, object]:
+    """Run ``benchmarks.NAME --quick``. Past ``timeout`` it gets SIGTERM, as ``timeout``
+    or a CI runner would send: it brings its lab down and exits (SIGKILL only if it
+    does not within a minute), and the test fails."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", f"benchmarks.{name}", "--quick", *args],
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
         env={**os.environ, "COLUMNS": "200"},
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")]
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            stdout, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+        pytest.fail(f"benchmarks.{name} ran past {timeout} s: {stdout[-2000:]}{stderr[-2000:]}")
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    (line,) = [ln for ln in stdout.splitlines() if ln.startswith("BENCH ")]
     result: dict[str, object] = json.loads(line.removeprefix("BENCH "))
     assert result["benchmark"] == name and result["rows"]
     return result
@@ -98,3 +115,51 @@ def test_agent_pass_quick() -> None:
     # the benchmark itself checks each pass's actions (every entry cold, 4 per change)
     assert rows["cold: snapshot folded in + first pass"]["n"] == 2
     assert rows["one change: folded in + pass on the view"]["n"] == 20
+
+
+@pytest.mark.kernel
+def test_a_benchmark_stopped_by_sigterm_leaves_no_lab_behind(tmp_path: Path) -> None:
+    """``timeout`` (or a CI runner) stops a benchmark with SIGTERM while its lab runs:
+    the benchmark brings the lab down on its way out. Everything it made is named in
+    its records (``PLEXUS_RECORDS``); none of it is left."""
+    require_root()
+    records = tmp_path / "records"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.convergence", "--quick"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "PLEXUS_RECORDS": str(records)},
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the lab is up once its agents are started
+            if "lab: agents" in line:
+                break
+        else:
+            pytest.fail("the benchmark ended before its lab was up")
+        proc.terminate()
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM
+    made = [line.split() for line in records.read_text().splitlines()]
+    kinds = {kind for kind, *_ in made}
+    assert {"lab", "pid", "netns", "netns-prefix", "link"} <= kinds
+    left_ns = [
+        ns
+        for ns in netns.listnetns()
+        for kind, value, *_ in made
+        if (kind == "netns" and ns == value) or (kind == "netns-prefix" and ns.startswith(value))
+    ]
+    assert left_ns == []
+    left_pids = [
+        int(pid) for kind, pid, *rest in made if kind == "pid" and start_time(int(pid)) == rest[0]
+    ]
+    assert left_pids == []
+    with IPRoute() as ipr:
+        assert [v for kind, v, *_ in made if kind == "link" and ipr.link_lookup(ifname=v)] == []
+    assert not any(Path(v).exists() for kind, v, *_ in made if kind == "lab")

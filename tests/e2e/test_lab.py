@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyroute2 import IPRoute, netns
+from pyroute2 import IPRoute
 
 from agents import names
+from agents.kernel import netns
 from tests.kernel.lab import require_root
 from tests.support import PLEXUS
 
@@ -44,8 +45,8 @@ def plexus_json(*args: str, env: dict[str, str] | None = None) -> Any:
 
 
 def processes(lab_dir: Path) -> dict[int, str]:
-    """Every process that could be the lab's: Plexus, the broker, namespace helpers
-    (other pytest sessions on the machine run brokers and controllers of their own)."""
+    """Every live process of the lab: each names a file of the lab's directory on its
+    command line (other sessions on the machine run brokers and labs of their own)."""
     out = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -55,23 +56,31 @@ def processes(lab_dir: Path) -> dict[int, str]:
             state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
         except OSError:
             continue
-        if state != "Z" and any(w in cmd for w in (str(lab_dir), "plexus lab", "plab-")):
+        if state != "Z" and str(lab_dir) in cmd:
             out[int(entry.name)] = cmd
     return out
+
+
+def lab_namespaces(prefix: str) -> set[str]:
+    """The namespaces of a lab whose host ids start with ``prefix``: its hosts'
+    (``plab-HOST``) and their compartments' (never another lab's or a runtime's)."""
+    mine = (f"plab-{prefix}", names.netns_prefix(prefix)[:-1])
+    return {ns for ns in netns.listnetns() if ns.startswith(mine)}
 
 
 @dataclass
 class Before:
     lab_dir: Path
-    namespaces: set[str]
+    prefix: str
     processes: dict[int, str]
 
     @classmethod
-    def now(cls, lab_dir: Path) -> Before:
-        return cls(lab_dir, set(netns.listnetns()), processes(lab_dir))
+    def now(cls, lab_dir: Path, prefix: str) -> Before:
+        assert lab_namespaces(prefix) == set()
+        return cls(lab_dir, prefix, processes(lab_dir))
 
     def assert_restored(self) -> None:
-        assert set(netns.listnetns()) == self.namespaces
+        assert lab_namespaces(self.prefix) == set()
         new = {p: c for p, c in processes(self.lab_dir).items() if p not in self.processes}
         assert new == {}, new
 
@@ -107,8 +116,8 @@ class LabUnderTest:
 def bring_up(tmp: Path, hosts: int, *extra: str) -> LabUnderTest:
     require_root()
     directory = tmp / "lab"
-    before = Before.now(directory)
     prefix = f"e{os.getpid() % 100000}x{time.monotonic_ns() % 1000}h"
+    before = Before.now(directory, prefix)
     spec = plexus_json(
         "lab", "up", "--hosts", str(hosts), "--dir", str(directory), "--host-prefix", prefix,
         *extra,
@@ -174,7 +183,7 @@ def test_same_subnet_on_another_vni_is_isolated(lab: LabUnderTest) -> None:
         )  # fmt: skip
     red2 = lab.json("endpoint", "show", f"{h2}-red0")
     assert lab.ping(h1, f"{h1}-red", taken)  # reaches red's holder of the address ...
-    with IPRoute(netns=names.netns(h1, f"{h1}-red")) as ipr:
+    with netns.iproute(names.netns(h1, f"{h1}-red")) as ipr:
         macs = {n.get("lladdr") for n in ipr.get_neighbours(dst=taken)}
     assert macs == {red2["mac"]}  # ... not demo's
     # nothing crosses between the two networks, on another host or on the same one
@@ -193,12 +202,12 @@ def test_deleting_an_endpoint_unplugs_it_on_every_host(lab: LabUnderTest) -> Non
     assert set(deleted["convergence"]["hosts"]) == {h1, h2, h3}
     assert not lab.ping(h1, f"{h1}-c1", gone["ip"])
     assert not lab.ping(h3, f"{h3}-c1", gone["ip"])
-    with IPRoute(netns=f"plab-{h3}") as ipr:
+    with netns.iproute(f"plab-{h3}") as ipr:
         assert not ipr.link_lookup(ifname=names.veth(gone["id"]))
-    with IPRoute(netns=names.netns(h3, f"{h3}-c2")) as ipr:
+    with netns.iproute(names.netns(h3, f"{h3}-c2")) as ipr:
         assert [ln.get("ifname") for ln in ipr.get_links()] == ["lo"]
     for host in (h1, h2):
-        with IPRoute(netns=f"plab-{host}") as ipr:
+        with netns.iproute(f"plab-{host}") as ipr:
             (vx,) = ipr.link_lookup(ifname=names.vxlan("demo"))
             # the VXLAN's own entries (with a remote VTEP), not what the bridge learned
             remote = {
@@ -240,10 +249,13 @@ def test_down_after_kill_9_of_every_lab_process(tmp_path: Path) -> None:
             for p, c in processes(lab.dir).items()
             if p not in lab.before.processes and str(lab.dir) in c
         }
-        assert len(mine) >= 4  # broker, controller, 2 agents (and pyroute2's helpers)
+        assert len(mine) >= 4  # broker, controller, 2 agents
         for pid in mine:
             os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
+        deadline = time.monotonic() + 10
+        while set(processes(lab.dir)) & set(mine):  # until every one is gone
+            assert time.monotonic() < deadline, "killed processes still run"
+            time.sleep(0.02)
         status = lab.run("lab", "status", check=False)
         assert status.returncode == 4
         again = lab.run("lab", "demo", check=False)

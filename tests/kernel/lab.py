@@ -14,10 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-from pyroute2 import IPRoute, netns
+from pyroute2 import IPRoute
 
 from agents import names
+from agents.kernel import netns
 from controller.lab import underlay
+from controller.lab.records import record, record_pid
 from controller.lab.spec import LabSpec, free_subnet
 from tests.support import PLEXUS, Mosquitto, need
 
@@ -100,6 +102,7 @@ class Lab:
         env = {**os.environ, "PLEXUS_VERIFY_VIEW": "true"}
         with open(self.agent_log(host), "ab") as log:
             self.agents[host] = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
+        record_pid(self.agents[host].pid)
 
     def diverged(self) -> list[str]:
         """``view_diverged`` lines of every agent's log: the view missed a change."""
@@ -134,16 +137,17 @@ class Lab:
         """A namespace on the underlay segment playing a machine outside Plexus (a
         server, a router): addresses in the underlay's /24, e.g. ``.250``."""
         ns = f"plab-out-{self.tag}"
+        record("netns", ns)
         netns.create(ns)
         self.extra_ns.append(ns)
         port = f"{self.spec.bridge}-o"
+        record("link", port)
         with IPRoute() as ipr:
             ipr.link("add", ifname=port, kind="veth", peer={"ifname": "eth0", "net_ns_fd": ns})
             (idx,) = ipr.link_lookup(ifname=port)
             (br,) = ipr.link_lookup(ifname=self.spec.bridge)
             ipr.link("set", index=idx, master=br, state="up")
-        with IPRoute(netns=ns) as inner:
-            inner.link("set", index=1, state="up")
+        with netns.iproute(ns) as inner:
             (eth0,) = inner.link_lookup(ifname="eth0")
             for a in addresses:
                 inner.addr("add", index=eth0, address=a, prefixlen=self.spec.network.prefixlen)

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pyroute2 import netns
-
+from agents.kernel import netns
+from controller.lab.records import record
 from tests.kernel.lab import require_root
 
 CHECK = Path(__file__).with_name("batch_check.py")
@@ -18,6 +18,7 @@ CHECK = Path(__file__).with_name("batch_check.py")
 def test_fdb_and_neighbours_are_programmed_in_batches() -> None:
     require_root()
     ns = f"pxtest-batch-{os.getpid()}"
+    record("netns", ns)
     netns.create(ns)
     try:
         root = Path(__file__).parents[2]

@@ -12,9 +12,9 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from pyroute2 import IPRoute
 
 from agents import names
+from agents.kernel import netns
 from tests.kernel.lab import Lab
 from tests.kernel.test_overlay import endpoint, hosts_online, post
 from tests.support import InProcessController
@@ -49,7 +49,7 @@ async def ipv4(ns: str, ifname: str) -> list[str]:
 
 
 def _ipv4(ns: str, ifname: str) -> list[str]:
-    with IPRoute(netns=ns) as ipr:
+    with netns.iproute(ns) as ipr:
         idx = ipr.link_lookup(ifname=ifname)
         if not idx:
             return []
@@ -174,7 +174,7 @@ async def test_transparent_bridges_the_uplink_and_gives_it_back(
     vtep = f"{lab.vtep[h1]}/{lab.spec.network.prefixlen}"
 
     def links() -> dict[str, Any]:
-        with IPRoute(netns=hostns) as ipr:
+        with netns.iproute(hostns) as ipr:
             return {ln.get("ifname"): ln for ln in ipr.get_links()}
 
     mac = (await asyncio.to_thread(links))["uplink"].get("address")
@@ -211,7 +211,7 @@ async def test_transparent_bridges_the_uplink_and_gives_it_back(
     assert any("'uplink' is not in this host's allowed_uplinks" in e for e in host2["errors"])
 
     def uplink2() -> Any:
-        with IPRoute(netns=lab.hostns[h2]) as ipr:
+        with netns.iproute(lab.hostns[h2]) as ipr:
             return {ln.get("ifname"): ln for ln in ipr.get_links()}["uplink"]
 
     assert (await asyncio.to_thread(uplink2)).get("master") is None

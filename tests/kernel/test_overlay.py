@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyroute2 import IPRoute
 
 from agents import names
-from agents.kernel.linux import ARP_RETRANS_MS, in_netns
+from agents.kernel import netns
+from agents.kernel.linux import ARP_RETRANS_MS
+from agents.kernel.netns import in_netns
 from tests.kernel.lab import Lab
 from tests.support import InProcessController
 
@@ -53,7 +54,7 @@ async def test_agent_programs_compartment_and_overlay(ctl: InProcessController, 
     e2 = await endpoint(ctl, h2, "c2", "blue")
 
     def check() -> None:
-        with IPRoute(netns=lab.hostns[h1]) as ipr:
+        with netns.iproute(lab.hostns[h1]) as ipr:
             links = {ln.get("ifname"): ln for ln in ipr.get_links()}
             br = links[names.bridge("blue")]
             vx = links[names.vxlan("blue")]
@@ -80,7 +81,7 @@ async def test_agent_programs_compartment_and_overlay(ctl: InProcessController, 
             }
             assert (e2["ip"], e2["mac"]) in neigh
             assert "uplink" in links  # the host's own link is untouched
-        with IPRoute(netns=lab.compartment_ns(h1, "c1")) as ipr:
+        with netns.iproute(lab.compartment_ns(h1, "c1")) as ipr:
             (eth0,) = ipr.get_links(ifname="eth0")
             assert (eth0.get("address"), eth0.get("mtu")) == (e1["mac"], 1450)
             assert eth0["flags"] & 1
@@ -115,9 +116,9 @@ async def test_agent_programs_compartment_and_overlay(ctl: InProcessController, 
     assert r.json()["convergence"]["converged"]
 
     def gone() -> None:
-        with IPRoute(netns=lab.hostns[h2]) as ipr:
+        with netns.iproute(lab.hostns[h2]) as ipr:
             assert not ipr.link_lookup(ifname=names.veth(e2["id"]))
-        with IPRoute(netns=lab.hostns[h1]) as ipr:
+        with netns.iproute(lab.hostns[h1]) as ipr:
             (vx_idx,) = ipr.link_lookup(ifname=names.vxlan("blue"))
             assert not [f for f in ipr.fdb("dump") if f["ifindex"] == vx_idx and f.get("dst")]
 

@@ -201,9 +201,8 @@ async def test_drift_made_by_hand_is_repaired_by_the_periodic_pass(
 ) -> None:
     """Delete an endpoint's veth and a remote endpoint's FDB entry by hand: the next
     periodic pass (2 s in the lab) puts both back."""
-    from pyroute2 import IPRoute
-
     from agents import names
+    from agents.kernel import netns
 
     h1, h2 = lab.hosts
     peer = await two_hosts_pinging(ctl, lab)
@@ -211,14 +210,14 @@ async def test_drift_made_by_hand_is_repaired_by_the_periodic_pass(
     e2 = (await ctl.http.get("/v1/endpoints?compartment=c2")).json()[0]
 
     def break_it() -> None:
-        with IPRoute(netns=lab.hostns[h1]) as ipr:
+        with netns.iproute(lab.hostns[h1]) as ipr:
             (veth,) = ipr.link_lookup(ifname=names.veth(e1["id"]))
             ipr.link("del", index=veth)
             (vx,) = ipr.link_lookup(ifname=names.vxlan("blue"))
             ipr.fdb("del", ifindex=vx, lladdr=e2["mac"], dst=lab.vtep[h2])
 
     def repaired() -> bool:
-        with IPRoute(netns=lab.hostns[h1]) as ipr:
+        with netns.iproute(lab.hostns[h1]) as ipr:
             (vx,) = ipr.link_lookup(ifname=names.vxlan("blue"))
             fdb = {f.get("lladdr") for f in ipr.fdb("dump") if f["ifindex"] == vx}
             return bool(ipr.link_lookup(ifname=names.veth(e1["id"]))) and e2["mac"] in fdb

@@ -1,0 +1,99 @@
+"""Network namespaces without forking: a thread enters (or makes) a namespace, runs a
+function there, and ends.
+
+pyroute2's ``netns.create`` and its sockets in a namespace (``IPRoute(netns=...)``)
+fork a helper process and stop it with SIGTERM. A forked helper inherits the parent's
+signal handlers and ``finally`` blocks: a handler that exits unwound through the
+parent's clean-up code in the child (a benchmark's lab was deleted by its own helper
+while the parent was still building it). Every Plexus process (agent, lab, tests,
+benchmarks) uses these functions instead; nothing here forks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from pyroute2 import IPRoute
+from pyroute2 import netns as _pyroute2_netns
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
+NETLINK_ROUTE = 0
+_libc = ctypes.CDLL(None, use_errno=True)
+
+listnetns = _pyroute2_netns.listnetns
+#: remove a named namespace (an unmount and an unlink: no fork)
+remove = _pyroute2_netns.remove
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def run_in(ns: str, fn: Callable[[], T], create: bool = False) -> T:
+    """Run ``fn`` in network namespace ``ns`` (``/proc/sys/net`` is then that of
+    ``ns``), on a thread of its own that enters ``ns`` and ends after, so no other work
+    ever runs in the wrong namespace. ``create``: the thread makes ``ns`` (a new
+    namespace bound to ``/run/netns/<ns>``) instead of entering it. Blocks."""
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            if create:
+                _check(_libc.unshare(CLONE_NEWNET), f"unshare {ns}")
+                _pyroute2_netns.attach(ns, f"{os.getpid()}/task/{threading.get_native_id()}")
+            else:
+                fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+                try:
+                    _check(_libc.setns(fd, CLONE_NEWNET), f"setns {ns}")
+                finally:
+                    os.close(fd)
+            result.append(fn())
+        except BaseException as e:  # handed to the caller
+            failure.append(e)
+
+    thread = threading.Thread(target=run, name=f"netns-{ns}", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+async def in_netns(ns: str, fn: Callable[[], T], create: bool = False) -> T:
+    """:func:`run_in` without blocking the event loop."""
+    return await asyncio.to_thread(run_in, ns, fn, create)
+
+
+def netlink_socket() -> int:
+    """A route netlink socket of the calling thread's namespace, as a file descriptor
+    (a socket stays in the namespace it was made in)."""
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE).detach()
+
+
+def create(ns: str) -> None:
+    """Make the named namespace ``ns`` (``ip netns add``), with ``lo`` up."""
+
+    def lo_up() -> None:
+        with IPRoute(fileno=netlink_socket()) as ipr:
+            ipr.link("set", index=1, state="up")
+
+    run_in(ns, lo_up, create=True)
+
+
+@contextlib.contextmanager
+def iproute(ns: str) -> Iterator[Any]:
+    """A pyroute2 ``IPRoute`` of namespace ``ns``, as ``IPRoute(netns=ns)`` without
+    its forked helper."""
+    with IPRoute(fileno=run_in(ns, netlink_socket)) as ipr:
+        yield ipr
