@@ -21,6 +21,7 @@ import proto
 from proto import topics
 
 from . import names
+from .conflicts import conflicts
 from .desired import Overlay, desired_state
 from .kernel import Kernel, KernelError
 from .model import Fdb
@@ -233,6 +234,9 @@ class Agent:
                 self.metrics.rejected.labels("not_owned").inc()
                 log.warning("desired_refused", host=self.host, detail=refusal)
                 errors.append(f"refused: {refusal}")
+            for conflict in conflicts(self.host, doc.networks, actual.foreign):
+                log.warning("network_conflict", host=self.host, detail=conflict)
+                errors.append(f"conflict: {conflict}")
         except KernelError as e:
             errors.append(str(e))
         outcomes = await self.kernel.apply_many(actions) if actions else []

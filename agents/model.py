@@ -96,6 +96,9 @@ class HostState:
     counters: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False)
     #: desired state refused because it would touch what the agent does not own
     refused: list[str] = field(default_factory=list, compare=False)
+    #: IPv4 prefixes of the host namespace's addresses and routes on links Plexus does
+    #: not own, as (prefix, device): what may stand in a network's way (read only)
+    foreign: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def copy(self) -> HostState:
         """An independent copy: the containers are new, the items (immutable) shared."""
@@ -111,6 +114,7 @@ class HostState:
             dict(self.sysctls),
             dict(self.counters),
             list(self.refused),
+            self.foreign,
         )
 
     def count(self) -> int:

@@ -564,6 +564,7 @@ class Controller:
             raise Conflict(f"compartment {comp.id!r} already has an endpoint in network {net.id!r}")
         if len(siblings) >= MAX_ENDPOINTS_PER_COMPARTMENT:
             raise Conflict(f"compartment {comp.id!r} has {len(siblings)} endpoints, the maximum")
+        self._check_overlap(net, comp.host)
         pool = self.state.pool(net, comp.host)
         if req.ip is not None:
             pool.check_static(req.ip)
@@ -628,6 +629,27 @@ class Controller:
         _target(out.target, host.id).desired = host.desired_gen
         self._table_target(out.target, net, net.table_gen)
         return out
+
+    def _check_overlap(self, net: NetworkRow, host: str) -> None:
+        """409 when ``net`` would join ``host`` beside a network of the host whose
+        subnet overlaps it while both keep their addresses in the host's namespace
+        (a gateway on the bridge, or a transparent uplink's): one would take the
+        other's traffic. Networks without an address on the host may overlap."""
+        spec = net.spec()
+        if not spec.host_l3:
+            return
+        for other_id, count in sorted(self.state.host_networks.get(host, {}).items()):
+            other = self.state.networks.get(other_id)
+            if not count or other is None or other.id == net.id:
+                continue
+            theirs = other.spec()
+            if theirs.host_l3 and spec.overlaps(theirs):
+                raise Conflict(
+                    f"network {net.id!r} ({net.subnet}) overlaps network {other.id!r} "
+                    f"({other.subnet}) on host {host!r}: both keep their gateway in the "
+                    "host's namespace, so one would take the other's traffic; use another "
+                    "subnet, or another host"
+                )
 
     def _check_ports(
         self, net: NetworkRow, host: str, ports: Iterable[PublishedPort], endpoint: str

@@ -91,6 +91,16 @@ class NetworkSpec(Wire):
     def uplink_of(self, host: str) -> str | None:
         return self.uplinks.get(host, self.uplink)
 
+    @property
+    def host_l3(self) -> bool:
+        """Its addresses live in the namespace of each host that holds it: a gateway on
+        its bridge, or (transparent) the uplink's addresses. Two such networks whose
+        subnets overlap cannot share a host."""
+        return self.mode == "transparent" or self.gateway is not None
+
+    def overlaps(self, other: NetworkSpec) -> bool:
+        return ipaddress.IPv4Network(self.subnet).overlaps(ipaddress.IPv4Network(other.subnet))
+
 
 class EndpointRecord(Wire):
     """One row of a network's endpoint table: what a peer needs to reach it."""

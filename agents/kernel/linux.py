@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import os
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -134,6 +135,7 @@ class LinuxKernel:
         addrs: dict[int, list[str]] = {}
         async for a in await ipr.addr("dump", family=2):
             addrs.setdefault(a["index"], []).append(f"{a.get('address')}/{a['prefixlen']}")
+        st.foreign = await self._foreign(ipr, links, addrs)
         vx_index: dict[int, str] = {}
         host_veths: dict[int, tuple[Any, str]] = {}
         # a port of an owned bridge that Plexus does not own is a transparent uplink
@@ -236,6 +238,30 @@ class LinuxKernel:
             with contextlib.suppress(OSError):
                 st.sysctls[key] = _sysctl_path(key).read_text().strip()
         return st
+
+    @staticmethod
+    async def _foreign(
+        ipr: AsyncIPRoute, links: list[Any], addrs: dict[int, list[str]]
+    ) -> tuple[tuple[str, str], ...]:
+        """The prefixes of addresses and main-table routes on links Plexus does not own."""
+        ifname = {ln["index"]: ln.get("ifname") or "" for ln in links}
+        owned = {
+            ln["index"]
+            for ln in links
+            if ifname[ln["index"]].startswith(names.IF_PREFIX)
+            and names.parse_alias(ln.get("ifalias")) is not None
+        }
+        found: set[tuple[str, str]] = set()
+        for index, cidrs in addrs.items():
+            if index not in owned:
+                for cidr in cidrs:
+                    net = ipaddress.IPv4Network(cidr, strict=False)
+                    found.add((str(net), ifname.get(index, "?")))
+        async for r in await ipr.route("dump", family=2, table=254):
+            oif = r.get("oif")
+            if r.get("dst") and oif not in owned:
+                found.add((f"{r.get('dst')}/{r['dst_len']}", ifname.get(oif, "?")))
+        return tuple(sorted(found))
 
     # -- apply -------------------------------------------------------------------------
 

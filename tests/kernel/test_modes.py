@@ -330,3 +330,45 @@ async def test_a_restarted_agent_adopts_every_mode_with_zero_changes(
 
 def _ts(record: dict[str, Any]) -> float:
     return datetime.fromisoformat(str(record["timestamp"])).timestamp()
+
+
+async def host_errors(ctl: InProcessController, host: str) -> list[str]:
+    hosts = {h["id"]: h for h in (await ctl.http.get("/v1/hosts")).json()}
+    return list(hosts[host]["errors"])
+
+
+async def until_errors(
+    ctl: InProcessController, host: str, want: Any, within: float = 15.0
+) -> list[str]:
+    """The host's status errors once ``want(errors)`` holds (the agent's periodic full
+    pass, every 2 s in the lab, reads the kernel and reports)."""
+    deadline = time.monotonic() + within
+    while True:
+        errors = await host_errors(ctl, host)
+        if want(errors):
+            return errors
+        assert time.monotonic() < deadline, errors
+        await asyncio.sleep(0.1)
+
+
+async def test_a_route_made_by_hand_in_a_networks_way_is_reported(
+    ctl: InProcessController, lab: Lab
+) -> None:
+    """A route someone else made over a network's subnet takes its traffic: the host
+    reports the conflict in its status (not in sync) until the route is gone."""
+    await hosts_online(ctl, lab)
+    h1, _ = lab.hosts
+    await post(ctl, "/v1/networks", {"id": "web", "mode": "nat", "subnet": "10.88.0.0/24"})
+    await endpoint(ctl, h1, "c1", "web")
+    assert await host_errors(ctl, h1) == []
+    hostns = lab.hostns[h1]
+    add = await sh(*lab.nsenter(hostns), "ip", "route", "add", "10.88.0.0/25", "dev", "uplink")
+    assert add.returncode == 0, add.stderr
+    errors = await until_errors(ctl, h1, lambda e: e != [])
+    assert len(errors) == 1 and "10.88.0.0/25 on uplink" in errors[0], errors
+    assert "network web (10.88.0.0/24)" in errors[0]
+    # the gateway is unreachable while the route is there: the report is true
+    assert not await ping_from(lab, comp_ns(lab, h1, "c1"), "10.88.0.1")
+    await sh(*lab.nsenter(hostns), "ip", "route", "del", "10.88.0.0/25", "dev", "uplink")
+    await until_errors(ctl, h1, lambda e: e == [])
+    assert await ping_from(lab, comp_ns(lab, h1, "c1"), "10.88.0.1")

@@ -77,6 +77,28 @@ def test_overlapping_subnets_are_allowed_on_different_vnis(ctl: Controller) -> N
     assert ctl.state.networks["a"].subnet == ctl.state.networks["b"].subnet
 
 
+def test_overlapping_networks_with_gateways_never_share_a_host(ctl: Controller) -> None:
+    """Two networks whose subnets overlap and whose gateways (or transparent uplinks)
+    live in the host's namespace: the endpoint that would put both on one host is a
+    409 naming the other network; on other hosts, or without a gateway, they coexist."""
+    net(ctl, "n24", mode="nat", subnet="10.77.0.0/24")
+    net(ctl, "n25", mode="nat", subnet="10.77.0.0/25")
+    net(ctl, "ov", subnet="10.77.0.0/16", vni=77)
+    net(ctl, "l2", mode="internal", subnet="10.77.0.0/24")  # no gateway: no address
+    for c, h in (("c1", "h1"), ("c2", "h1"), ("c3", "h1"), ("c4", "h2"), ("c5", "h1")):
+        comp(ctl, c, h)
+    ep(ctl, network="n24", compartment="c1")
+    for network, c in (("n25", "c2"), ("ov", "c3")):
+        with pytest.raises(Conflict, match=r"overlaps network 'n24' .* on host 'h1'"):
+            ep(ctl, network=network, compartment=c)
+        assert ctl.state.by_compartment.get(c, {}) == {}  # nothing was made
+    assert ep(ctl, network="n25", compartment="c4").ip == "10.77.0.2"  # another host
+    assert ep(ctl, network="l2", compartment="c5").ip == "10.77.0.1"
+    # once the host holds no endpoint of n24 any more, n25 may come
+    ctl.delete_endpoint(next(iter(ctl.state.by_compartment["c1"])))
+    assert ep(ctl, network="n25", compartment="c2").ip == "10.77.0.2"
+
+
 def test_endpoint_allocation_and_static_checks(ctl: Controller) -> None:
     net(ctl)
     comp(ctl, "c1", "h1")
