@@ -12,14 +12,15 @@ finds here and reports in the host's status errors, which keeps the host out of 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from itertools import combinations
 
 import proto
+from proto import transit
 
 
 def conflicts(
-    host: str, networks: Iterable[proto.NetworkSpec], foreign: Iterable[tuple[str, str]]
+    host: str, networks: Collection[proto.NetworkSpec], foreign: Iterable[tuple[str, str]]
 ) -> list[str]:
     """One reason per conflict: two of the host's networks that overlap in its
     namespace, and prefixes of links Plexus does not own that overlap a network's
@@ -42,5 +43,13 @@ def conflicts(
                 out.append(
                     f"network {net.id} ({net.subnet}): {prefix} on {device}, which Plexus "
                     "does not own, overlaps it in this host's namespace"
+                )
+    if any(n.mode == "overlay" and n.outbound_nat for n in networks):
+        for prefix, device in foreign:  # a more specific route takes the routers' replies
+            other = ipaddress.IPv4Network(prefix)
+            if other.prefixlen >= transit.SUBNET.prefixlen and other.overlaps(transit.SUBNET):
+                out.append(
+                    f"the overlay routers' transit segment ({transit.SUBNET}): {prefix} on "
+                    f"{device}, which Plexus does not own, overlaps it"
                 )
     return out

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 
 import proto
+from proto import transit
 
 from . import names
 from .model import FLOOD_MAC, Bridge, Fdb, HostState, Neigh, Veth, Vxlan
-from .rules import host_rules
+from .rules import host_rules, router_masquerade
 
 VXLAN_PORT = 4789
+TRANSIT_MTU = 1500
+TRANSIT_ADDRESS = f"{transit.HOST}/{transit.SUBNET.prefixlen}"
 
 
 class Overlay:
@@ -94,6 +97,50 @@ class Overlay:
         self._dirty_fdb.add(flood)
 
 
+def router(st: HostState, host: str, net: proto.NetworkSpec) -> None:
+    """An overlay network's layer 3 on this host, in a namespace of its own (as
+    Neutron's router namespaces): its gateway (``gw``, a port of the network's bridge),
+    and with outbound NAT a way out (``up``, a port of the host's transit bridge, whose
+    address the host routes to) with a masquerade of its own. Overlays whose subnets
+    overlap so never share a routing table or a connection-tracking entry: the host
+    sees each router's distinct transit address."""
+    ns = names.router_netns(host, net.id)
+    st.namespaces.add(ns)
+    gw = names.gateway_leg(net.id)
+    st.veths[gw] = Veth(
+        name=gw,
+        endpoint=f"@gw:{net.id}",
+        bridge=names.bridge(net.id),
+        netns=ns,
+        inner="gw",
+        mac=names.leg_mac(host, net.id, "gw"),
+        address=f"{net.gateway}/{net.prefixlen}",
+        mtu=net.mtu,
+    )
+    if not net.outbound_nat or net.vni is None:
+        st.routes[ns] = None
+        st.ns_rules[ns] = None
+        return
+    tb = names.TRANSIT_BRIDGE
+    st.bridges[tb] = Bridge(tb, names.TRANSIT_NETWORK, TRANSIT_MTU, TRANSIT_ADDRESS)
+    up = names.transit_leg(net.id)
+    address = transit.router_address(net.vni)
+    st.veths[up] = Veth(
+        name=up,
+        endpoint=f"@up:{net.id}",
+        bridge=tb,
+        netns=ns,
+        inner="up",
+        mac=names.leg_mac(host, net.id, "up"),
+        address=f"{address}/{transit.SUBNET.prefixlen}",
+        mtu=TRANSIT_MTU,
+    )
+    st.routes[ns] = transit.HOST
+    st.ns_rules[ns] = frozenset({router_masquerade(net)})
+    if net.nat_exceptions:  # their untranslated replies come back through the router
+        st.host_routes[net.subnet] = address
+
+
 def desired_state(
     host: str,
     doc: proto.HostDesired,
@@ -115,8 +162,11 @@ def desired_state(
     nets = {n.id: n for n in doc.networks}
     for net in doc.networks:
         br = names.bridge(net.id)
+        # an overlay's gateway is its router's (see :func:`router`), not the bridge's
         address = (
-            f"{net.gateway}/{net.prefixlen}" if net.gateway and net.mode != "transparent" else None
+            f"{net.gateway}/{net.prefixlen}"
+            if net.gateway and net.mode in ("nat", "internal")
+            else None
         )
         uplink = net.uplink_of(host) if net.mode == "transparent" else None
         if uplink is not None and uplink not in allowed_uplinks:
@@ -128,6 +178,8 @@ def desired_state(
         if net.mode == "overlay" and net.vni is not None and vtep is not None:
             vx = names.vxlan(net.id)
             st.vxlans[vx] = Vxlan(vx, net.id, net.vni, vtep, VXLAN_PORT, net.mtu, br)
+            if net.gateway is not None:
+                router(st, host, net)
             ov = (overlays or {}).get(net.id)
             if ov is None or ov.key != (host, vx, vtep):
                 ov = Overlay(host, vx, vtep)

@@ -90,6 +90,10 @@ class HostState:
     neigh: dict[tuple[str, str], Neigh] = field(default_factory=dict)
     #: Plexus's nftables table: None when absent (or broken: a chain missing)
     rules: frozenset[Rule] | None = None
+    #: Plexus's nftables table inside each router namespace (same meaning as ``rules``)
+    ns_rules: dict[str, frozenset[Rule] | None] = field(default_factory=dict)
+    #: routes of the host's namespace through the overlay routers: prefix → router
+    host_routes: dict[str, str] = field(default_factory=dict)
     #: sysctls of the host namespace the agent needs (it sets, never resets them)
     sysctls: dict[str, str] = field(default_factory=dict)
     #: packets and bytes counted by each rule (read only; not part of the comparison)
@@ -111,6 +115,8 @@ class HostState:
             set(self.fdb),
             dict(self.neigh),
             self.rules,
+            dict(self.ns_rules),
+            dict(self.host_routes),
             dict(self.sysctls),
             dict(self.counters),
             list(self.refused),
@@ -126,4 +132,6 @@ class HostState:
             + len(self.fdb)
             + len(self.neigh)
             + len(self.rules or ())
+            + sum(len(r or ()) for r in self.ns_rules.values())
+            + len(self.host_routes)
         )

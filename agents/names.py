@@ -29,6 +29,30 @@ def veth(endpoint: str) -> str:
     return f"pxe{_h(endpoint)}"
 
 
+#: the bridge of the overlay routers' transit segment in the host's namespace
+TRANSIT_BRIDGE = "pxtransit"
+TRANSIT_NETWORK = "@transit"
+
+
+def gateway_leg(network: str) -> str:
+    """Host end of the veth whose inner end (``gw``) is the network's gateway in its
+    router namespace."""
+    return f"pxg{_h(network)}"
+
+
+def transit_leg(network: str) -> str:
+    """Host end (on the transit bridge) of the veth whose inner end (``up``) is the
+    router's way out."""
+    return f"pxr{_h(network)}"
+
+
+def leg_mac(host: str, network: str, leg: str) -> str:
+    """A router leg's MAC: stable, distinct per host (the overlay's L2 spans hosts),
+    locally administered, outside the controller's ``02:`` endpoint MACs."""
+    d = hashlib.sha256(f"{host}/{network}/{leg}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x0A, *d[:5]))
+
+
 def alias(kind: str, ident: str) -> str:
     return f"{ALIAS_PREFIX}{kind}:{ident}"
 
@@ -46,6 +70,18 @@ def netns_prefix(host: str) -> str:
 
 def netns(host: str, compartment: str) -> str:
     return f"{netns_prefix(host)}{compartment}"
+
+
+ROUTER_MARK = "@"  # cannot occur in an id: no compartment's namespace looks like it
+
+
+def router_netns(host: str, network: str) -> str:
+    """The router namespace of an overlay network on ``host``: its gateway, its NAT."""
+    return f"{netns_prefix(host)}{ROUTER_MARK}{network}"
+
+
+def is_router_netns(name: str) -> bool:
+    return name.rpartition(":")[2].startswith(ROUTER_MARK)
 
 
 def inner(index: int) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from . import names
 from .model import FLOOD_MAC, Bridge, Fdb, HostState, Neigh, Rule, Veth, Vxlan
 
 
@@ -78,14 +79,31 @@ class DelFdb:
 
 @dataclass(frozen=True, slots=True)
 class SetRules:
-    """Replace Plexus's nftables table with exactly these rules, atomically."""
+    """Replace Plexus's nftables table with exactly these rules, atomically (in the
+    host's namespace, or in the owned namespace ``netns``)."""
 
     rules: frozenset[Rule]
+    netns: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class DelRules:
-    """Remove Plexus's nftables table."""
+    """Remove Plexus's nftables table (of the host, or of namespace ``netns``)."""
+
+    netns: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SetHostRoute:
+    """A route of the host's namespace to ``prefix`` through router address ``via``."""
+
+    prefix: str
+    via: str
+
+
+@dataclass(frozen=True, slots=True)
+class DelHostRoute:
+    prefix: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +139,8 @@ Action = (
     | DelNeigh
     | SetRules
     | DelRules
+    | SetHostRoute
+    | DelHostRoute
     | SetSysctl
 )
 
@@ -237,11 +257,24 @@ def plan(
             adds.insert(0, SetSysctl(name, value))
     if desired.rules is not None and desired.rules != actual.rules:
         adds.append(SetRules(desired.rules))
+    # a router namespace's own table (a new namespace has none)
+    for ns, want_rules in sorted(desired.ns_rules.items()):
+        have_rules = actual.ns_rules.get(ns) if ns in actual.namespaces else None
+        if want_rules is not None and want_rules != have_rules:
+            adds.append(SetRules(want_rules, ns))
+        elif want_rules is None and have_rules is not None:
+            adds.append(DelRules(ns))
+    # routes through the routers go with the transit bridge they use
+    have_routes = actual.host_routes if names.TRANSIT_BRIDGE in actual.bridges else {}
+    for prefix, via in sorted(desired.host_routes.items()):
+        if have_routes.get(prefix) != via:
+            adds.append(SetHostRoute(prefix, via))
 
     if complete:
         stale: list[Action] = []
         if desired.rules is None and actual.rules is not None:
             stale.append(DelRules())
+        stale += [DelHostRoute(r) for r in sorted(have_routes.keys() - desired.host_routes.keys())]
         stale += [DelNeigh(n) for n in stale_nb]
         stale += [DelFdb(f) for f in gone_fdb.values()]
         stale += [

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import proto
+from proto import transit
 
 from . import names
 from .model import Rule
@@ -73,17 +73,45 @@ COUNTER: dict[str, Any] = {"counter": None}
 # -- what each mode needs --------------------------------------------------------------
 
 
-def masquerade(net: proto.NetworkSpec, exceptions: Iterable[str] = ()) -> Rule:
+def masquerade(net: proto.NetworkSpec) -> Rule:
     """Traffic of the network's subnet leaving through any link but its own bridge
-    leaves with the host's address (``exceptions``: destinations kept untranslated)."""
+    leaves with the host's address."""
     br = names.bridge(net.id)
-    expr = [_match(_ip("saddr"), _prefix(net.subnet))]
-    keep = sorted(set(exceptions))
+    expr = [
+        _match(_ip("saddr"), _prefix(net.subnet)),
+        _match(_meta("oifname"), br, "!="),
+        COUNTER,
+        {"masquerade": None},
+    ]
+    return rule("postrouting", f"{net.mode}:{net.id}:masquerade", *expr)
+
+
+def router_masquerade(net: proto.NetworkSpec) -> Rule:
+    """In an overlay's router namespace: what leaves for the host (``up``) leaves with
+    the router's transit address, except towards ``nat_exceptions`` (kept untranslated:
+    the host routes their replies back through the router). Overlays that overlap are
+    thus told apart by their routers' addresses before they share the host's
+    connection tracking."""
+    expr = [_match(_meta("oifname"), "up"), _match(_ip("saddr"), _prefix(net.subnet))]
+    keep = sorted(set(net.nat_exceptions))
     if keep:
         right = {"set": [_prefix(c) for c in keep]} if len(keep) > 1 else _prefix(keep[0])
         expr.append(_match(_ip("daddr"), right, "!="))
-    expr += [_match(_meta("oifname"), br, "!="), COUNTER, {"masquerade": None}]
-    return rule("postrouting", f"{net.mode}:{net.id}:masquerade", *expr)
+    expr += [COUNTER, {"masquerade": None}]
+    return rule("postrouting", f"router:{net.id}:masquerade", *expr)
+
+
+def transit_masquerade() -> Rule:
+    """In the host's namespace: what the overlay routers send out leaves with the
+    host's address (the routers' own transit addresses are link-local)."""
+    return rule(
+        "postrouting",
+        "overlay:transit:masquerade",
+        _match(_ip("saddr"), _prefix(str(transit.SUBNET))),
+        _match(_meta("oifname"), names.TRANSIT_BRIDGE, "!="),
+        COUNTER,
+        {"masquerade": None},
+    )
 
 
 def hairpin(net: proto.NetworkSpec) -> Rule:
@@ -146,7 +174,8 @@ def host_rules(doc: proto.HostDesired) -> tuple[frozenset[Rule] | None, dict[str
             rules += [masquerade(net), hairpin(net)]
             forwarding = True
         elif net.mode == "overlay" and net.outbound_nat:
-            rules.append(masquerade(net, [net.subnet, *net.nat_exceptions]))
+            # the router masquerades (router_masquerade), then the host does (once)
+            rules.append(transit_masquerade())
             forwarding = True
         elif net.mode == "internal":
             rules += isolate(net)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import proto
-from proto import topics
+from proto import topics, transit
 
 from .errors import Conflict, Invalid, NotFound
 from .ipam import random_mac
@@ -442,6 +442,7 @@ class Controller:
                 vni = self._free_vni()
             elif vni in self.state.vnis:
                 raise Conflict(f"VNI {vni} is already used by network {self.state.vnis[vni]!r}")
+            self._check_transit(vni)
         elif vni is not None:
             raise Invalid(f"a {req.mode} network has no VNI")
         gateway = req.gateway
@@ -490,9 +491,20 @@ class Controller:
 
     def _free_vni(self) -> int:
         vni = VNI_AUTO_START
-        while vni in self.state.vnis:
+        taken = {transit.router_address(v) for v in self.state.vnis}
+        while vni in self.state.vnis or transit.router_address(vni) in taken:
             vni += 1
         return vni
+
+    def _check_transit(self, vni: int) -> None:
+        """409 when another overlay's router would have the same transit address."""
+        address = transit.router_address(vni)
+        for other, net in self.state.vnis.items():
+            if transit.router_address(other) == address:
+                raise Conflict(
+                    f"VNI {vni} gives the same router transit address ({address}) as VNI "
+                    f"{other} of network {net!r} (VNIs {transit.SLOTS} apart): choose another"
+                )
 
     def delete_network(self, ident: str, *, force: bool = False) -> Outcome[str]:
         net = self._network(ident)

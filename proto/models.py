@@ -93,9 +93,13 @@ class NetworkSpec(Wire):
 
     @property
     def host_l3(self) -> bool:
-        """Its addresses live in the namespace of each host that holds it: a gateway on
-        its bridge, or (transparent) the uplink's addresses. Two such networks whose
-        subnets overlap cannot share a host."""
+        """Its subnet is routed in the namespace of each host that holds it: a gateway
+        on its bridge (nat, internal), the uplink's addresses (transparent), or a route
+        to its router for the untranslated replies of its NAT exceptions (overlay). Two
+        such networks whose subnets overlap cannot share a host. An overlay's gateway
+        and NAT otherwise live in a router namespace of its own: overlays may overlap."""
+        if self.mode == "overlay":
+            return bool(self.nat_exceptions)
         return self.mode == "transparent" or self.gateway is not None
 
     def overlaps(self, other: NetworkSpec) -> bool:

@@ -40,6 +40,13 @@ SYSCTLS = ("net.ipv4.ip_forward",)
 ARP_RETRANS_MS = 100
 
 
+def _tune_router() -> int:
+    """A router namespace forwards (between its gateway and its way out); otherwise a
+    compartment's."""
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
+    return _tune_compartment()
+
+
 def _tune_compartment() -> int:
     """Interfaces made in the compartment from now on announce their address when they
     come up (a gratuitous ARP): peers on the same host's bridge learn it at once.
@@ -135,7 +142,7 @@ class LinuxKernel:
         addrs: dict[int, list[str]] = {}
         async for a in await ipr.addr("dump", family=2):
             addrs.setdefault(a["index"], []).append(f"{a.get('address')}/{a['prefixlen']}")
-        st.foreign = await self._foreign(ipr, links, addrs)
+        st.foreign, st.host_routes = await self._routes(ipr, links, addrs)
         vx_index: dict[int, str] = {}
         host_veths: dict[int, tuple[Any, str]] = {}
         # a port of an owned bridge that Plexus does not own is a transparent uplink
@@ -188,6 +195,8 @@ class LinuxKernel:
                     if r["dst_len"] == 0 and r.get("gateway"):
                         gateway = r.get("gateway")
                 st.routes[ns] = gateway
+                if names.is_router_netns(ns):
+                    st.ns_rules[ns], _ = await nft.read(ns)
             except (NetlinkError, OSError) as e:
                 raise KernelError("read", ns, getattr(e, "code", 0) or 0, str(e)) from None
             for ln in ns_links:
@@ -240,10 +249,12 @@ class LinuxKernel:
         return st
 
     @staticmethod
-    async def _foreign(
+    async def _routes(
         ipr: AsyncIPRoute, links: list[Any], addrs: dict[int, list[str]]
-    ) -> tuple[tuple[str, str], ...]:
-        """The prefixes of addresses and main-table routes on links Plexus does not own."""
+    ) -> tuple[tuple[tuple[str, str], ...], dict[str, str]]:
+        """The prefixes of addresses and main-table routes on links Plexus does not own
+        (what may stand in a network's way); and the routes through the overlay
+        routers (on the transit bridge, with a gateway)."""
         ifname = {ln["index"]: ln.get("ifname") or "" for ln in links}
         owned = {
             ln["index"]
@@ -252,16 +263,22 @@ class LinuxKernel:
             and names.parse_alias(ln.get("ifalias")) is not None
         }
         found: set[tuple[str, str]] = set()
+        through: dict[str, str] = {}
         for index, cidrs in addrs.items():
             if index not in owned:
                 for cidr in cidrs:
                     net = ipaddress.IPv4Network(cidr, strict=False)
                     found.add((str(net), ifname.get(index, "?")))
         async for r in await ipr.route("dump", family=2, table=254):
-            oif = r.get("oif")
-            if r.get("dst") and oif not in owned:
-                found.add((f"{r.get('dst')}/{r['dst_len']}", ifname.get(oif, "?")))
-        return tuple(sorted(found))
+            oif, dst = r.get("oif"), r.get("dst")
+            if not dst:
+                continue
+            prefix = f"{dst}/{r['dst_len']}"
+            if oif not in owned:
+                found.add((prefix, ifname.get(oif, "?")))
+            elif ifname.get(oif) == names.TRANSIT_BRIDGE and r.get("gateway"):
+                through[prefix] = r.get("gateway")
+        return tuple(sorted(found)), through
 
     # -- apply -------------------------------------------------------------------------
 
@@ -367,7 +384,8 @@ class LinuxKernel:
         match action:
             case p.AddNamespace(name):
                 new = name not in listnetns()
-                fd = await in_netns(name, _tune_compartment, create=new)
+                tune = _tune_router if names.is_router_netns(name) else _tune_compartment
+                fd = await in_netns(name, tune, create=new)
                 inner = await self._in(name, fd)
                 await inner.link("set", index=1, state="up")
             case p.DelNamespace(name):
@@ -445,10 +463,15 @@ class LinuxKernel:
                     await ipr.neigh(
                         "del", ifindex=await self._index(n.device), dst=n.ip, lladdr=n.mac
                     )
-            case p.SetRules(rules):
-                await nft.replace(rules)
-            case p.DelRules():
-                await nft.delete()
+            case p.SetRules(rules, ns):
+                await nft.replace(rules, ns)
+            case p.DelRules(ns):
+                await nft.delete(ns)
+            case p.SetHostRoute(prefix, via):
+                await ipr.route("replace", dst=prefix, gateway=via, table=254)
+            case p.DelHostRoute(prefix):
+                async with self._ensure(*GONE):
+                    await ipr.route("del", dst=prefix, table=254)
             case p.SetSysctl(key, value):
                 if key not in SYSCTLS:
                     raise KernelError("SetSysctl", key, errno.EPERM, "not a sysctl Plexus owns")
@@ -597,7 +620,9 @@ def _entry(action: p.Action, ifindex: int) -> Entry:
 
 def _obj(action: p.Action) -> str:
     if isinstance(action, p.SetRules | p.DelRules):
-        return "nftables table inet plexus"
+        return "nftables table inet plexus" + (f" in {action.netns}" if action.netns else "")
+    if isinstance(action, p.SetHostRoute | p.DelHostRoute):
+        return f"route {action.prefix}"
     if isinstance(action, p.SetSysctl):
         return action.key
     for attr in ("name", "bridge", "vxlan", "veth", "fdb", "neigh", "netns", "new"):

@@ -7,21 +7,32 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import subprocess
 from collections.abc import Iterable
 from typing import Any
 
 from ..model import Rule
 from ..rules import CHAINS, FAMILY, TABLE
 from . import KernelError
+from .netns import in_netns
 
 _TABLE = {"family": FAMILY, "name": TABLE}
 
 
-async def _nft(*args: str, stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
+async def _nft(*args: str, stdin: bytes | None = None, netns: str = "") -> tuple[int, bytes, bytes]:
+    """Run ``nft``: in the host's namespace, or (``netns``) forked from a thread that
+    entered that namespace, so the child runs there."""
+    argv = ["nft", *args]
     try:
+        if netns:
+
+            def run() -> subprocess.CompletedProcess[bytes]:
+                return subprocess.run(argv, input=stdin, capture_output=True, check=False)
+
+            done = await in_netns(netns, run)
+            return done.returncode, done.stdout, done.stderr
         proc = await asyncio.create_subprocess_exec(
-            "nft",
-            *args,
+            *argv,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -31,6 +42,10 @@ async def _nft(*args: str, stdin: bytes | None = None) -> tuple[int, bytes, byte
     out, err = await proc.communicate(stdin)
     assert proc.returncode is not None
     return proc.returncode, out, err
+
+
+def _where(netns: str) -> str:
+    return f"{FAMILY} {TABLE}" + (f" in {netns}" if netns else "")
 
 
 def document(rules: Iterable[Rule]) -> dict[str, Any]:
@@ -69,27 +84,28 @@ def document(rules: Iterable[Rule]) -> dict[str, Any]:
     return {"nftables": cmds}
 
 
-async def replace(rules: Iterable[Rule]) -> None:
-    code, _, err = await _nft("-j", "-f", "-", stdin=json.dumps(document(rules)).encode())
+async def replace(rules: Iterable[Rule], netns: str = "") -> None:
+    doc = json.dumps(document(rules)).encode()
+    code, _, err = await _nft("-j", "-f", "-", stdin=doc, netns=netns)
     if code != 0:
-        raise KernelError("SetRules", f"{FAMILY} {TABLE}", errno.EINVAL, err.decode().strip())
+        raise KernelError("SetRules", _where(netns), errno.EINVAL, err.decode().strip())
 
 
-async def delete() -> None:
+async def delete(netns: str = "") -> None:
     cmds = {"nftables": [{"add": {"table": _TABLE}}, {"delete": {"table": _TABLE}}]}
-    code, _, err = await _nft("-j", "-f", "-", stdin=json.dumps(cmds).encode())
+    code, _, err = await _nft("-j", "-f", "-", stdin=json.dumps(cmds).encode(), netns=netns)
     if code != 0:
-        raise KernelError("DelRules", f"{FAMILY} {TABLE}", errno.EINVAL, err.decode().strip())
+        raise KernelError("DelRules", _where(netns), errno.EINVAL, err.decode().strip())
 
 
-async def read() -> tuple[frozenset[Rule] | None, dict[str, tuple[int, int]]]:
+async def read(netns: str = "") -> tuple[frozenset[Rule] | None, dict[str, tuple[int, int]]]:
     """The table's rules, or None when it is absent or a base chain is missing or
     changed (either way it must be replaced); and each rule's packet and byte counts."""
-    code, out, err = await _nft("-j", "list", "table", FAMILY, TABLE)
+    code, out, err = await _nft("-j", "list", "table", FAMILY, TABLE, netns=netns)
     if code != 0:
         if b"No such file or directory" in err:
             return None, {}
-        raise KernelError("read", f"{FAMILY} {TABLE}", errno.EIO, err.decode().strip())
+        raise KernelError("read", _where(netns), errno.EIO, err.decode().strip())
     items = json.loads(out).get("nftables", [])
     chains = {}
     rules: set[Rule] = set()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 
+from .. import names
 from .. import plan as p
 from ..model import HostState
 from . import KernelError
@@ -33,12 +34,15 @@ def apply_to(st: HostState, action: p.Action) -> None:
         case p.DelNamespace(name):
             st.namespaces.discard(name)
             st.routes.pop(name, None)
+            st.ns_rules.pop(name, None)
             for v in [v for v in st.veths.values() if v.netns == name]:
                 del st.veths[v.name]
         case p.AddBridge(br) | p.SetBridge(_, br):
             st.bridges[br.name] = br
         case p.DelBridge(name):
             st.bridges.pop(name, None)
+            if name == names.TRANSIT_BRIDGE:  # the routes through it go along
+                st.host_routes.clear()
             for v in [v for v in st.veths.values() if v.bridge == name]:
                 st.veths[v.name] = dataclasses.replace(v, bridge="")
             for x in [x for x in st.vxlans.values() if x.bridge == name]:
@@ -65,9 +69,21 @@ def apply_to(st: HostState, action: p.Action) -> None:
             if ns not in st.namespaces:
                 raise KernelError("SetRoute", ns, errno.ENOENT, "no namespace")
             st.routes[ns] = gw
-        case p.SetRules(rules):
+        case p.SetRules(rules, ""):
             st.rules = rules
-        case p.DelRules():
+        case p.DelRules(""):
             st.rules = None
+        case p.SetRules(rules, ns):
+            if ns not in st.namespaces:
+                raise KernelError("SetRules", ns, errno.ENOENT, "no namespace")
+            st.ns_rules[ns] = rules
+        case p.DelRules(ns):
+            st.ns_rules[ns] = None
+        case p.SetHostRoute(prefix, via):
+            if names.TRANSIT_BRIDGE not in st.bridges:
+                raise KernelError("SetHostRoute", prefix, errno.ENETUNREACH, "no transit bridge")
+            st.host_routes[prefix] = via
+        case p.DelHostRoute(prefix):
+            st.host_routes.pop(prefix, None)
         case p.SetSysctl(key, value):
             st.sysctls[key] = value

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from agents import names
 from proto.types import is_id
 
 from .. import identities
@@ -268,7 +269,11 @@ def status(spec: LabSpec) -> dict[str, Any]:
                 "agent_running": pid is not None and procs.alive(pid),
                 "state": known.get("state", "unknown"),
                 "in_sync": known.get("in_sync", False),
-                "compartments": sum(1 for ns in namespaces if ns.startswith(f"plexus:{h}:")),
+                "compartments": sum(
+                    1
+                    for ns in namespaces
+                    if ns.startswith(names.netns_prefix(h)) and not names.is_router_netns(ns)
+                ),
                 "log": str(spec.log(h)),
             }
         )

@@ -68,8 +68,10 @@ async def test_agent_programs_compartment_and_overlay(ctl: InProcessController, 
                 data.get("IFLA_VXLAN_PORT"),
             ) == (100, lab.vtep[h1], 0, 4789)
             assert vx.get("master") == br["index"] and veth.get("master") == br["index"]
-            addrs = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=br["index"])}
-            assert ("10.1.0.1", 24) in addrs
+            # the gateway is the router's, not the bridge's: the bridge has no IPv4 address
+            assert ipr.get_addr(index=br["index"], family=2) == ()
+            gw_leg = links[names.gateway_leg("blue")]
+            assert gw_leg.get("master") == br["index"]
             fdb = {
                 (f.get("lladdr"), f.get("dst"))
                 for f in ipr.fdb("dump")
@@ -92,6 +94,11 @@ async def test_agent_programs_compartment_and_overlay(ctl: InProcessController, 
             assert addrs == {(e1["ip"], 24)}
             default = [r for r in ipr.get_routes(family=2, table=254) if r["dst_len"] == 0]
             assert [r.get("gateway") for r in default] == ["10.1.0.1"]
+        with netns.iproute(names.router_netns(h1, "blue")) as ipr:
+            (gw,) = ipr.get_links(ifname="gw")
+            assert gw.get("address") == names.leg_mac(h1, "blue", "gw")
+            addrs = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(family=2)}
+            assert addrs == {("10.1.0.1", 24), ("127.0.0.1", 8)}
 
     await asyncio.to_thread(check)
     assert await asyncio.to_thread(lab.wait_ping, h1, "c1", e2["ip"])
@@ -129,17 +136,42 @@ async def test_agent_programs_compartment_and_overlay(ctl: InProcessController, 
 async def test_overlapping_subnets_on_two_vnis_are_isolated(
     ctl: InProcessController, lab: Lab
 ) -> None:
+    """Two overlays on one subnet, on the same two hosts, even with one address in
+    both on one host: each compartment reaches its own gateway, its peers on the other
+    host and (outbound NAT, through its own router) a server outside, and never the
+    other overlay's addresses."""
     await hosts_online(ctl, lab)
     h1, h2 = lab.hosts
-    await post(ctl, "/v1/networks", {"id": "blue", "subnet": "10.1.0.0/24", "vni": 100})
-    await post(ctl, "/v1/networks", {"id": "red", "subnet": "10.1.0.0/24", "vni": 200})
+    far = str(lab.spec.network[250])
+    out = await asyncio.to_thread(lab.outside, far)
+    await asyncio.to_thread(lab.serve, out, 9000, "outside")
+    for net, vni in (("blue", 100), ("red", 200)):
+        body = {"id": net, "subnet": "10.1.0.0/24", "vni": vni, "outbound_nat": True}
+        await post(ctl, "/v1/networks", body)
     await endpoint(ctl, h1, "b1", "blue", ip="10.1.0.10")
     await endpoint(ctl, h2, "b2", "blue", ip="10.1.0.20")
-    await endpoint(ctl, h1, "r1", "red", ip="10.1.0.11")
+    await endpoint(ctl, h1, "r1", "red", ip="10.1.0.10")  # blue's b1 address, same host
     await endpoint(ctl, h2, "r2", "red", ip="10.1.0.21")
     assert await asyncio.to_thread(lab.wait_ping, h1, "b1", "10.1.0.20")
     assert await asyncio.to_thread(lab.wait_ping, h1, "r1", "10.1.0.21")
     # blue cannot reach red's addresses, on another host or on its own
     assert not await asyncio.to_thread(lab.ping, h1, "b1", "10.1.0.21")
-    assert not await asyncio.to_thread(lab.ping, h1, "b1", "10.1.0.11")
     assert not await asyncio.to_thread(lab.ping, h2, "r2", "10.1.0.20")
+    # each reaches its own gateway (the same address, in two router namespaces)
+    for host, comp in ((h1, "b1"), (h1, "r1"), (h2, "b2"), (h2, "r2")):
+        assert await asyncio.to_thread(lab.ping, host, comp, "10.1.0.1"), comp
+
+    def ask(host: str, comp: str, ip: str, port: int) -> str | None:
+        return lab.ask(lab.compartment_ns(host, comp), ip, port)
+
+    # both 10.1.0.10s on h1 reach outside, leaving with h1's address, and each gets its
+    # own replies; also both at once (one connection each, through the same host)
+    for comp in ("b1", "r1"):
+        assert await asyncio.to_thread(ask, h1, comp, far, 9000) == f"outside {lab.vtep[h1]}"
+    both = await asyncio.gather(*(asyncio.to_thread(ask, h1, c, far, 9000) for c in ("b1", "r1")))
+    assert both == [f"outside {lab.vtep[h1]}"] * 2
+    # a server in blue's b1 answers blue's b2, never red's r2 (in red that address is
+    # r1's, which serves nothing)
+    await asyncio.to_thread(lab.serve, lab.compartment_ns(h1, "b1"), 7000, "b1")
+    assert await asyncio.to_thread(ask, h2, "b2", "10.1.0.10", 7000) == "b1 10.1.0.20"
+    assert await asyncio.to_thread(ask, h2, "r2", "10.1.0.10", 7000) is None

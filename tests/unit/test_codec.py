@@ -214,6 +214,8 @@ def test_exported_names_are_exactly_the_intended_ones() -> None:
         "logs",
         "models",
         "settings",
+        "signals",
+        "transit",
         "types",
     }
     assert public == set(proto.__all__)

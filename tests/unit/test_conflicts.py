@@ -29,9 +29,13 @@ def test_a_default_route_is_not_in_the_way() -> None:
 
 
 def test_two_of_the_hosts_networks_that_overlap_in_its_namespace() -> None:
-    other = spec("ov", "10.88.0.0/16", mode="overlay", vni=5, gateway="10.88.1.1")
-    (found,) = conflicts("h1", [NAT, other], [])
+    """An overlay's subnet is routed in the host's namespace only for its NAT
+    exceptions' replies; otherwise its router keeps it apart."""
+    kw = {"mode": "overlay", "vni": 5, "gateway": "10.88.1.1", "outbound_nat": True}
+    routed = spec("ov", "10.88.0.0/16", nat_exceptions=("192.0.2.0/24",), **kw)
+    (found,) = conflicts("h1", [NAT, routed], [])
     assert "network ov (10.88.0.0/16) overlaps network web (10.88.0.0/24)" in found
+    assert conflicts("h1", [NAT, spec("ov", "10.88.0.0/16", **kw)], []) == []
 
 
 def test_networks_without_an_address_on_the_host_may_overlap() -> None:
@@ -48,3 +52,13 @@ def test_a_transparent_networks_own_uplink_is_not_in_its_way() -> None:
     assert conflicts("h1", [tr], [("192.0.2.0/24", "eth1")]) == []
     assert conflicts("h2", [tr], [("192.0.2.0/24", "eth2")]) == []
     assert len(conflicts("h2", [tr], [("192.0.2.0/24", "eth1")])) == 1
+
+
+def test_a_foreign_route_into_the_routers_transit_segment_is_reported() -> None:
+    ov = spec("ov", "10.9.0.0/24", mode="overlay", vni=5, gateway="10.9.0.1", outbound_nat=True)
+    zeroconf = ("169.254.0.0/16", "eth0")  # less specific than the transit /17: harmless
+    assert conflicts("h1", [ov], [zeroconf]) == []
+    (found,) = conflicts("h1", [ov], [zeroconf, ("169.254.17.0/24", "eth3")])
+    assert "transit segment (169.254.0.0/17): 169.254.17.0/24 on eth3" in found
+    no_nat = ov.model_copy(update={"outbound_nat": False})  # no router on the segment
+    assert conflicts("h1", [no_nat], [("169.254.17.0/24", "eth3")]) == []

@@ -41,11 +41,22 @@ async def converge(desired: HostState, kernel: MemoryKernel, complete: bool = Tr
 def test_desired_state_of_an_overlay_host() -> None:
     st = full()
     br, vx = names.bridge("blue"), names.vxlan("blue")
-    assert st.bridges[br].address == "10.1.0.1/24"
+    assert st.bridges[br].address is None  # the gateway is the router's
     assert st.vxlans[vx].vni == 4096 and st.vxlans[vx].local == VTEP
-    (veth,) = st.veths.values()
+    veth = st.veths[names.veth(LOCAL.id)]
     assert (veth.inner, veth.address, veth.netns) == ("eth0", "10.1.0.2/24", "plexus:h1:c1")
-    assert st.routes == {"plexus:h1:c1": "10.1.0.1"}
+    # the overlay's router: its gateway leg on the bridge, no way out (no outbound NAT)
+    gw = st.veths[names.gateway_leg("blue")]
+    assert (gw.bridge, gw.netns, gw.inner, gw.address) == (
+        br,
+        "plexus:h1:@blue",
+        "gw",
+        "10.1.0.1/24",
+    )
+    assert gw.mac != names.leg_mac("h2", "blue", "gw")  # one per host: the L2 spans hosts
+    assert len(st.veths) == 2 and st.namespaces == {"plexus:h1:c1", "plexus:h1:@blue"}
+    assert st.routes == {"plexus:h1:c1": "10.1.0.1", "plexus:h1:@blue": None}
+    assert st.ns_rules == {"plexus:h1:@blue": None} and st.host_routes == {}
     # remote endpoints only: a static entry, a neighbour and one flood entry per VTEP
     assert st.fdb == {Fdb(vx, REMOTE.mac, "198.18.0.2"), Fdb(vx, FLOOD_MAC, "198.18.0.2")}
     assert st.neigh == {(vx, REMOTE.ip): Neigh(vx, REMOTE.ip, REMOTE.mac)}
@@ -56,8 +67,8 @@ async def test_empty_to_full_then_zero_actions() -> None:
     kernel = MemoryKernel()
     n = await converge(full(), kernel)
     kinds = [type(a).__name__ for a in kernel.applied]
-    assert n == 8
-    assert kinds[:4] == ["AddNamespace", "AddBridge", "AddVxlan", "AddVeth"]
+    assert n == 10
+    assert kinds[:5] == ["AddNamespace", "AddNamespace", "AddBridge", "AddVxlan", "AddVeth"]
     assert p.plan(full(), await kernel.read(), complete=True) == []
 
 
@@ -99,7 +110,7 @@ async def test_single_changes() -> None:
     assert p.AddNeigh(Neigh(vx, REMOTE.ip, "02:00:00:00:00:aa")) in actions
     # a drifted veth (down by hand) is re-created, and the default route with it
     st = kernel.state
-    name = next(iter(st.veths))
+    name = names.veth(LOCAL.id)
     st.veths[name] = dataclasses.replace(st.veths[name], up=False)
     actions = p.plan(full(), await kernel.read(), complete=False)
     assert [type(a) for a in actions] == [p.DelVeth, p.AddVeth, p.SetRoute]
@@ -194,3 +205,41 @@ def test_tables_ignore_old_duplicate_and_out_of_order() -> None:
     assert t.generation == 8 and "e1" not in t.records and "e7" in t.records
     assert t.on_snapshot(proto.NetworkSnapshot(network="blue", generation=4)) == "stale"
     assert t.generation == 8
+
+
+async def test_overlay_routers_with_outbound_nat_and_overlapping_subnets() -> None:
+    """Two overlays on one subnet, with outbound NAT, on one host: each gets a router
+    namespace with its own gateway, way out, transit address and masquerade; the
+    host routes an overlay's subnet to its router only for NAT exceptions. Converges,
+    then adopts with zero actions; a router gone by hand comes back whole."""
+    blue = samples.NETWORK.model_copy(update={"outbound_nat": True})
+    red = blue.model_copy(update={"id": "red", "vni": 4097, "nat_exceptions": ("192.0.2.0/24",)})
+    doc = samples.DESIRED.model_copy(update={"networks": (blue, red)})
+    want = desired_state(H, doc, {"blue": {}, "red": {}}, VTEP)
+    rb, rr = names.router_netns(H, "blue"), names.router_netns(H, "red")
+    ups = {st.netns: st for st in want.veths.values() if st.inner == "up"}
+    assert ups[rb].address == "169.254.17.33/17" and ups[rr].address == "169.254.17.34/17"
+    assert want.bridges[names.TRANSIT_BRIDGE].address == "169.254.0.1/17"
+    assert want.routes[rb] == want.routes[rr] == "169.254.0.1"
+    assert want.host_routes == {"10.1.0.0/24": "169.254.17.34"}
+    assert {ns for ns, r in want.ns_rules.items() if r} == {rb, rr}
+    kernel = MemoryKernel()
+    await converge(want, kernel)
+    assert p.plan(want, await kernel.read(), complete=True) == []
+    restarted = MemoryKernel(await kernel.read())
+    assert await converge(want, restarted, complete=True) == 0
+    actions = p.plan(want, HostState(), complete=True)
+    assert p.SetRules(want.ns_rules[rr] or frozenset(), rr) in actions
+    assert p.SetHostRoute("10.1.0.0/24", "169.254.17.34") in actions
+    # the router namespace deleted by hand: namespace, legs, route and table return
+    await kernel.apply(p.DelNamespace(rr))
+    again = {type(a).__name__ for a in p.plan(want, await kernel.read(), complete=True)}
+    assert again == {"AddNamespace", "AddVeth", "SetRoute", "SetRules"}
+    # without the exceptions the host route goes, once the table is complete
+    plain = doc.model_copy(
+        update={"networks": (blue, red.model_copy(update={"nat_exceptions": ()}))}
+    )
+    want2 = desired_state(H, plain, {"blue": {}, "red": {}}, VTEP)
+    await converge(want, kernel)
+    assert p.DelHostRoute("10.1.0.0/24") in p.plan(want2, await kernel.read(), complete=True)
+    assert p.DelHostRoute("10.1.0.0/24") not in p.plan(want2, await kernel.read(), complete=False)

@@ -15,7 +15,7 @@ from agents.desired import desired_state
 from agents.kernel.memory import MemoryKernel
 from agents.kernel.nft import document
 from agents.model import HostState
-from agents.rules import CHAINS, FORWARDING, host_rules, masquerade
+from agents.rules import CHAINS, FORWARDING, host_rules, masquerade, router_masquerade
 
 NAT = proto.NetworkSpec(id="web", mode="nat", subnet="10.5.0.0/24", gateway="10.5.0.1", mtu=1500)
 OVERLAY = proto.NetworkSpec(
@@ -80,15 +80,24 @@ def test_nat_masquerades_its_subnet_and_turns_forwarding_on() -> None:
                       "right": "198.18.0.1"}} in out  # fmt: skip
 
 
-def test_overlay_outbound_nat_keeps_its_subnet_and_the_exceptions() -> None:
+def test_overlay_outbound_nat_masquerades_in_its_router_then_on_the_host() -> None:
+    """The router translates all but the exceptions to its transit address (its own
+    subnet never leaves through ``up``); the host translates the routers' transit
+    addresses, once for every overlay: exception traffic keeps its source."""
     ov = OVERLAY.model_copy(update={"outbound_nat": True, "nat_exceptions": ("192.0.2.0/24",)})
-    rules, sysctls = host_rules(doc(ov))
-    assert labels(rules) == ["postrouting overlay:ov:masquerade"] and sysctls == FORWARDING
-    (rule,) = rules or ()
-    keep = {"set": [{"prefix": {"addr": "10.6.0.0", "len": 24}},
-                    {"prefix": {"addr": "192.0.2.0", "len": 24}}]}  # fmt: skip
+    ov2 = ov.model_copy(update={"id": "ov2", "vni": 7, "nat_exceptions": ()})
+    rules, sysctls = host_rules(doc(ov, ov2))
+    assert labels(rules) == ["postrouting overlay:transit:masquerade"] and sysctls == FORWARDING
+    (host,) = rules or ()
+    assert {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                      "right": {"prefix": {"addr": "169.254.0.0", "len": 17}}}} in json.loads(
+        host.expr)  # fmt: skip
+    router = json.loads(router_masquerade(ov).expr)
+    assert {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "up"}} in router
     assert {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
-                      "right": keep}} in json.loads(rule.expr)  # fmt: skip
+                      "right": {"prefix": {"addr": "192.0.2.0", "len": 24}}}} in router  # fmt: skip
+    assert router[-1] == {"masquerade": None}
+    assert not any("daddr" in json.dumps(m) for m in json.loads(router_masquerade(ov2).expr))
 
 
 def test_internal_drops_what_is_routed_in_or_out_but_not_within() -> None:

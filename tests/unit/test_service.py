@@ -11,6 +11,7 @@ from controller.errors import Conflict, Invalid, NotFound
 from controller.schemas import CompartmentCreate, EndpointCreate, NetworkCreate, PublishedPort
 from controller.service import Controller, Publish
 from controller.store import SqliteStore
+from proto import transit
 
 
 def online(ctl: Controller, host: str, vtep: str = "198.18.0.1") -> list[Publish]:
@@ -77,26 +78,42 @@ def test_overlapping_subnets_are_allowed_on_different_vnis(ctl: Controller) -> N
     assert ctl.state.networks["a"].subnet == ctl.state.networks["b"].subnet
 
 
-def test_overlapping_networks_with_gateways_never_share_a_host(ctl: Controller) -> None:
-    """Two networks whose subnets overlap and whose gateways (or transparent uplinks)
-    live in the host's namespace: the endpoint that would put both on one host is a
-    409 naming the other network; on other hosts, or without a gateway, they coexist."""
+def test_overlapping_networks_routed_by_the_host_never_share_a_host(ctl: Controller) -> None:
+    """Two networks whose subnets overlap and are both routed in the host's namespace
+    (a gateway on the bridge, a transparent uplink, an overlay's NAT exceptions): the
+    endpoint that would put both on one host is a 409 naming the other network. On
+    other hosts, or where one keeps its L3 out of the host (an overlay's router, a
+    network without gateway), they coexist."""
     net(ctl, "n24", mode="nat", subnet="10.77.0.0/24")
     net(ctl, "n25", mode="nat", subnet="10.77.0.0/25")
-    net(ctl, "ov", subnet="10.77.0.0/16", vni=77)
+    net(ctl, "ex", subnet="10.77.0.0/16", vni=77, outbound_nat=True, nat_exceptions=["10.0.0.0/8"])
+    net(ctl, "ov", subnet="10.77.0.0/24", vni=78, outbound_nat=True)
     net(ctl, "l2", mode="internal", subnet="10.77.0.0/24")  # no gateway: no address
     for c, h in (("c1", "h1"), ("c2", "h1"), ("c3", "h1"), ("c4", "h2"), ("c5", "h1")):
         comp(ctl, c, h)
     ep(ctl, network="n24", compartment="c1")
-    for network, c in (("n25", "c2"), ("ov", "c3")):
+    for network, c in (("n25", "c2"), ("ex", "c3")):
         with pytest.raises(Conflict, match=r"overlaps network 'n24' .* on host 'h1'"):
             ep(ctl, network=network, compartment=c)
         assert ctl.state.by_compartment.get(c, {}) == {}  # nothing was made
     assert ep(ctl, network="n25", compartment="c4").ip == "10.77.0.2"  # another host
     assert ep(ctl, network="l2", compartment="c5").ip == "10.77.0.1"
+    assert ep(ctl, network="ov", compartment="c3").ip == "10.77.0.2"  # its own router
     # once the host holds no endpoint of n24 any more, n25 may come
     ctl.delete_endpoint(next(iter(ctl.state.by_compartment["c1"])))
     assert ep(ctl, network="n25", compartment="c2").ip == "10.77.0.2"
+
+
+def test_overlay_routers_transit_addresses_are_unique(ctl: Controller) -> None:
+    """An overlay's router address derives from its VNI: a VNI that would share it with
+    another overlay's is a 409; allocated VNIs skip such VNIs."""
+    net(ctl, "a", vni=5)
+    with pytest.raises(Conflict, match=r"same router transit address .* network 'a'"):
+        net(ctl, "b", subnet="10.2.0.0/24", vni=5 + transit.SLOTS)
+    assert "b" not in ctl.state.networks
+    net(ctl, "c", subnet="10.3.0.0/24", vni=4096 + transit.SLOTS)
+    net(ctl, "d", subnet="10.4.0.0/24")  # allocation skips 4096: it would clash with c
+    assert ctl.state.networks["d"].vni == 4097
 
 
 def test_endpoint_allocation_and_static_checks(ctl: Controller) -> None:
