@@ -31,6 +31,9 @@ app = typer.Typer(
     help="Plexus: container networking control plane.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Help is Markdown, not rich markup: option syntax such as `[HOST_IP:]HOST_PORT` is
+    # shown as written instead of being parsed as (broken) style tags. Sub-apps inherit it.
+    rich_markup_mode="markdown",
 )
 network_app = typer.Typer(
     help="Networks: overlay, nat, transparent, internal.", no_args_is_help=True
