@@ -22,6 +22,7 @@ from .console import (
     api_headers,
     fail,
     out,
+    say,
     set_token,
     show,
 )
@@ -106,7 +107,7 @@ def converged(data: dict[str, Any], output: Output) -> None:
             raise typer.Exit(3)
         return
     if conv["converged"]:
-        out.print(f"applied by {len(conv['hosts'])} host(s) in {conv['elapsed_ms']:.1f} ms")
+        say(f"applied by {len(conv['hosts'])} host(s) in {conv['elapsed_ms']:.1f} ms")
         return
     pending = "; ".join(f"{p['host']}: {', '.join(p['waiting_for'])}" for p in conv["pending"])
     fail(f"not applied in time by {len(conv['pending'])} host(s): {pending}", code=3)

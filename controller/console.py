@@ -11,6 +11,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 out = Console()
 err = Console(stderr=True)
@@ -43,8 +44,14 @@ def api_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {_token}"} if _token else {}
 
 
+def say(text: str) -> None:
+    """Print a line as it is: no rich markup, so server- or user-supplied text with square
+    brackets (a regex, a path, a spec) is never eaten or parsed."""
+    out.print(text, markup=False, highlight=False)
+
+
 def fail(reason: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/red] {reason}", soft_wrap=True, highlight=False)
+    err.print(Text.assemble(("error:", "red"), " ", reason), soft_wrap=True, highlight=False)
     raise typer.Exit(code)
 
 
@@ -53,11 +60,11 @@ def show(data: Any, output: Output, columns: list[str], title: str | None = None
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
         return
     rows = data if isinstance(data, list) else [data]
-    table = Table(title=title, show_edge=False, header_style="bold")
+    table = Table(title=Text(title) if title else None, show_edge=False, header_style="bold")
     for c in columns:
         table.add_column(c.replace("_", " ").upper())
     for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
+        table.add_row(*(Text(_cell(row.get(c))) for c in columns))
     out.print(table)
 
 

@@ -113,3 +113,20 @@ async def test_cli_reports_a_host_that_did_not_apply(
 async def test_cli_without_a_controller() -> None:
     rc, _, err = await plexus("http://127.0.0.1:9", "network", "list")
     assert rc == 1 and "cannot reach the controller" in err
+
+
+async def test_cli_prints_server_and_user_text_as_text(controller_proc: ControllerProcess) -> None:
+    """Square brackets in a server's reason or in the user's own words are printed as they
+    are, not parsed as rich markup (which ate them, or crashed on ``[/tcp|udp]``)."""
+    rc, _, err = await plexus(
+        controller_proc, "network", "create", "BadName!", "--subnet", "10.203.0.0/24"
+    )
+    assert rc == 1 and "422" in err and "'^[a-z0-9][a-z0-9._-]{0,62}$'" in err, err
+    assert len(err.strip().splitlines()) == 1
+    rc, _, err = await plexus(controller_proc, "endpoint", "publish", "wep", "--publish", "bogus")
+    assert rc == 1 and "Traceback" not in err
+    assert err.strip() == (
+        "error: --publish 'bogus': expected [HOST_IP:]HOST_PORT:PORT[/tcp|udp]"
+    ), err
+    rc, _, err = await plexus(controller_proc, "endpoint", "publish", "wep", "-p", "[/x]:1:2")
+    assert rc == 1 and "[/x]" in err and "Traceback" not in err, err
