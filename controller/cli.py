@@ -334,7 +334,13 @@ def _identities_out(directory: Path, output: Output) -> None:
     title = f"broker {directory}: copy each credentials directory to its host" + (
         f"; revoked: {', '.join(revoked)}" if revoked else ""
     )
-    show(rows, output, ["identity", "credentials", "client_certificate"], title)
+    show(
+        rows,
+        output,
+        ["identity", "credentials", "client_certificate"],
+        title,
+        ("client_certificate",),
+    )
 
 
 @app.command("apply")
@@ -376,6 +382,8 @@ NET_COLS = [
     "hosts",
     "table_generation",
 ]
+#: left out, first one first, when the table is wider than the terminal
+NET_OPTIONAL = ("table_generation", "hosts", "endpoints", "mtu", "vni", "mode")
 
 
 @network_app.command("create")
@@ -439,7 +447,7 @@ def network_create(
         params={"wait": wait, "timeout": timeout},
         timeout=timeout,
     )
-    show(data, output, NET_COLS)
+    show(data, output, NET_COLS, optional=NET_OPTIONAL)
     converged(data, output)
 
 
@@ -448,7 +456,7 @@ def network_list(
     controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
 ) -> None:
     """List networks."""
-    show(call(controller, "GET", "/v1/networks"), output, NET_COLS)
+    show(call(controller, "GET", "/v1/networks"), output, NET_COLS, optional=NET_OPTIONAL)
 
 
 @network_app.command("show")
@@ -456,7 +464,7 @@ def network_show(
     name: str, controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
 ) -> None:
     """Show one network."""
-    show(call(controller, "GET", f"/v1/networks/{name}"), output, NET_COLS)
+    show(call(controller, "GET", f"/v1/networks/{name}"), output, NET_COLS, optional=NET_OPTIONAL)
 
 
 @network_app.command("delete")
@@ -483,6 +491,7 @@ def network_delete(
 # -- compartments -----------------------------------------------------------------------
 
 COMP_COLS = ["id", "host", "endpoints"]
+COMP_OPTIONAL = ("endpoints",)
 
 
 @compartment_app.command("create")
@@ -510,7 +519,7 @@ def compartment_create(
         params={"wait": wait, "timeout": timeout},
         timeout=timeout,
     )
-    show(data, output, COMP_COLS)
+    show(data, output, COMP_COLS, optional=COMP_OPTIONAL)
     converged(data, output)
 
 
@@ -521,7 +530,12 @@ def compartment_list(
     output: OutputOpt = Output.table,
 ) -> None:
     """List compartments."""
-    show(call(controller, "GET", "/v1/compartments", params={"host": host}), output, COMP_COLS)
+    show(
+        call(controller, "GET", "/v1/compartments", params={"host": host}),
+        output,
+        COMP_COLS,
+        optional=COMP_OPTIONAL,
+    )
 
 
 @compartment_app.command("show")
@@ -529,7 +543,12 @@ def compartment_show(
     name: str, controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
 ) -> None:
     """Show one compartment."""
-    show(call(controller, "GET", f"/v1/compartments/{name}"), output, COMP_COLS)
+    show(
+        call(controller, "GET", f"/v1/compartments/{name}"),
+        output,
+        COMP_COLS,
+        optional=COMP_OPTIONAL,
+    )
 
 
 @compartment_app.command("delete")
@@ -566,6 +585,7 @@ EP_COLS = [
     "default_route",
     "ports",
 ]
+EP_OPTIONAL = ("default_route", "ports", "interface")
 PublishOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -623,7 +643,7 @@ def endpoint_create(
         params={"wait": wait, "timeout": timeout},
         timeout=timeout,
     )
-    show(data, output, EP_COLS)
+    show(data, output, EP_COLS, optional=EP_OPTIONAL)
     converged(data, output)
 
 
@@ -642,7 +662,7 @@ def endpoint_list(
         "/v1/endpoints",
         params={"network": network, "host": host, "compartment": compartment},
     )
-    show(data, output, EP_COLS)
+    show(data, output, EP_COLS, optional=EP_OPTIONAL)
 
 
 @endpoint_app.command("show")
@@ -650,7 +670,7 @@ def endpoint_show(
     name: str, controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
 ) -> None:
     """Show one endpoint."""
-    show(call(controller, "GET", f"/v1/endpoints/{name}"), output, EP_COLS)
+    show(call(controller, "GET", f"/v1/endpoints/{name}"), output, EP_COLS, optional=EP_OPTIONAL)
 
 
 @endpoint_app.command("publish")
@@ -671,7 +691,7 @@ def endpoint_publish(
         params={"wait": wait, "timeout": timeout},
         timeout=timeout,
     )
-    show(data, output, EP_COLS)
+    show(data, output, EP_COLS, optional=EP_OPTIONAL)
     converged(data, output)
 
 
@@ -708,6 +728,16 @@ HOST_COLS = [
     "compartments",
     "errors",
 ]
+HOST_OPTIONAL = (
+    "applied_networks",
+    "version",
+    "desired_generation",
+    "applied_generation",
+    "compartments",
+    "errors",
+    "in_sync",
+    "state",
+)
 
 
 @host_app.command("list")
@@ -715,7 +745,7 @@ def host_list(
     controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
 ) -> None:
     """List hosts."""
-    show(call(controller, "GET", "/v1/hosts"), output, HOST_COLS)
+    show(call(controller, "GET", "/v1/hosts"), output, HOST_COLS, optional=HOST_OPTIONAL)
 
 
 @host_app.command("show")
@@ -723,7 +753,12 @@ def host_show(
     name: str, controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
 ) -> None:
     """Show one host."""
-    show(call(controller, "GET", f"/v1/hosts/{name}"), output, [*HOST_COLS, "applied_networks"])
+    show(
+        call(controller, "GET", f"/v1/hosts/{name}"),
+        output,
+        [*HOST_COLS, "applied_networks"],
+        optional=HOST_OPTIONAL,
+    )
 
 
 @host_app.command("decommission")

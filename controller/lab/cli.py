@@ -251,7 +251,7 @@ def lab_demo(
         spec = LabSpec.load(directory)
         if spec is None:
             spec = _up(directory, hosts, host_prefix, tls)
-            if output is Output.table:
+            if output is not Output.json:
                 _summary(spec)
                 out.print()
         down = [name for name, pid in spec.pids.items() if not procs.alive(pid)]

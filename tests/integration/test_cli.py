@@ -13,9 +13,11 @@ from tests.support import PLEXUS, ControllerProcess, Mosquitto, SimAgent
 pytestmark = pytest.mark.broker
 
 
-async def plexus(ctl: ControllerProcess | str, *args: str) -> tuple[int, str, str]:
+async def plexus(
+    ctl: ControllerProcess | str, *args: str, columns: int = 200
+) -> tuple[int, str, str]:
     url = ctl if isinstance(ctl, str) else ctl.url
-    env = {**os.environ, "PLEXUS_CONTROLLER": url, "COLUMNS": "200"}
+    env = {**os.environ, "PLEXUS_CONTROLLER": url, "COLUMNS": str(columns)}
     proc = await asyncio.create_subprocess_exec(
         PLEXUS, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -130,3 +132,51 @@ async def test_cli_prints_server_and_user_text_as_text(controller_proc: Controll
     ), err
     rc, _, err = await plexus(controller_proc, "endpoint", "publish", "wep", "-p", "[/x]:1:2")
     assert rc == 1 and "[/x]" in err and "Traceback" not in err, err
+
+
+async def test_cli_tables_keep_ids_and_addresses_whole_at_80_columns(
+    mosquitto: Mosquitto, controller_proc: ControllerProcess
+) -> None:
+    """At 80 columns every list table shows ids, addresses and MACs in full (they were cut
+    to ``10.50.0…`` and ``ep-51…``); less important columns give way, and say so."""
+    host, net, comp, ep = (
+        "host-with-a-rather-long-name-01",
+        "tenant-frontend-prod-01",
+        "compartment-for-the-web-frontend",
+        "endpoint-of-the-web-frontend-01",
+    )
+    agent = SimAgent(host, mosquitto.url, "198.18.100.200")
+    await agent.start()
+    try:
+        for args in (
+            ("network", "create", net, "--subnet", "10.250.128.0/24", "--vni", "4242"),
+            ("compartment", "create", comp, "--host", host),
+            ("compartment", "create", "web-2", "--host", host),
+            ("endpoint", "create", ep, "--network", net, "--compartment", comp),
+            ("endpoint", "create", "--network", net, "--compartment", "web-2"),
+        ):
+            rc, _, err = await plexus(controller_proc, *args)
+            assert rc == 0, err
+        rc, out, _ = await plexus(controller_proc, "endpoint", "list", "-o", "json")
+        eps = json.loads(out)
+        expect = {
+            ("network", "list"): [net, "10.250.128.0/24", "10.250.128.1", "overlay", "4242"],
+            ("compartment", "list"): [comp, host],
+            ("host", "list"): [host, "198.18.100.200"],
+            ("endpoint", "list"): [v for e in eps for v in (e["id"], e["ip"], e["mac"])]
+            + [net, comp, host],
+            ("endpoint", "show", ep): [ep, net, comp, host, eps[0]["ip"], eps[0]["mac"]],
+        }
+        for args, whole in expect.items():
+            rc, out, err = await plexus(controller_proc, *args, columns=80)
+            assert rc == 0, err
+            assert "…" not in out, out
+            for value in whole:
+                assert value in out, f"{' '.join(args)}: {value} not whole in\n{out}"
+        rc, out, _ = await plexus(controller_proc, "network", "list", columns=80)
+        assert max(len(line.rstrip()) for line in out.splitlines()) <= 80, out
+        assert "not shown at this width" in out and "TABLE GENERATION" in out
+        rc, out, _ = await plexus(controller_proc, "network", "list", "-o", "wide", columns=80)
+        assert "TABLE GENERATION" in out.splitlines()[0] and "not shown" not in out
+    finally:
+        await agent.stop()
