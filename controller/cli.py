@@ -18,18 +18,20 @@ from .console import (
     Output,
     OutputOpt,
     TimeoutOpt,
+    TokenFileOpt,
+    TokenOpt,
     WaitOpt,
     api_headers,
     fail,
     out,
     say,
-    set_token,
     show,
 )
 from .lab.cli import lab_app
 
 app = typer.Typer(
-    help="Plexus: container networking control plane.",
+    help="Plexus: container networking control plane. The options below also go after a "
+    "command: `plexus -o json status` and `plexus status -o json` are the same.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     # Help is Markdown, not rich markup: option syntax such as `[HOST_IP:]HOST_PORT` is
@@ -57,22 +59,12 @@ app.add_typer(lab_app, name="lab")
 
 @app.callback()
 def _options(
-    token: Annotated[
-        str | None,
-        typer.Option(envvar="PLEXUS_TOKEN", help="the controller's REST API bearer token"),
-    ] = None,
-    token_file: Annotated[
-        Path | None,
-        typer.Option(envvar="PLEXUS_TOKEN_FILE", help="a file holding that token"),
-    ] = None,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    output: OutputOpt = Output.table,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
 ) -> None:
-    """Plexus: container networking control plane."""
-    if token_file is not None and token is None:
-        try:
-            token = token_file.read_text().strip()
-        except OSError as e:
-            fail(f"cannot read the token file {token_file}: {e.strerror}", code=2)
-    set_token(token)
+    """The options every command that talks to the controller takes (see _common_option)."""
 
 
 def call(
@@ -354,6 +346,8 @@ def apply_topology(
         float, typer.Option(help="seconds to wait for the file's hosts to come online")
     ] = 60.0,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Create the networks, compartments and endpoints a file describes (idempotent)."""
@@ -414,6 +408,8 @@ def network_create(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 10.0,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Create a network."""
@@ -453,7 +449,10 @@ def network_create(
 
 @network_app.command("list")
 def network_list(
-    controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
 ) -> None:
     """List networks."""
     show(call(controller, "GET", "/v1/networks"), output, NET_COLS, optional=NET_OPTIONAL)
@@ -461,7 +460,11 @@ def network_list(
 
 @network_app.command("show")
 def network_show(
-    name: str, controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
+    name: str,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
 ) -> None:
     """Show one network."""
     show(call(controller, "GET", f"/v1/networks/{name}"), output, NET_COLS, optional=NET_OPTIONAL)
@@ -474,6 +477,8 @@ def network_delete(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 10.0,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Delete a network (refused while it has endpoints, unless --force)."""
@@ -503,6 +508,8 @@ def compartment_create(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 10.0,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Create a compartment (a network namespace) on a host."""
@@ -527,6 +534,8 @@ def compartment_create(
 def compartment_list(
     host: Annotated[str | None, typer.Option()] = None,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """List compartments."""
@@ -540,7 +549,11 @@ def compartment_list(
 
 @compartment_app.command("show")
 def compartment_show(
-    name: str, controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
+    name: str,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
 ) -> None:
     """Show one compartment."""
     show(
@@ -558,6 +571,8 @@ def compartment_delete(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 10.0,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Delete a compartment (refused while it has endpoints, unless --force)."""
@@ -624,6 +639,8 @@ def endpoint_create(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 10.0,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Attach a compartment to a network with a new endpoint."""
@@ -653,6 +670,8 @@ def endpoint_list(
     host: Annotated[str | None, typer.Option()] = None,
     compartment: Annotated[str | None, typer.Option()] = None,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """List endpoints."""
@@ -667,7 +686,11 @@ def endpoint_list(
 
 @endpoint_app.command("show")
 def endpoint_show(
-    name: str, controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
+    name: str,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
 ) -> None:
     """Show one endpoint."""
     show(call(controller, "GET", f"/v1/endpoints/{name}"), output, EP_COLS, optional=EP_OPTIONAL)
@@ -680,6 +703,8 @@ def endpoint_publish(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 10.0,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Set an endpoint's published ports to exactly these (none: close them all)."""
@@ -701,6 +726,8 @@ def endpoint_delete(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 10.0,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Delete an endpoint."""
@@ -742,7 +769,10 @@ HOST_OPTIONAL = (
 
 @host_app.command("list")
 def host_list(
-    controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
 ) -> None:
     """List hosts."""
     show(call(controller, "GET", "/v1/hosts"), output, HOST_COLS, optional=HOST_OPTIONAL)
@@ -750,7 +780,11 @@ def host_list(
 
 @host_app.command("show")
 def host_show(
-    name: str, controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
+    name: str,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
 ) -> None:
     """Show one host."""
     show(
@@ -766,6 +800,8 @@ def host_decommission(
     name: str,
     force: ForceOpt = False,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Forget a host (refused while it has compartments, unless --force)."""
@@ -778,7 +814,10 @@ def host_decommission(
 
 @app.command()
 def status(
-    controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
 ) -> None:
     """Is every host in sync with the desired state?"""
     data = call(controller, "GET", "/v1/status")

@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Iterable
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -26,26 +27,71 @@ class Output(StrEnum):
     json = "json"
 
 
+#: the common options' values for the command being run (see ``_common``)
+_common: dict[str, Any] = {}
+
+
+def _common_option(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+    """``--controller``, ``-o``, ``--token`` and ``--token-file`` are taken both before the
+    command (``plexus -o json status``) and after it (``plexus status -o json``); given
+    after it, they win. The root parses first and always records its value (from the
+    command line, the environment or the default); a command's own overrides it only
+    when it was typed."""
+    name = param.name or ""
+    source = ctx.get_parameter_source(name)
+    if ctx.parent is None or (source is not None and source.name == "COMMANDLINE"):
+        _common[name] = value
+    return _common.get(name, value)
+
+
 ControllerOpt = Annotated[
-    str, typer.Option("--controller", envvar="PLEXUS_CONTROLLER", help="controller URL")
+    str,
+    typer.Option(
+        "--controller", envvar="PLEXUS_CONTROLLER", help="controller URL", callback=_common_option
+    ),
 ]
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table, wide or json")]
+OutputOpt = Annotated[
+    Output, typer.Option("--output", "-o", help="table, wide or json", callback=_common_option)
+]
+# The token options parse on every command that calls the API; their value is read by
+# api_headers(), not by the command (hence expose_value=False).
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="PLEXUS_TOKEN",
+        help="the controller's REST API bearer token",
+        callback=_common_option,
+        expose_value=False,
+    ),
+]
+TokenFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file",
+        envvar="PLEXUS_TOKEN_FILE",
+        help="a file holding that token",
+        callback=_common_option,
+        expose_value=False,
+    ),
+]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="return once every affected host applied")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="seconds to wait with --wait")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="also delete what depends on it")]
 DEFAULT_CONTROLLER = "http://127.0.0.1:8470"
 
-#: the REST API's bearer token, when the command line or environment gave one
-_token: str | None = None
-
-
-def set_token(token: str | None) -> None:
-    global _token
-    _token = token or None
-
 
 def api_headers() -> dict[str, str]:
-    return {"Authorization": f"Bearer {_token}"} if _token else {}
+    """The REST API's bearer token: ``--token`` (or PLEXUS_TOKEN), else the content of
+    ``--token-file`` (or PLEXUS_TOKEN_FILE), else none."""
+    token = _common.get("token")
+    path = _common.get("token_file")
+    if not token and path is not None:
+        try:
+            token = path.read_text().strip()
+        except OSError as e:
+            fail(f"cannot read the token file {path}: {e.strerror}", code=2)
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def say(text: str) -> None:

@@ -180,3 +180,26 @@ async def test_cli_tables_keep_ids_and_addresses_whole_at_80_columns(
         assert "TABLE GENERATION" in out.splitlines()[0] and "not shown" not in out
     finally:
         await agent.stop()
+
+
+async def test_cli_common_options_go_before_or_after_the_command(
+    controller_proc: ControllerProcess,
+) -> None:
+    """``-o`` and ``--controller`` are taken on the root (``plexus -o json status``) as
+    well as on the command; given on the command they win, and either wins over
+    PLEXUS_CONTROLLER."""
+    nowhere = "http://127.0.0.1:9"
+    url = controller_proc.url
+    for env, args in (
+        (url, ("-o", "json", "status")),
+        (url, ("status", "-o", "json")),
+        (url, ("-o", "table", "status", "-o", "json")),
+        (nowhere, ("--controller", url, "status", "-o", "json")),
+        (nowhere, ("status", "--controller", url, "-o", "json")),
+        (nowhere, ("--controller", nowhere, "-o", "json", "status", "--controller", url)),
+    ):
+        rc, out, err = await plexus(env, *args)
+        assert rc == 0, (args, err)
+        assert json.loads(out)["in_sync"] is True
+    rc, _, err = await plexus(nowhere, "--controller", url, "status", "--controller", nowhere)
+    assert rc == 1 and "cannot reach the controller at http://127.0.0.1:9" in err
