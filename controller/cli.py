@@ -10,6 +10,7 @@ import typer
 from pydantic import ValidationError
 
 from proto.settings import load_settings
+from proto.types import ID_PATTERN, is_id
 
 from .console import (
     DEFAULT_CONTROLLER,
@@ -78,7 +79,7 @@ def call(
 ) -> Any:
     params = {k: v for k, v in (params or {}).items() if v is not None and v is not False}
     try:
-        with httpx.Client(base_url=base, timeout=timeout + 5, headers=api_headers()) as client:
+        with api_client(base, timeout) as client:
             resp = client.request(method, path, params=params, json=body)
     except httpx.HTTPError as e:
         fail(f"cannot reach the controller at {base}: {e}")
@@ -89,7 +90,38 @@ def call(
     if resp.status_code >= 400:
         reason = data.get("reason") if isinstance(data, dict) else None
         fail(f"{resp.status_code} {reason or resp.text.strip()[:200]}")
+    if not isinstance(data, dict | list):
+        fail(f"{base} answered {path} with something other than Plexus JSON: is it a controller?")
     return data
+
+
+def api_client(base: str, timeout: float) -> httpx.Client:
+    """An HTTP client of the controller at ``base``, which must be an http(s) URL."""
+    try:
+        url = httpx.URL(base)
+    except httpx.InvalidURL as e:
+        fail(f"--controller {base!r} is not a URL: {e}")
+    if url.scheme not in ("http", "https") or not url.host:
+        fail(f"--controller {base!r}: expected http://HOST:PORT or https://HOST:PORT")
+    return httpx.Client(base_url=url, timeout=timeout + 5, headers=api_headers())
+
+
+def ident(value: str) -> str:
+    """An id to put in a URL path: ids are what the wire allows, so that ``?``, ``/`` or
+    ``..`` never address another resource (``network show '?'`` listed every network)."""
+    if not is_id(value):
+        fail(f"{value!r} is not an id: ids match {ID_PATTERN}")
+    return value
+
+
+def bad_settings(e: ValueError) -> str:
+    """A settings error on one line (pydantic's spans several)."""
+    if isinstance(e, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in e.errors()
+        )
+    return str(e)
 
 
 def converged(data: dict[str, Any], output: Output) -> None:
@@ -146,7 +178,7 @@ def controller(
         )
         settings.broker_url()
     except (ValidationError, ValueError) as e:
-        fail(f"bad configuration: {e}", code=2)
+        fail(f"bad configuration: {bad_settings(e)}", code=2)
     run(settings)
 
 
@@ -195,7 +227,7 @@ def agent(
         )
         settings.broker_url()
     except (ValidationError, ValueError) as e:
-        fail(f"bad configuration: {e}", code=2)
+        fail(f"bad configuration: {bad_settings(e)}", code=2)
     run_agent(settings)
 
 
@@ -355,7 +387,7 @@ def apply_topology(
 
     try:
         topo = Topology.load(file)
-        with httpx.Client(base_url=controller, timeout=timeout + 5, headers=api_headers()) as http:
+        with api_client(controller, timeout) as http:
             wait_hosts(http, topo.hosts(), hosts_timeout)
             steps = apply(http, topo, wait=wait, timeout=timeout)
     except TopologyError as e:
@@ -467,7 +499,12 @@ def network_show(
     output: OutputOpt = Output.table,
 ) -> None:
     """Show one network."""
-    show(call(controller, "GET", f"/v1/networks/{name}"), output, NET_COLS, optional=NET_OPTIONAL)
+    show(
+        call(controller, "GET", f"/v1/networks/{ident(name)}"),
+        output,
+        NET_COLS,
+        optional=NET_OPTIONAL,
+    )
 
 
 @network_app.command("delete")
@@ -485,7 +522,7 @@ def network_delete(
     data = call(
         controller,
         "DELETE",
-        f"/v1/networks/{name}",
+        f"/v1/networks/{ident(name)}",
         params={"force": force, "wait": wait, "timeout": timeout},
         timeout=timeout,
     )
@@ -557,7 +594,7 @@ def compartment_show(
 ) -> None:
     """Show one compartment."""
     show(
-        call(controller, "GET", f"/v1/compartments/{name}"),
+        call(controller, "GET", f"/v1/compartments/{ident(name)}"),
         output,
         COMP_COLS,
         optional=COMP_OPTIONAL,
@@ -579,7 +616,7 @@ def compartment_delete(
     data = call(
         controller,
         "DELETE",
-        f"/v1/compartments/{name}",
+        f"/v1/compartments/{ident(name)}",
         params={"force": force, "wait": wait, "timeout": timeout},
         timeout=timeout,
     )
@@ -693,7 +730,12 @@ def endpoint_show(
     output: OutputOpt = Output.table,
 ) -> None:
     """Show one endpoint."""
-    show(call(controller, "GET", f"/v1/endpoints/{name}"), output, EP_COLS, optional=EP_OPTIONAL)
+    show(
+        call(controller, "GET", f"/v1/endpoints/{ident(name)}"),
+        output,
+        EP_COLS,
+        optional=EP_OPTIONAL,
+    )
 
 
 @endpoint_app.command("publish")
@@ -711,7 +753,7 @@ def endpoint_publish(
     data = call(
         controller,
         "PUT",
-        f"/v1/endpoints/{name}/ports",
+        f"/v1/endpoints/{ident(name)}/ports",
         body={"ports": [parse_publish(p) for p in publish or []]},
         params={"wait": wait, "timeout": timeout},
         timeout=timeout,
@@ -734,7 +776,7 @@ def endpoint_delete(
     data = call(
         controller,
         "DELETE",
-        f"/v1/endpoints/{name}",
+        f"/v1/endpoints/{ident(name)}",
         params={"wait": wait, "timeout": timeout},
         timeout=timeout,
     )
@@ -788,7 +830,7 @@ def host_show(
 ) -> None:
     """Show one host."""
     show(
-        call(controller, "GET", f"/v1/hosts/{name}"),
+        call(controller, "GET", f"/v1/hosts/{ident(name)}"),
         output,
         [*HOST_COLS, "applied_networks"],
         optional=HOST_OPTIONAL,
@@ -806,7 +848,7 @@ def host_decommission(
 ) -> None:
     """Forget a host (refused while it has compartments, unless --force)."""
     show(
-        call(controller, "DELETE", f"/v1/hosts/{name}", params={"force": force}),
+        call(controller, "DELETE", f"/v1/hosts/{ident(name)}", params={"force": force}),
         output,
         ["id", "deleted"],
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -203,3 +204,75 @@ async def test_cli_common_options_go_before_or_after_the_command(
         assert json.loads(out)["in_sync"] is True
     rc, _, err = await plexus(nowhere, "--controller", url, "status", "--controller", nowhere)
     assert rc == 1 and "cannot reach the controller at http://127.0.0.1:9" in err
+
+
+async def test_cli_bad_arguments_give_one_line_errors(
+    mosquitto: Mosquitto, controller_proc: ControllerProcess, tmp_path: Path
+) -> None:
+    """A bad argument of any kind ends in one line on stderr and a non-zero exit, whether
+    the CLI or the controller refuses it, never in a traceback."""
+    agent = SimAgent("h1", mosquitto.url, "198.18.0.1")
+    await agent.start()
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text("[[network]\n")
+    try:
+        for args in (
+            ("network", "create", "n1", "--subnet", "10.9.0.0/24", "--mode", "nat"),
+            ("compartment", "create", "c1", "--host", "h1"),
+            ("endpoint", "create", "e1", "--network", "n1", "--compartment", "c1"),
+        ):
+            rc, _, err = await plexus(controller_proc, *args)
+            assert rc == 0, err
+        cases: list[tuple[tuple[str, ...], int, str]] = [
+            (("endpoint", "publish", "e1", "-p", "bogus"), 1, "expected [HOST_IP:]HOST_PORT"),
+            (("endpoint", "publish", "e1", "-p", "70000:80"), 1, "422"),
+            (("endpoint", "publish", "e1", "-p", "8080:80/sctp"), 1, "422"),
+            (("endpoint", "publish", "e1", "-p", "999.1.1.1:80:80"), 1, "422"),
+            (("endpoint", "publish", "nope", "-p", "80:80"), 1, "404"),
+            (("network", "create", "n2", "--subnet", "10.0.0.0/99"), 1, "422"),
+            (("network", "create", "n2", "--subnet", "banana"), 1, "422"),
+            (("network", "create", "n2", "--subnet", "10.8.0.0/24", "--mode", "x"), 1, "422"),
+            (("network", "create", "n2", "--subnet", "10.8.0.0/24", "--vni", "0"), 1, "422"),
+            (("network", "create", "n2", "--subnet", "10.8.0.0/24", "--vni", "x"), 2, "--vni"),
+            (
+                ("network", "create", "n2", "--subnet", "10.8.0.0/24", "--uplink-for", "x"),
+                1,
+                "HOST",
+            ),
+            (("network", "create", "Bad Name", "--subnet", "10.8.0.0/24"), 1, "422"),
+            (("network", "show", "?"), 1, "is not an id"),
+            (("network", "delete", "../n1"), 1, "is not an id"),
+            (("compartment", "show", "a/b"), 1, "is not an id"),
+            (("host", "decommission", "H1"), 1, "is not an id"),
+            (("endpoint", "show", "nope"), 1, "404"),
+            (("endpoint", "create", "--network", "n1"), 1, "--compartment are required"),
+            (
+                ("endpoint", "create", "--network", "n1", "--compartment", "c1", "--ip", "x"),
+                1,
+                "422",
+            ),
+            (
+                ("endpoint", "create", "--network", "n1", "--compartment", "c1", "--mac", "x"),
+                1,
+                "422",
+            ),
+            (("compartment", "create", "c2", "--host", "nohost"), 1, "not known"),
+            (("compartment", "create", "c2"), 1, "--host is required"),
+            (("network", "list", "--controller", "http://[::1"), 1, "is not a URL"),
+            (("network", "list", "--controller", "localhost:8470"), 1, "expected http://"),
+            (("network", "list", "--controller", "http://127.0.0.1:9"), 1, "cannot reach"),
+            (("network", "list", "--controller", mosquitto.url.replace("mqtt", "http")), 1, ""),
+            (("status", "--controller", f"{controller_proc.url}/healthz"), 1, "404"),
+            (("network", "list", "-o", "yaml"), 2, "yaml"),
+            (("apply", str(tmp_path / "none.toml")), 1, "cannot read"),
+            (("apply", str(bad_toml)), 1, "cannot read"),
+            (("--token-file", str(tmp_path / "none"), "network", "list"), 2, "token file"),
+        ]
+        for args, code, words in cases:
+            rc, _, err = await plexus(controller_proc, *args)
+            assert rc == code, (args, err)
+            assert "Traceback" not in err and words in err, (args, err)
+            if code == 1:  # ours; a usage error (2) is click's box, also without a traceback
+                assert len(err.strip().splitlines()) == 1, (args, err)
+    finally:
+        await agent.stop()
