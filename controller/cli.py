@@ -10,6 +10,7 @@ import typer
 from pydantic import ValidationError
 
 from proto.settings import load_settings
+from proto.types import ID_PATTERN, is_id
 
 from .console import (
     DEFAULT_CONTROLLER,
@@ -18,19 +19,25 @@ from .console import (
     Output,
     OutputOpt,
     TimeoutOpt,
+    TokenFileOpt,
+    TokenOpt,
     WaitOpt,
     api_headers,
     fail,
     out,
-    set_token,
+    say,
     show,
 )
 from .lab.cli import lab_app
 
 app = typer.Typer(
-    help="Plexus: container networking control plane.",
+    help="Plexus: container networking control plane. The options below also go after a "
+    "command: `plexus -o json status` and `plexus status -o json` are the same.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Help is Markdown, not rich markup: option syntax such as `[HOST_IP:]HOST_PORT` is
+    # shown as written instead of being parsed as (broken) style tags. Sub-apps inherit it.
+    rich_markup_mode="markdown",
 )
 network_app = typer.Typer(
     help="Networks: overlay, nat, transparent, internal.", no_args_is_help=True
@@ -53,22 +60,12 @@ app.add_typer(lab_app, name="lab")
 
 @app.callback()
 def _options(
-    token: Annotated[
-        str | None,
-        typer.Option(envvar="PLEXUS_TOKEN", help="the controller's REST API bearer token"),
-    ] = None,
-    token_file: Annotated[
-        Path | None,
-        typer.Option(envvar="PLEXUS_TOKEN_FILE", help="a file holding that token"),
-    ] = None,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    output: OutputOpt = Output.table,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
 ) -> None:
-    """Plexus: container networking control plane."""
-    if token_file is not None and token is None:
-        try:
-            token = token_file.read_text().strip()
-        except OSError as e:
-            fail(f"cannot read the token file {token_file}: {e.strerror}", code=2)
-    set_token(token)
+    """The options every command that talks to the controller takes (see _common_option)."""
 
 
 def call(
@@ -82,7 +79,7 @@ def call(
 ) -> Any:
     params = {k: v for k, v in (params or {}).items() if v is not None and v is not False}
     try:
-        with httpx.Client(base_url=base, timeout=timeout + 5, headers=api_headers()) as client:
+        with api_client(base, timeout) as client:
             resp = client.request(method, path, params=params, json=body)
     except httpx.HTTPError as e:
         fail(f"cannot reach the controller at {base}: {e}")
@@ -93,7 +90,38 @@ def call(
     if resp.status_code >= 400:
         reason = data.get("reason") if isinstance(data, dict) else None
         fail(f"{resp.status_code} {reason or resp.text.strip()[:200]}")
+    if not isinstance(data, dict | list):
+        fail(f"{base} answered {path} with something other than Plexus JSON: is it a controller?")
     return data
+
+
+def api_client(base: str, timeout: float) -> httpx.Client:
+    """An HTTP client of the controller at ``base``, which must be an http(s) URL."""
+    try:
+        url = httpx.URL(base)
+    except httpx.InvalidURL as e:
+        fail(f"--controller {base!r} is not a URL: {e}")
+    if url.scheme not in ("http", "https") or not url.host:
+        fail(f"--controller {base!r}: expected http://HOST:PORT or https://HOST:PORT")
+    return httpx.Client(base_url=url, timeout=timeout + 5, headers=api_headers())
+
+
+def ident(value: str) -> str:
+    """An id to put in a URL path: ids are what the wire allows, so that ``?``, ``/`` or
+    ``..`` never address another resource (``network show '?'`` listed every network)."""
+    if not is_id(value):
+        fail(f"{value!r} is not an id: ids match {ID_PATTERN}")
+    return value
+
+
+def bad_settings(e: ValueError) -> str:
+    """A settings error on one line (pydantic's spans several)."""
+    if isinstance(e, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in e.errors()
+        )
+    return str(e)
 
 
 def converged(data: dict[str, Any], output: Output) -> None:
@@ -103,7 +131,7 @@ def converged(data: dict[str, Any], output: Output) -> None:
             raise typer.Exit(3)
         return
     if conv["converged"]:
-        out.print(f"applied by {len(conv['hosts'])} host(s) in {conv['elapsed_ms']:.1f} ms")
+        say(f"applied by {len(conv['hosts'])} host(s) in {conv['elapsed_ms']:.1f} ms")
         return
     pending = "; ".join(f"{p['host']}: {', '.join(p['waiting_for'])}" for p in conv["pending"])
     fail(f"not applied in time by {len(conv['pending'])} host(s): {pending}", code=3)
@@ -150,7 +178,7 @@ def controller(
         )
         settings.broker_url()
     except (ValidationError, ValueError) as e:
-        fail(f"bad configuration: {e}", code=2)
+        fail(f"bad configuration: {bad_settings(e)}", code=2)
     run(settings)
 
 
@@ -199,7 +227,7 @@ def agent(
         )
         settings.broker_url()
     except (ValidationError, ValueError) as e:
-        fail(f"bad configuration: {e}", code=2)
+        fail(f"bad configuration: {bad_settings(e)}", code=2)
     run_agent(settings)
 
 
@@ -330,7 +358,13 @@ def _identities_out(directory: Path, output: Output) -> None:
     title = f"broker {directory}: copy each credentials directory to its host" + (
         f"; revoked: {', '.join(revoked)}" if revoked else ""
     )
-    show(rows, output, ["identity", "credentials", "client_certificate"], title)
+    show(
+        rows,
+        output,
+        ["identity", "credentials", "client_certificate"],
+        title,
+        ("client_certificate",),
+    )
 
 
 @app.command("apply")
@@ -344,6 +378,8 @@ def apply_topology(
         float, typer.Option(help="seconds to wait for the file's hosts to come online")
     ] = 60.0,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Create the networks, compartments and endpoints a file describes (idempotent)."""
@@ -351,7 +387,7 @@ def apply_topology(
 
     try:
         topo = Topology.load(file)
-        with httpx.Client(base_url=controller, timeout=timeout + 5, headers=api_headers()) as http:
+        with api_client(controller, timeout) as http:
             wait_hosts(http, topo.hosts(), hosts_timeout)
             steps = apply(http, topo, wait=wait, timeout=timeout)
     except TopologyError as e:
@@ -372,6 +408,8 @@ NET_COLS = [
     "hosts",
     "table_generation",
 ]
+#: left out, first one first, when the table is wider than the terminal
+NET_OPTIONAL = ("table_generation", "hosts", "endpoints", "mtu", "vni", "mode")
 
 
 @network_app.command("create")
@@ -402,6 +440,8 @@ def network_create(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 10.0,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Create a network."""
@@ -435,24 +475,36 @@ def network_create(
         params={"wait": wait, "timeout": timeout},
         timeout=timeout,
     )
-    show(data, output, NET_COLS)
+    show(data, output, NET_COLS, optional=NET_OPTIONAL)
     converged(data, output)
 
 
 @network_app.command("list")
 def network_list(
-    controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
 ) -> None:
     """List networks."""
-    show(call(controller, "GET", "/v1/networks"), output, NET_COLS)
+    show(call(controller, "GET", "/v1/networks"), output, NET_COLS, optional=NET_OPTIONAL)
 
 
 @network_app.command("show")
 def network_show(
-    name: str, controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
+    name: str,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
 ) -> None:
     """Show one network."""
-    show(call(controller, "GET", f"/v1/networks/{name}"), output, NET_COLS)
+    show(
+        call(controller, "GET", f"/v1/networks/{ident(name)}"),
+        output,
+        NET_COLS,
+        optional=NET_OPTIONAL,
+    )
 
 
 @network_app.command("delete")
@@ -462,13 +514,15 @@ def network_delete(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 10.0,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Delete a network (refused while it has endpoints, unless --force)."""
     data = call(
         controller,
         "DELETE",
-        f"/v1/networks/{name}",
+        f"/v1/networks/{ident(name)}",
         params={"force": force, "wait": wait, "timeout": timeout},
         timeout=timeout,
     )
@@ -479,6 +533,7 @@ def network_delete(
 # -- compartments -----------------------------------------------------------------------
 
 COMP_COLS = ["id", "host", "endpoints"]
+COMP_OPTIONAL = ("endpoints",)
 
 
 @compartment_app.command("create")
@@ -490,6 +545,8 @@ def compartment_create(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 10.0,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Create a compartment (a network namespace) on a host."""
@@ -506,7 +563,7 @@ def compartment_create(
         params={"wait": wait, "timeout": timeout},
         timeout=timeout,
     )
-    show(data, output, COMP_COLS)
+    show(data, output, COMP_COLS, optional=COMP_OPTIONAL)
     converged(data, output)
 
 
@@ -514,18 +571,34 @@ def compartment_create(
 def compartment_list(
     host: Annotated[str | None, typer.Option()] = None,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """List compartments."""
-    show(call(controller, "GET", "/v1/compartments", params={"host": host}), output, COMP_COLS)
+    show(
+        call(controller, "GET", "/v1/compartments", params={"host": host}),
+        output,
+        COMP_COLS,
+        optional=COMP_OPTIONAL,
+    )
 
 
 @compartment_app.command("show")
 def compartment_show(
-    name: str, controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
+    name: str,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
 ) -> None:
     """Show one compartment."""
-    show(call(controller, "GET", f"/v1/compartments/{name}"), output, COMP_COLS)
+    show(
+        call(controller, "GET", f"/v1/compartments/{ident(name)}"),
+        output,
+        COMP_COLS,
+        optional=COMP_OPTIONAL,
+    )
 
 
 @compartment_app.command("delete")
@@ -535,13 +608,15 @@ def compartment_delete(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 10.0,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Delete a compartment (refused while it has endpoints, unless --force)."""
     data = call(
         controller,
         "DELETE",
-        f"/v1/compartments/{name}",
+        f"/v1/compartments/{ident(name)}",
         params={"force": force, "wait": wait, "timeout": timeout},
         timeout=timeout,
     )
@@ -562,6 +637,7 @@ EP_COLS = [
     "default_route",
     "ports",
 ]
+EP_OPTIONAL = ("default_route", "ports", "interface")
 PublishOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -600,6 +676,8 @@ def endpoint_create(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 10.0,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Attach a compartment to a network with a new endpoint."""
@@ -619,7 +697,7 @@ def endpoint_create(
         params={"wait": wait, "timeout": timeout},
         timeout=timeout,
     )
-    show(data, output, EP_COLS)
+    show(data, output, EP_COLS, optional=EP_OPTIONAL)
     converged(data, output)
 
 
@@ -629,6 +707,8 @@ def endpoint_list(
     host: Annotated[str | None, typer.Option()] = None,
     compartment: Annotated[str | None, typer.Option()] = None,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """List endpoints."""
@@ -638,15 +718,24 @@ def endpoint_list(
         "/v1/endpoints",
         params={"network": network, "host": host, "compartment": compartment},
     )
-    show(data, output, EP_COLS)
+    show(data, output, EP_COLS, optional=EP_OPTIONAL)
 
 
 @endpoint_app.command("show")
 def endpoint_show(
-    name: str, controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
+    name: str,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
 ) -> None:
     """Show one endpoint."""
-    show(call(controller, "GET", f"/v1/endpoints/{name}"), output, EP_COLS)
+    show(
+        call(controller, "GET", f"/v1/endpoints/{ident(name)}"),
+        output,
+        EP_COLS,
+        optional=EP_OPTIONAL,
+    )
 
 
 @endpoint_app.command("publish")
@@ -656,18 +745,20 @@ def endpoint_publish(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 10.0,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Set an endpoint's published ports to exactly these (none: close them all)."""
     data = call(
         controller,
         "PUT",
-        f"/v1/endpoints/{name}/ports",
+        f"/v1/endpoints/{ident(name)}/ports",
         body={"ports": [parse_publish(p) for p in publish or []]},
         params={"wait": wait, "timeout": timeout},
         timeout=timeout,
     )
-    show(data, output, EP_COLS)
+    show(data, output, EP_COLS, optional=EP_OPTIONAL)
     converged(data, output)
 
 
@@ -677,13 +768,15 @@ def endpoint_delete(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 10.0,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Delete an endpoint."""
     data = call(
         controller,
         "DELETE",
-        f"/v1/endpoints/{name}",
+        f"/v1/endpoints/{ident(name)}",
         params={"wait": wait, "timeout": timeout},
         timeout=timeout,
     )
@@ -704,22 +797,44 @@ HOST_COLS = [
     "compartments",
     "errors",
 ]
+HOST_OPTIONAL = (
+    "applied_networks",
+    "version",
+    "desired_generation",
+    "applied_generation",
+    "compartments",
+    "errors",
+    "in_sync",
+    "state",
+)
 
 
 @host_app.command("list")
 def host_list(
-    controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
 ) -> None:
     """List hosts."""
-    show(call(controller, "GET", "/v1/hosts"), output, HOST_COLS)
+    show(call(controller, "GET", "/v1/hosts"), output, HOST_COLS, optional=HOST_OPTIONAL)
 
 
 @host_app.command("show")
 def host_show(
-    name: str, controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
+    name: str,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
 ) -> None:
     """Show one host."""
-    show(call(controller, "GET", f"/v1/hosts/{name}"), output, [*HOST_COLS, "applied_networks"])
+    show(
+        call(controller, "GET", f"/v1/hosts/{ident(name)}"),
+        output,
+        [*HOST_COLS, "applied_networks"],
+        optional=HOST_OPTIONAL,
+    )
 
 
 @host_app.command("decommission")
@@ -727,11 +842,13 @@ def host_decommission(
     name: str,
     force: ForceOpt = False,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Forget a host (refused while it has compartments, unless --force)."""
     show(
-        call(controller, "DELETE", f"/v1/hosts/{name}", params={"force": force}),
+        call(controller, "DELETE", f"/v1/hosts/{ident(name)}", params={"force": force}),
         output,
         ["id", "deleted"],
     )
@@ -739,7 +856,10 @@ def host_decommission(
 
 @app.command()
 def status(
-    controller: ControllerOpt = DEFAULT_CONTROLLER, output: OutputOpt = Output.table
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
 ) -> None:
     """Is every host in sync with the desired state?"""
     data = call(controller, "GET", "/v1/status")

@@ -5,60 +5,177 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
+from rich.segment import Segments
 from rich.table import Table
+from rich.text import Text
 
 out = Console()
 err = Console(stderr=True)
 
 
 class Output(StrEnum):
-    table = "table"
+    table = "table"  # the columns that fit the terminal
+    wide = "wide"  # every column, however wide the table gets
     json = "json"
 
 
+#: the common options' values for the command being run (see ``_common``)
+_common: dict[str, Any] = {}
+
+
+def _common_option(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+    """``--controller``, ``-o``, ``--token`` and ``--token-file`` are taken both before the
+    command (``plexus -o json status``) and after it (``plexus status -o json``); given
+    after it, they win. The root parses first and always records its value (from the
+    command line, the environment or the default); a command's own overrides it only
+    when it was typed."""
+    name = param.name or ""
+    source = ctx.get_parameter_source(name)
+    if ctx.parent is None or (source is not None and source.name == "COMMANDLINE"):
+        _common[name] = value
+    return _common.get(name, value)
+
+
 ControllerOpt = Annotated[
-    str, typer.Option("--controller", envvar="PLEXUS_CONTROLLER", help="controller URL")
+    str,
+    typer.Option(
+        "--controller", envvar="PLEXUS_CONTROLLER", help="controller URL", callback=_common_option
+    ),
 ]
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
+OutputOpt = Annotated[
+    Output, typer.Option("--output", "-o", help="table, wide or json", callback=_common_option)
+]
+# The token options parse on every command that calls the API; their value is read by
+# api_headers(), not by the command (hence expose_value=False).
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="PLEXUS_TOKEN",
+        help="the controller's REST API bearer token",
+        callback=_common_option,
+        expose_value=False,
+    ),
+]
+TokenFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file",
+        envvar="PLEXUS_TOKEN_FILE",
+        help="a file holding that token",
+        callback=_common_option,
+        expose_value=False,
+    ),
+]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="return once every affected host applied")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="seconds to wait with --wait")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="also delete what depends on it")]
 DEFAULT_CONTROLLER = "http://127.0.0.1:8470"
 
-#: the REST API's bearer token, when the command line or environment gave one
-_token: str | None = None
-
-
-def set_token(token: str | None) -> None:
-    global _token
-    _token = token or None
-
 
 def api_headers() -> dict[str, str]:
-    return {"Authorization": f"Bearer {_token}"} if _token else {}
+    """The REST API's bearer token: ``--token`` (or PLEXUS_TOKEN), else the content of
+    ``--token-file`` (or PLEXUS_TOKEN_FILE), else none."""
+    token = _common.get("token")
+    path = _common.get("token_file")
+    if not token and path is not None:
+        try:
+            token = path.read_text().strip()
+        except OSError as e:
+            fail(f"cannot read the token file {path}: {e.strerror}", code=2)
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def say(text: str) -> None:
+    """Print a line as it is: no rich markup, so server- or user-supplied text with square
+    brackets (a regex, a path, a spec) is never eaten or parsed."""
+    out.print(text, markup=False, highlight=False)
 
 
 def fail(reason: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/red] {reason}", soft_wrap=True, highlight=False)
+    err.print(Text.assemble(("error:", "red"), " ", reason), soft_wrap=True, highlight=False)
     raise typer.Exit(code)
 
 
-def show(data: Any, output: Output, columns: list[str], title: str | None = None) -> None:
+def show(
+    data: Any,
+    output: Output,
+    columns: list[str],
+    title: str | None = None,
+    optional: tuple[str, ...] = (),
+) -> None:
+    """``data`` (an object or a list) as JSON, or as a table of ``columns``.
+
+    A table never cuts a word (an id, an address, a MAC): every column is at least as wide
+    as its longest word and wraps only between words. When that does not fit the terminal,
+    the ``optional`` columns are left out, first one first, and the caption names them
+    (``-o wide`` or ``-o json`` shows everything). When even the rest does not fit, lines
+    run past the terminal's edge rather than lose characters.
+    """
     if output is Output.json:
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
         return
     rows = data if isinstance(data, list) else [data]
-    table = Table(title=title, show_edge=False, header_style="bold")
-    for c in columns:
-        table.add_column(c.replace("_", " ").upper())
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
-    out.print(table)
+    cells = {c: [_cell(row.get(c)) for row in rows] for c in columns}
+    headers = {c: c.replace("_", " ").upper() for c in columns}
+    shortest = {c: max(_longest_word(t) for t in [headers[c], *cells[c]]) for c in columns}
+    widest = {c: max(cell_len(t) for t in [headers[c], *cells[c]]) for c in columns}
+    room = out.width if output is Output.table else sys.maxsize
+    shown = list(columns)
+    for c in (c for c in optional if c in columns):
+        if _table_width(shortest[s] for s in shown) <= room:
+            break
+        shown.remove(c)
+    widths = _fit(room, [shortest[c] for c in shown], [widest[c] for c in shown])
+    hidden = [headers[c] for c in columns if c not in shown]
+    table = Table(
+        title=Text(title) if title else None,
+        caption=Text(f"not shown at this width: {', '.join(hidden)} (-o wide shows them)")
+        if hidden
+        else None,
+        show_edge=False,
+        header_style="bold",
+    )
+    for c, width in zip(shown, widths, strict=True):
+        table.add_column(headers[c], width=width, overflow="fold")
+    for i in range(len(rows)):
+        table.add_row(*(Text(cells[c][i]) for c in shown))
+    # rich narrows even fixed-width columns to the terminal: render a table that does not
+    # fit at its own width, and let its lines run past the edge
+    room = max(out.width, _table_width(widths))
+    lines = out.render_lines(table, out.options.update_width(room), pad=False, new_lines=True)
+    out.print(Segments(s for line in lines for s in line), crop=False, soft_wrap=True)
+
+
+def _longest_word(text: str) -> int:
+    return max((cell_len(w) for w in text.split()), default=1)
+
+
+def _table_width(content: Iterable[int]) -> int:
+    """A table's width from its columns' content widths: with ``show_edge=False`` each cell
+    has a space either side and a rule stands between two columns."""
+    widths = list(content)
+    return sum(widths) + 3 * len(widths) - 1
+
+
+def _fit(total: int, shortest: list[int], widest: list[int]) -> list[int]:
+    """Column widths within ``total``: every column its ``shortest``, then what is left
+    given out left to right, each column up to its ``widest``."""
+    spare = max(0, total - _table_width(shortest))
+    widths = []
+    for low, high in zip(shortest, widest, strict=True):
+        extra = min(spare, high - low)
+        widths.append(low + extra)
+        spare -= extra
+    return widths
 
 
 def _cell(value: Any) -> str:

@@ -10,11 +10,13 @@ from types import TracebackType
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from proto.signals import on_signals
 
-from ..console import Output, OutputOpt, err, fail, out, show
+from ..console import Output, OutputOpt, err, fail, out, say, show
 from .spec import DEFAULT_DIR, LabError, LabSpec
 
 lab_app = typer.Typer(
@@ -44,12 +46,12 @@ class Steps:
     def __call__(self, message: str) -> None:
         self._finish("[green]✓[/green]")
         self.current, self.started = message, time.monotonic()
-        self.status.update(message)
+        self.status.update(escape(message))
 
     def _finish(self, mark: str) -> None:
         if self.current is not None:
             ms = (time.monotonic() - self.started) * 1000
-            err.print(f"{mark} {self.current} [dim]({ms:.0f} ms)[/dim]", highlight=False)
+            err.print(f"{mark} {escape(self.current)} [dim]({ms:.0f} ms)[/dim]", highlight=False)
             self.current = None
 
     def __enter__(self) -> Steps:
@@ -95,17 +97,16 @@ def _summary(spec: LabSpec) -> None:
         table.add_column(c)
     for h in spec.hosts:
         pid = spec.pids.get(f"agent:{h}")
-        table.add_row(h, spec.host_ns(h), spec.vtep(h), str(pid), str(spec.log(h)))
+        table.add_row(*map(Text, (h, spec.host_ns(h), spec.vtep(h), str(pid), str(spec.log(h)))))
     out.print(table)
     auth = "client certificates" if spec.tls else "passwords"
-    out.print(
+    say(
         f"broker      {spec.local_broker_url} (agents: {spec.broker_url}); {auth} and ACLs, "
-        f"credentials in {spec.broker_dir / 'identities'}",
-        highlight=False,
+        f"credentials in {spec.broker_dir / 'identities'}"
     )
-    out.print(f"controller  {spec.controller_url}   logs: {spec.dir / 'logs'}", highlight=False)
-    out.print(f"underlay    {spec.subnet} on bridge {spec.bridge}", highlight=False)
-    out.print(f"\nexport PLEXUS_CONTROLLER={spec.controller_url}", highlight=False)
+    say(f"controller  {spec.controller_url}   logs: {spec.dir / 'logs'}")
+    say(f"underlay    {spec.subnet} on bridge {spec.bridge}")
+    say(f"\nexport PLEXUS_CONTROLLER={spec.controller_url}")
 
 
 @lab_app.command("up")
@@ -140,12 +141,11 @@ def lab_down(directory: DirOpt = DEFAULT_DIR, output: OutputOpt = Output.table) 
     if output is Output.json:
         show(vars(report), output, [])
     elif not report.existed:
-        out.print(f"no lab in {directory}: nothing to do", highlight=False)
+        say(f"no lab in {directory}: nothing to do")
     else:
-        out.print(
+        say(
             f"lab in {directory} removed: {len(report.processes)} processes stopped, "
-            f"{len(report.removed)} namespaces and links removed",
-            highlight=False,
+            f"{len(report.removed)} namespaces and links removed"
         )
 
 
@@ -258,7 +258,7 @@ def lab_demo(
         spec = LabSpec.load(directory)
         if spec is None:
             spec = _up(directory, hosts, host_prefix, tls)
-            if output is Output.table:
+            if output is not Output.json:
                 _summary(spec)
                 out.print()
         down = [name for name, pid in spec.pids.items() if not procs.alive(pid)]
@@ -305,13 +305,12 @@ def lab_demo(
     else:
         _matrix(targets, probes)
         first, second = targets[0], targets[-1]
-        out.print(
+        say(
             f"\n{reached}/{len(probes)} pairs reachable. The lab stays up; try:\n"
             f"  export PLEXUS_CONTROLLER={spec.controller_url}\n"
             f"  plexus endpoint list\n"
             f"  plexus lab exec {first.host} {first.compartment} -- ping -c 3 {second.ip}\n"
-            f"  plexus lab down",
-            highlight=False,
+            f"  plexus lab down"
         )
     if reached != len(probes):
         raise typer.Exit(1)
@@ -324,7 +323,7 @@ def _matrix(targets: list[Any], probes: list[Any]) -> None:
     )
     table.add_column("FROM \\ TO")
     for t in targets:
-        table.add_column(t.compartment, justify="right")
+        table.add_column(Text(t.compartment), justify="right")
     for s in targets:
         cells = []
         for t in targets:
@@ -334,5 +333,5 @@ def _matrix(targets: list[Any], probes: list[Any]) -> None:
                 cells.append("[red]✗[/red]")
             else:
                 cells.append(f"[green]{rtt[(s.endpoint, t.endpoint)]:.2f}[/green]")
-        table.add_row(f"{s.compartment} {s.ip}", *cells)
+        table.add_row(Text(f"{s.compartment} {s.ip}"), *cells)
     out.print(table)

@@ -86,6 +86,17 @@ async def test_the_api_wants_its_token_and_the_cli_brings_it(
             text=True,
         )
         assert listed.returncode == 0 and '"blue"' in listed.stdout, listed.stderr
+        # the token options go before the command or after it, as -o and --controller do
+        for args in (
+            ("network", "list", "--token-file", str(token_file)),
+            ("network", "list", "--token", token),
+            ("--token", token, "network", "list"),
+            ("--token", "wrong", "network", "list", "--token", token),
+        ):
+            rc, out, err = await plexus(ctl, *args)
+            assert rc == 0 and "blue" in out, (args, err)
+        rc, _, err = await plexus(ctl, "network", "list", "--token-file", str(tmp_path / "none"))
+        assert rc == 2 and err.startswith("error: cannot read the token file"), err
     finally:
         ctl.stop()
 
