@@ -128,15 +128,17 @@ def lab_run(hosts: int, prefix: str, measure: Callable[[Any], Coroutine[Any, Any
     from pathlib import Path
 
     from controller.lab import core
+    from controller.lab.spec import machine_lock
 
     if os.geteuid() != 0:
         sys.exit("this benchmark builds a lab of namespaces: run it as root")
     exit_on_signals()
     directory = Path(tempfile.mkdtemp(prefix="plexus-bench-"))
-    spec = core.plan(directory / "lab", hosts, f"{prefix}{os.getpid() % 10000}x")
     try:
-        core.up(spec, lambda s: console.print(f"[dim]lab: {s}[/dim]"))
+        with machine_lock():
+            spec = core.plan(directory / "lab", hosts, f"{prefix}{os.getpid() % 10000}x")
+            core.up(spec, lambda s: console.print(f"[dim]lab: {s}[/dim]"))
         return asyncio.run(measure(spec))
     finally:
-        core.down(spec.dir)
+        core.down(directory / "lab")
         directory.rmdir()

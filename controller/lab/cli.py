@@ -17,7 +17,7 @@ from rich.text import Text
 from proto.signals import on_signals
 
 from ..console import Output, OutputOpt, err, fail, out, say, show
-from .spec import DEFAULT_DIR, LabError, LabSpec
+from .spec import DEFAULT_DIR, LabError, LabSpec, machine_lock
 
 lab_app = typer.Typer(
     help="A multi-host lab on this machine: hosts are network namespaces, each with a "
@@ -72,11 +72,12 @@ def _interrupt(signum: int) -> None:
 def _up(directory: Path, hosts: int, host_prefix: str, tls: bool) -> LabSpec:
     from . import core
 
-    spec = core.plan(directory, hosts, host_prefix, tls)
     on_signals(_interrupt)  # SIGTERM too removes what was made (this process only)
     try:
-        with Steps() as step:
-            return core.up(spec, step)
+        with machine_lock():
+            spec = core.plan(directory, hosts, host_prefix, tls)
+            with Steps() as step:
+                return core.up(spec, step)
     except KeyboardInterrupt:
         fail("interrupted: what the lab had made is removed again", code=130)
 

@@ -7,11 +7,14 @@ lab's processes died half-way.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import ipaddress
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -162,6 +165,31 @@ def bridge_name(directory: Path) -> str:
     """``plab`` + 6 hex digits of the lab directory: one bridge per lab, ≤ 10 characters
     so that ports ``BRIDGE-N`` fit in 15."""
     return "plab" + hashlib.sha256(str(directory).encode()).hexdigest()[:6]
+
+
+LOCK = Path("/run/plexus/lab.lock")
+
+
+@contextlib.contextmanager
+def machine_lock(timeout: float = 120.0) -> Iterator[None]:
+    """Held from choosing a lab's underlay /24 and ports until what it chose is in use
+    (its bridge has the address, its broker and controller listen): two labs coming up
+    at once on one machine would otherwise choose the same ones."""
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK, "a") as f:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LabError(f"another lab has been coming up for {timeout:.0f} s") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def free_subnet(in_use: list[ipaddress.IPv4Network]) -> str:

@@ -20,7 +20,7 @@ from agents import names
 from agents.kernel import netns
 from controller.lab import underlay
 from controller.lab.records import record, record_pid
-from controller.lab.spec import LabSpec, free_subnet
+from controller.lab.spec import LabSpec, free_subnet, machine_lock
 from tests.support import PLEXUS, Mosquitto, need
 
 _seq = itertools.count(1)
@@ -44,13 +44,20 @@ class Lab:
         self.tag = f"{os.getpid() % 10000}x{next(_seq)}"
         self.workdir = workdir
         self.broker = Mosquitto(workdir)
-        self.spec = LabSpec.new(
-            workdir / "lab",
-            [f"h{i + 1}-{self.tag}" for i in range(hosts)],
-            free_subnet(underlay.addresses_in_use()),
-            broker_port=self.broker.port,
-            controller_port=0,  # the tests run their controller in-process
-        )
+        # held until the underlay exists (up): another lab would choose the same /24
+        self._choosing = contextlib.ExitStack()
+        self._choosing.enter_context(machine_lock())
+        try:
+            self.spec = LabSpec.new(
+                workdir / "lab",
+                [f"h{i + 1}-{self.tag}" for i in range(hosts)],
+                free_subnet(underlay.addresses_in_use()),
+                broker_port=self.broker.port,
+                controller_port=0,  # the tests run their controller in-process
+            )
+        except BaseException:
+            self._choosing.close()
+            raise
         self.hosts = self.spec.hosts
         self.hostns = {h: self.spec.host_ns(h) for h in self.hosts}
         self.vtep = {h: self.spec.vtep(h) for h in self.hosts}
@@ -63,7 +70,10 @@ class Lab:
 
     def up(self) -> None:
         try:
-            underlay.create(self.spec)
+            try:
+                underlay.create(self.spec)
+            finally:
+                self._choosing.close()
             with open(self.broker.conf, "a") as conf:
                 conf.write(f"listener {self.broker.port} {self.spec.gateway}\n")
             self.broker.start()
@@ -201,6 +211,7 @@ class Lab:
         if self._closed:
             return
         self._closed = True
+        self._choosing.close()
         for h in list(self.agents):
             with contextlib.suppress(Exception):
                 self.kill_agent(h)
