@@ -6,9 +6,8 @@ they saw."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
-import time
-from datetime import datetime
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from pyroute2 import IPRoute
 from agents import names
 from tests.kernel.lab import Lab
 from tests.kernel.test_overlay import endpoint, hosts_online, post
-from tests.support import InProcessController
+from tests.support import InProcessController, LogWatch, wait_for
 
 pytestmark = pytest.mark.kernel
 
@@ -298,7 +297,7 @@ async def test_a_restarted_agent_adopts_every_mode_with_zero_changes(
 ) -> None:
     """nat with a published port, internal, overlay with outbound NAT and transparent on
     one host: a killed and restarted agent finds it all as it should be."""
-    from tests.kernel.test_resilience import passes
+    from tests.kernel.test_resilience import in_sync, is_pass
 
     await hosts_online(ctl, lab)
     h1, _ = lab.hosts
@@ -313,20 +312,12 @@ async def test_a_restarted_agent_adopts_every_mode_with_zero_changes(
         await post(ctl, "/v1/networks", net)
         ports = [{"host_port": 8080, "port": 80}] if net.get("mode") == "nat" else []
         await endpoint(ctl, h1, f"m{i}", net["id"], **({"ports": ports} if ports else {}))
-    await asyncio.sleep(0.3)
-    log = lab.agent_log(h1)
+    # every host applied everything, not only what the last call waited for
+    await wait_for(lambda: in_sync(ctl), what="every host in sync before the kill")
     await asyncio.to_thread(lab.kill_agent, h1)
-    since = time.time()
+    since_kill, watch = LogWatch(lab.agent_log(h1)), LogWatch(lab.agent_log(h1))
     await asyncio.to_thread(lab.start_agent, h1)
-    for _ in range(100):
-        after = [r for r in passes(log) if _ts(r) >= since]
-        if any(r.get("complete") for r in after):
-            break
-        await asyncio.sleep(0.05)
+    await watch.wait(lambda ln: is_pass(ln, complete=True))
+    after = [json.loads(ln) for ln in since_kill.lines() if is_pass(ln)]
     assert after and all(r["actions"] == 0 for r in after), after
-    status = (await ctl.http.get("/v1/status")).json()
-    assert status["in_sync"], status
-
-
-def _ts(record: dict[str, Any]) -> float:
-    return datetime.fromisoformat(str(record["timestamp"])).timestamp()
+    await wait_for(lambda: in_sync(ctl), what="every host in sync after the restart")
