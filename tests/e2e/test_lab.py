@@ -20,6 +20,7 @@ import pytest
 from pyroute2 import IPRoute, netns
 
 from agents import names
+from controller.lab import procs
 from tests.kernel.lab import require_root
 from tests.support import PLEXUS
 
@@ -243,7 +244,10 @@ def test_down_after_kill_9_of_every_lab_process(tmp_path: Path) -> None:
         assert len(mine) >= 4  # broker, controller, 2 agents (and pyroute2's helpers)
         for pid in mine:
             os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
+        deadline = time.monotonic() + 10
+        while any(procs.alive(pid) for pid in mine):  # SIGKILL takes effect asynchronously
+            assert time.monotonic() < deadline, [p for p in mine if procs.alive(p)]
+            time.sleep(0.01)
         status = lab.run("lab", "status", check=False)
         assert status.returncode == 4
         again = lab.run("lab", "demo", check=False)
