@@ -167,17 +167,23 @@ async def mqtt_client(url: str, name: str = "test") -> AsyncIterator[aiomqtt.Cli
         yield c
 
 
-async def retained(url: str, filt: str, settle: float = 0.3) -> dict[str, bytes]:
-    """Every retained message under ``filt``, as a plain subscriber sees it."""
+async def retained(url: str, filt: str, timeout: float = 10.0) -> dict[str, bytes]:
+    """Every retained message under ``filt``, as a plain subscriber sees it: all of them,
+    not what arrived within some time — the broker sends them when the subscription is
+    made, before a sentinel the probe publishes after it (the controller's fence)."""
     out: dict[str, bytes] = {}
+    fence = f"plexus-test/fence/{os.getpid()}-{time.monotonic_ns()}"
     async with mqtt_client(url, "probe") as c:
         await c.subscribe(filt, qos=1)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(settle):
-                async for msg in c.messages:
-                    if msg.retain and msg.payload:
-                        out[str(msg.topic)] = bytes(msg.payload)  # type: ignore[arg-type]
-    return out
+        await c.subscribe(fence, qos=1)
+        await c.publish(fence, b"", qos=1)
+        async with asyncio.timeout(timeout):
+            async for msg in c.messages:
+                if str(msg.topic) == fence:
+                    return out
+                if msg.retain and msg.payload:
+                    out[str(msg.topic)] = bytes(msg.payload)  # type: ignore[arg-type]
+    raise AssertionError("unreachable")
 
 
 class ControllerProcess:
