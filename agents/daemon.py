@@ -2,7 +2,7 @@
 
 Two named tasks: ``agent-mqtt`` (connect, subscribe to the host's desired document and
 to the tables of the networks it names, fold messages in, publish status; reconnect
-with jittered exponential backoff) and ``agent-reconciler`` (a pass whenever something
+with :class:`proto.backoff.Backoff`) and ``agent-reconciler`` (a pass whenever something
 arrived, every ``resync_interval`` to repair drift, and with backoff after errors).
 With the broker gone the dataplane stays as it is (fail static).
 """
@@ -20,6 +20,7 @@ import structlog
 
 import proto
 from proto import logs, topics
+from proto.backoff import Backoff
 from proto.broker import BrokerURL, cancel_and_wait, client
 from proto.signals import on_signals
 
@@ -110,7 +111,7 @@ class AgentDaemon:
     # -- MQTT session ------------------------------------------------------------------
 
     async def session(self) -> None:
-        backoff = 0.2
+        backoff = Backoff()
         host = self.agent.host
         will = aiomqtt.Will(
             topics.host_status(host), proto.encode(self.agent.status("offline")), qos=1, retain=True
@@ -123,7 +124,7 @@ class AgentDaemon:
                     will=will,
                     on_drop=self._dropped,
                 ) as mqtt:
-                    backoff = 0.2
+                    backoff.reset()
                     log.info("broker_connected", host=host, broker=str(self.broker))
                     self._following = set()
                     self._snapshots = set()  # a new session: every table is checked
@@ -146,9 +147,7 @@ class AgentDaemon:
                 log.exception("session_failed", host=host)
             finally:
                 self._mqtt = None
-            delay = random.uniform(0.5, 1.0) * backoff
-            backoff = min(backoff * 2, 10.0)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(backoff.next())
 
     def _live(self, topic: str) -> None:
         """A snapshot published while subscribed (the broker marks the retained copy

@@ -5,6 +5,11 @@ is restarted. For each: packets lost, and the time from the kill until a new end
 (created with ``wait=true``, retried while the API or the broker is away) is applied
 on every host again.
 
+Then the broker is stopped for ``--outage`` seconds and a compartment and an endpoint
+are created meanwhile (accepted by the API at once): packets lost, and the time from
+the broker accepting TCP connections again until the controller reports every host
+in sync — how long the fleet's reconnect backoff makes a returning broker wait.
+
     sudo .venv/bin/python -m benchmarks.restart [--quick]
 """
 
@@ -15,6 +20,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import time
 from typing import Any
 
@@ -27,7 +33,8 @@ from .api import in_sync, plug
 from .common import gone, lab_run, report
 
 NET = "rs"
-TARGETS = {"packets lost": "0"}
+#: by the end of each row's ``what``
+TARGETS = {"packets lost": "0", "broker back → all hosts converged": "≤ 1,000 ms"}
 
 
 async def ping_during(netns: str, ip: str, seconds: float) -> tuple[int, int]:
@@ -84,7 +91,7 @@ async def converge_again(
         await asyncio.sleep(0.05)
 
 
-async def measure(spec: Any, settle: float) -> list[dict[str, Any]]:
+async def measure(spec: Any, settle: float, outage: float) -> list[dict[str, Any]]:
     h1, h2 = spec.hosts[:2]
     rows: list[dict[str, Any]] = []
     async with httpx.AsyncClient(base_url=spec.controller_url, timeout=30) as http:
@@ -117,18 +124,67 @@ async def measure(spec: Any, settle: float) -> list[dict[str, Any]]:
             rows.append(
                 {"what": f"{what}: kill → new endpoint applied", "value": f"{took * 1000:.0f} ms"}
             )
+        rows += await broker_outage(spec, http, src, ips["b"], outage)
     return rows  # fmt: skip
+
+
+def accepting(port: int, within: float = 30.0) -> float:
+    """``time.monotonic()`` when 127.0.0.1:``port`` first accepts a TCP connection
+    (tried every 2 ms)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return time.monotonic()
+        time.sleep(0.002)
+    raise TimeoutError(f"nothing accepts connections on port {port} after {within} s")
+
+
+async def broker_outage(
+    spec: Any, http: httpx.AsyncClient, src: str, ip: str, outage: float
+) -> list[dict[str, Any]]:
+    """Stop the broker for ``outage`` s, make a change meanwhile, start it again: packets
+    lost, and broker accepting connections → every host in sync."""
+    h1 = spec.hosts[0]
+    pinging = asyncio.create_task(ping_during(src, ip, outage + 4))
+    await asyncio.sleep(0.5)
+    pid = spec.pids["broker"]
+    os.kill(pid, signal.SIGTERM)
+    await asyncio.to_thread(gone, pid)
+    stopped = time.monotonic()
+    for path, body in (
+        ("/v1/compartments", {"id": "outage", "host": h1}),
+        ("/v1/endpoints", {"network": NET, "compartment": "outage"}),
+    ):
+        r = await http.post(path, json=body)
+        assert r.status_code == 201, f"not accepted while the broker is away: {r.text}"
+    await asyncio.sleep(max(0.0, outage - (time.monotonic() - stopped)))
+    core.start(spec, "broker")
+    back = await asyncio.to_thread(accepting, spec.broker_port)
+    await in_sync(http, set(spec.hosts[:2]), within=60)
+    took = time.monotonic() - back
+    sent, got = await pinging
+    what = f"broker stopped {outage:g} s, a change made meanwhile"
+    return [
+        {"what": f"{what}: packets lost", "value": f"{sent - got} of {sent}"},
+        {"what": f"{what}: broker back → all hosts converged", "value": f"{took * 1000:.0f} ms"},
+    ]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.restart", description=__doc__)
     ap.add_argument("--settle", type=float, default=8.0, help="seconds of ping per restart")
-    ap.add_argument("--quick", action="store_true", help="4 s of ping per restart")
+    ap.add_argument("--outage", type=float, help="seconds the broker is away (10; quick: 3)")
+    ap.add_argument("--quick", action="store_true", help="4 s of ping per restart, 3 s outage")
     args = ap.parse_args(argv)
     if args.quick:
         args.settle = 4.0
-    rows = lab_run(2, "rb", lambda spec: measure(spec, args.settle))
-    return report("restart", rows, {"settle_s": args.settle}, TARGETS)
+    if args.outage is None:
+        args.outage = 3.0 if args.quick else 10.0
+    rows = lab_run(2, "rb", lambda spec: measure(spec, args.settle, args.outage))
+    targets = {r["what"]: t for r in rows for end, t in TARGETS.items() if r["what"].endswith(end)}
+    extra = {"settle_s": args.settle, "outage_s": args.outage}
+    return report("restart", rows, extra, targets)
 
 
 if __name__ == "__main__":

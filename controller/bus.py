@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import secrets
 import time
 from typing import Any
@@ -26,6 +25,7 @@ import structlog
 
 import proto
 from proto import topics
+from proto.backoff import Backoff
 from proto.broker import BrokerURL, client
 
 from .convergence import Tracker
@@ -93,14 +93,14 @@ class Bus:
     # -- connection loop -------------------------------------------------------------
 
     async def run(self) -> None:
-        """Stay connected until cancelled, with jittered exponential backoff."""
-        backoff = 0.2
+        """Stay connected until cancelled, reconnecting with :class:`Backoff`."""
+        backoff = Backoff()
         while True:
             try:
                 async with client(
                     self.broker, self.identifier, on_drop=self.metrics.dropped.inc
                 ) as mqtt:
-                    backoff = 0.2
+                    backoff.reset()
                     await self._session(mqtt)
             except* aiomqtt.MqttError as group:
                 errors = "; ".join(str(e) for e in group.exceptions)
@@ -108,9 +108,7 @@ class Bus:
             finally:
                 self.connected.clear()
                 self.metrics.broker_connected.set(0)
-            delay = random.uniform(0.5, 1.0) * backoff
-            backoff = min(backoff * 2, 10.0)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(backoff.next())
 
     async def _session(self, mqtt: aiomqtt.Client) -> None:
         log.info("broker_connected", broker=str(self.broker))

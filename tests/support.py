@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import shutil
 import signal
@@ -12,9 +13,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import httpx
@@ -47,6 +49,67 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
                 return
         time.sleep(0.02)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+async def wait_for(
+    check: Callable[[], object | Awaitable[object]],
+    timeout: float = 10.0,
+    what: str = "the condition",
+    interval: float = 0.01,
+) -> Any:
+    """Until ``check()`` (or what it returns, when awaitable) is true; returns that value.
+    Raises TimeoutError naming ``what`` after ``timeout`` s. Tests wait for the event —
+    a log line, a status, a message — not for a time that a busy machine may exceed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:g} s")
+        await asyncio.sleep(interval)
+
+
+class LogWatch:
+    """The lines a process appends to its log file from now on (Mosquitto's
+    ``Reloading config.``, ``Client h1 disconnected.``; an agent's JSON lines)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+
+    def _new(self) -> list[bytes]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        return data.split(b"\n")[:-1]  # complete lines only
+
+    def lines(self) -> list[str]:
+        """Complete lines written since the watch began (or since the last match)."""
+        return [ln.decode(errors="replace") for ln in self._new()]
+
+    def find(self, match: str | Callable[[str], bool]) -> str | None:
+        """The first new line containing ``match`` (or for which it is true); the watch
+        then goes on after it."""
+        consumed = 0
+        for raw in self._new():
+            consumed += len(raw) + 1
+            line = raw.decode(errors="replace")
+            if match in line if isinstance(match, str) else match(line):
+                self.offset += consumed
+                return line
+        return None
+
+    async def wait(self, match: str | Callable[[str], bool], timeout: float = 10.0) -> str:
+        line: str = await wait_for(
+            lambda: self.find(match), timeout, f"{match!r} in {self.path.name}"
+        )
+        return line
 
 
 def need(binary: str) -> str:
@@ -104,17 +167,23 @@ async def mqtt_client(url: str, name: str = "test") -> AsyncIterator[aiomqtt.Cli
         yield c
 
 
-async def retained(url: str, filt: str, settle: float = 0.3) -> dict[str, bytes]:
-    """Every retained message under ``filt``, as a plain subscriber sees it."""
+async def retained(url: str, filt: str, timeout: float = 10.0) -> dict[str, bytes]:
+    """Every retained message under ``filt``, as a plain subscriber sees it: all of them,
+    not what arrived within some time — the broker sends them when the subscription is
+    made, before a sentinel the probe publishes after it (the controller's fence)."""
     out: dict[str, bytes] = {}
+    fence = f"plexus-test/fence/{os.getpid()}-{time.monotonic_ns()}"
     async with mqtt_client(url, "probe") as c:
         await c.subscribe(filt, qos=1)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(settle):
-                async for msg in c.messages:
-                    if msg.retain and msg.payload:
-                        out[str(msg.topic)] = bytes(msg.payload)  # type: ignore[arg-type]
-    return out
+        await c.subscribe(fence, qos=1)
+        await c.publish(fence, b"", qos=1)
+        async with asyncio.timeout(timeout):
+            async for msg in c.messages:
+                if str(msg.topic) == fence:
+                    return out
+                if msg.retain and msg.payload:
+                    out[str(msg.topic)] = bytes(msg.payload)  # type: ignore[arg-type]
+    raise AssertionError("unreachable")
 
 
 class ControllerProcess:

@@ -72,8 +72,12 @@ def test_restart_quick() -> None:
     require_root()
     result = run_benchmark("restart")
     rows = {r["what"].split(": ")[-1] for r in result["rows"]}  # type: ignore[attr-defined]
-    assert rows == {"packets lost", "kill → new endpoint applied"}
-    assert len(result["rows"]) == 6  # type: ignore[arg-type]
+    assert rows == {
+        "packets lost",
+        "kill → new endpoint applied",
+        "broker back → all hosts converged",
+    }
+    assert len(result["rows"]) == 8  # type: ignore[arg-type]
 
 
 @pytest.mark.kernel

@@ -22,6 +22,7 @@ import proto
 from proto import topics
 from proto.broker import BrokerURL, client
 from tests.e2e.test_lab import LabUnderTest, bring_up, plexus
+from tests.support import LogWatch
 
 pytestmark = pytest.mark.kernel
 
@@ -63,7 +64,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabUnderTest]:
         plexus("lab", "down", "--dir", str(lab.dir), check=False)
 
 
-async def flood(url: BrokerURL, targets: list[str], payloads: list[bytes]) -> int:
+async def flood(
+    url: BrokerURL, targets: list[str], payloads: list[bytes], under_way: asyncio.Event
+) -> int:
+    """Publish ``PER_TOPIC`` messages on each of ``targets``; ``under_way`` is set once
+    the first topic's are out."""
     sent = 0
     async with client(url, "intruder", timeout=30) as mqtt:
         for topic in targets:
@@ -72,6 +77,7 @@ async def flood(url: BrokerURL, targets: list[str], payloads: list[bytes]) -> in
                 sent += 1
                 if i % 500 == 0:
                     await asyncio.sleep(0)  # let the converging change run alongside
+            under_way.set()
     return sent
 
 
@@ -79,8 +85,9 @@ async def test_a_lab_survives_a_flood_from_a_host_credential(lab: LabUnderTest) 
     h1, h2 = lab.hosts
     broker_dir = lab.dir / "broker"
     intruder = f"{h1}-intruder"
+    reloads = LogWatch(lab.dir / "logs" / "broker.log")
     plexus("broker", "add-host", intruder, "--dir", str(broker_dir))
-    await asyncio.sleep(0.5)  # the broker reloads
+    await reloads.wait("Reloading config.")  # add-host reloaded the lab's broker
     url = BrokerURL.parse(f"mqtts://127.0.0.1:{lab.spec['broker_port']}").with_credentials(
         broker_dir / "identities" / intruder
     )
@@ -103,9 +110,10 @@ async def test_a_lab_survives_a_flood_from_a_host_credential(lab: LabUnderTest) 
         "plexus/v1/controller/fence",
     ]
     payloads = hostile_payloads(intruder, h2)
+    under_way = asyncio.Event()
 
     async def change() -> tuple[float, object]:
-        await asyncio.sleep(1.0)  # well into the flood
+        await under_way.wait()  # well into the flood
         start = time.monotonic()
         await asyncio.to_thread(lab.run, "compartment", "create", "b", "--host", h2, "--wait")
         r = await asyncio.to_thread(
@@ -115,7 +123,7 @@ async def test_a_lab_survives_a_flood_from_a_host_credential(lab: LabUnderTest) 
         return time.monotonic() - start, r
 
     start = time.monotonic()
-    sent, (took, _) = await asyncio.gather(flood(url, targets, payloads), change())
+    sent, (took, _) = await asyncio.gather(flood(url, targets, payloads, under_way), change())
     flood_s = time.monotonic() - start
     assert sent == PER_TOPIC * len(targets)
 

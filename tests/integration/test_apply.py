@@ -12,7 +12,15 @@ from controller.lab import demo
 from proto import topics
 from proto.broker import BrokerURL, client
 from tests.integration.test_cli import plexus
-from tests.support import PLEXUS, ControllerProcess, Mosquitto, SimAgent, free_port, wait_port
+from tests.support import (
+    PLEXUS,
+    ControllerProcess,
+    LogWatch,
+    Mosquitto,
+    SimAgent,
+    free_port,
+    wait_port,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -125,11 +133,14 @@ async def test_broker_init_run_and_add_host_through_the_cli(tmp_path: Path) -> N
     text = (directory / "mosquitto.conf").read_text()
     assert f"listener {port} 127.0.0.1" in text and "set_tcp_nodelay true" in text
     assert "allow_anonymous false" in text
-    proc = await asyncio.create_subprocess_exec(
-        *(PLEXUS, "broker", "run", "--dir", str(directory)),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    broker_log = tmp_path / "broker.log"
+    # Mosquitto logs to stderr here (log_dest stderr)
+    with await asyncio.to_thread(broker_log.open, "wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            *(PLEXUS, "broker", "run", "--dir", str(directory)),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=log,
+        )
     try:
         await asyncio.to_thread(wait_port, port)
         base = BrokerURL.parse(f"mqtt://127.0.0.1:{port}")
@@ -141,11 +152,12 @@ async def test_broker_init_run_and_add_host_through_the_cli(tmp_path: Path) -> N
             async with asyncio.timeout(5):
                 msg = await anext(aiter(agent.messages))
             assert msg.payload == b"x"
+        reloads = LogWatch(broker_log)
         rc, out, err = await plexus(
             "http://unused", "broker", "add-host", "h2", "--dir", str(directory), "-o", "json"
         )
         assert rc == 0 and "h2" in {i["identity"] for i in json.loads(out)}, err
-        await asyncio.sleep(0.3)  # the reload
+        await reloads.wait("Reloading config.")  # add-host reloaded the running broker
         async with client(base.with_credentials(ident / "h2"), "h2"):
             pass
     finally:

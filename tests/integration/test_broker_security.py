@@ -21,7 +21,7 @@ from controller import identities
 from controller.identities import CONTROLLER
 from proto import topics
 from proto.broker import BrokerURL, client
-from tests.support import free_port, need, wait_port
+from tests.support import LogWatch, free_port, need, wait_port
 
 pytestmark = pytest.mark.broker
 
@@ -37,6 +37,7 @@ class SecureBroker:
             tls_listeners=[("127.0.0.1", self.tls_port)] if self.tls_port else [],
             log_file=directory / "mosquitto.log",
         )
+        self.log = directory / "mosquitto.log"
         self.proc = subprocess.Popen([need("mosquitto"), "-c", str(self.dir.conf)])
         wait_port(self.port)
 
@@ -139,10 +140,14 @@ async def test_no_host_can_take_over_another_session(broker: SecureBroker) -> No
     async with connect(broker.url(CONTROLLER), "observer") as obs:
         await obs.subscribe(topics.host_status("h2"), qos=1)
         async with client(broker.url("h2"), "plexus-agent-h2") as h2:
+            log = LogWatch(broker.log)
             async with client(broker.url("h1"), "plexus-agent-h2"):
-                await asyncio.sleep(0.2)
+                # the broker took h1's session in (a takeover would happen right here)
+                await log.wait(lambda line: "New client connected" in line and " as h1 " in line)
             await h2.publish(topics.host_status("h2"), b"still-connected", qos=1)
             got = await collect(obs, topics.host_status("h2"))
+            # nor did the broker ever close h2's session meanwhile
+            assert not [ln for ln in log.lines() if "h2" in ln], log.lines()
     assert got == [(topics.host_status("h2"), b"still-connected")]
 
 
@@ -190,17 +195,22 @@ async def test_revoking_a_host_cuts_its_live_connection_and_its_credential(
     old = broker.url("h1")
     async with connect(broker.url(CONTROLLER), "observer") as obs:
         await obs.subscribe("plexus/v1/#", qos=1)
-        disconnected = False
-        with contextlib.suppress(aiomqtt.MqttError):
+        log = LogWatch(broker.log)
+        dropped: aiomqtt.MqttError | None = None
+        try:
             async with connect(old) as h1:
                 identities.revoke(broker.dir.path, ["h1"])
                 assert identities.reload(broker.dir.path)
-                await asyncio.sleep(0.5)
-                disconnected = True  # unless the publish below goes through
-                await h1.publish(topics.host_status("h1"), b"after-revoke", qos=1)
-                disconnected = False
-        # Mosquitto drops the connection on reload; were it kept, the ACL denies it all
-        print("live connection dropped by the broker:", disconnected)
+                await log.wait("Reloading config.")
+                # the broker drops the live connection on reload ...
+                await log.wait("Client h1 disconnected.")
+                # ... and the client sees it: its message stream ends in an error
+                async with asyncio.timeout(5):
+                    async for _ in h1.messages:
+                        pass
+        except aiomqtt.MqttError as e:
+            dropped = e
+        assert dropped is not None, "the revoked host's live connection was kept"
         async with connect(broker.url("h2")) as h2:
             await h2.publish(topics.host_status("h2"), b"sentinel", qos=1)
         got = await collect(obs, topics.host_status("h2"))
@@ -209,9 +219,10 @@ async def test_revoking_a_host_cuts_its_live_connection_and_its_credential(
         async with connect(old):
             pass
     # a new credential for the same name works again, the old password does not
+    log = LogWatch(broker.log)
     identities.add_hosts(broker.dir.path, ["h1"])
     assert identities.reload(broker.dir.path)
-    await asyncio.sleep(0.5)
+    await log.wait("Reloading config.")
     async with connect(broker.url("h1")):
         pass
     with pytest.raises(aiomqtt.MqttError):

@@ -23,7 +23,7 @@ async def settle(url: str, filt: str, check: object, timeout: float = 5.0) -> di
     """Poll the retained state until ``check(state)`` holds."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        state = await retained(url, filt, settle=0.2)
+        state = await retained(url, filt)
         if check(state):  # type: ignore[operator]
             return state
         if asyncio.get_running_loop().time() > deadline:

@@ -6,7 +6,6 @@ real agent daemon on the in-memory kernel; the test publishes as the controller.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 
@@ -18,7 +17,7 @@ from agents.tables import Table
 from proto import topics
 from proto.broker import BrokerURL, cancel_and_wait
 from tests import samples
-from tests.support import Mosquitto, mqtt_client
+from tests.support import Mosquitto, mqtt_client, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -28,15 +27,6 @@ def rec(i: int, gen: int) -> proto.EndpointRecord:
         id=f"r{i}", host="h2", mac=f"02:00:00:00:01:{i:02x}", ip=f"10.1.0.{100 + i}",
         vtep="198.18.0.2", gen=gen,
     )  # fmt: skip
-
-
-async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll the agent's state (its tasks run on this loop) every 10 ms."""
-    for _ in range(int(timeout / 0.01)):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise TimeoutError(f"not within {timeout} s")
 
 
 async def test_snapshot_only_while_behind(mosquitto: Mosquitto) -> None:
@@ -54,15 +44,17 @@ async def test_snapshot_only_while_behind(mosquitto: Mosquitto) -> None:
         tasks = [asyncio.create_task(daemon.session()), asyncio.create_task(daemon.reconciler())]
         try:
             table = await wait_table(agent)
-            await until(lambda: table.generation == 2)
-            await asyncio.sleep(0.3)
+            # applied by a pass, which the session wakes only once it has folded the
+            # snapshot in and chosen its subscriptions
+            await wait_for(lambda: agent.applied_networks.get("blue") == 2)
+            assert table.generation == 2
             assert daemon._snapshots == {"blue"}  # so it stays on the snapshot topic ...
             # ... until the refresh that follows every change comes
             refresh = proto.NetworkSnapshot(
                 network="blue", generation=3, records=(rec(1, 2), rec(2, 3))
             )
             await ctl.publish(snap, proto.encode(refresh), 1, True)
-            await until(lambda: table.generation == 3 and daemon._snapshots == set())
+            await wait_for(lambda: table.generation == 3 and daemon._snapshots == set())
 
             # a newer snapshot is not delivered to an agent that is in sync ...
             five = proto.NetworkSnapshot(
@@ -72,8 +64,9 @@ async def test_snapshot_only_while_behind(mosquitto: Mosquitto) -> None:
             # ... the changes are
             four = proto.NetworkChange(network="blue", generation=4, upserts=(rec(3, 4),))
             await ctl.publish(topics.network_changes("blue"), proto.encode(four), 1)
-            await until(lambda: table.generation == 4)
-            await asyncio.sleep(0.3)
+            # change 4 applied by a pass: the broker delivers in publish order, so had
+            # snapshot 5 (published before it) been delivered, it would have come first
+            await wait_for(lambda: agent.applied_networks.get("blue") == 4)
             assert table.generation == 4 and set(table.records) == {"r1", "r2", "r3"}
             assert daemon._snapshots == set()
 
@@ -81,19 +74,19 @@ async def test_snapshot_only_while_behind(mosquitto: Mosquitto) -> None:
             # snapshot 5 again, applies 6 on it, and leaves once the refresh at 6 comes
             six = proto.NetworkChange(network="blue", generation=6, upserts=(rec(5, 6),))
             await ctl.publish(topics.network_changes("blue"), proto.encode(six), 1)
-            await until(lambda: table.generation == 6 and "blue" in daemon._snapshots)
+            await wait_for(lambda: table.generation == 6 and "blue" in daemon._snapshots)
             assert set(table.records) == {"r1", "r2", "r3", "r4", "r5"} and not table.behind
             six_snap = proto.NetworkSnapshot(
                 network="blue", generation=6, records=(*five.records, rec(5, 6))
             )
             await ctl.publish(snap, proto.encode(six_snap), 1, True)
-            await until(lambda: daemon._snapshots == set())
-            await until(lambda: agent.applied_networks.get("blue") == 6)
+            await wait_for(lambda: daemon._snapshots == set())
+            await wait_for(lambda: agent.applied_networks.get("blue") == 6)
         finally:
             for t in tasks:
                 await cancel_and_wait(t)
 
 
 async def wait_table(agent: Agent) -> Table:
-    await until(lambda: "blue" in agent.tables)
+    await wait_for(lambda: "blue" in agent.tables)
     return agent.tables["blue"]

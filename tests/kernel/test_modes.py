@@ -6,9 +6,8 @@ they saw."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
-import time
-from datetime import datetime
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from agents import names
 from agents.kernel import netns
 from tests.kernel.lab import Lab
 from tests.kernel.test_overlay import endpoint, hosts_online, post
-from tests.support import InProcessController
+from tests.support import InProcessController, LogWatch, wait_for
 
 pytestmark = pytest.mark.kernel
 
@@ -298,7 +297,7 @@ async def test_a_restarted_agent_adopts_every_mode_with_zero_changes(
 ) -> None:
     """nat with a published port, internal, overlay with outbound NAT and transparent on
     one host: a killed and restarted agent finds it all as it should be."""
-    from tests.kernel.test_resilience import passes
+    from tests.kernel.test_resilience import in_sync, is_pass
 
     await hosts_online(ctl, lab)
     h1, _ = lab.hosts
@@ -313,42 +312,20 @@ async def test_a_restarted_agent_adopts_every_mode_with_zero_changes(
         await post(ctl, "/v1/networks", net)
         ports = [{"host_port": 8080, "port": 80}] if net.get("mode") == "nat" else []
         await endpoint(ctl, h1, f"m{i}", net["id"], **({"ports": ports} if ports else {}))
-    await asyncio.sleep(0.3)
-    log = lab.agent_log(h1)
+    # every host applied everything, not only what the last call waited for
+    await wait_for(lambda: in_sync(ctl), what="every host in sync before the kill")
     await asyncio.to_thread(lab.kill_agent, h1)
-    since = time.time()
+    since_kill, watch = LogWatch(lab.agent_log(h1)), LogWatch(lab.agent_log(h1))
     await asyncio.to_thread(lab.start_agent, h1)
-    for _ in range(100):
-        after = [r for r in passes(log) if _ts(r) >= since]
-        if any(r.get("complete") for r in after):
-            break
-        await asyncio.sleep(0.05)
+    await watch.wait(lambda ln: is_pass(ln, complete=True))
+    after = [json.loads(ln) for ln in since_kill.lines() if is_pass(ln)]
     assert after and all(r["actions"] == 0 for r in after), after
-    status = (await ctl.http.get("/v1/status")).json()
-    assert status["in_sync"], status
-
-
-def _ts(record: dict[str, Any]) -> float:
-    return datetime.fromisoformat(str(record["timestamp"])).timestamp()
+    await wait_for(lambda: in_sync(ctl), what="every host in sync after the restart")
 
 
 async def host_errors(ctl: InProcessController, host: str) -> list[str]:
     hosts = {h["id"]: h for h in (await ctl.http.get("/v1/hosts")).json()}
     return list(hosts[host]["errors"])
-
-
-async def until_errors(
-    ctl: InProcessController, host: str, want: Any, within: float = 15.0
-) -> list[str]:
-    """The host's status errors once ``want(errors)`` holds (the agent's periodic full
-    pass, every 2 s in the lab, reads the kernel and reports)."""
-    deadline = time.monotonic() + within
-    while True:
-        errors = await host_errors(ctl, host)
-        if want(errors):
-            return errors
-        assert time.monotonic() < deadline, errors
-        await asyncio.sleep(0.1)
 
 
 async def test_a_route_made_by_hand_in_a_networks_way_is_reported(
@@ -364,11 +341,16 @@ async def test_a_route_made_by_hand_in_a_networks_way_is_reported(
     hostns = lab.hostns[h1]
     add = await sh(*lab.nsenter(hostns), "ip", "route", "add", "10.88.0.0/25", "dev", "uplink")
     assert add.returncode == 0, add.stderr
-    errors = await until_errors(ctl, h1, lambda e: e != [])
+    # the agent's next full pass (every 2 s in the lab) reads the kernel and reports
+    errors = await wait_for(lambda: host_errors(ctl, h1), 15, "the conflict reported")
     assert len(errors) == 1 and "10.88.0.0/25 on uplink" in errors[0], errors
     assert "network web (10.88.0.0/24)" in errors[0]
     # the gateway is unreachable while the route is there: the report is true
     assert not await ping_from(lab, comp_ns(lab, h1, "c1"), "10.88.0.1")
     await sh(*lab.nsenter(hostns), "ip", "route", "del", "10.88.0.0/25", "dev", "uplink")
-    await until_errors(ctl, h1, lambda e: e == [])
+
+    async def clear() -> bool:
+        return await host_errors(ctl, h1) == []
+
+    await wait_for(clear, 15, "the conflict cleared")
     assert await ping_from(lab, comp_ns(lab, h1, "c1"), "10.88.0.1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 from pathlib import Path
@@ -13,7 +14,7 @@ import proto
 from proto import topics
 from tests.kernel.lab import Lab
 from tests.kernel.test_overlay import endpoint, hosts_online, post
-from tests.support import InProcessController, mqtt_client
+from tests.support import InProcessController, LogWatch, mqtt_client, wait_for
 
 pytestmark = pytest.mark.kernel
 
@@ -33,14 +34,26 @@ def passes(log: Path, since: float = 0.0) -> list[dict[str, object]]:
 def start_ping(lab: Lab, host: str, comp: str, ip: str, count: int) -> subprocess.Popen[str]:
     ns = lab.compartment_ns(host, comp)
     return subprocess.Popen(
-        [*lab.nsenter(ns), "ping", "-i", "0.01", "-c", str(count), "-W", "1", "-q", ip],
+        [*lab.nsenter(ns), "ping", "-n", "-i", "0.01", "-c", str(count), "-W", "1", ip],
         stdout=subprocess.PIPE,
         text=True,
     )
 
 
+def replying(proc: subprocess.Popen[str]) -> None:
+    """Until the ping prints its first reply: packets are flowing (ping flushes each
+    line; a ping that ends without one fails the test)."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "bytes from" in line:
+            return
+    raise AssertionError("the ping ended without a reply")
+
+
 def loss(proc: subprocess.Popen[str]) -> tuple[int, int]:
-    out, _ = proc.communicate(timeout=60)
+    assert proc.stdout is not None
+    out = proc.stdout.read()  # through the buffer :func:`replying` read from
+    proc.wait(60)
     # "400 packets transmitted, 400 received, 0% packet loss, time 4012ms"
     line = next(ln for ln in out.splitlines() if "packets transmitted" in ln)
     sent = int(line.split()[0])
@@ -52,6 +65,24 @@ def netlink_monitor(lab: Lab, ns: str) -> subprocess.Popen[str]:
     """Every link, address and route change in ``ns``, one per line."""
     cmd = [*lab.nsenter(ns), "ip", "-o", "monitor", "link", "address", "route"]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+
+
+def is_pass(line: str, **fields: object) -> bool:
+    """``line`` is an agent's ``reconcile_pass`` with ``fields`` (e.g. ``full=True``)."""
+    if '"reconcile_pass"' not in line:
+        return False
+    rec = json.loads(line)
+    return all(rec.get(k) == v for k, v in fields.items())
+
+
+async def host_is(ctl: InProcessController, host: str, state: str) -> bool:
+    return bool((await ctl.http.get(f"/v1/hosts/{host}")).json()["state"] == state)
+
+
+async def in_sync(ctl: InProcessController) -> bool:
+    """The controller reports every host online and holding everything."""
+    status = (await ctl.http.get("/v1/status")).json()
+    return bool(status["in_sync"]) and all(h["state"] == "online" for h in status["hosts"])
 
 
 async def two_hosts_pinging(ctl: InProcessController, lab: Lab) -> str:
@@ -73,21 +104,20 @@ async def test_sigkill_and_restart_loses_no_packet_and_changes_nothing(
     cmon = netlink_monitor(lab, lab.compartment_ns(h1, "c1"))
     ping = start_ping(lab, h1, "c1", peer, 400)  # 4 s at 10 ms
     try:
-        await asyncio.sleep(0.5)
+        await asyncio.to_thread(replying, ping)
         lab.kill_agent(h1)
         lines_before = len(lab.agent_log(h1).read_text().splitlines())
-        await asyncio.sleep(0.3)
+        # the broker saw the agent die: the controller has its Last Will
+        await wait_for(lambda: host_is(ctl, h1, "offline"), what=f"{h1} offline")
+        watch = LogWatch(lab.agent_log(h1))
         lab.start_agent(h1)
-        # the restarted agent becomes complete and reports in sync
-        for _ in range(100):
-            new = [
-                json.loads(ln)
-                for ln in lab.agent_log(h1).read_text().splitlines()[lines_before:]
-                if ln.startswith("{")
-            ]
-            if any(r.get("event") == "reconcile_pass" and r.get("complete") for r in new):
-                break
-            await asyncio.sleep(0.05)
+        # the restarted agent becomes complete
+        await watch.wait(lambda ln: is_pass(ln, complete=True))
+        new = [
+            json.loads(ln)
+            for ln in lab.agent_log(h1).read_text().splitlines()[lines_before:]
+            if ln.startswith("{")
+        ]
         sent, received = await asyncio.to_thread(loss, ping)
     finally:
         monitor.terminate()
@@ -103,25 +133,26 @@ async def test_sigkill_and_restart_loses_no_packet_and_changes_nothing(
     passes_after = [r for r in new if r.get("event") == "reconcile_pass"]
     assert passes_after and all(r["actions"] == 0 for r in passes_after), passes_after
     assert changes == "", changes
-    status = (await ctl.http.get("/v1/status")).json()
-    assert status["in_sync"], status
+    # and reports it: its status after that pass reaches the controller
+    await wait_for(lambda: in_sync(ctl), what="every host in sync")
 
 
 async def test_fail_static_while_the_broker_is_down(ctl: InProcessController, lab: Lab) -> None:
     h1, h2 = lab.hosts
     peer = await two_hosts_pinging(ctl, lab)
-    ping = start_ping(lab, h1, "c1", peer, 300)
-    await asyncio.sleep(0.3)
+    ping = start_ping(lab, h1, "c1", peer, 500)
+    await asyncio.to_thread(replying, ping)
+    logs = [LogWatch(lab.agent_log(h)) for h in lab.hosts]
     lab.broker.stop()
-    await asyncio.sleep(2.5)  # longer than the agents' resync interval
+    for log in logs:  # every agent lost the broker, then made a full (periodic) pass
+        await log.wait('"broker_disconnected"')
+        full = json.loads(await log.wait(lambda ln: is_pass(ln, full=True)))
+        assert (full["actions"], full["errors"]) == (0, 0), full  # fail static
     lab.broker.start()
     sent, received = await asyncio.to_thread(loss, ping)
-    assert (sent, received) == (300, 300)
+    assert (sent, received) == (500, 500)
     await hosts_online(ctl, lab)
-    for _ in range(100):
-        if ctl.rt.bus.connected.is_set():
-            break
-        await asyncio.sleep(0.05)
+    await wait_for(ctl.rt.bus.connected.is_set, what="the controller reconnected")
     e3 = await endpoint(ctl, h2, "c3", "blue")  # converges again after the outage
     assert await asyncio.to_thread(lab.wait_ping, h1, "c1", e3["ip"])
 
@@ -152,18 +183,7 @@ async def test_hostile_input_is_rejected_and_the_agent_keeps_converging(
             ),
         ),
     ]
-    async with mqtt_client(lab.broker.url, "attacker") as m:
-        for topic, payload in hostile:
-            await m.publish(topic, payload, qos=1)
-    await asyncio.sleep(0.5)
-    assert lab.agents[h1].poll() is None, "the agent died"
-    rejected = [
-        json.loads(ln)
-        for ln in lab.agent_log(h1).read_text().splitlines()
-        if '"message_rejected"' in ln
-    ]
-    reasons = {r["reason"] for r in rejected}
-    assert {
+    expected = {
         "malformed",
         "unsupported_version",
         "oversize",
@@ -171,8 +191,28 @@ async def test_hostile_input_is_rejected_and_the_agent_keeps_converging(
         "other_host",
         "stale",
         "topic_mismatch",
-    } <= reasons, reasons
-    assert all(r.get("detail") for r in rejected)
+    }
+
+    def rejected() -> list[dict[str, object]]:
+        return [
+            json.loads(ln)
+            for ln in lab.agent_log(h1).read_text().splitlines()
+            if '"message_rejected"' in ln
+        ]
+
+    async with mqtt_client(lab.broker.url, "attacker") as m:
+        for topic, payload in hostile:
+            await m.publish(topic, payload, qos=1)
+    with contextlib.suppress(TimeoutError):  # the assertions below say what is missing
+        await wait_for(
+            lambda: (
+                expected <= {r["reason"] for r in rejected()} or lab.agents[h1].poll() is not None
+            )
+        )
+    assert lab.agents[h1].poll() is None, "the agent died"
+    reasons = {r["reason"] for r in rejected()}
+    assert expected <= reasons, reasons
+    assert all(r.get("detail") for r in rejected())
     # the dataplane is intact and a valid change still converges
     assert await asyncio.to_thread(lab.ping, h1, "c1", peer)
     e3 = await endpoint(ctl, lab.hosts[1], "c3", "blue")
