@@ -72,6 +72,7 @@ def _interrupt(signum: int) -> None:
 def _up(directory: Path, hosts: int, host_prefix: str, tls: bool) -> LabSpec:
     from . import core
 
+    core.require_root()  # before the machine's lock, which only root may take
     on_signals(_interrupt)  # SIGTERM too removes what was made (this process only)
     try:
         with machine_lock():

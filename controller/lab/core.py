@@ -34,7 +34,7 @@ MAX_HOSTS = 100
 
 def require_root() -> None:
     if os.geteuid() != 0:
-        raise LabError("plexus lab needs root (it makes network namespaces): run it with sudo")
+        raise LabError("plexus lab needs root (it makes network namespaces): run it as root")
 
 
 def _port_free(port: int) -> bool:

@@ -175,8 +175,12 @@ def machine_lock(timeout: float = 120.0) -> Iterator[None]:
     """Held from choosing a lab's underlay /24 and ports until what it chose is in use
     (its bridge has the address, its broker and controller listen): two labs coming up
     at once on one machine would otherwise choose the same ones."""
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOCK, "a") as f:
+    try:
+        LOCK.parent.mkdir(parents=True, exist_ok=True)
+        f = open(LOCK, "a")  # noqa: SIM115 - closed below, after the lock is released
+    except OSError as e:
+        raise LabError(f"cannot take the labs' lock {LOCK}: {e.strerror}") from None
+    with f:
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -208,6 +208,7 @@ def test_exported_names_are_exactly_the_intended_ones() -> None:
         "topics",
     }
     public = {n for n in vars(proto) if not n.startswith("_")} - {
+        "backoff",
         "broker",
         "codec",
         "errors",
