@@ -90,7 +90,8 @@ class HostState:
     neigh: dict[tuple[str, str], Neigh] = field(default_factory=dict)
     #: Plexus's nftables table: None when absent (or broken: a chain missing)
     rules: frozenset[Rule] | None = None
-    #: Plexus's nftables table inside each router namespace (same meaning as ``rules``)
+    #: Plexus's nftables table inside each router namespace (same meaning as
+    #: ``rules``; read back, a namespace without the table has no entry)
     ns_rules: dict[str, frozenset[Rule] | None] = field(default_factory=dict)
     #: routes of the host's namespace through the overlay routers: prefix → router
     host_routes: dict[str, str] = field(default_factory=dict)

@@ -196,7 +196,9 @@ class LinuxKernel:
                         gateway = r.get("gateway")
                 st.routes[ns] = gateway
                 if names.is_router_netns(ns):
-                    st.ns_rules[ns], _ = await nft.read(ns)
+                    rules, _ = await nft.read(ns)
+                    if rules is not None:  # as the view has it: no entry, no table
+                        st.ns_rules[ns] = rules
             except (NetlinkError, OSError) as e:
                 raise KernelError("read", ns, getattr(e, "code", 0) or 0, str(e)) from None
             for ln in ns_links:

@@ -78,7 +78,7 @@ def apply_to(st: HostState, action: p.Action) -> None:
                 raise KernelError("SetRules", ns, errno.ENOENT, "no namespace")
             st.ns_rules[ns] = rules
         case p.DelRules(ns):
-            st.ns_rules[ns] = None
+            st.ns_rules.pop(ns, None)
         case p.SetHostRoute(prefix, via):
             if names.TRANSIT_BRIDGE not in st.bridges:
                 raise KernelError("SetHostRoute", prefix, errno.ENETUNREACH, "no transit bridge")
