@@ -279,9 +279,12 @@ def test_lab_refuses_without_root(tmp_path: Path) -> None:
     require_root()
     from typer.testing import CliRunner
 
-    import controller.lab.core  # noqa: F401 - imported now: the child may not read /root
     from controller.cli import app
 
+    # the same path as root, refused before it makes anything: every module the child
+    # will need is imported now (the child may not be able to read them)
+    warm = CliRunner().invoke(app, ["lab", "up", "--dir", str(tmp_path / "lab"), "--hosts", "0"])
+    assert warm.exit_code == 1 and "--hosts must be between" in warm.stderr, warm.stderr
     read, write = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - the child reports through the pipe
