@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import proto
+from agents.kernel import netns
 from proto import topics
 from tests.kernel.lab import Lab
 from tests.kernel.test_overlay import endpoint, hosts_online, post
@@ -95,11 +96,32 @@ async def two_hosts_pinging(ctl: InProcessController, lab: Lab) -> str:
     return str(e2["ip"])
 
 
+def operstates(ns: str) -> dict[str, str]:
+    """Each link's operational state in ``ns`` (``ifname`` → ``UP``, ``DOWN``, …)."""
+    with netns.iproute(ns) as ipr:
+        return {ln.get("ifname"): ln.get("operstate") for ln in ipr.get_links()}
+
+
+async def settled(ns: str) -> bool:
+    """Every bridge and veth of ``ns`` is operationally UP: the kernel announces such a
+    transition (a bridge from UNKNOWN to UP once its ports have carrier) some time
+    after the change that causes it, which a netlink monitor would count as a change.
+    (VXLAN devices and ``lo`` stay UNKNOWN.)"""
+    states = await asyncio.to_thread(operstates, ns)
+    return all(
+        state == "UP"
+        for name, state in states.items()
+        if name.startswith(("pxb", "pxe", "pxg", "pxr", "eth"))
+    )
+
+
 async def test_sigkill_and_restart_loses_no_packet_and_changes_nothing(
     ctl: InProcessController, lab: Lab
 ) -> None:
     h1, _ = lab.hosts
     peer = await two_hosts_pinging(ctl, lab)
+    for ns in (lab.hostns[h1], lab.compartment_ns(h1, "c1")):
+        await wait_for(lambda ns=ns: settled(ns), what=f"the links of {ns} settled")
     monitor = netlink_monitor(lab, lab.hostns[h1])
     cmon = netlink_monitor(lab, lab.compartment_ns(h1, "c1"))
     ping = start_ping(lab, h1, "c1", peer, 400)  # 4 s at 10 ms
