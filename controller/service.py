@@ -644,22 +644,26 @@ class Controller:
 
     def _check_overlap(self, net: NetworkRow, host: str) -> None:
         """409 when ``net`` would join ``host`` beside a network of the host whose
-        subnet overlaps it while both keep their addresses in the host's namespace
-        (a gateway on the bridge, or a transparent uplink's): one would take the
-        other's traffic. Networks without an address on the host may overlap."""
-        spec = net.spec()
-        if not spec.host_l3:
+        subnet overlaps it while both route it in the host's namespace
+        (:attr:`proto.NetworkSpec.host_l3`): one would take the other's traffic.
+        On the endpoint-create path: the specs are built only for overlapping subnets."""
+        subnet = ipaddress.IPv4Network(net.subnet)
+        overlapping = [
+            other
+            for other_id, count in sorted(self.state.host_networks.get(host, {}).items())
+            if count
+            and other_id != net.id
+            and (other := self.state.networks.get(other_id)) is not None
+            and subnet.overlaps(ipaddress.IPv4Network(other.subnet))
+        ]
+        if not overlapping or not net.spec().host_l3:
             return
-        for other_id, count in sorted(self.state.host_networks.get(host, {}).items()):
-            other = self.state.networks.get(other_id)
-            if not count or other is None or other.id == net.id:
-                continue
-            theirs = other.spec()
-            if theirs.host_l3 and spec.overlaps(theirs):
+        for other in overlapping:
+            if other.spec().host_l3:
                 raise Conflict(
                     f"network {net.id!r} ({net.subnet}) overlaps network {other.id!r} "
-                    f"({other.subnet}) on host {host!r}: both keep their gateway in the "
-                    "host's namespace, so one would take the other's traffic; use another "
+                    f"({other.subnet}) on host {host!r}: both route it in the host's "
+                    "namespace, so one would take the other's traffic; use another "
                     "subnet, or another host"
                 )
 

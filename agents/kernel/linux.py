@@ -13,7 +13,7 @@ import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -27,7 +27,6 @@ from .netns import in_netns, listnetns, netlink_socket
 from .netns import remove as remove_netns
 from .view import apply_to
 
-T = TypeVar("T")
 NETLINK_ROUTE = 0
 NUD_PERMANENT = 0x80
 IFF_UP = 0x1
