@@ -13,6 +13,9 @@ COPY pyproject.toml README.md ./
 COPY proto ./proto
 COPY controller ./controller
 COPY agents ./agents
+COPY broker ./broker
+COPY cli ./cli
+COPY lab ./lab
 RUN pip install --no-cache-dir . && rm -rf /src
 COPY deploy/demo.toml /etc/plexus/demo.toml
 COPY deploy/plexus.toml /etc/plexus/plexus.toml

@@ -18,9 +18,8 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as MetricCounter
 
 import proto
-from proto import topics
+from proto import names, topics
 
-from . import names
 from .conflicts import conflicts
 from .desired import Overlay, desired_state
 from .kernel import Kernel, KernelError

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from proto.broker import BrokerURL
+from proto.mqtt import BrokerURL
 from proto.types import is_id
 
 

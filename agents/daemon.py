@@ -21,7 +21,7 @@ import structlog
 import proto
 from proto import logs, topics
 from proto.backoff import Backoff
-from proto.broker import BrokerURL, cancel_and_wait, client
+from proto.mqtt import BrokerURL, cancel_and_wait, client
 from proto.signals import on_signals
 
 from .agent import Agent

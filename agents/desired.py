@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 
 import proto
-from proto import transit
+from proto import names, transit
 
-from . import names
 from .model import FLOOD_MAC, Bridge, Fdb, HostState, Neigh, Veth, Vxlan
 from .rules import host_rules, router_masquerade
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from . import names
+from proto import names
+
 from .model import FLOOD_MAC, Bridge, Fdb, HostState, Neigh, Rule, Veth, Vxlan
 
 

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import proto
-from proto import transit
+from proto import names, transit
 
-from . import names
 from .model import Rule
 
 FAMILY = "inet"

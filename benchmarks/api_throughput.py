@@ -27,9 +27,9 @@ from typing import Any, NamedTuple
 import httpx
 
 import proto
-from controller import identities
+from broker import identities
 from proto import topics
-from proto.broker import BrokerURL, client
+from proto.mqtt import BrokerURL, client
 
 from .common import cpu_seconds, report, rss_mib
 from .rawhttp import Connection, post_all

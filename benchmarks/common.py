@@ -110,7 +110,7 @@ def git_commit() -> str:
 
 def gone(pid: int, within: float = 10.0) -> None:
     """Until process ``pid`` has stopped (a zombie counts as stopped)."""
-    from controller.lab import procs
+    from lab import procs
 
     deadline = time.monotonic() + within
     while procs.alive(pid):
@@ -127,8 +127,8 @@ def lab_run(hosts: int, prefix: str, measure: Callable[[Any], Coroutine[Any, Any
     import tempfile
     from pathlib import Path
 
-    from controller.lab import core
-    from controller.lab.spec import machine_lock
+    from lab import core
+    from lab.spec import machine_lock
 
     if os.geteuid() != 0:
         sys.exit("this benchmark builds a lab of namespaces: run it as root")

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from agents import names
+from proto import names
 
 from .api import post
 from .common import lab_run, report, summary

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from agents import names
+from proto import names
 
 from .api import plug
 from .common import lab_run, report

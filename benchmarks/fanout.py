@@ -45,9 +45,9 @@ import proto
 from agents.agent import Agent
 from agents.daemon import AgentDaemon
 from agents.kernel.memory import MemoryKernel
-from controller import identities
+from broker import identities
 from proto import logs, topics
-from proto.broker import BrokerURL, cancel_and_wait, client
+from proto.mqtt import BrokerURL, cancel_and_wait, client
 from proto.signals import exit_on_signals
 
 from .api_throughput import controller_with_broker

@@ -30,10 +30,10 @@ from typing import Any
 import httpx
 
 import proto
-from controller import identities
-from controller.lab import core
+from broker import identities
+from lab import core
 from proto import topics
-from proto.broker import BrokerURL, client
+from proto.mqtt import BrokerURL, client
 
 from .api import in_sync, offline
 from .common import gone, lab_run, report, rss_mib

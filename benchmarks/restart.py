@@ -26,8 +26,8 @@ from typing import Any
 
 import httpx
 
-from agents import names
-from controller.lab import core
+from lab import core
+from proto import names
 
 from .api import in_sync, plug
 from .common import gone, lab_run, report

@@ -17,8 +17,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proto import __version__
+from proto import rest as schemas
 
-from . import schemas
 from .bus import Bus
 from .convergence import Tracker, in_sync
 from .errors import ControllerError

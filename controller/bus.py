@@ -26,7 +26,7 @@ import structlog
 import proto
 from proto import topics
 from proto.backoff import Backoff
-from proto.broker import BrokerURL, client
+from proto.mqtt import BrokerURL, client
 
 from .convergence import Tracker
 from .metrics import Metrics

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from proto.broker import BrokerURL
+from proto.mqtt import BrokerURL
 
 
 class ControllerSettings(BaseSettings):

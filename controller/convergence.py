@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from .schemas import Convergence, HostPending
+from proto.rest import Convergence, HostPending
+
 from .service import Target
 from .state import HostRow, State
 

@@ -14,7 +14,7 @@ import structlog
 import uvicorn
 
 from proto import logs
-from proto.broker import cancel_and_wait
+from proto.mqtt import cancel_and_wait
 from proto.signals import on_signals
 
 from .api import Runtime, create_app

@@ -21,10 +21,10 @@ from typing import Generic, TypeVar
 
 import proto
 from proto import topics, transit
+from proto.rest import CompartmentCreate, EndpointCreate, NetworkCreate, PublishedPort
 
 from .errors import Conflict, Invalid, NotFound
 from .ipam import random_mac
-from .schemas import CompartmentCreate, EndpointCreate, NetworkCreate, PublishedPort
 from .state import CompartmentRow, Delta, EndpointRow, HostRow, NetworkRow, State
 from .store import Store
 

@@ -1,6 +1,6 @@
 """The Plexus wire contract shared by the controller and the agents.
 
-It imports neither ``controller`` nor ``agents``; both import it.
+It imports no other Plexus package; every other one imports it.
 """
 
 from . import topics

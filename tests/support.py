@@ -23,12 +23,12 @@ import httpx
 import pytest
 
 import proto
-from controller import mosquitto
+from broker import mosquitto
 from controller.api import Runtime
 from controller.config import ControllerSettings
 from controller.daemon import build
 from proto import topics
-from proto.broker import BrokerURL, cancel_and_wait, client
+from proto.mqtt import BrokerURL, cancel_and_wait, client
 
 PLEXUS = str(Path(sys.executable).parent / "plexus")
 if not Path(PLEXUS).exists():
@@ -286,7 +286,7 @@ async def in_process_controller(
 _CRASHER = """
 import asyncio, sys, aiomqtt, proto
 from proto import topics
-from proto.broker import BrokerURL, cancel_and_wait, client
+from proto.mqtt import BrokerURL, cancel_and_wait, client
 host, url = sys.argv[1], sys.argv[2]
 def status(state):
     return proto.encode(proto.HostStatus(host=host, state=state, version="sim"))

@@ -18,7 +18,8 @@ from typing import Any
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from .. import names
+from proto import names
+
 from .. import plan as p
 from ..model import Bridge, Fdb, HostState, Neigh, Veth, Vxlan
 from . import KernelError, apply_each, nft

@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 import errno
 
-from .. import names
+from proto import names
+
 from .. import plan as p
 from ..model import HostState
 from . import KernelError

@@ -14,7 +14,7 @@ import pytest
 from pyroute2 import IPRoute
 
 from agents.kernel import netns
-from controller.lab.records import start_time
+from lab.records import start_time
 from tests.kernel.lab import require_root
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,7 +20,7 @@ import pytest
 
 import proto
 from proto import topics
-from proto.broker import MAX_QUEUED_BYTES, BrokerURL, client
+from proto.mqtt import MAX_QUEUED_BYTES, BrokerURL, client
 from tests.e2e.test_lab import LabUnderTest, bring_up, plexus
 from tests.support import LogWatch
 

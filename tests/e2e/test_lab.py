@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from pyroute2 import IPRoute
 
-from agents import names
 from agents.kernel import netns
-from controller.lab import procs
+from lab import procs
+from proto import names
 from tests.kernel.lab import require_root
 from tests.support import PLEXUS
 
@@ -279,7 +279,7 @@ def test_lab_refuses_without_root(tmp_path: Path) -> None:
     require_root()
     from typer.testing import CliRunner
 
-    from controller.cli import app
+    from cli.app import app
 
     # the same path as root, refused before it makes anything: every module the child
     # will need is imported now (the child may not be able to read them)

@@ -17,7 +17,7 @@ import proto
 from controller.api import Runtime, create_app
 from controller.config import ControllerSettings
 from controller.daemon import build
-from controller.schemas import CompartmentCreate, EndpointCreate, NetworkCreate
+from proto.rest import CompartmentCreate, EndpointCreate, NetworkCreate
 
 pytestmark = pytest.mark.fuzz
 

@@ -24,9 +24,9 @@ from agents.agent import Agent
 from agents.kernel.memory import MemoryKernel
 from controller.config import ControllerSettings
 from controller.daemon import build
-from controller.schemas import NetworkCreate
 from proto import topics
 from proto.models import MAX_SHARDS
+from proto.rest import NetworkCreate
 from tests import samples
 
 pytestmark = pytest.mark.fuzz

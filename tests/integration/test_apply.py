@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.lab import demo
+from lab import demo
 from proto import topics
-from proto.broker import BrokerURL, client
+from proto.mqtt import BrokerURL, client
 from tests.integration.test_cli import plexus
 from tests.support import (
     PLEXUS,
@@ -107,12 +107,12 @@ async def test_apply_refuses_bad_files_and_waits_for_hosts(
 
 
 def test_the_demo_topology_round_trips_through_toml(tmp_path: Path) -> None:
-    from controller.topology import Topology
+    from cli.apply import load
 
     topo = demo.topology(["h1", "h2", "h3"])
     f = tmp_path / "demo.toml"
     f.write_text(topo.to_toml())
-    assert Topology.load(f) == topo
+    assert load(f) == topo
     assert topo.hosts() == ["h1", "h2", "h3"] and len(topo.endpoints) == 6
 
 

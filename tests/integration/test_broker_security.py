@@ -17,10 +17,10 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from controller import identities
-from controller.identities import CONTROLLER
+from broker import identities
+from broker.identities import CONTROLLER
 from proto import topics
-from proto.broker import BrokerURL, client
+from proto.mqtt import BrokerURL, client
 from tests.support import LogWatch, free_port, need, wait_port
 
 pytestmark = pytest.mark.broker

@@ -15,7 +15,7 @@ from agents.daemon import AgentDaemon
 from agents.kernel.memory import MemoryKernel
 from agents.tables import Table
 from proto import topics
-from proto.broker import BrokerURL, cancel_and_wait
+from proto.mqtt import BrokerURL, cancel_and_wait
 from tests import samples
 from tests.support import Mosquitto, mqtt_client, wait_for
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
-from agents import names
 from agents.kernel import netns
-from controller.lab import underlay
-from controller.lab.records import record, record_pid
-from controller.lab.spec import LabSpec, free_subnet, machine_lock
+from lab import underlay
+from lab.records import record, record_pid
+from lab.spec import LabSpec, free_subnet, machine_lock
+from proto import names
 from tests.support import PLEXUS, Mosquitto, need
 
 _seq = itertools.count(1)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from agents.kernel import netns
-from controller.lab.records import record
+from lab.records import record
 from tests.kernel.lab import require_root
 
 CHECK = Path(__file__).with_name("batch_check.py")

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from agents import names
 from agents.kernel import netns
+from proto import names
 from tests.kernel.lab import Lab
 from tests.kernel.test_overlay import endpoint, hosts_online, post
 from tests.support import InProcessController, LogWatch, wait_for

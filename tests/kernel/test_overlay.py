@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from agents import names
 from agents.kernel import netns
 from agents.kernel.linux import ARP_RETRANS_MS
 from agents.kernel.netns import in_netns
+from proto import names
 from tests.kernel.lab import Lab
 from tests.support import InProcessController
 

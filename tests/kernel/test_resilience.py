@@ -263,8 +263,8 @@ async def test_drift_made_by_hand_is_repaired_by_the_periodic_pass(
 ) -> None:
     """Delete an endpoint's veth and a remote endpoint's FDB entry by hand: the next
     periodic pass (2 s in the lab) puts both back."""
-    from agents import names
     from agents.kernel import netns
+    from proto import names
 
     h1, h2 = lab.hosts
     peer = await two_hosts_pinging(ctl, lab)

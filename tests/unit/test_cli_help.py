@@ -11,7 +11,7 @@ import typer.main
 from typer.core import TyperGroup
 from typer.testing import CliRunner
 
-from controller.cli import app
+from cli.app import app
 
 ROOT = typer.main.get_command(app)  # typer vendors click: its groups are TyperGroups
 

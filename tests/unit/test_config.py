@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from controller.config import ControllerSettings
-from proto.broker import BrokerURL
+from proto.mqtt import BrokerURL
 from proto.settings import load_settings
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import typer
 
-from controller import console
-from controller.console import Output, fail, show
+from cli import console
+from cli.console import Output, fail, show
 
 
 @pytest.fixture(autouse=True)

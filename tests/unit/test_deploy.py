@@ -18,10 +18,10 @@ import yaml
 from typer._click.exceptions import UsageError
 
 from agents.config import AgentSettings
-from controller.cli import app
+from cli.app import app
+from cli.apply import load
 from controller.config import ControllerSettings
-from controller.lab import demo
-from controller.topology import Topology
+from lab import demo
 from proto.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,7 +144,7 @@ def test_compose_demo_applies_the_lab_demo_topology(compose: dict[str, Any]) -> 
     assert svc["depends_on"]["controller"]["condition"] == "service_healthy"
     hosts = [h for h in compose["services"] if h.startswith("h")]
     assert set(svc["depends_on"]) == {"controller", *hosts}
-    assert Topology.load(ROOT / "deploy" / "demo.toml") == demo.topology(sorted(hosts))
+    assert load(ROOT / "deploy" / "demo.toml") == demo.topology(sorted(hosts))
 
 
 def unit(name: str) -> configparser.ConfigParser:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from controller import mosquitto
-from controller.lab.core import MAX_HOSTS, host_ids
-from controller.lab.spec import LabError, LabSpec, bridge_name, free_subnet
+from broker import mosquitto
+from lab.core import MAX_HOSTS, host_ids
+from lab.spec import LabError, LabSpec, bridge_name, free_subnet
 
 
 def spec(tmp_path: Path, hosts: int = 3) -> LabSpec:

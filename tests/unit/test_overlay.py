@@ -7,12 +7,11 @@ from __future__ import annotations
 import random
 
 import proto
-from agents import names
 from agents import plan as p
 from agents.agent import Agent
 from agents.kernel.memory import MemoryKernel
 from agents.model import FLOOD_MAC, Fdb, Neigh
-from proto import topics
+from proto import names, topics
 from tests import samples
 
 H = "h1"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 import proto
-from agents import names
 from agents import plan as p
 from agents.agent import Agent
 from agents.desired import desired_state
 from agents.kernel.memory import MemoryKernel
 from agents.model import FLOOD_MAC, Fdb, HostState, Neigh
+from proto import names
 from tests import samples
 
 H = "h1"

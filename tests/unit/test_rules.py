@@ -8,7 +8,6 @@ import json
 from prometheus_client import generate_latest
 
 import proto
-from agents import names
 from agents import plan as p
 from agents.agent import AgentMetrics
 from agents.desired import desired_state
@@ -16,6 +15,7 @@ from agents.kernel.memory import MemoryKernel
 from agents.kernel.nft import document
 from agents.model import HostState
 from agents.rules import CHAINS, FORWARDING, host_rules, masquerade, router_masquerade
+from proto import names
 
 NAT = proto.NetworkSpec(id="web", mode="nat", subnet="10.5.0.0/24", gateway="10.5.0.1", mtu=1500)
 OVERLAY = proto.NetworkSpec(

@@ -8,10 +8,10 @@ import pytest
 
 import proto
 from controller.errors import Conflict, Invalid, NotFound
-from controller.schemas import CompartmentCreate, EndpointCreate, NetworkCreate, PublishedPort
 from controller.service import Controller, Publish
 from controller.store import SqliteStore
 from proto import transit
+from proto.rest import CompartmentCreate, EndpointCreate, NetworkCreate, PublishedPort
 
 
 def online(ctl: Controller, host: str, vtep: str = "198.18.0.1") -> list[Publish]:

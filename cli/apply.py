@@ -31,11 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import ValidationError, model_validator
+from pydantic import ValidationError
 
-from proto.types import Id
-
-from .schemas import Body, CompartmentCreate, EndpointCreate, NetworkCreate
+from proto.rest import Body, Topology
 
 
 class TopologyError(Exception):
@@ -47,62 +45,18 @@ class TopologyError(Exception):
         self.code = code
 
 
-class NamedCompartment(CompartmentCreate):
-    id: Id
-
-
-class NamedEndpoint(EndpointCreate):
-    id: Id
-
-
-class Topology(Body):
-    networks: tuple[NetworkCreate, ...] = ()
-    compartments: tuple[NamedCompartment, ...] = ()
-    endpoints: tuple[NamedEndpoint, ...] = ()
-
-    @model_validator(mode="after")
-    def _unique(self) -> Topology:
-        for kind, items in (
-            ("network", self.networks),
-            ("compartment", self.compartments),
-            ("endpoint", self.endpoints),
-        ):
-            ids = [i.id for i in items]
-            dup = {i for i in ids if ids.count(i) > 1}
-            if dup:
-                raise ValueError(f"{kind} ids repeated: {', '.join(sorted(dup))}")
-        return self
-
-    def hosts(self) -> list[str]:
-        return sorted({c.host for c in self.compartments})
-
-    @classmethod
-    def load(cls, path: Path) -> Topology:
-        try:
-            text = path.read_text()
-            data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-        except (OSError, ValueError) as e:
-            raise TopologyError(f"cannot read {path}: {e}") from None
-        try:
-            return cls.model_validate(data)
-        except ValidationError as e:
-            first = e.errors()[0]
-            loc = ".".join(str(p) for p in first["loc"])
-            raise TopologyError(f"{path}: {loc}: {first['msg']}") from None
-
-    def to_toml(self) -> str:
-        out = []
-        for table, items in (
-            ("networks", self.networks),
-            ("compartments", self.compartments),
-            ("endpoints", self.endpoints),
-        ):
-            for item in items:
-                out.append(f"[[{table}]]")
-                for k, v in item.model_dump(exclude_none=True).items():
-                    out.append(f"{k} = {json.dumps(v)}")
-                out.append("")
-        return "\n".join(out)
+def load(path: Path) -> Topology:
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (OSError, ValueError) as e:
+        raise TopologyError(f"cannot read {path}: {e}") from None
+    try:
+        return Topology.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise TopologyError(f"{path}: {loc}: {first['msg']}") from None
 
 
 @dataclass(frozen=True)

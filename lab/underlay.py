@@ -15,8 +15,8 @@ import ipaddress
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from agents import names
 from agents.kernel import netns
+from proto import names
 
 from .records import record
 from .spec import LabError, LabSpec

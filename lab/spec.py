@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents import names
+from proto import names
 
 DEFAULT_DIR = Path("/run/plexus/lab")
 #: the benchmarking range (RFC 2544): never routed on the internet

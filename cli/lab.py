@@ -14,10 +14,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from lab.spec import DEFAULT_DIR, LabError, LabSpec, machine_lock
 from proto.signals import on_signals
 
-from ..console import Output, OutputOpt, err, fail, out, say, show
-from .spec import DEFAULT_DIR, LabError, LabSpec, machine_lock
+from .console import Output, OutputOpt, err, fail, out, say, show
 
 lab_app = typer.Typer(
     help="A multi-host lab on this machine: hosts are network namespaces, each with a "
@@ -70,7 +70,7 @@ def _interrupt(signum: int) -> None:
 
 
 def _up(directory: Path, hosts: int, host_prefix: str, tls: bool) -> LabSpec:
-    from . import core
+    from lab import core
 
     core.require_root()  # before the machine's lock, which only root may take
     on_signals(_interrupt)  # SIGTERM too removes what was made (this process only)
@@ -134,7 +134,7 @@ def lab_up(
 @lab_app.command("down")
 def lab_down(directory: DirOpt = DEFAULT_DIR, output: OutputOpt = Output.table) -> None:
     """Stop every process of the lab and remove its namespaces, links and files."""
-    from . import core
+    from lab import core
 
     try:
         report = core.down(directory)
@@ -154,7 +154,7 @@ def lab_down(directory: DirOpt = DEFAULT_DIR, output: OutputOpt = Output.table) 
 @lab_app.command("status")
 def lab_status(directory: DirOpt = DEFAULT_DIR, output: OutputOpt = Output.table) -> None:
     """The lab's processes and hosts (exit 4 when a process is down or a host not in sync)."""
-    from . import core
+    from lab import core
 
     data = core.status(_load(directory))
     if output is Output.json:
@@ -253,8 +253,9 @@ def lab_demo(
     made through the API, and a ping matrix. The lab stays up for you to explore."""
     import httpx
 
-    from ..topology import TopologyError, apply, wait_hosts
-    from . import demo, procs
+    from lab import demo, procs
+
+    from .apply import TopologyError, apply, wait_hosts
 
     try:
         spec = LabSpec.load(directory)

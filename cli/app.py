@@ -28,7 +28,7 @@ from .console import (
     say,
     show,
 )
-from .lab.cli import lab_app
+from .lab import lab_app
 
 app = typer.Typer(
     help="Plexus: container networking control plane. The options below also go after a "
@@ -159,8 +159,8 @@ def controller(
     log_format: Annotated[str | None, typer.Option(help="auto, json or console")] = None,
 ) -> None:
     """Run the controller daemon (REST API + MQTT publisher)."""
-    from .config import ControllerSettings
-    from .daemon import run
+    from controller.config import ControllerSettings
+    from controller.daemon import run
 
     try:
         settings = load_settings(
@@ -250,7 +250,7 @@ def broker_run(
 ) -> None:
     """Run Mosquitto with Plexus's settings (MQTT 5, TCP_NODELAY, packet limit) and the
     credentials and ACL `plexus broker init` made in --dir."""
-    from . import identities, mosquitto
+    from broker import identities, mosquitto
 
     try:
         if allow_anonymous:
@@ -293,7 +293,7 @@ def broker_init(
 ) -> None:
     """Make a broker configuration with authentication and ACLs on: one credential for
     the controller and one per host; with --tls-listen, a CA and client certificates."""
-    from . import identities, mosquitto
+    from broker import identities, mosquitto
 
     try:
         plain = [mosquitto.parse_listen(v) for v in listen or []]
@@ -318,7 +318,7 @@ def broker_add_host(
     output: OutputOpt = Output.table,
 ) -> None:
     """Issue credentials for hosts and reload the running broker."""
-    from . import identities
+    from broker import identities
 
     try:
         identities.add_hosts(directory, hosts)
@@ -336,7 +336,7 @@ def broker_revoke(
 ) -> None:
     """Revoke hosts' credentials (decommissioning) and reload the running broker: their
     connections may no longer read or write anything."""
-    from . import identities
+    from broker import identities
 
     try:
         identities.revoke(directory, hosts)
@@ -347,7 +347,7 @@ def broker_revoke(
 
 
 def _identities_out(directory: Path, output: Output) -> None:
-    from . import identities
+    from broker import identities
 
     bd = identities.BrokerDir(directory)
     rows = [
@@ -383,10 +383,10 @@ def apply_topology(
     output: OutputOpt = Output.table,
 ) -> None:
     """Create the networks, compartments and endpoints a file describes (idempotent)."""
-    from .topology import Topology, TopologyError, apply, wait_hosts
+    from .apply import TopologyError, apply, load, wait_hosts
 
     try:
-        topo = Topology.load(file)
+        topo = load(file)
         with api_client(controller, timeout) as http:
             wait_hosts(http, topo.hosts(), hosts_timeout)
             steps = apply(http, topo, wait=wait, timeout=timeout)

@@ -20,10 +20,10 @@ from typing import Any
 
 import httpx
 
-from agents import names
+from broker import identities
+from proto import names
 from proto.types import is_id
 
-from .. import identities
 from . import procs, underlay
 from .records import record
 from .spec import AGENT_METRICS_PORT, LabError, LabSpec, free_subnet

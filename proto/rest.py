@@ -1,13 +1,15 @@
-"""Request and response bodies of the REST API (pydantic v2, shared with the CLI)."""
+"""Request and response bodies of the REST API (pydantic v2), and the topology document
+(``plexus apply``) made of them: the contract between the controller and its clients."""
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from proto.models import NetworkMode
-from proto.types import Cidr, Id, IfName, IPv4, Mac, Mtu, Port, Subnet, Vni
+from .models import NetworkMode
+from .types import Cidr, Id, IfName, IPv4, Mac, Mtu, Port, Subnet, Vni
 
 
 class Body(BaseModel):
@@ -175,3 +177,47 @@ class Status(Body):
     in_sync: bool
     hosts: list[HostSync]
     networks: list[NetworkStatus]
+
+
+class NamedCompartment(CompartmentCreate):
+    id: Id
+
+
+class NamedEndpoint(EndpointCreate):
+    id: Id
+
+
+class Topology(Body):
+    networks: tuple[NetworkCreate, ...] = ()
+    compartments: tuple[NamedCompartment, ...] = ()
+    endpoints: tuple[NamedEndpoint, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique(self) -> Topology:
+        for kind, items in (
+            ("network", self.networks),
+            ("compartment", self.compartments),
+            ("endpoint", self.endpoints),
+        ):
+            ids = [i.id for i in items]
+            dup = {i for i in ids if ids.count(i) > 1}
+            if dup:
+                raise ValueError(f"{kind} ids repeated: {', '.join(sorted(dup))}")
+        return self
+
+    def hosts(self) -> list[str]:
+        return sorted({c.host for c in self.compartments})
+
+    def to_toml(self) -> str:
+        out = []
+        for table, items in (
+            ("networks", self.networks),
+            ("compartments", self.compartments),
+            ("endpoints", self.endpoints),
+        ):
+            for item in items:
+                out.append(f"[[{table}]]")
+                for k, v in item.model_dump(exclude_none=True).items():
+                    out.append(f"{k} = {json.dumps(v)}")
+                out.append("")
+        return "\n".join(out)

@@ -7,9 +7,8 @@ import asyncio
 import re
 from dataclasses import dataclass
 
-from agents import names
-from controller.schemas import NetworkCreate
-from controller.topology import NamedCompartment, NamedEndpoint, Topology
+from proto import names
+from proto.rest import NamedCompartment, NamedEndpoint, NetworkCreate, Topology
 
 NETWORK = "demo"
 SUBNET = "10.100.0.0/24"
