@@ -1,29 +1,44 @@
-"""Errors of the wire contract.
+"""Errors of the contract, the root of every Plexus error.
 
 Every way a payload or a topic can be refused has its own class, and each carries
-the data a log line needs (the reason, and where known the kind or the topic)::
+the data a log line needs (the reason, and where known the kind or the topic). Each
+other package's tree hangs from :class:`PlexusError` (``controller.errors``,
+``agents.errors``, ``broker.identities``, ``cli.errors``, ``lab.spec``)::
 
-    WireError
-    ├── OversizePayload      larger than the codec's limit
-    ├── MalformedPayload     not one msgpack map (truncated, trailing bytes, bad types)
-    ├── UnsupportedVersion   schema version this build does not speak
-    ├── UnknownKind          a kind no model has
-    ├── WrongKind            a valid kind, but not one the receiver expects here
-    ├── SchemaViolation      fields missing, unknown, mistyped or out of range
-    └── BadTopic             a topic outside ``plexus/v1/`` or with an id that does not parse
+    PlexusError
+    ├── BrokerUnavailable        the MQTT connection failed or was lost (aiomqtt's
+    │                            errors, translated once in :mod:`proto.mqtt`)
+    └── WireError (ValueError)
+        ├── OversizePayload      larger than the codec's limit
+        ├── MalformedPayload     not one msgpack map (truncated, trailing bytes, bad types)
+        ├── UnsupportedVersion   schema version this build does not speak
+        ├── UnknownKind          a kind no model has
+        ├── WrongKind            a valid kind, but not one the receiver expects here
+        ├── SchemaViolation      fields missing, unknown, mistyped or out of range
+        └── BadTopic             a topic outside ``plexus/v1/`` or with an id that
+                                 does not parse
 """
 
 from __future__ import annotations
 
 
-class WireError(ValueError):
-    """A payload or a topic was refused. ``reason`` is one line fit for a log."""
-
-    code = "wire_error"
+class PlexusError(Exception):
+    """Root of every error Plexus raises on purpose. ``reason``: one line for a log or a
+    user."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class BrokerUnavailable(PlexusError):
+    """The broker could not be reached, refused the session, or dropped it."""
+
+
+class WireError(PlexusError, ValueError):
+    """A payload or a topic was refused. ``reason`` is one line fit for a log."""
+
+    code = "wire_error"
 
 
 class OversizePayload(WireError):

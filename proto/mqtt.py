@@ -1,5 +1,12 @@
-"""How both sides reach the broker: URL parsing and the MQTT client settings
-(MQTT v5, TCP_NODELAY — Nagle plus delayed ACK cost 88 ms per QoS 1 round trip)."""
+"""How both sides reach the broker: URL parsing, the MQTT client settings (MQTT v5,
+TCP_NODELAY — Nagle plus delayed ACK cost 88 ms per QoS 1 round trip), and the seam
+the controller's bus and the agent's daemon talk through.
+
+The seam is small: a :class:`Connect` opens a :class:`Session` (publish, subscribe,
+unsubscribe, the messages received). :func:`connector` is the real one (aiomqtt, a
+broker's failures translated once into :class:`~proto.errors.BrokerUnavailable`);
+:class:`proto.membroker.MemoryBroker` is an in-memory one, so that logic which has no
+broker in it is tested without one."""
 
 from __future__ import annotations
 
@@ -7,15 +14,17 @@ import asyncio
 import os
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
 from .codec import MAX_PAYLOAD
+from .errors import BrokerUnavailable
 
 
 @dataclass(frozen=True)
@@ -181,4 +190,126 @@ async def cancel_and_wait(task: asyncio.Task[Any], attempts: int = 100) -> None:
     raise TimeoutError(f"task {task.get_name()} would not stop")
 
 
-__all__ = ["MAX_PAYLOAD", "BrokerURL", "cancel_and_wait", "client"]
+# -- the seam ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A message as a session delivers it. ``retain``: the broker's retained copy, sent
+    at subscription time (not a publish that happened while subscribed)."""
+
+    topic: str
+    payload: bytes
+    retain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """Published by the broker when the session ends without a clean disconnect."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+class Session(Protocol):
+    """One connection to a broker. Every method raises
+    :class:`~proto.errors.BrokerUnavailable` when the connection is lost."""
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None: ...
+
+    async def subscribe(self, topic: str, *, qos: int = 1) -> None: ...
+
+    async def unsubscribe(self, topic: str) -> None: ...
+
+    def messages(self) -> AsyncIterator[Received]:
+        """Every message received, in order, until the connection ends."""
+        ...
+
+
+class Connect(Protocol):
+    """Opens a session (``async with connect("id") as session``); raises
+    :class:`~proto.errors.BrokerUnavailable` when the broker cannot be reached."""
+
+    def __call__(
+        self,
+        identifier: str,
+        *,
+        will: Will | None = None,
+        on_drop: Callable[[], None] | None = None,
+    ) -> AbstractAsyncContextManager[Session]: ...
+
+
+class _AiomqttSession:
+    """:class:`Session` over an aiomqtt client: aiomqtt's errors become
+    :class:`BrokerUnavailable` here, and nowhere else."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, c: aiomqtt.Client) -> None:
+        self._client = c
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        try:
+            await self._client.publish(topic, payload, qos=qos, retain=retain)
+        except aiomqtt.MqttError as e:
+            raise BrokerUnavailable(str(e)) from e
+
+    async def subscribe(self, topic: str, *, qos: int = 1) -> None:
+        try:
+            await self._client.subscribe(topic, qos=qos)
+        except aiomqtt.MqttError as e:
+            raise BrokerUnavailable(str(e)) from e
+
+    async def unsubscribe(self, topic: str) -> None:
+        try:
+            await self._client.unsubscribe(topic)
+        except aiomqtt.MqttError as e:
+            raise BrokerUnavailable(str(e)) from e
+
+    async def messages(self) -> AsyncIterator[Received]:
+        try:
+            async for msg in self._client.messages:
+                payload = msg.payload if isinstance(msg.payload, bytes | bytearray) else b""
+                yield Received(str(msg.topic), bytes(payload), bool(msg.retain))
+        except aiomqtt.MqttError as e:
+            raise BrokerUnavailable(str(e)) from e
+
+
+def connector(url: BrokerURL, **settings: Any) -> Connect:
+    """The real :class:`Connect`: sessions to the broker at ``url`` with Plexus's client
+    settings (:func:`client`; ``settings`` are its keyword arguments)."""
+
+    @asynccontextmanager
+    async def connect(
+        identifier: str,
+        *,
+        will: Will | None = None,
+        on_drop: Callable[[], None] | None = None,
+    ) -> AsyncIterator[Session]:
+        last = aiomqtt.Will(will.topic, will.payload, will.qos, will.retain) if will else None
+        try:
+            async with client(url, identifier, will=last, on_drop=on_drop, **settings) as c:
+                yield _AiomqttSession(c)
+        except aiomqtt.MqttError as e:
+            raise BrokerUnavailable(f"{url}: {e}") from e
+
+    return connect
+
+
+__all__ = [
+    "MAX_PAYLOAD",
+    "BrokerURL",
+    "Connect",
+    "Received",
+    "Session",
+    "Will",
+    "cancel_and_wait",
+    "client",
+    "connector",
+]
