@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from proto.rest import Body, Topology
+from proto.rest import Topology
 
 
 class TopologyError(Exception):
@@ -89,7 +89,7 @@ def apply(
     on_step: Callable[[Step], None] | None = None,
 ) -> list[Step]:
     steps = []
-    groups: list[tuple[str, str, tuple[Body, ...], tuple[str, ...]]] = [
+    groups: list[tuple[str, str, tuple[BaseModel, ...], tuple[str, ...]]] = [
         ("network", "/v1/networks", topo.networks, ("mode", "subnet", "gateway", "vni", "mtu")),
         ("compartment", "/v1/compartments", topo.compartments, ("host",)),
         ("endpoint", "/v1/endpoints", topo.endpoints, ("network", "compartment", "ip", "mac")),

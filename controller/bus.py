@@ -1,37 +1,39 @@
-"""The controller's side of the broker.
+"""The controller's side of the broker: it sends what it is given and reports what it
+receives. What to send is :mod:`controller.publication`'s; statuses received are handed
+to ``on_status`` (the runtime folds them into the service).
 
-One connection, three named tasks while connected:
+One session (:class:`proto.mqtt.Session`), four named tasks while connected:
 
 - ``reader``: host status (and Last Will), host events, and during a reconciliation
   the broker's retained state;
 - ``publisher``: publishes, in commit order, what each committed change needs;
 - ``snapshotter``: refreshes network snapshots, coalesced (at most one per network per
-  ``snapshot_interval``; the first after a quiet spell goes at once).
+  ``snapshot_interval``; the first after a quiet spell goes at once);
+- ``status``: hands the newest status of each host that reported to ``on_status``.
 
-After every (re)connect the broker's retained state is reconciled with the store:
-missing or stale records republished, records the store no longer has cleared.
+After every (re)connect the broker's retained state is reconciled with the store
+(:meth:`Publication.reconcile`): missing or stale records republished, records the
+store no longer has cleared.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import time
-from typing import Any
+from collections.abc import Callable
 
-import aiomqtt
 import structlog
 
 import proto
 from proto import topics
 from proto.backoff import Backoff
-from proto.mqtt import BrokerURL, client
+from proto.errors import BrokerUnavailable
+from proto.mqtt import Connect, Session
 
-from .convergence import Tracker
+from .errors import StoreError
 from .metrics import Metrics
-from .service import Controller, Outcome, Publish
-from .store import StoreError
+from .publication import Batch, Publication, Publish
 
 log = structlog.get_logger("plexus.controller.bus")
 
@@ -49,18 +51,22 @@ def _topic_kind(topic: str) -> str:
 class Bus:
     def __init__(
         self,
-        controller: Controller,
-        broker: BrokerURL,
-        tracker: Tracker,
+        connect: Connect,
+        publication: Publication,
         metrics: Metrics,
         *,
+        on_status: Callable[[proto.HostStatus], None],
+        known_host: Callable[[str], bool],
         snapshot_interval: float = 0.1,
         identifier: str | None = None,
+        broker: str = "",
     ) -> None:
-        self.controller = controller
-        self.broker = broker
-        self.tracker = tracker
+        self.connect = connect
+        self.publication = publication
         self.metrics = metrics
+        self.on_status = on_status
+        self.known_host = known_host
+        self.broker = broker  # for logs
         self.snapshot_interval = snapshot_interval
         self.identifier = identifier or f"plexus-controller-{secrets.token_hex(3)}"
         self.connected = asyncio.Event()
@@ -75,19 +81,19 @@ class Bus:
         self._statuses: dict[str, proto.HostStatus] = {}
         self._status_event = asyncio.Event()
 
-    # -- called by the API -----------------------------------------------------------
+    # -- called by the runtime -------------------------------------------------------
 
-    def submit(self, outcome: Outcome[Any]) -> None:
+    def submit(self, batch: Batch) -> None:
         """Queue what a committed change must publish (never blocks, never drops
         silently: on overflow the next reconciliation republishes everything)."""
-        for pub in outcome.publish:
+        for pub in batch.publish:
             if self._queue.qsize() >= MAX_QUEUE:
                 self._overflow = True
                 log.warning("publish_queue_overflow", size=MAX_QUEUE)
                 break
             self._queue.put_nowait(pub)
-        if outcome.dirty:
-            self._dirty |= outcome.dirty
+        if batch.snapshots:
+            self._dirty |= batch.snapshots
             self._dirty_event.set()
 
     # -- connection loop -------------------------------------------------------------
@@ -97,21 +103,19 @@ class Bus:
         backoff = Backoff()
         while True:
             try:
-                async with client(
-                    self.broker, self.identifier, on_drop=self.metrics.dropped.inc
-                ) as mqtt:
+                async with self.connect(self.identifier, on_drop=self.metrics.dropped.inc) as mqtt:
                     backoff.reset()
                     await self._session(mqtt)
-            except* aiomqtt.MqttError as group:
+            except* BrokerUnavailable as group:
                 errors = "; ".join(str(e) for e in group.exceptions)
-                log.warning("broker_disconnected", broker=str(self.broker), error=errors)
+                log.warning("broker_disconnected", broker=self.broker, error=errors)
             finally:
                 self.connected.clear()
                 self.metrics.broker_connected.set(0)
             await asyncio.sleep(backoff.next())
 
-    async def _session(self, mqtt: aiomqtt.Client) -> None:
-        log.info("broker_connected", broker=str(self.broker))
+    async def _session(self, mqtt: Session) -> None:
+        log.info("broker_connected", broker=self.broker)
         # what was queued while disconnected is superseded by the reconciliation
         while not self._queue.empty():
             self._queue.get_nowait()
@@ -127,7 +131,7 @@ class Bus:
 
     # -- reconciliation of retained state -------------------------------------------
 
-    async def _reconcile(self, mqtt: aiomqtt.Client) -> None:
+    async def _reconcile(self, mqtt: Session) -> None:
         start = time.monotonic()
         self._retained = {}
         nonce = secrets.token_hex(8)
@@ -148,7 +152,7 @@ class Bus:
         retained, self._retained, self._fence = self._retained, None, None
         await mqtt.unsubscribe(topics.ALL_HOST_DESIRED)
         await mqtt.unsubscribe(topics.ALL_NETWORKS)
-        plan = self.plan_reconcile(retained)
+        plan = self.publication.reconcile(retained)
         await self._publish_many(mqtt, plan)
         self.metrics.reconciles.inc()
         log.info(
@@ -159,51 +163,11 @@ class Bus:
             duration_ms=round((time.monotonic() - start) * 1000, 1),
         )
 
-    def plan_reconcile(self, retained: dict[str, bytes]) -> list[Publish]:
-        """What to publish so that the broker's retained state equals the store's."""
-        ctl = self.controller
-        state = ctl.state
-        out: list[Publish] = []
-        wanted: set[str] = set()
-        for host in sorted(state.hosts):
-            topic = topics.host_desired(host)
-            wanted.add(topic)
-            have = _generation(retained.get(topic), proto.HostDesired)
-            if have != state.hosts[host].desired_gen:
-                out.append(ctl.desired_publish(host))
-        for net_id in sorted(state.networks):
-            net = state.networks[net_id]
-            topic = topics.network(net_id)
-            wanted.add(topic)
-            if _generation(retained.get(topic), proto.NetworkSpec) != net.generation:
-                out.append(ctl.network_publish(net))
-            prefix = topics.network(net_id) + "/snapshot/"
-            shards = {t: p for t, p in retained.items() if t.startswith(prefix)}
-            ctl.shards[net_id] = len(shards) or 1
-            snaps = [_snapshot(p) for p in shards.values()]
-            fresh = (
-                bool(snaps)
-                and all(s is not None and s.generation == net.table_gen for s in snaps)
-                and all(s is not None and s.shards == len(snaps) for s in snaps)
-            )
-            if fresh:  # every shard at the current generation: nothing to rebuild
-                wanted.update(shards)
-            else:
-                publishes = ctl.snapshot(net_id)
-                wanted.update(p.topic for p in publishes if p.payload)
-                out.extend(publishes)
-        planned = {p.topic for p in out}
-        for topic in sorted(retained):
-            if topic not in wanted and topic not in planned and retained[topic]:
-                out.append(Publish(topic, b"", True))
-        return out
-
     # -- tasks -----------------------------------------------------------------------
 
-    async def _reader(self, mqtt: aiomqtt.Client) -> None:
-        async for msg in mqtt.messages:
-            payload = msg.payload if isinstance(msg.payload, bytes | bytearray) else b""
-            self.on_message(str(msg.topic), bytes(payload), bool(msg.retain))
+    async def _reader(self, mqtt: Session) -> None:
+        async for msg in mqtt.messages():
+            self.on_message(msg.topic, msg.payload, msg.retain)
 
     def _on_message(self, topic: str, payload: bytes, retain: bool) -> None:
         if topic == FENCE:
@@ -260,7 +224,7 @@ class Bus:
             self._reject("unexpected_topic", topic, parsed.kind, parsed.host)
 
     def _reject(self, reason: str, topic: str, why: object, host: str | None) -> None:
-        known = host if host is not None and host in self.controller.state.hosts else "-"
+        known = host if host is not None and self.known_host(host) else "-"
         self.metrics.rejected.labels(reason, known).inc()
         log.warning("message_rejected", topic=topic, reason=reason, detail=str(why)[:512])
 
@@ -276,9 +240,9 @@ class Bus:
         pending, self._statuses = self._statuses, {}
         for status in pending.values():
             try:
-                self._on_status(status)
+                self.on_status(status)
             except StoreError as e:
-                log.error("store_error", error=str(e))
+                log.error("store_error", error=e.reason)
             except Exception:  # a daemon never dies of a message
                 log.exception("status_handler_failed", host=status.host)
         return len(pending)
@@ -288,32 +252,18 @@ class Bus:
         try:
             self._on_message(topic, payload, retain)
         except StoreError as e:
-            log.error("store_error", error=str(e))
+            log.error("store_error", error=e.reason)
         except Exception:  # a daemon never dies of a message
             log.exception("message_handler_failed", topic=topic)
 
-    def _on_status(self, status: proto.HostStatus) -> None:
-        was = self.controller.state.hosts.get(status.host)
-        outcome = self.controller.host_reported(status)
-        self.submit(outcome)
-        if was is None or was.state != status.state:
-            log.info(
-                "host_state",
-                host=status.host,
-                state=status.state,
-                vtep=status.vtep,
-                version=status.version,
-            )
-        self.tracker.notify(status.host)
-
-    async def _publisher(self, mqtt: aiomqtt.Client) -> None:
+    async def _publisher(self, mqtt: Session) -> None:
         while True:
             batch = [await self._queue.get()]
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             if self._overflow:
                 self._overflow = False
-                batch = self.plan_reconcile({})
+                batch = self.publication.reconcile({})
             await self._publish_many(mqtt, self._coalesce(batch))
 
     def _coalesce(self, batch: list[Publish]) -> list[Publish]:
@@ -333,11 +283,11 @@ class Bus:
             out.append(p)
         return out
 
-    async def _publish_many(self, mqtt: aiomqtt.Client, batch: list[Publish]) -> None:
+    async def _publish_many(self, mqtt: Session, batch: list[Publish]) -> None:
         # publishes start in list order (paho sends in call order); acks are awaited together
         await asyncio.gather(*(self._publish(mqtt, p) for p in batch))
 
-    async def _publish(self, mqtt: aiomqtt.Client, pub: Publish) -> None:
+    async def _publish(self, mqtt: Session, pub: Publish) -> None:
         kind = _topic_kind(pub.topic)
         await mqtt.publish(pub.topic, pub.payload, qos=1, retain=pub.retain)
         self.metrics.publishes.labels(kind).inc()
@@ -355,10 +305,9 @@ class Bus:
             ]
             for net in due:
                 self._dirty.discard(net)
-                if net in self.controller.state.networks:
-                    self._last_snapshot[net] = now
-                    for pub in self.controller.snapshot(net):
-                        self._queue.put_nowait(pub)
+                self._last_snapshot[net] = now
+                for pub in self.publication.snapshot(net):  # nothing if it went
+                    self._queue.put_nowait(pub)
             if self._dirty:
                 wait = min(
                     self.snapshot_interval - (now - self._last_snapshot.get(n, 0.0))
@@ -366,21 +315,3 @@ class Bus:
                 )
                 await asyncio.sleep(max(wait, 0.001))
                 self._dirty_event.set()
-
-
-def _generation(
-    payload: bytes | None, kind: type[proto.HostDesired] | type[proto.NetworkSpec]
-) -> int | None:
-    if not payload:
-        return None
-    with contextlib.suppress(proto.WireError):
-        return proto.decode(payload, kind).generation
-    return None
-
-
-def _snapshot(payload: bytes) -> proto.NetworkSnapshot | None:
-    if not payload:
-        return None
-    with contextlib.suppress(proto.WireError):
-        return proto.decode(payload, proto.NetworkSnapshot)
-    return None

@@ -1,14 +1,75 @@
-"""Answers "has every affected host applied this?" from the hosts' status reports."""
+"""Answers "has every affected host applied this?" from the hosts' status reports.
+
+:func:`target_of` says which host must report which generation for a committed change;
+:func:`behind` says what a host has not applied yet, against a target or against
+everything it holds now — the one place that question is answered (the API's host
+views and status, waits, metrics all ask it).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 
 from proto.rest import Convergence, HostPending
 
-from .service import Target
-from .state import HostRow, State
+from .state import Applied, HostRow, State
+
+
+@dataclass
+class HostTarget:
+    """Generations one host must report before a change counts as applied there."""
+
+    desired: int | None = None
+    networks: dict[str, int] = field(default_factory=dict)
+
+
+Target = dict[str, HostTarget]
+
+
+def target_of(change: Applied, state: State) -> Target:
+    """For a committed change: each host whose desired document it changed must report
+    that document's generation, and each host that follows a network whose table it
+    changed must report that table's generation."""
+    target: Target = {}
+    for host_id, (old, new) in change.hosts.items():
+        if new is not None and (old is None or old.desired_gen != new.desired_gen):
+            target.setdefault(host_id, HostTarget()).desired = new.desired_gen
+    for net_id, (old_net, new_net) in change.networks.items():
+        if old_net is None or new_net is None or new_net.table_gen <= old_net.table_gen:
+            continue
+        if new_net.has_table:
+            for h in state.participants(net_id):
+                target.setdefault(h, HostTarget()).networks[net_id] = new_net.table_gen
+    return target
+
+
+def behind(state: State, host: HostRow, target: HostTarget | None = None) -> list[str]:
+    """What ``host`` has not applied: of ``target``, or (None) of the current generation
+    of everything it holds; ``["desired@7 (has 6)", "blue@12 (has 11)"]``."""
+    out = []
+    want = host.desired_gen if target is None else target.desired
+    if want is not None and host.applied_desired < want:
+        out.append(f"desired@{want} (has {host.applied_desired})")
+    if target is None:
+        nets = {}
+        for net_id in state.host_networks.get(host.id, {}):
+            net = state.networks.get(net_id)
+            if net is not None and net.has_table:
+                nets[net_id] = net.table_gen
+    else:
+        nets = target.networks
+    for net_id, gen in sorted(nets.items()):
+        have = host.applied_networks.get(net_id, 0)
+        if have < gen:
+            out.append(f"{net_id}@{gen} (has {have})")
+    return out
+
+
+def in_sync(state: State, host: HostRow) -> bool:
+    """Online and current with everything it must hold."""
+    return host.state == "online" and not behind(state, host)
 
 
 class _Waiter:
@@ -46,7 +107,7 @@ class Tracker:
             return None
         if host.state != "online":
             return "offline", None
-        missing = target[host_id].missing(host)
+        missing = behind(self.state, host, target[host_id])
         if missing:
             return "pending", HostPending(host=host_id, state=host.state, waiting_for=missing)
         return "online", None
@@ -104,17 +165,3 @@ class Tracker:
             pending=pending,
             offline=offline,
         )
-
-
-def in_sync(state: State, host: HostRow) -> tuple[bool, list[str]]:
-    """Whether a host reports the current generation of everything it must hold."""
-    behind = []
-    if host.applied_desired < host.desired_gen:
-        behind.append(f"desired@{host.desired_gen} (has {host.applied_desired})")
-    for net_id in sorted(state.host_networks.get(host.id, {})):
-        net = state.networks.get(net_id)
-        if net is not None and net.has_table:
-            have = host.applied_networks.get(net_id, 0)
-            if have < net.table_gen:
-                behind.append(f"{net_id}@{net.table_gen} (has {have})")
-    return not behind, behind

@@ -14,14 +14,13 @@ import structlog
 import uvicorn
 
 from proto import logs
-from proto.mqtt import cancel_and_wait
+from proto.mqtt import cancel_and_wait, connector
 from proto.signals import on_signals
 
-from .api import Runtime, create_app
-from .bus import Bus
+from .api import create_app
 from .config import ControllerSettings
-from .convergence import Tracker
 from .metrics import Metrics
+from .runtime import Runtime
 from .service import Controller
 from .store import SqliteStore
 
@@ -63,17 +62,14 @@ class Server(uvicorn.Server):
 
 def build(settings: ControllerSettings) -> tuple[Runtime, uvicorn.Server]:
     store = SqliteStore(settings.store, sync=settings.store_sync)
-    controller = Controller(store)
-    metrics = Metrics()
-    tracker = Tracker(controller.state)
-    bus = Bus(
-        controller,
-        settings.broker_url(),
-        tracker,
-        metrics,
+    broker = settings.broker_url()
+    rt = Runtime(
+        Controller(store),
+        connector(broker),
+        Metrics(),
         snapshot_interval=settings.snapshot_interval,
+        broker=str(broker),
     )
-    rt = Runtime(controller, bus, tracker, metrics)
     config = uvicorn.Config(
         create_app(rt, api_token(settings.token_path) if settings.token_required else None),
         host=settings.listen_host,

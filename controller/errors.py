@@ -1,21 +1,24 @@
-"""Domain errors of the controller, each mapped to one HTTP status by the API::
+"""Errors of the controller, each mapped to one HTTP status by the API::
 
-ControllerError
-├── NotFound     404  the object (or one it names) does not exist
-├── Conflict     409  duplicate name/VNI/IP/MAC, pool exhausted, still in use
-└── Invalid      422  well-formed but not acceptable (IP outside subnet, …)
+    proto.errors.PlexusError
+    └── ControllerError      400
+        ├── NotFound         404  the object (or one it names) does not exist
+        ├── Conflict         409  duplicate name/VNI/IP/MAC, pool exhausted, still in use
+        ├── Invalid          422  well-formed but not acceptable (IP outside subnet, …)
+        └── StoreError       503  the store could not read or write (sqlite3's errors,
+                                  translated once in :mod:`controller.store`)
+
+The broker's failures are :class:`proto.errors.BrokerUnavailable`, handled by the bus.
 """
 
 from __future__ import annotations
 
+from proto.errors import PlexusError
 
-class ControllerError(Exception):
+
+class ControllerError(PlexusError):
     status = 400
     error = "bad_request"
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class NotFound(ControllerError):
@@ -36,3 +39,10 @@ class Conflict(ControllerError):
 class Invalid(ControllerError):
     status = 422
     error = "invalid"
+
+
+class StoreError(ControllerError):
+    """The store could not read or write (disk, corruption, constraint)."""
+
+    status = 503
+    error = "unavailable"

@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Literal
 
-from proto import TABLE_MODES, EndpointRecord, NetworkSpec, PortMapping
+from proto import TABLE_MODES, EndpointRecord, LocalEndpoint, NetworkSpec, PortMapping
 
 from .ipam import Pool
 
@@ -33,36 +33,37 @@ class HostRow:
 
 @dataclass(frozen=True, slots=True)
 class NetworkRow:
-    id: str
-    mode: str
-    subnet: str
-    gateway: str | None
-    vni: int | None
-    mtu: int
-    generation: int
+    """A network: its wire spec (every setting, defined once in
+    :class:`proto.models.NetworkFields`) and what only the controller keeps."""
+
+    spec: NetworkSpec
+    #: generation of the network's endpoint table (bumped by every endpoint change)
     table_gen: int
     created: float = 0.0
-    uplink: str | None = None
-    uplinks: dict[str, str] = field(default_factory=dict)
-    ip_range: str | None = None
-    outbound_nat: bool = False
-    nat_exceptions: tuple[str, ...] = ()
 
-    def spec(self) -> NetworkSpec:
-        return NetworkSpec(
-            id=self.id,
-            mode=self.mode,  # type: ignore[arg-type]
-            subnet=self.subnet,
-            gateway=self.gateway,
-            vni=self.vni,
-            mtu=self.mtu,
-            generation=self.generation,
-            uplink=self.uplink,
-            uplinks=dict(self.uplinks),
-            ip_range=self.ip_range,
-            outbound_nat=self.outbound_nat,
-            nat_exceptions=self.nat_exceptions,
-        )
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def mode(self) -> str:
+        return self.spec.mode
+
+    @property
+    def subnet(self) -> str:
+        return self.spec.subnet
+
+    @property
+    def gateway(self) -> str | None:
+        return self.spec.gateway
+
+    @property
+    def vni(self) -> int | None:
+        return self.spec.vni
+
+    @property
+    def generation(self) -> int:
+        return self.spec.generation
 
     @property
     def has_table(self) -> bool:
@@ -102,8 +103,22 @@ class EndpointRow:
         )
 
     def record(self, vtep: str | None) -> EndpointRecord:
+        """The endpoint as its network's table holds it (what peers need)."""
         return EndpointRecord(
             id=self.id, host=self.host, mac=self.mac, ip=self.ip, vtep=vtep, gen=self.gen
+        )
+
+    def local(self, prefixlen: int) -> LocalEndpoint:
+        """The endpoint as its host's desired document holds it."""
+        return LocalEndpoint(
+            id=self.id,
+            network=self.network,
+            index=self.index,
+            mac=self.mac,
+            ip=self.ip,
+            prefixlen=prefixlen,
+            default_route=self.default_route,
+            ports=self.port_mappings(),
         )
 
 
@@ -133,6 +148,25 @@ class Delta:
         self.deletes.append((table, ident))
 
 
+@dataclass
+class Applied:
+    """What one committed :class:`Delta` changed: each row it touched, as it was before
+    and as it is after (None: absent). Publication and convergence targets are derived
+    from it (:mod:`controller.publication`, :mod:`controller.convergence`)."""
+
+    hosts: dict[str, tuple[HostRow | None, HostRow | None]] = field(default_factory=dict)
+    networks: dict[str, tuple[NetworkRow | None, NetworkRow | None]] = field(default_factory=dict)
+    compartments: dict[str, tuple[CompartmentRow | None, CompartmentRow | None]] = field(
+        default_factory=dict
+    )
+    endpoints: dict[str, tuple[EndpointRow | None, EndpointRow | None]] = field(
+        default_factory=dict
+    )
+
+    def table(self, table: Table) -> dict[str, tuple[Row | None, Row | None]]:
+        return getattr(self, table)  # type: ignore[no-any-return]
+
+
 class State:
     """Rows by id, plus the indexes and address pools derived from them."""
 
@@ -159,7 +193,7 @@ class State:
         key = (net.id, scope)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = Pool(net.subnet, net.gateway, net.ip_range)
+            pool = self._pools[key] = Pool(net.subnet, net.gateway, net.spec.ip_range)
         return pool
 
     def participants(self, net: str) -> set[str]:
@@ -171,13 +205,24 @@ class State:
 
     # -- mutation ------------------------------------------------------------------
 
-    def apply(self, delta: Delta) -> None:
+    def apply(self, delta: Delta) -> Applied:
+        """Apply a delta (already committed to the store); returns what it changed."""
+        out = Applied()
+        keys = [(t, i) for t, i in delta.deletes] + [(TABLE_OF[type(r)], r.id) for r in delta.puts]
+        for table, ident in keys:
+            rows = out.table(table)
+            if ident not in rows:
+                rows[ident] = (getattr(self, table).get(ident), None)
         for table, ident in delta.deletes:
             self._delete(table, ident)
         for row in delta.puts:
             self._put(row)
         for key, value in delta.floors.items():
             self.floors[key] = max(self.floors.get(key, 0), value)
+        for table, ident in keys:
+            rows = out.table(table)
+            rows[ident] = (rows[ident][0], getattr(self, table).get(ident))
+        return out
 
     def _put(self, row: Row) -> None:
         if isinstance(row, HostRow):

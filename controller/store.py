@@ -15,8 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from proto import NetworkSpec
+
+from .errors import StoreError
 from .state import (
-    HOST_LOCAL_MODES,
     TABLE_OF,
     CompartmentRow,
     Delta,
@@ -28,10 +30,6 @@ from .state import (
 )
 
 ROW_TYPES: dict[Table, type[Row]] = {t: cls for cls, t in TABLE_OF.items()}
-
-
-class StoreError(Exception):
-    """The store could not read or write (disk, corruption, constraint)."""
 
 
 class Store(Protocol):
@@ -66,17 +64,40 @@ CREATE INDEX IF NOT EXISTS compartments_host ON compartments(host);
 
 
 def _encode(row: Row) -> str:
-    return json.dumps(dataclasses.asdict(row), separators=(",", ":"))
+    if isinstance(row, NetworkRow):
+        values: dict[str, Any] = {
+            "spec": row.spec.model_dump(mode="json", exclude={"v", "kind"}),
+            "table_gen": row.table_gen,
+            "created": row.created,
+        }
+    else:
+        values = dataclasses.asdict(row)
+    return json.dumps(values, separators=(",", ":"))
 
 
 def _decode(table: Table, data: str) -> Row:
     values: dict[str, Any] = json.loads(data)
-    for key in ("errors", "nat_exceptions"):
-        if key in values:
-            values[key] = tuple(values[key])
+    if table == "networks":
+        return _network(values)
+    if "errors" in values:
+        values["errors"] = tuple(values["errors"])
     if "ports" in values:
         values["ports"] = tuple(tuple(p) for p in values["ports"])
     return ROW_TYPES[table](**values)
+
+
+def _network(values: dict[str, Any]) -> NetworkRow:
+    """A network row: ``{"spec": …, "table_gen": …, "created": …}``, or as stores
+    written before the spec was held whole wrote it (its fields flat, beside those)."""
+    if "spec" in values:
+        spec = values["spec"]
+    else:
+        spec = {k: v for k, v in values.items() if k not in ("table_gen", "created")}
+    return NetworkRow(
+        NetworkSpec.model_validate(spec, strict=False),
+        table_gen=values["table_gen"],
+        created=values.get("created", 0.0),
+    )
 
 
 class SqliteStore:
@@ -93,7 +114,7 @@ class SqliteStore:
             self._db.executescript(_SCHEMA)
             #: network id -> IPAM scope kind, so that writing an endpoint needs no lookup
             self._host_local = {
-                ident: json.loads(data)["mode"] in HOST_LOCAL_MODES
+                ident: _network(json.loads(data)).host_local
                 for ident, data in self._db.execute("SELECT id, data FROM networks")
             }
         except sqlite3.Error as e:

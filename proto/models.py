@@ -31,8 +31,43 @@ class Wire(BaseModel):
     v: Literal[1] = SCHEMA_VERSION
 
 
-class NetworkSpec(Wire):
-    """A network as every host sees it (retained on ``networks/{net}``).
+class NetworkFields(BaseModel):
+    """A network's settings, defined once: the REST create body (:mod:`proto.rest`), the
+    CLI's ``network create`` options, the topology file and the wire's
+    :class:`NetworkSpec` are all made of these fields. A field added here reaches every
+    one of them; only the code that acts on it is left to write."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: Id = Field(description="network name, unique; used in topics and kernel names")
+    mode: NetworkMode = Field("overlay", description="overlay, nat, transparent or internal")
+    subnet: Subnet = Field(description="the network's IPv4 prefix, e.g. 10.1.0.0/24")
+    gateway: IPv4 | None = Field(
+        None, description="defaults to the subnet's first address (not for transparent)"
+    )
+    vni: Vni | None = Field(None, description="overlay only; allocated when omitted")
+    mtu: Mtu | None = Field(None, description="defaults to 1450 (overlay) or 1500")
+    uplink: IfName | None = Field(
+        None, description="transparent: the host link the bridge enslaves"
+    )
+    uplinks: Annotated[dict[Id, IfName], Field(max_length=4096)] = Field(
+        default_factory=dict, description="transparent: per-host uplink, overriding `uplink`"
+    )
+    ip_range: Cidr | None = Field(
+        None, description="allocate endpoint addresses from this part of the subnet"
+    )
+    outbound_nat: bool = Field(
+        False,
+        description="overlay: endpoints reach outside through their host's uplink, masqueraded",
+    )
+    nat_exceptions: Annotated[tuple[Cidr, ...], Field(max_length=64)] = Field(
+        (), description="overlay outbound NAT: destinations not translated (the subnet never is)"
+    )
+
+
+class NetworkSpec(NetworkFields, Wire):
+    """A network as every host sees it (retained on ``networks/{net}``): its
+    :class:`NetworkFields` with the defaults filled in, at a generation.
 
     ``uplink`` (transparent): the host link the network's bridge enslaves, unless
     ``uplinks`` names another for a host. ``ip_range``: where endpoint addresses are
@@ -41,19 +76,12 @@ class NetworkSpec(Wire):
     subnet and ``nat_exceptions``.
     """
 
-    kind: Literal["network"] = "network"
-    id: Id
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
     mode: NetworkMode
-    subnet: Subnet
-    gateway: IPv4 | None = None
-    vni: Vni | None = None
     mtu: Mtu = 1450
+    kind: Literal["network"] = "network"
     generation: Generation = 1
-    uplink: IfName | None = None
-    uplinks: Annotated[dict[Id, IfName], Field(max_length=4096)] = Field(default_factory=dict)
-    ip_range: Cidr | None = None
-    outbound_nat: bool = False
-    nat_exceptions: Annotated[tuple[Cidr, ...], Field(max_length=64)] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> NetworkSpec:
@@ -164,14 +192,23 @@ class NetworkChange(Wire):
         return self
 
 
-class PortMapping(Wire):
-    """Host port → endpoint port (DNAT on the endpoint's host)."""
+class PortFields(BaseModel):
+    """A published port's settings (the REST body and the wire's :class:`PortMapping`)."""
 
-    kind: Literal["port"] = "port"
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     protocol: Literal["tcp", "udp"] = "tcp"
     host_port: Port
     port: Port
-    host_ip: IPv4 | None = None  # None: every address of the host
+    host_ip: IPv4 | None = Field(None, description="one host address; default: all")
+
+
+class PortMapping(PortFields, Wire):
+    """Host port → endpoint port (DNAT on the endpoint's host)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    kind: Literal["port"] = "port"
 
     def clashes(self, other: PortMapping) -> bool:
         return (

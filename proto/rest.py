@@ -8,51 +8,22 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .models import NetworkMode
-from .types import Cidr, Id, IfName, IPv4, Mac, Mtu, Port, Subnet, Vni
+from .models import NetworkFields, PortFields
+from .types import Id, IPv4, Mac
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class NetworkCreate(Body):
-    id: Id = Field(description="network name, unique; used in topics and kernel names")
-    mode: NetworkMode = "overlay"
-    subnet: Subnet
-    gateway: IPv4 | None = Field(
-        default=None, description="defaults to the subnet's first address (not for transparent)"
-    )
-    vni: Vni | None = Field(default=None, description="overlay only; allocated when omitted")
-    mtu: Mtu | None = Field(default=None, description="defaults to 1450 (overlay) or 1500")
-    uplink: IfName | None = Field(
-        default=None, description="transparent: the host link the bridge enslaves"
-    )
-    uplinks: dict[Id, IfName] = Field(
-        default_factory=dict, description="transparent: per-host uplink, overriding `uplink`"
-    )
-    ip_range: Cidr | None = Field(
-        default=None, description="allocate endpoint addresses from this part of the subnet"
-    )
-    outbound_nat: bool = Field(
-        default=False,
-        description="overlay: endpoints reach outside through their host's uplink, masqueraded",
-    )
-    nat_exceptions: list[Cidr] = Field(
-        default_factory=list,
-        description="overlay outbound NAT: destinations not translated (the subnet never is)",
-        max_length=64,
-    )
+class NetworkCreate(NetworkFields):
+    """``POST /v1/networks``: the network's fields, defined once in
+    :class:`proto.models.NetworkFields`."""
 
 
-class PublishedPort(Body):
+class PublishedPort(PortFields):
     """A port mapping: ``host_ip:host_port`` on the endpoint's host → the endpoint's
     ``port`` (nat networks)."""
-
-    protocol: Literal["tcp", "udp"] = "tcp"
-    host_port: Port
-    port: Port
-    host_ip: IPv4 | None = Field(default=None, description="one host address; default: all")
 
 
 class PortsUpdate(Body):
@@ -78,18 +49,11 @@ class EndpointCreate(Body):
     )
 
 
-class Network(Body):
-    id: str
-    mode: str
-    subnet: str
-    gateway: str | None
-    vni: int | None
-    mtu: int
-    uplink: str | None = None
-    uplinks: dict[str, str] = Field(default_factory=dict)
-    ip_range: str | None = None
-    outbound_nat: bool = False
-    nat_exceptions: list[str] = Field(default_factory=list)
+class Network(NetworkFields):
+    """A network as the API shows it: its fields as the hosts get them (defaults filled
+    in), and what the controller knows of it."""
+
+    mtu: int  # always filled in
     generation: int
     table_generation: int
     endpoints: int

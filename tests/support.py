@@ -24,7 +24,7 @@ import pytest
 
 import proto
 from broker import mosquitto
-from controller.api import Runtime
+from controller.runtime import Runtime
 from controller.config import ControllerSettings
 from controller.daemon import build
 from proto import topics

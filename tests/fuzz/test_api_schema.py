@@ -14,7 +14,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 import proto
-from controller.api import Runtime, create_app
+from controller.api import create_app
+from controller.runtime import Runtime
 from controller.config import ControllerSettings
 from controller.daemon import build
 from proto.rest import CompartmentCreate, EndpointCreate, NetworkCreate

@@ -186,7 +186,7 @@ async def test_hostile_input_is_rejected_and_the_agent_keeps_converging(
     peer = await two_hosts_pinging(ctl, lab)
     desired = topics.host_desired(h1)
     changes = topics.network_changes("blue")
-    current = proto.decode(proto.encode(ctl.rt.controller.desired(h1)), proto.HostDesired)
+    current = proto.decode(proto.encode(ctl.rt.publication.desired(h1)), proto.HostDesired)
     old = current.model_copy(update={"generation": 1})
     other = current.model_copy(update={"host": "intruder"})
     hostile = [

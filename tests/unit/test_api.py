@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 import proto
-from controller.api import Runtime
 from controller.config import ControllerSettings
 from controller.daemon import build
+from controller.runtime import Runtime
 
 
 @pytest.fixture
@@ -195,7 +195,7 @@ async def test_published_ports_are_checked_per_host(app: tuple[Runtime, httpx.As
     web = {"host_port": 8080, "port": 80}
     r = await ep("ea", "a", "n", [web, {"protocol": "udp", "host_port": 8080, "port": 53}])
     assert r.status_code == 201 and r.json()["ports"] == ["8080:80/tcp", "8080:53/udp"]
-    doc = rt.controller.desired("h1")
+    doc = rt.publication.desired("h1")
     (local,) = doc.compartments[0].endpoints
     assert [str(p) for p in local.ports] == ["8080:80/tcp", "8080:53/udp"]
 

@@ -1,17 +1,72 @@
-"""The controller's domain logic with a real SQLite store and no broker."""
+"""The controller's domain logic with a real SQLite store and no broker: each command,
+what its commit publishes (:mod:`controller.publication`) and which host must report what
+(:mod:`controller.convergence`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import proto
+from controller import convergence
 from controller.errors import Conflict, Invalid, NotFound
-from controller.service import Controller, Publish
+from controller.publication import Publication, Publish
+from controller.service import Controller as Commands
 from controller.store import SqliteStore
 from proto import transit
 from proto.rest import CompartmentCreate, EndpointCreate, NetworkCreate, PublishedPort
+
+
+@dataclass
+class Done:
+    """A command's outcome as the runtime sees it."""
+
+    value: Any
+    publish: list[Publish]
+    dirty: set[str] = field(default_factory=set)
+    target: convergence.Target = field(default_factory=dict)
+
+
+class Controller:
+    """The service and its publication, as the runtime wires them (minus the bus): every
+    command's change goes through :meth:`Publication.of`, in order."""
+
+    COMMANDS = frozenset(
+        {
+            "host_reported",
+            "decommission_host",
+            "create_network",
+            "delete_network",
+            "create_compartment",
+            "delete_compartment",
+            "create_endpoint",
+            "set_ports",
+            "delete_endpoint",
+        }
+    )
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.commands = Commands(store)
+        self.publication = Publication(self.commands.state)
+        self.state = self.commands.state
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.COMMANDS:
+            command: Callable[..., Any] = getattr(self.commands, name)
+
+            def run(*args: Any, **kw: Any) -> Done:
+                out = command(*args, **kw)
+                batch = self.publication.of(out.change)
+                target = convergence.target_of(out.change, self.state)
+                return Done(out.value, batch.publish, batch.snapshots, target)
+
+            return run
+        return getattr(self.publication, name)
 
 
 def online(ctl: Controller, host: str, vtep: str = "198.18.0.1") -> list[Publish]:
@@ -57,7 +112,7 @@ def test_new_host_gets_an_empty_desired_document(tmp_path: Path) -> None:
 def test_network_defaults_and_validation(ctl: Controller) -> None:
     net(ctl)
     n = ctl.state.networks["blue"]
-    assert (n.gateway, n.vni, n.mtu) == ("10.1.0.1", 4096, 1450)
+    assert (n.gateway, n.vni, n.spec.mtu) == ("10.1.0.1", 4096, 1450)
     net(ctl, "red")  # VNI allocated past the one in use
     assert ctl.state.networks["red"].vni == 4097
     with pytest.raises(Conflict, match="already exists"):
@@ -69,7 +124,7 @@ def test_network_defaults_and_validation(ctl: Controller) -> None:
     with pytest.raises(Invalid, match="no VNI"):
         net(ctl, "green", mode="nat", vni=5)
     net(ctl, "local", mode="nat", subnet="172.20.0.0/16")
-    assert ctl.state.networks["local"].mtu == 1500
+    assert ctl.state.networks["local"].spec.mtu == 1500
 
 
 def test_overlapping_subnets_are_allowed_on_different_vnis(ctl: Controller) -> None:
@@ -258,9 +313,9 @@ def test_vtep_change_republishes_the_hosts_records(ctl: Controller) -> None:
 def test_snapshot_shards_and_clears_leftovers(
     ctl: Controller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import controller.service as service
+    import controller.publication as publication
 
-    monkeypatch.setattr(service, "SHARD_RECORDS", 2)
+    monkeypatch.setattr(publication, "SHARD_RECORDS", 2)
     net(ctl)
     for i in range(5):
         comp(ctl, f"c{i}", "h1")

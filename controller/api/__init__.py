@@ -1,0 +1,128 @@
+"""The northbound REST API (FastAPI; OpenAPI at ``/openapi.json``, docs at ``/docs``).
+
+One router per resource (:mod:`.hosts`, :mod:`.networks`, :mod:`.compartments`,
+:mod:`.endpoints`, :mod:`.ops`), each made for a :class:`~controller.runtime.Runtime`;
+the views of rows are in :mod:`.views`. Errors are answered here, once: a
+:class:`~controller.errors.ControllerError` by its status, a request body that does not
+validate by 422, both as ``{"error": …, "reason": …}``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from proto import __version__
+from proto import rest as schemas
+
+from ..errors import ControllerError
+from ..metrics import Metrics
+from ..runtime import Runtime
+from . import compartments, endpoints, hosts, networks, ops
+
+__all__ = ["Runtime", "create_app"]
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": schemas.ErrorBody},
+    404: {"model": schemas.ErrorBody},
+    409: {"model": schemas.ErrorBody},
+    422: {"model": schemas.ErrorBody},
+}
+
+
+class LatencyMiddleware:
+    """Request latency by method, route and status, as plain ASGI (starlette's
+    ``BaseHTTPMiddleware`` costs a task and a stream per request)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.api_latency.labels(scope["method"], path, str(status)).observe(
+                time.perf_counter() - start
+            )
+
+
+def bearer(token: str | None) -> Callable[..., Awaitable[None]]:
+    """The dependency every route has: with a ``token``, a request must carry it as
+    ``Authorization: Bearer …`` (compared in constant time); ``/healthz`` is open."""
+    scheme = HTTPBearer(auto_error=False, description="the token in the controller's token file")
+
+    # Depends in the default, not in Annotated: string annotations (PEP 563) cannot see
+    # the closure's ``scheme``
+    async def check(
+        request: Request, creds: HTTPAuthorizationCredentials | None = Depends(scheme)
+    ) -> None:
+        if token is None or request.url.path == "/healthz":
+            return
+        if creds is None:
+            raise HTTPException(401, "a bearer token is required", {"WWW-Authenticate": "Bearer"})
+        if not secrets.compare_digest(creds.credentials.encode(), token.encode()):
+            raise HTTPException(401, "the bearer token is wrong", {"WWW-Authenticate": "Bearer"})
+
+    return check
+
+
+def create_app(rt: Runtime, token: str | None = None) -> FastAPI:
+    """The REST API; with ``token``, every route but ``/healthz`` requires it."""
+    app = FastAPI(
+        title="Plexus controller",
+        version=__version__,
+        description="Desired network state of every host: networks, compartments, endpoints.",
+        responses=ERRORS,
+        dependencies=[Depends(bearer(token))] if token else [],
+    )
+
+    @app.exception_handler(ControllerError)
+    async def _domain_error(request: Request, exc: ControllerError) -> JSONResponse:
+        return JSONResponse({"error": exc.error, "reason": exc.reason}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors()[:5]:
+            loc = ".".join(str(p) for p in err.get("loc", ()))
+            parts.append(f"{loc}: {str(err.get('msg', '')).removeprefix('Value error, ')}")
+        return JSONResponse({"error": "invalid", "reason": "; ".join(parts)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
+        return JSONResponse(
+            {"error": error, "reason": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    app.add_middleware(LatencyMiddleware, metrics=rt.metrics)
+    for module in (ops, hosts, networks, compartments, endpoints):
+        app.include_router(module.router(rt))
+    return app

@@ -1,0 +1,45 @@
+"""``/v1/compartments``: one network namespace each, on one host."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from proto import rest as schemas
+
+from ..runtime import Runtime
+from . import views
+from .params import Force, Timeout, Wait
+
+
+def router(rt: Runtime) -> APIRouter:
+    r = APIRouter(prefix="/v1/compartments", tags=["compartments"])
+    ctl = rt.controller
+    state = ctl.state
+
+    @r.post("", status_code=201, response_model=schemas.Compartment)
+    async def create_compartment(
+        body: schemas.CompartmentCreate, wait: Wait = False, timeout: Timeout = 10.0
+    ) -> dict[str, Any]:
+        out = ctl.create_compartment(body)
+        conv = await rt.commit(out, wait, timeout)
+        return views.compartment(state, out.value, conv)
+
+    @r.get("", response_model=list[schemas.Compartment])
+    async def list_compartments(host: str | None = None) -> list[dict[str, Any]]:
+        rows = sorted(state.compartments.values(), key=lambda c: c.id)
+        return [views.compartment(state, c) for c in rows if host is None or c.host == host]
+
+    @r.get("/{comp_id}", response_model=schemas.Compartment)
+    async def show_compartment(comp_id: str) -> dict[str, Any]:
+        return views.compartment(state, ctl.compartment(comp_id))
+
+    @r.delete("/{comp_id}", response_model=schemas.Deleted)
+    async def delete_compartment(
+        comp_id: str, force: Force = False, wait: Wait = False, timeout: Timeout = 10.0
+    ) -> dict[str, Any]:
+        conv = await rt.commit(ctl.delete_compartment(comp_id, force=force), wait, timeout)
+        return {"id": comp_id, "deleted": True, "convergence": conv}
+
+    return r

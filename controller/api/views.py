@@ -1,0 +1,58 @@
+"""Rows as the REST API shows them (:mod:`proto.rest`'s response bodies), built from
+the rows and their models, not from field lists written out again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proto.rest import Convergence
+
+from ..convergence import behind
+from ..state import CompartmentRow, EndpointRow, HostRow, NetworkRow, State
+
+#: wire-only fields of a spec, not part of its REST view
+_WIRE = {"v", "kind"}
+
+
+def network(state: State, n: NetworkRow, conv: Convergence | None = None) -> dict[str, Any]:
+    return {
+        **n.spec.model_dump(exclude=_WIRE),
+        "table_generation": n.table_gen,
+        "endpoints": len(state.by_network.get(n.id, {})),
+        "hosts": sorted(state.participants(n.id)),
+        "convergence": conv,
+    }
+
+
+def compartment(state: State, c: CompartmentRow, conv: Convergence | None = None) -> dict[str, Any]:
+    eps = sorted(state.by_compartment.get(c.id, {}).values(), key=lambda e: e.index)
+    return {"id": c.id, "host": c.host, "endpoints": [e.id for e in eps], "convergence": conv}
+
+
+def endpoint(state: State, e: EndpointRow, conv: Convergence | None = None) -> dict[str, Any]:
+    local = e.local(state.networks[e.network].spec.prefixlen)
+    return {
+        **local.model_dump(include={"id", "network", "ip", "prefixlen", "mac", "default_route"}),
+        "compartment": e.compartment,
+        "host": e.host,
+        "interface": f"eth{e.index}",
+        "ports": [str(p) for p in local.ports],
+        "generation": e.gen,
+        "convergence": conv,
+    }
+
+
+def host(state: State, h: HostRow) -> dict[str, Any]:
+    return {
+        "id": h.id,
+        "state": h.state,
+        "version": h.version,
+        "vtep": h.vtep,
+        "desired_generation": h.desired_gen,
+        "applied_generation": h.applied_desired,
+        "applied_networks": h.applied_networks,
+        "in_sync": h.state == "online" and not behind(state, h),
+        "errors": list(h.errors),
+        "last_seen": h.last_seen,
+        "compartments": len(state.comps_by_host.get(h.id, {})),
+    }

@@ -1,0 +1,360 @@
+"""What the broker must hold, derived in one place from what the store holds.
+
+:meth:`Publication.of` turns a committed change (:class:`~controller.state.Applied`)
+into the publishes it needs — O(1) of them for an endpoint — and the networks whose
+snapshot must be refreshed; :meth:`Publication.reconcile` compares the broker's
+retained state with the store after a (re)connect; :meth:`Publication.snapshot`
+refreshes a network's snapshot. The caches that make these cheap (record encodings,
+hosts' desired documents in parts, network spec encodings, snapshot shard counts) are
+all here, and only here. It reads the state; it never changes it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import proto
+from proto import topics
+
+from .state import Applied, EndpointRow, NetworkRow, State
+
+#: records per snapshot shard (~80 bytes each: a shard stays far below MAX_PAYLOAD)
+SHARD_RECORDS = 2000
+
+
+class Publish:
+    """One MQTT publish. A lazy one (``build``) makes its payload when first asked for
+    it: a host's desired document is built when the bus sends it, from the state as it
+    is then, so that many changes of one host in quick succession cost one document."""
+
+    __slots__ = ("_build", "_payload", "retain", "topic")
+
+    def __init__(
+        self,
+        topic: str,
+        payload: bytes | None,
+        retain: bool,
+        build: Callable[[], bytes] | None = None,
+    ) -> None:
+        if payload is None and build is None:
+            raise ValueError("a publish needs a payload or a way to build it")
+        self.topic = topic
+        self.retain = retain
+        self._payload = payload
+        self._build = build
+
+    @property
+    def lazy(self) -> bool:
+        return self._payload is None
+
+    @property
+    def payload(self) -> bytes:
+        if self._payload is None:
+            assert self._build is not None
+            self._payload = self._build()
+        return self._payload
+
+    def __repr__(self) -> str:
+        size = "lazy" if self._payload is None else len(self._payload)
+        return f"Publish({self.topic!r}, {size}, retain={self.retain})"
+
+
+@dataclass
+class Batch:
+    """What one committed change needs: publishes in order, and the networks whose
+    snapshot is to be refreshed (coalesced by the bus)."""
+
+    publish: list[Publish] = field(default_factory=list)
+    snapshots: set[str] = field(default_factory=set)
+
+
+Part = tuple[proto.Compartment, bytes, frozenset[str]]
+
+
+@dataclass
+class HostDoc:
+    """One host's desired document in parts: each compartment's model, its msgpack
+    encoding and the networks it uses, in compartment id order."""
+
+    parts: dict[str, Part] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    networks: Counter[str] = field(default_factory=Counter)
+
+    def put(self, cid: str, part: Part) -> None:
+        self.drop(cid)
+        self.parts[cid] = part
+        bisect.insort(self.order, cid)
+        self.networks.update(part[2])
+
+    def drop(self, cid: str) -> None:
+        part = self.parts.pop(cid, None)
+        if part is not None:
+            del self.order[bisect.bisect_left(self.order, cid)]
+            self.networks.subtract(part[2])
+
+
+class Publication:
+    """The broker's side of the state. Not thread-safe: call from one event loop."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        #: shards of each network's snapshot currently retained at the broker
+        self.shards: dict[str, int] = {}
+        #: endpoint id → (gen, VTEP, its record, the record's msgpack encoding)
+        self._records: dict[str, tuple[int, str | None, proto.EndpointRecord, bytes]] = {}
+        #: each host's desired document in parts (see :class:`HostDoc`); a change marks
+        #: the compartments it touched stale, and only those are built again
+        self._docs: dict[str, HostDoc] = {}
+        self._stale: set[str] = set()
+        self._placed: dict[str, str] = {}  # compartment -> the host whose document has it
+        self._specs: dict[str, tuple[NetworkRow, bytes]] = {}
+
+    # -- a committed change ------------------------------------------------------------
+
+    def of(self, change: Applied) -> Batch:
+        """The publishes ``change`` needs, in this order: network specs (and the first
+        snapshot of a new network), table changes, desired documents (lazy), and the
+        clearing of what was deleted."""
+        st = self.state
+        self._mark_stale(change)
+        out = Batch()
+        clears: list[Publish] = []
+        for net_id, (old_net, new_net) in change.networks.items():
+            if new_net is None:
+                clears.append(Publish(topics.network(net_id), b"", True))
+                for i in range(self.shards.pop(net_id, 1)):
+                    clears.append(Publish(topics.network_snapshot(net_id, i), b"", True))
+                self._specs.pop(net_id, None)
+            elif old_net is None or old_net.spec != new_net.spec:
+                out.publish.append(self.network_publish(new_net))
+                if old_net is None:
+                    out.publish.extend(self.snapshot(net_id))
+        for ident, (old_ep, new_ep) in change.endpoints.items():
+            if new_ep is None and old_ep is not None:
+                self._records.pop(ident, None)
+        out.publish.extend(self._changes(change, out.snapshots))
+        for host_id, (old_host, new_host) in sorted(change.hosts.items()):
+            if new_host is None:
+                self._docs.pop(host_id, None)  # a decommissioned host's document goes
+                clears.append(Publish(topics.host_desired(host_id), b"", True))
+                clears.append(Publish(topics.host_status(host_id), b"", True))
+            elif old_host is None or old_host.desired_gen != new_host.desired_gen:
+                out.publish.append(self.desired_later(host_id))
+        out.publish.extend(clears)
+        assert all(n in st.networks for n in out.snapshots)
+        return out
+
+    def _changes(self, change: Applied, dirty: set[str]) -> Iterable[Publish]:
+        """One :class:`proto.NetworkChange` per network whose table generation the
+        change raised: its endpoints written at that generation, and those deleted."""
+        for net_id, (old_net, new_net) in sorted(change.networks.items()):
+            if old_net is None or new_net is None or new_net.table_gen <= old_net.table_gen:
+                continue
+            gen = new_net.table_gen
+            upserts = []
+            deletes = []
+            for ident, (old_ep, new_ep) in change.endpoints.items():
+                if new_ep is not None and new_ep.network == net_id and new_ep.gen == gen:
+                    upserts.append(self.record(new_ep))
+                elif new_ep is None and old_ep is not None and old_ep.network == net_id:
+                    deletes.append(ident)
+            msg = proto.NetworkChange(
+                network=net_id,
+                generation=gen,
+                upserts=tuple(upserts),
+                deletes=tuple(sorted(deletes)),
+            )
+            dirty.add(net_id)
+            yield Publish(topics.network_changes(net_id), proto.encode(msg), False)
+
+    def _mark_stale(self, change: Applied) -> None:
+        """Compartments whose part of their host's desired document ``change`` changed."""
+        stale = self._stale
+        stale.update(change.compartments)
+        for old_ep, new_ep in change.endpoints.values():
+            for ep in (old_ep, new_ep):
+                if ep is not None:
+                    stale.add(ep.compartment)
+        for old_net, new_net in change.networks.values():
+            if old_net is not None and new_net is not None and old_net.subnet != new_net.subnet:
+                # prefix lengths change
+                eps = self.state.by_network.get(new_net.id, {}).values()
+                stale.update(ep.compartment for ep in eps)
+
+    # -- endpoint records --------------------------------------------------------------
+
+    def _record(self, ep: EndpointRow) -> tuple[int, str | None, proto.EndpointRecord, bytes]:
+        host = self.state.hosts.get(ep.host)
+        vtep = host.vtep if host else None
+        cached = self._records.get(ep.id)
+        if cached is None or cached[0] != ep.gen or cached[1] != vtep:
+            rec = ep.record(vtep)
+            cached = self._records[ep.id] = (ep.gen, vtep, rec, proto.encode(rec))
+        return cached
+
+    def record(self, ep: EndpointRow) -> proto.EndpointRecord:
+        return self._record(ep)[2]
+
+    def record_frame(self, ep: EndpointRow) -> bytes:
+        """The record's encoding, cached with it: a snapshot of 20,000 records is
+        assembled, not validated and encoded again after every change."""
+        return self._record(ep)[3]
+
+    # -- networks ----------------------------------------------------------------------
+
+    def _spec(self, net: NetworkRow) -> tuple[proto.NetworkSpec, bytes]:
+        cached = self._specs.get(net.id)
+        if cached is None or cached[0].spec != net.spec:
+            cached = self._specs[net.id] = (net, proto.encode(net.spec))
+        return cached[0].spec, cached[1]
+
+    def network_publish(self, net: NetworkRow) -> Publish:
+        return Publish(topics.network(net.id), self._spec(net)[1], True)
+
+    def snapshot(self, net_id: str) -> list[Publish]:
+        """Every shard of the network's table at its current generation, and empty
+        retained messages for shards left over from a larger table (nothing for a
+        network that is gone)."""
+        net = self.state.networks.get(net_id)
+        if net is None:
+            return []
+        eps = sorted(self.state.by_network.get(net_id, {}).values(), key=lambda e: e.id)
+        frames = [self.record_frame(ep) for ep in eps]
+        count = max(1, -(-len(frames) // SHARD_RECORDS))
+        out = []
+        for i in range(count):
+            head = proto.NetworkSnapshot(
+                network=net_id, generation=net.table_gen, shard=i, shards=count
+            )
+            part = frames[i * SHARD_RECORDS : (i + 1) * SHARD_RECORDS]
+            frame = proto.pack_parts(head.model_dump(mode="json"), {"records": part})
+            out.append(Publish(topics.network_snapshot(net_id, i), frame, True))
+        for i in range(count, self.shards.get(net_id, count)):
+            out.append(Publish(topics.network_snapshot(net_id, i), b"", True))
+        self.shards[net_id] = count
+        return out
+
+    # -- hosts' desired documents ------------------------------------------------------
+
+    def _desired_parts(
+        self, host: str
+    ) -> tuple[list[tuple[proto.NetworkSpec, bytes]], list[tuple[proto.Compartment, bytes]]]:
+        """The host's network specs and compartments, each with its msgpack encoding:
+        O(compartments changed since the last call), not O(the host's compartments)."""
+        self._refresh()
+        doc = self._docs.get(host)
+        if doc is None:
+            doc = self._docs[host] = HostDoc()
+            for cid in self.state.comps_by_host.get(host, {}):
+                doc.put(cid, self._compartment_part(cid))
+                self._placed[cid] = host
+        comps = [doc.parts[cid][:2] for cid in doc.order]
+        nets = sorted(n for n, count in doc.networks.items() if count > 0)
+        return [self._spec(self.state.networks[n]) for n in nets], comps
+
+    def _refresh(self) -> None:
+        """Rebuild the stale compartments in the documents built so far."""
+        stale, self._stale = self._stale, set()
+        for cid in stale:
+            was = self._placed.pop(cid, None)
+            if was in self._docs:
+                self._docs[was].drop(cid)
+            comp = self.state.compartments.get(cid)
+            if comp is not None and comp.host in self._docs:
+                self._docs[comp.host].put(cid, self._compartment_part(cid))
+                self._placed[cid] = comp.host
+
+    def _compartment_part(self, cid: str) -> Part:
+        eps = sorted(self.state.by_compartment.get(cid, {}).values(), key=lambda e: e.index)
+        local = [ep.local(self.state.networks[ep.network].spec.prefixlen) for ep in eps]
+        doc = proto.Compartment(id=cid, endpoints=tuple(local))
+        return doc, proto.encode(doc), frozenset(ep.network for ep in eps)
+
+    def desired(self, host: str) -> proto.HostDesired:
+        """The host-local desired document, built from the state (consistent by
+        construction: its parts are validated models, not validated again)."""
+        specs, comps = self._desired_parts(host)
+        return proto.HostDesired.model_construct(
+            host=host,
+            generation=self.state.hosts[host].desired_gen,
+            networks=tuple(s for s, _ in specs),
+            compartments=tuple(c for c, _ in comps),
+        )
+
+    def desired_later(self, host: str) -> Publish:
+        """The host's desired document, built when the bus sends it (see :class:`Publish`)."""
+        return Publish(topics.host_desired(host), None, True, lambda: self._desired_frame(host))
+
+    def desired_publish(self, host: str) -> Publish:
+        return Publish(topics.host_desired(host), self._desired_frame(host), True)
+
+    def _desired_frame(self, host: str) -> bytes:
+        """The desired document's frame, assembled from the cached encodings of its parts."""
+        specs, comps = self._desired_parts(host)
+        head = proto.HostDesired(host=host, generation=self.state.hosts[host].desired_gen)
+        return proto.pack_parts(
+            head.model_dump(mode="json"),
+            {"networks": [b for _, b in specs], "compartments": [b for _, b in comps]},
+        )
+
+    # -- after a (re)connect -----------------------------------------------------------
+
+    def reconcile(self, retained: dict[str, bytes]) -> list[Publish]:
+        """What to publish so that the broker's retained state equals the store's."""
+        state = self.state
+        out: list[Publish] = []
+        wanted: set[str] = set()
+        for host in sorted(state.hosts):
+            topic = topics.host_desired(host)
+            wanted.add(topic)
+            have = _generation(retained.get(topic), proto.HostDesired)
+            if have != state.hosts[host].desired_gen:
+                out.append(self.desired_publish(host))
+        for net_id in sorted(state.networks):
+            net = state.networks[net_id]
+            topic = topics.network(net_id)
+            wanted.add(topic)
+            if _generation(retained.get(topic), proto.NetworkSpec) != net.generation:
+                out.append(self.network_publish(net))
+            prefix = topics.network(net_id) + "/snapshot/"
+            shards = {t: p for t, p in retained.items() if t.startswith(prefix)}
+            self.shards[net_id] = len(shards) or 1
+            snaps = [_snapshot(p) for p in shards.values()]
+            fresh = (
+                bool(snaps)
+                and all(s is not None and s.generation == net.table_gen for s in snaps)
+                and all(s is not None and s.shards == len(snaps) for s in snaps)
+            )
+            if fresh:  # every shard at the current generation: nothing to rebuild
+                wanted.update(shards)
+            else:
+                publishes = self.snapshot(net_id)
+                wanted.update(p.topic for p in publishes if p.payload)
+                out.extend(publishes)
+        planned = {p.topic for p in out}
+        for topic in sorted(retained):
+            if topic not in wanted and topic not in planned and retained[topic]:
+                out.append(Publish(topic, b"", True))
+        return out
+
+
+def _generation(
+    payload: bytes | None, kind: type[proto.HostDesired] | type[proto.NetworkSpec]
+) -> int | None:
+    if not payload:
+        return None
+    with contextlib.suppress(proto.WireError):
+        return proto.decode(payload, kind).generation
+    return None
+
+
+def _snapshot(payload: bytes) -> proto.NetworkSnapshot | None:
+    if not payload:
+        return None
+    with contextlib.suppress(proto.WireError):
+        return proto.decode(payload, proto.NetworkSnapshot)
+    return None

@@ -1,0 +1,83 @@
+"""The controller's parts, wired so that data flows one way.
+
+A write: API → :class:`~controller.service.Controller` (validate, commit: an
+:class:`~controller.state.Applied` change) → :class:`~controller.publication.Publication`
+(what the broker must get) → :class:`~controller.bus.Bus` (sends it); the
+:class:`~controller.convergence.Tracker` then answers ``wait=true`` from the hosts'
+reports. A report: bus → :meth:`Runtime.on_status` → the service → the same path. No part
+calls back into the one before it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+import proto
+from proto.mqtt import Connect
+from proto.rest import Convergence
+
+from .bus import Bus
+from .convergence import Target, Tracker, target_of
+from .metrics import Metrics
+from .publication import Publication
+from .service import Controller, Outcome
+
+log = structlog.get_logger("plexus.controller")
+
+
+class Runtime:
+    def __init__(
+        self,
+        controller: Controller,
+        connect: Connect,
+        metrics: Metrics,
+        *,
+        snapshot_interval: float = 0.1,
+        broker: str = "",
+    ) -> None:
+        self.controller = controller
+        self.metrics = metrics
+        self.publication = Publication(controller.state)
+        self.tracker = Tracker(controller.state)
+        self.bus = Bus(
+            connect,
+            self.publication,
+            metrics,
+            on_status=self.on_status,
+            known_host=controller.state.hosts.__contains__,
+            snapshot_interval=snapshot_interval,
+            broker=broker,
+        )
+
+    def publish(self, outcome: Outcome[Any]) -> Target:
+        """Hand what a committed change needs to the bus; returns which host must report
+        which generation for it."""
+        change = outcome.change
+        self.bus.submit(self.publication.of(change))
+        return target_of(change, self.controller.state)
+
+    async def commit(self, outcome: Outcome[Any], wait: bool, timeout: float) -> Convergence | None:
+        """Publish a committed change; with ``wait``, until every affected online host
+        applied it or ``timeout`` seconds passed."""
+        target = self.publish(outcome)
+        if not wait:
+            return None
+        result = await self.tracker.wait(target, timeout)
+        self.metrics.waits.labels("converged" if result.converged else "timeout").inc()
+        return result
+
+    def on_status(self, status: proto.HostStatus) -> None:
+        """Fold a host's report in (from the bus), publish what it changed, wake waits."""
+        was = self.controller.state.hosts.get(status.host)
+        self.publish(self.controller.host_reported(status))
+        if was is None or was.state != status.state:
+            log.info(
+                "host_state",
+                host=status.host,
+                state=status.state,
+                vtep=status.vtep,
+                version=status.version,
+            )
+        self.tracker.notify(status.host)
