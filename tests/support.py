@@ -24,9 +24,9 @@ import pytest
 
 import proto
 from broker import mosquitto
-from controller.runtime import Runtime
 from controller.config import ControllerSettings
 from controller.daemon import build
+from controller.runtime import Runtime
 from proto import topics
 from proto.mqtt import BrokerURL, cancel_and_wait, client
 

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, settings
 
 import proto
 from controller.api import create_app
-from controller.runtime import Runtime
 from controller.config import ControllerSettings
 from controller.daemon import build
+from controller.runtime import Runtime
 from proto.rest import CompartmentCreate, EndpointCreate, NetworkCreate
 
 pytestmark = pytest.mark.fuzz
