@@ -27,7 +27,7 @@ from tests.support import LogWatch
 pytestmark = pytest.mark.kernel
 
 PER_TOPIC = 10_000
-GOLDEN = [p.read_bytes() for p in sorted((Path(__file__).parents[1] / "golden").glob("*"))]
+GOLDEN = [p.read_bytes() for p in sorted((Path(__file__).parents[1] / "golden").glob("*.msgpack"))]
 
 
 def rss_mib(pid: int) -> float:
