@@ -22,7 +22,8 @@ from proto import names, topics
 
 from .conflicts import conflicts
 from .desired import Overlay, desired_state
-from .kernel import Kernel, KernelError
+from .errors import KernelError
+from .kernel import Kernel
 from .model import Fdb
 from .plan import Entries, plan
 from .tables import Table

@@ -222,18 +222,14 @@ def install_stop_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) 
 
 
 async def resolve_vtep(settings: AgentSettings) -> str | None:
+    """The VTEP address: as configured, or read from the VTEP interface (raises
+    :class:`~agents.errors.VtepUnresolved`)."""
     if settings.vtep_address:
         return settings.vtep_address
     if settings.vtep_interface:
-        from pyroute2 import AsyncIPRoute
+        from .kernel.read import ipv4_address
 
-        async with AsyncIPRoute() as ipr:
-            found = await ipr.link_lookup(ifname=settings.vtep_interface)
-            if not found:
-                raise ValueError(f"VTEP interface {settings.vtep_interface!r} does not exist")
-            async for a in await ipr.addr("dump", index=found[0], family=2):
-                return str(a.get("address"))
-        raise ValueError(f"VTEP interface {settings.vtep_interface!r} has no IPv4 address")
+        return await ipv4_address(settings.vtep_interface)
     return None
 
 
