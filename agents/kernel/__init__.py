@@ -28,7 +28,8 @@ class Kernel(Protocol):
         """The Plexus-owned objects of this host, as they are now. ``full=False`` lets a
         driver answer from its view: its last full read with its own successful
         actions since applied to it (a pass woken by a message then costs O(change),
-        not O(host); periodic passes read in full and repair drift)."""
+        not O(host); periodic passes read in full and repair drift). Raises
+        :class:`KernelError`."""
         ...
 
     async def apply(self, action: Action) -> None:

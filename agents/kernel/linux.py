@@ -120,12 +120,20 @@ class LinuxKernel:
     async def read(self, full: bool = True) -> HostState:
         """With ``full=False``, the driver's view (no kernel call): the state of its last
         full read plus what its own actions since did. The state returned is the view:
-        the caller must not change it, and it changes as actions are applied."""
+        the caller must not change it, and it changes as actions are applied. A read
+        that fails raises :class:`~agents.errors.KernelError` (the netlink and OS
+        errors a namespace's or the entries' read did not already translate)."""
         if not full and self._view is not None:
             return self._view
         self._view = None
-        self._view = await read_state(await self._root(), self.prefix, self._in, self._batch)
-        return self._view
+        try:
+            state = await read_state(await self._root(), self.prefix, self._in, self._batch)
+        except NetlinkError as e:
+            raise KernelError("read", self.host, e.code, str(e)) from None
+        except OSError as e:
+            raise KernelError("read", self.host, e.errno or 0, str(e)) from None
+        self._view = state
+        return state
 
     # -- apply -------------------------------------------------------------------------
 
