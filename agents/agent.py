@@ -18,13 +18,13 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as MetricCounter
 
 import proto
-from proto import names, topics
+from proto import topics
 
 from .conflicts import conflicts
-from .desired import Overlay, desired_state
-from .kernel import Kernel, KernelError
-from .model import Fdb
-from .plan import Entries, plan
+from .desired import Changes, desired_state
+from .errors import KernelError
+from .kernel import Kernel
+from .plan import plan
 from .tables import Table
 
 log = structlog.get_logger("plexus.agent")
@@ -118,14 +118,19 @@ class Agent:
     dirty: bool = True
     #: after each pass on the driver's view, check it against a full read (tests)
     verify_view: bool = False
-    #: each followed network's remote entries, kept current by its table's changes
-    overlays: dict[str, Overlay] = field(default_factory=dict)
-    #: the last pass was complete and clean: the kernel then held the desired remote
-    #: entries, and the next pass on the view need diff only those changed since
-    settled: bool = False
+    #: what changed since the last clean pass (the tables report to it)
+    changes: Changes = field(init=False)
     #: payload → model (a simulator of many agents in one process passes a decoder
     #: that shares the decoded, frozen models between them)
     decode: Decoder = proto.decode
+
+    def __post_init__(self) -> None:
+        self.changes = Changes(self.host)
+
+    @property
+    def settled(self) -> bool:
+        """The last pass was complete and clean (see :attr:`Changes.settled`)."""
+        return self.changes.settled
 
     # -- wire --------------------------------------------------------------------------
 
@@ -167,8 +172,8 @@ class Agent:
             for net in list(self.tables):
                 if net not in follow:
                     del self.tables[net]
-            for net in follow:
-                self.tables.setdefault(net, Table(net))
+            for net in sorted(follow - self.tables.keys()):
+                self.tables[net] = self.changes.table(net)
             self.dirty = True
             return None
         if t.kind in ("network_snapshot", "network_changes"):
@@ -195,6 +200,35 @@ class Agent:
             return None
         return self._reject("unexpected_topic", topic, t.kind)
 
+    def on_session(self) -> None:
+        """A new broker session: changes may have been missed while there was none, so
+        every table is checked against a snapshot again."""
+        for table in self.tables.values():
+            table.mark_unverified()
+
+    def on_dropped(self) -> None:
+        """The receive queue refused a message, which may have been a change: counted,
+        and every table is checked against a snapshot again."""
+        self.metrics.dropped.inc()
+        for table in self.tables.values():
+            table.mark_unverified()
+
+    def on_live(self, topic: str) -> None:
+        """A message published while subscribed arrived on ``topic`` (not the retained
+        copy the broker sends at subscription time, which may predate a change
+        published just before the subscription). A snapshot then makes its table
+        current as of a refresh that came after its changes were followed, so it may
+        leave the snapshot topic (see :attr:`Table.synced`)."""
+        if "/snapshot/" not in topic:
+            return
+        try:
+            net = topics.parse(topic).network
+        except proto.WireError:
+            return
+        table = self.tables.get(net or "")
+        if table is not None:
+            table.mark_verified()
+
     def _reject(self, reason: str, topic: str, detail: str) -> str:
         self.metrics.rejected.labels(reason).inc()
         log.warning("message_rejected", host=self.host, topic=topic, reason=reason, detail=detail)
@@ -217,18 +251,15 @@ class Agent:
             return PassResult(0, [], 0.0, False)
         doc, complete = self.doc, self.complete
         gens = {n: t.generation for n, t in self.tables.items() if t.complete}
-        records = {n: t.records for n, t in self.tables.items()}
         errors: list[str] = []
         actions = []
         try:
             actual = await self.kernel.read(full)
             if full:
                 self.metrics.rule_counters(actual.counters)
-            overlays, entries = self._overlays()
-            want = desired_state(self.host, doc, records, self.vtep, self.allowed_uplinks, overlays)
-            if full or not self.settled:
-                entries = None
-            actions = plan(want, actual, complete=complete, entries=entries)
+            remote = self.changes.remote(self.tables, self.vtep)
+            want = desired_state(self.host, doc, remote, self.vtep, self.allowed_uplinks)
+            actions = plan(want, actual, complete=complete, entries=self.changes.scope(full))
             for refusal in want.refused:
                 self.metrics.rejected.labels("not_owned").inc()
                 log.warning("desired_refused", host=self.host, detail=refusal)
@@ -258,7 +289,7 @@ class Agent:
         for kind, n in done.items():
             if n:
                 self.metrics.actions.labels(kind.__name__).inc(n)
-        self.settled = complete and not errors
+        self.changes.passed(complete and not errors)
         if not errors:
             self.applied_desired = doc.generation
             self.applied_networks = gens
@@ -278,34 +309,6 @@ class Agent:
             desired_generation=doc.generation,
         )
         return PassResult(len(actions), errors, duration, complete)
-
-    def _overlays(self) -> tuple[dict[str, Overlay], Entries | None]:
-        """Bring each network's remote entries up to date with its table: by the records
-        that changed, or in full after a snapshot replaced the table. Also returns the
-        entries changed since the last pass (None: the overlays were rebuilt, made or
-        dropped, so any may have)."""
-        overlays: dict[str, Overlay] = {}
-        fdb: set[Fdb] = set()
-        neigh: set[tuple[str, str]] = set()
-        exact = set(self.overlays) == {n for n in self.tables if self.vtep is not None}
-        for net, table in self.tables.items():
-            touched = table.take_touched()
-            if self.vtep is None:
-                continue
-            key = (self.host, names.vxlan(net), self.vtep)
-            ov = self.overlays.get(net)
-            if ov is None or ov.key != key or touched is None:
-                ov = Overlay(*key)
-                ov.build(table.records)
-                exact = False
-            else:
-                ov.update(table.records, touched)
-            changed_fdb, changed_neigh = ov.take_dirty()
-            fdb |= changed_fdb
-            neigh |= changed_neigh
-            overlays[net] = ov
-        self.overlays = overlays
-        return overlays, Entries(frozenset(fdb), frozenset(neigh)) if exact else None
 
     async def _verify_view(self) -> None:
         """Compare the driver's view with a full read of the kernel; log a difference."""

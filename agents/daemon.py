@@ -5,6 +5,12 @@ to the tables of the networks it names, fold messages in, publish status; reconn
 with :class:`proto.backoff.Backoff`) and ``agent-reconciler`` (a pass whenever something
 arrived, every ``resync_interval`` to repair drift, and with backoff after errors).
 With the broker gone the dataplane stays as it is (fail static).
+
+The daemon talks to the broker through the seam of :mod:`proto.mqtt` (a
+:class:`~proto.mqtt.Connect`): :func:`serve` passes the real one, tests an in-memory
+broker's (:class:`proto.membroker.MemoryBroker`). It tells the agent what happened to
+the session (:meth:`Agent.on_session`, :meth:`Agent.on_dropped`,
+:meth:`Agent.on_live`) and never touches the tables itself.
 """
 
 from __future__ import annotations
@@ -15,13 +21,13 @@ import random
 import time
 from typing import Literal
 
-import aiomqtt
 import structlog
 
 import proto
 from proto import logs, topics
 from proto.backoff import Backoff
-from proto.mqtt import BrokerURL, cancel_and_wait, client
+from proto.errors import BrokerUnavailable
+from proto.mqtt import Connect, Session, Will, cancel_and_wait, connector
 from proto.signals import on_signals
 
 from .agent import Agent
@@ -32,12 +38,12 @@ log = structlog.get_logger("plexus.agent")
 
 
 class AgentDaemon:
-    def __init__(self, agent: Agent, broker: BrokerURL, resync_interval: float = 30.0) -> None:
+    def __init__(self, agent: Agent, connect: Connect, resync_interval: float = 30.0) -> None:
         self.agent = agent
-        self.broker = broker
+        self.connect = connect
         self.resync_interval = resync_interval
         self.wake = asyncio.Event()
-        self._mqtt: aiomqtt.Client | None = None
+        self._mqtt: Session | None = None
         self._following: set[str] = set()
         #: networks whose snapshot topic is subscribed: only while a table is behind
         self._snapshots: set[str] = set()
@@ -86,8 +92,8 @@ class AgentDaemon:
                 topics.host_status(self.agent.host), proto.encode(st), qos=1, retain=True
             )
             self._last_status = key
-        except aiomqtt.MqttError as e:
-            log.warning("status_publish_failed", error=str(e))
+        except BrokerUnavailable as e:
+            log.warning("status_publish_failed", error=e.reason)
 
     async def publish_event(
         self,
@@ -105,7 +111,7 @@ class AgentDaemon:
             detail=detail[:1024],
             time=time.time(),
         )
-        with contextlib.suppress(aiomqtt.MqttError):
+        with contextlib.suppress(BrokerUnavailable):
             await mqtt.publish(topics.host_events(self.agent.host), proto.encode(msg), qos=0)
 
     # -- MQTT session ------------------------------------------------------------------
@@ -113,65 +119,36 @@ class AgentDaemon:
     async def session(self) -> None:
         backoff = Backoff()
         host = self.agent.host
-        will = aiomqtt.Will(
-            topics.host_status(host), proto.encode(self.agent.status("offline")), qos=1, retain=True
-        )
+        will = Will(topics.host_status(host), proto.encode(self.agent.status("offline")))
         while True:
             try:
-                async with client(
-                    self.broker,
-                    f"plexus-agent-{host}",
-                    will=will,
-                    on_drop=self._dropped,
+                async with self.connect(
+                    f"plexus-agent-{host}", will=will, on_drop=self.agent.on_dropped
                 ) as mqtt:
                     backoff.reset()
-                    log.info("broker_connected", host=host, broker=str(self.broker))
+                    log.info("broker_connected", host=host)
                     self._following = set()
-                    self._snapshots = set()  # a new session: every table is checked
-                    for table in self.agent.tables.values():
-                        table.snapshot_seen = False
+                    self._snapshots = set()
+                    self.agent.on_session()
                     await mqtt.subscribe(topics.host_desired(host), qos=1)
                     self._mqtt = mqtt
                     await self.publish_status(force=True)
-                    async for msg in mqtt.messages:
-                        payload = msg.payload if isinstance(msg.payload, bytes) else b""
-                        self.agent.on_message(str(msg.topic), payload)
+                    async for msg in mqtt.messages():
+                        self.agent.on_message(msg.topic, msg.payload)
                         if not msg.retain:
-                            self._live(str(msg.topic))
+                            self.agent.on_live(msg.topic)
                         await self._follow(mqtt)
                         if self.agent.dirty:
                             self.wake.set()
-            except aiomqtt.MqttError as e:
-                log.warning("broker_disconnected", host=host, error=str(e))
+            except BrokerUnavailable as e:
+                log.warning("broker_disconnected", host=host, error=e.reason)
             except Exception:
                 log.exception("session_failed", host=host)
             finally:
                 self._mqtt = None
             await asyncio.sleep(backoff.next())
 
-    def _live(self, topic: str) -> None:
-        """A snapshot published while subscribed (the broker marks the retained copy
-        sent at subscription time, which may predate a change published just before
-        the subscription): the table is current as of a refresh that came after its
-        changes were followed, so it may leave the snapshot topic."""
-        if "/snapshot/" not in topic:
-            return
-        try:
-            net = topics.parse(topic).network
-        except proto.WireError:
-            return
-        table = self.agent.tables.get(net or "")
-        if table is not None:
-            table.snapshot_seen = True
-
-    def _dropped(self) -> None:
-        """A message the bounded queue refused may have been a change: every table is
-        checked against its snapshot again."""
-        self.agent.metrics.dropped.inc()
-        for table in self.agent.tables.values():
-            table.snapshot_seen = False
-
-    async def _follow(self, mqtt: aiomqtt.Client) -> None:
+    async def _follow(self, mqtt: Session) -> None:
         """Changes of every network followed; its snapshot only while its table is
         behind or unchecked (after a (re)connect or a drop): the retained snapshot comes
         with the subscription, and its refreshes after each change (the whole table)
@@ -187,7 +164,7 @@ class AgentDaemon:
             need = net in want and (table is None or not table.synced)
             if need and net not in self._snapshots:
                 if table is not None:
-                    table.snapshot_seen = False
+                    table.mark_unverified()
                 await mqtt.subscribe(topics.network_snapshots(net), qos=1)
                 self._snapshots.add(net)
             elif not need and net in self._snapshots:
@@ -198,7 +175,7 @@ class AgentDaemon:
         """Clean stop: report offline ourselves (the Last Will is for crashes)."""
         mqtt = self._mqtt
         if mqtt is not None:
-            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            with contextlib.suppress(BrokerUnavailable, TimeoutError):
                 async with asyncio.timeout(2):
                     await mqtt.publish(
                         topics.host_status(self.agent.host),
@@ -222,18 +199,14 @@ def install_stop_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) 
 
 
 async def resolve_vtep(settings: AgentSettings) -> str | None:
+    """The VTEP address: as configured, or read from the VTEP interface (raises
+    :class:`~agents.errors.VtepUnresolved`)."""
     if settings.vtep_address:
         return settings.vtep_address
     if settings.vtep_interface:
-        from pyroute2 import AsyncIPRoute
+        from .kernel.read import ipv4_address
 
-        async with AsyncIPRoute() as ipr:
-            found = await ipr.link_lookup(ifname=settings.vtep_interface)
-            if not found:
-                raise ValueError(f"VTEP interface {settings.vtep_interface!r} does not exist")
-            async for a in await ipr.addr("dump", index=found[0], family=2):
-                return str(a.get("address"))
-        raise ValueError(f"VTEP interface {settings.vtep_interface!r} has no IPv4 address")
+        return await ipv4_address(settings.vtep_interface)
     return None
 
 
@@ -245,12 +218,13 @@ async def serve(settings: AgentSettings, kernel: Kernel | None = None) -> None:
     vtep = await resolve_vtep(settings)
     agent = Agent(settings.host_id, kernel, vtep, frozenset(settings.allowed_uplinks))
     agent.verify_view = settings.verify_view
-    daemon = AgentDaemon(agent, settings.broker_url(), settings.resync_interval)
+    broker = settings.broker_url()
+    daemon = AgentDaemon(agent, connector(broker), settings.resync_interval)
     if settings.metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(settings.metrics_port, registry=agent.metrics.registry)
-    log.info("agent_starting", host=settings.host_id, broker=settings.broker, vtep=vtep)
+    log.info("agent_starting", host=settings.host_id, broker=str(broker), vtep=vtep)
     stop = asyncio.Event()
     install_stop_handlers(asyncio.get_running_loop(), stop)
     try:

@@ -1,4 +1,11 @@
-"""From the wire documents to the kernel state a host must hold (pure)."""
+"""From the wire documents to the kernel state a host must hold.
+
+:func:`desired_state` is pure: the host's desired document and each overlay
+network's remote entries (:class:`Overlay`) in, a :class:`HostState` out.
+:class:`Changes` is the one owner of "what changed since the last clean pass": it
+hands out the tables (which report to it what they change), keeps each network's
+remote entries current by those changes, and tells the planner which entries it must
+diff (:class:`~agents.plan.Entries`), or that it must diff them all."""
 
 from __future__ import annotations
 
@@ -8,7 +15,9 @@ import proto
 from proto import names, transit
 
 from .model import FLOOD_MAC, Bridge, Fdb, HostState, Neigh, Veth, Vxlan
+from .plan import Entries
 from .rules import host_rules, router_masquerade
+from .tables import Table
 
 VXLAN_PORT = 4789
 TRANSIT_MTU = 1500
@@ -17,9 +26,11 @@ TRANSIT_ADDRESS = f"{transit.HOST}/{transit.SUBNET.prefixlen}"
 
 class Overlay:
     """The remote entries of one overlay network a host must hold: a static FDB entry
-    and a neighbour per remote endpoint, a flood entry per remote VTEP. Kept current
-    by the ids of the records that changed (:meth:`update`), so a change costs work
-    for that change, not for the whole table."""
+    and a neighbour per remote endpoint, a flood entry per remote VTEP. Made from a
+    whole table (:meth:`of`), then kept current by the ids of the records that changed
+    (:meth:`update`, which returns the entries it changed), so a change costs work for
+    that change, not for the whole table. It keeps no record of what changed: that is
+    :class:`Changes`'s."""
 
     def __init__(self, host: str, device: str, vtep: str) -> None:
         self.key = (host, device, vtep)
@@ -28,11 +39,17 @@ class Overlay:
         #: record id → the record its entries were made from (shared with the table)
         self._of: dict[str, proto.EndpointRecord] = {}
         self._vteps: dict[str, int] = {}
-        #: entries added or removed since :meth:`take_dirty`
-        self._dirty_fdb: set[Fdb] = set()
-        self._dirty_neigh: set[tuple[str, str]] = set()
 
-    def build(self, records: Mapping[str, proto.EndpointRecord]) -> None:
+    @classmethod
+    def of(
+        cls, host: str, network: str, vtep: str, records: Mapping[str, proto.EndpointRecord]
+    ) -> Overlay:
+        """The remote entries of ``network``'s whole table, on ``host`` at ``vtep``."""
+        ov = cls(host, names.vxlan(network), vtep)
+        ov._build(records)
+        return ov
+
+    def _build(self, records: Mapping[str, proto.EndpointRecord]) -> None:
         """Fill an empty overlay from a whole table (:meth:`update` with every id, with
         no record of what changed: everything did)."""
         host, vx, vtep = self.key
@@ -47,13 +64,16 @@ class Overlay:
             vteps[dst] = vteps.get(dst, 0) + 1
         fdb.update(Fdb(vx, FLOOD_MAC, dst) for dst in vteps)
 
-    def take_dirty(self) -> tuple[set[Fdb], set[tuple[str, str]]]:
-        """The FDB entries and neighbour keys changed since the last call."""
-        out = self._dirty_fdb, self._dirty_neigh
-        self._dirty_fdb, self._dirty_neigh = set(), set()
-        return out
-
-    def update(self, records: Mapping[str, proto.EndpointRecord], ids: Iterable[str]) -> None:
+    def update(
+        self,
+        records: Mapping[str, proto.EndpointRecord],
+        ids: Iterable[str],
+        fdb_changed: set[Fdb],
+        neigh_changed: set[tuple[str, str]],
+    ) -> None:
+        """Follow the records ``ids`` (changed, added or gone from ``records``); the FDB
+        entries and neighbour keys this changes are added to ``fdb_changed`` and
+        ``neigh_changed``."""
         host, vx, vtep = self.key
         for rid in ids:
             old = self._of.pop(rid, None)
@@ -61,11 +81,11 @@ class Overlay:
                 assert old.vtep is not None
                 fdb, key = Fdb(vx, old.mac, old.vtep), (vx, old.ip)
                 self.fdb.discard(fdb)
-                self._dirty_fdb.add(fdb)
-                self._dirty_neigh.add(key)
+                fdb_changed.add(fdb)
+                neigh_changed.add(key)
                 if self.neigh.get(key) == Neigh(vx, old.ip, old.mac):  # not taken over
                     del self.neigh[key]
-                self._count(old.vtep, -1)
+                self._count(old.vtep, -1, fdb_changed)
             rec = records.get(rid)
             if rec is None or rec.host == host or rec.vtep is None or rec.vtep == vtep:
                 continue
@@ -75,11 +95,11 @@ class Overlay:
             self._of[rid] = rec
             self.fdb.add(fdb)
             self.neigh[key] = Neigh(vx, rec.ip, rec.mac)
-            self._dirty_fdb.add(fdb)
-            self._dirty_neigh.add(key)
-            self._count(rec.vtep, 1)
+            fdb_changed.add(fdb)
+            neigh_changed.add(key)
+            self._count(rec.vtep, 1, fdb_changed)
 
-    def _count(self, dst: str, delta: int) -> None:
+    def _count(self, dst: str, delta: int, fdb_changed: set[Fdb]) -> None:
         """A flood entry per VTEP with at least one remote endpoint."""
         n = self._vteps.get(dst, 0) + delta
         if n > 0:
@@ -93,7 +113,89 @@ class Overlay:
             self.fdb.add(flood)
         else:
             self.fdb.discard(flood)
-        self._dirty_fdb.add(flood)
+        fdb_changed.add(flood)
+
+
+class Changes:
+    """What changed since the last clean pass, for one agent: the one owner of it.
+
+    The tables it hands out (:meth:`table`) report the records each change touched
+    (:meth:`records`); a pass brings each overlay network's remote entries up to date
+    by those (:meth:`remote`: O(change), not O(table)), asks which entries the planner
+    must diff (:meth:`scope`) and says how it ended (:meth:`passed`). Until a clean
+    pass, after a failed one, or once an overlay was rebuilt, made or dropped, the
+    planner diffs every entry."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        #: each followed overlay network's remote entries (only with a VTEP)
+        self.overlays: dict[str, Overlay] = {}
+        #: network → ids of the records changed since :meth:`remote` last followed them
+        #: (None: a snapshot replaced the table, or the table is new)
+        self._ids: dict[str, set[str] | None] = {}
+        #: FDB entries and neighbour keys changed since the last clean pass
+        self._fdb: set[Fdb] = set()
+        self._neigh: set[tuple[str, str]] = set()
+        #: any entry may differ (no clean pass yet, a failed one, an overlay rebuilt)
+        self._whole = True
+
+    @property
+    def settled(self) -> bool:
+        """The last pass was complete and clean (the kernel then held the desired
+        remote entries), and every entry changed since is known."""
+        return not self._whole
+
+    def table(self, network: str) -> Table:
+        """A new, empty table of ``network`` that reports its changes here."""
+        self._ids[network] = None
+        return Table(network, changed=self.records)
+
+    def records(self, network: str, ids: Collection[str] | None) -> None:
+        """A table changed the records ``ids`` (None: all of them)."""
+        if ids is None:
+            self._ids[network] = None
+            return
+        pending = self._ids.setdefault(network, set())
+        if pending is not None:
+            pending.update(ids)
+
+    def remote(self, tables: Mapping[str, Table], vtep: str | None) -> dict[str, Overlay]:
+        """Bring each network's remote entries up to date with its table: by the
+        records that changed, or in full after a snapshot replaced the table (or the
+        VTEP changed). Without a VTEP there are none."""
+        changed, self._ids = self._ids, {}
+        if vtep is None:
+            self._whole |= bool(self.overlays)
+            self.overlays = {}
+            return self.overlays
+        overlays: dict[str, Overlay] = {}
+        if set(self.overlays) != set(tables):
+            self._whole = True  # an overlay made or dropped: its entries all changed
+        for net, table in tables.items():
+            ov = self.overlays.get(net)
+            ids = changed.get(net, ())
+            if ov is None or ov.key != (self.host, names.vxlan(net), vtep) or ids is None:
+                ov = Overlay.of(self.host, net, vtep, table.records)
+                self._whole = True
+            elif ids:
+                ov.update(table.records, ids, self._fdb, self._neigh)
+            overlays[net] = ov
+        self.overlays = overlays
+        return overlays
+
+    def scope(self, full: bool) -> Entries | None:
+        """The entries the planner must diff: those changed since the last clean pass;
+        None (all of them) for a full pass or when not :attr:`settled`."""
+        if full or self._whole:
+            return None
+        return Entries(frozenset(self._fdb), frozenset(self._neigh))
+
+    def passed(self, clean: bool) -> None:
+        """A pass ended. ``clean`` (complete, no error): the kernel holds the desired
+        entries, and the next pass need diff only those that change from now on."""
+        self._fdb.clear()
+        self._neigh.clear()
+        self._whole = not clean
 
 
 def router(st: HostState, host: str, net: proto.NetworkSpec) -> None:
@@ -143,19 +245,18 @@ def router(st: HostState, host: str, net: proto.NetworkSpec) -> None:
 def desired_state(
     host: str,
     doc: proto.HostDesired,
-    tables: Mapping[str, Mapping[str, proto.EndpointRecord]],
+    remote: Mapping[str, Overlay],
     vtep: str | None,
     allowed_uplinks: Collection[str] = (),
-    overlays: Mapping[str, Overlay] | None = None,
 ) -> HostState:
-    """``tables`` maps network id → endpoint id → record (what the agent holds);
-    ``overlays``, where given, the remote entries of a network already derived from it.
+    """``remote`` maps an overlay network's id to its remote entries (see
+    :meth:`Changes.remote`; a network without any has none).
 
     A transparent network's uplink is a link the agent does not own: it is enslaved only
     when the host's configuration allows it (``allowed_uplinks``); otherwise the bridge
     is made without it and the refusal is in ``refused``.
 
-    The state returned may share its FDB and neighbour containers with ``overlays``: the
+    The state returned may share its FDB and neighbour containers with ``remote``: the
     caller must not change it."""
     st = HostState()
     nets = {n.id: n for n in doc.networks}
@@ -179,10 +280,9 @@ def desired_state(
             st.vxlans[vx] = Vxlan(vx, net.id, net.vni, vtep, VXLAN_PORT, net.mtu, br)
             if net.gateway is not None:
                 router(st, host, net)
-            ov = (overlays or {}).get(net.id)
-            if ov is None or ov.key != (host, vx, vtep):
-                ov = Overlay(host, vx, vtep)
-                ov.build(tables.get(net.id, {}))
+            ov = remote.get(net.id)
+            if ov is None:
+                continue
             if not st.fdb and not st.neigh:  # shared, not copied: 20,000 entries or more
                 st.fdb, st.neigh = ov.fdb, ov.neigh
             else:

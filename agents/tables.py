@@ -2,10 +2,15 @@
 
 Complete means: every shard of one snapshot generation held, and every change since
 applied in order. Older or duplicate records are ignored; a gap waits for the next
-snapshot (the controller refreshes it shortly after every change)."""
+snapshot (the controller refreshes it shortly after every change).
+
+A table keeps no record of what changed: it tells its ``changed`` callback (the
+agent's :class:`~agents.desired.Changes`, the one owner of that) which records each
+applied change touched, or that a snapshot replaced them all."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import proto
@@ -15,17 +20,25 @@ MAX_BUFFERED = 10_000
 MAX_ASSEMBLING = 4
 
 
+#: told the network and the ids of the records a change touched (None: all of them, a
+#: snapshot replaced the table)
+Changed = Callable[[str, Collection[str] | None], None]
+
+
+def _nobody(network: str, ids: Collection[str] | None) -> None:
+    return None
+
+
 @dataclass
 class Table:
     network: str
     generation: int = 0
     complete: bool = False
     records: dict[str, proto.EndpointRecord] = field(default_factory=dict)
-    #: ids of records changed since the holder last took them (None: all of them, a
-    #: snapshot replaced the table), so derived state is updated, not rebuilt
-    touched: set[str] | None = None
-    #: a snapshot was published to the holder since it last cleared this (see ``synced``)
-    snapshot_seen: bool = False
+    changed: Changed = field(default=_nobody, repr=False, compare=False)
+    #: a snapshot was published while the holder followed the changes, and nothing was
+    #: missed since (see :attr:`synced`, :meth:`mark_verified`, :meth:`mark_unverified`)
+    _verified: bool = False
     _shards: dict[int, dict[int, proto.NetworkSnapshot]] = field(default_factory=dict)
     _pending: dict[int, proto.NetworkChange] = field(default_factory=dict)
 
@@ -43,7 +56,19 @@ class Table:
         """Complete and current as of a snapshot refresh published while the holder
         followed the changes: it then needs the changes only (the snapshot is
         refreshed after every change, and it is the whole table)."""
-        return self.snapshot_seen and not self.behind
+        return self._verified and not self.behind
+
+    def mark_verified(self) -> None:
+        """A snapshot was published while the holder followed the changes (a live one,
+        not the retained copy sent at subscription time, which may predate a change
+        published just before the subscription)."""
+        self._verified = True
+
+    def mark_unverified(self) -> None:
+        """A change may have been missed (a new session, a message dropped, the
+        snapshot topic subscribed again): the table is checked against a snapshot
+        published from now on before it counts as :attr:`synced`."""
+        self._verified = False
 
     def on_snapshot(self, snap: proto.NetworkSnapshot) -> str:
         """Returns what happened: ``applied``, ``partial`` or ``stale``."""
@@ -58,7 +83,7 @@ class Table:
         if any(s.shards != snap.shards for s in shards.values()) or len(shards) < snap.shards:
             return "partial"
         self.records = {r.id: r for s in shards.values() for r in s.records}
-        self.touched = None
+        self.changed(self.network, None)
         self.generation = snap.generation
         self.complete = True
         self._shards = {g: s for g, s in self._shards.items() if g > snap.generation}
@@ -76,11 +101,6 @@ class Table:
             return "applied"
         return "buffered"
 
-    def take_touched(self) -> set[str] | None:
-        """The ids changed since the last call (None: every record may have)."""
-        touched, self.touched = self.touched, set()
-        return touched
-
     def _drain(self) -> None:
         for gen in sorted(g for g in self._pending if g <= self.generation):
             del self._pending[gen]
@@ -89,7 +109,5 @@ class Table:
                 self.records[r.id] = r
             for d in change.deletes:
                 self.records.pop(d, None)
-            if self.touched is not None:
-                self.touched.update(r.id for r in change.upserts)
-                self.touched.update(change.deletes)
+            self.changed(self.network, [*(r.id for r in change.upserts), *change.deletes])
             self.generation = change.generation

@@ -47,7 +47,7 @@ from agents.daemon import AgentDaemon
 from agents.kernel.memory import MemoryKernel
 from broker import identities
 from proto import logs, topics
-from proto.mqtt import BrokerURL, cancel_and_wait, client
+from proto.mqtt import BrokerURL, cancel_and_wait, client, connector
 from proto.signals import exit_on_signals
 
 from .api_throughput import controller_with_broker
@@ -91,7 +91,8 @@ async def simulate(first: int, count: int, broker: str, ids: Path) -> None:
         agent = Agent(host(i), MemoryKernel(keep=0), vtep(i), decode=decoder)
         # periodic full passes every 300 s, not 30 s: on real hosts each costs its own
         # host ~15 ms a period; here N of them would share 2 cores at the same moments
-        daemons.append(AgentDaemon(agent, base.with_credentials(ids / host(i)), RESYNC))
+        url = base.with_credentials(ids / host(i))
+        daemons.append(AgentDaemon(agent, connector(url), RESYNC))
     tasks = [asyncio.create_task(d.session()) for d in daemons]
     tasks += [asyncio.create_task(d.reconciler()) for d in daemons]
     try:

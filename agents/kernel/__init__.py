@@ -2,6 +2,15 @@
 
 Two drivers: :class:`~agents.kernel.linux.LinuxKernel` (pyroute2 ``AsyncIPRoute``) and
 :class:`~agents.kernel.memory.MemoryKernel` (in-memory, for unit tests and simulation).
+Nothing above this seam imports pyroute2; every failure crosses it as a
+:class:`~agents.errors.KernelError` (translated once, in the driver).
+
+The Linux driver's modules: ``linux`` (the driver: its connections, its view, apply),
+``read`` (the owned state read back), ``uplink`` (a transparent network's host link),
+``batch`` (FDB and neighbour entries many per send), ``netlink`` (ensure semantics and
+lookups shared by those), ``nft`` (the nftables table), ``netns`` (namespaces without
+forking), ``view`` (what an action does to a state: the in-memory kernel's semantics and
+the Linux driver's view), ``memory`` (the in-memory driver).
 """
 
 from __future__ import annotations
@@ -9,18 +18,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from ..errors import KernelError
 from ..model import HostState
 from ..plan import Action
-
-
-class KernelError(Exception):
-    """A kernel operation failed; carries the operation, the object and the errno."""
-
-    def __init__(self, op: str, obj: str, errno: int, message: str) -> None:
-        super().__init__(f"{op} {obj}: [errno {errno}] {message}")
-        self.op = op
-        self.obj = obj
-        self.errno = errno
 
 
 class Kernel(Protocol):
@@ -28,7 +28,8 @@ class Kernel(Protocol):
         """The Plexus-owned objects of this host, as they are now. ``full=False`` lets a
         driver answer from its view: its last full read with its own successful
         actions since applied to it (a pass woken by a message then costs O(change),
-        not O(host); periodic passes read in full and repair drift)."""
+        not O(host); periodic passes read in full and repair drift). Raises
+        :class:`KernelError`."""
         ...
 
     async def apply(self, action: Action) -> None:

@@ -7,11 +7,13 @@ are packed here with :mod:`struct`. ``tests/unit/test_batch.py`` checks every by
 against pyroute2's encoding of the same request.
 
 The socket is blocking and used from a worker thread (:func:`asyncio.to_thread`): a
-batch of 20,000 entries never stalls the event loop.
+batch of 20,000 entries never stalls the event loop. :func:`apply_run` is the Linux
+driver's use of it: a run of FDB and neighbour actions, one outcome each.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import socket
@@ -19,6 +21,10 @@ import struct
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from .. import plan as p
+from ..errors import KernelError
+from .netlink import GONE, index, subject
 
 NETLINK_ROUTE = 0
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
@@ -180,4 +186,69 @@ def _parse_neigh(data: bytes, off: int, end: int) -> tuple[int, int, str | None,
     return ifindex, state, mac, dst
 
 
-__all__ = ["Entry", "NetlinkBatch", "encode"]
+#: the actions :func:`apply_run` sends in batches
+BATCHED = (p.AddFdb, p.DelFdb, p.AddNeigh, p.DelNeigh)
+
+
+async def apply_run(batch: NetlinkBatch, run: Sequence[p.Action]) -> list[KernelError | None]:
+    """Apply a run of :data:`BATCHED` actions of the host's namespace with ensure
+    semantics (as the driver's ``apply``: an entry already there / already gone is
+    done); one outcome each, None for success."""
+    ifindex: dict[str, int | KernelError] = {}
+    for dev in {_device(a) for a in run}:
+        try:
+            ifindex[dev] = await index(dev)
+        except KernelError as e:
+            ifindex[dev] = e
+    outcomes: list[KernelError | None] = [None] * len(run)
+    entries: list[Entry] = []
+    sent: list[int] = []
+    for i, action in enumerate(run):
+        dev = _device(action)
+        found = ifindex[dev]
+        if isinstance(found, KernelError):
+            outcomes[i] = KernelError(type(action).__name__, dev, found.errno, "no device")
+            continue
+        entries.append(_entry(action, found))
+        sent.append(i)
+    try:
+        codes = await asyncio.to_thread(batch.run, entries)
+    except OSError as e:  # the socket failed: none of the batch is known done
+        code = e.errno or errno.EIO
+        return [KernelError(type(a).__name__, subject(a), code, str(e)) for a in run]
+    for i, code in zip(sent, codes, strict=True):
+        action = run[i]
+        if isinstance(action, p.AddFdb):
+            ok = {0, errno.EEXIST}
+        elif isinstance(action, p.AddNeigh):
+            ok = {0}
+        else:
+            ok = {0} | GONE
+        if code not in ok:
+            outcomes[i] = KernelError(
+                type(action).__name__, subject(action), code, os.strerror(code)
+            )
+    return outcomes
+
+
+def _device(action: p.Action) -> str:
+    """The VXLAN device of a batched action."""
+    match action:
+        case p.AddFdb(f) | p.DelFdb(f):
+            return f.device
+        case p.AddNeigh(n) | p.DelNeigh(n):
+            return n.device
+    raise TypeError(f"not a batched action: {action!r}")
+
+
+def _entry(action: p.Action, ifindex: int) -> Entry:
+    """The batch request of a batched action."""
+    match action:
+        case p.AddFdb(f) | p.DelFdb(f):
+            return Entry(True, isinstance(action, p.AddFdb), ifindex, f.mac, f.dst)
+        case p.AddNeigh(n) | p.DelNeigh(n):
+            return Entry(False, isinstance(action, p.AddNeigh), ifindex, n.mac, n.ip)
+    raise TypeError(f"not a batched action: {action!r}")
+
+
+__all__ = ["BATCHED", "Entry", "NetlinkBatch", "apply_run", "encode"]

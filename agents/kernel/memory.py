@@ -7,8 +7,9 @@ from collections import deque
 from collections.abc import Sequence
 
 from .. import plan as p
+from ..errors import KernelError
 from ..model import HostState
-from . import KernelError, apply_each
+from . import apply_each
 from .view import apply_to
 
 

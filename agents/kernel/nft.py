@@ -11,9 +11,9 @@ import subprocess
 from collections.abc import Iterable
 from typing import Any
 
+from ..errors import KernelError
 from ..model import Rule
 from ..rules import CHAINS, FAMILY, TABLE
-from . import KernelError
 from .netns import in_netns
 
 _TABLE = {"family": FAMILY, "name": TABLE}

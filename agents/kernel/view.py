@@ -9,8 +9,8 @@ import errno
 from proto import names
 
 from .. import plan as p
+from ..errors import KernelError
 from ..model import HostState
-from . import KernelError
 
 
 def apply_to(st: HostState, action: p.Action) -> None:

@@ -15,7 +15,7 @@ from agents.daemon import AgentDaemon
 from agents.kernel.memory import MemoryKernel
 from agents.tables import Table
 from proto import topics
-from proto.mqtt import BrokerURL, cancel_and_wait
+from proto.mqtt import BrokerURL, cancel_and_wait, connector
 from tests import samples
 from tests.support import Mosquitto, mqtt_client, wait_for
 
@@ -31,7 +31,7 @@ def rec(i: int, gen: int) -> proto.EndpointRecord:
 
 async def test_snapshot_only_while_behind(mosquitto: Mosquitto) -> None:
     agent = Agent("h1", MemoryKernel(), "198.18.0.1")
-    daemon = AgentDaemon(agent, BrokerURL.parse(mosquitto.url))
+    daemon = AgentDaemon(agent, connector(BrokerURL.parse(mosquitto.url)))
     snap = topics.network_snapshot("blue", 0)
     async with mqtt_client(mosquitto.url, "controller") as ctl:
         await ctl.publish(topics.host_desired("h1"), proto.encode(samples.DESIRED), 1, True)

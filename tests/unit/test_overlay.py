@@ -9,8 +9,10 @@ import random
 import proto
 from agents import plan as p
 from agents.agent import Agent
+from agents.desired import Changes
 from agents.kernel.memory import MemoryKernel
 from agents.model import FLOOD_MAC, Fdb, Neigh
+from agents.plan import Entries
 from proto import names, topics
 from tests import samples
 
@@ -101,3 +103,45 @@ async def test_incremental_remote_entries_equal_a_rebuild() -> None:
             checked += 1
     assert checked > 200 and failures > 3, (checked, failures)
     assert agent.settled
+
+
+def test_changes_hand_the_planner_what_changed_since_the_last_clean_pass() -> None:
+    """Every entry until a clean pass; then only the entries changed since the last
+    clean one (kept across a pass that never ended); every entry again after a failed
+    pass, or once a snapshot replaced the table."""
+    vx = names.vxlan("blue")
+    r1 = proto.EndpointRecord(id="e1", host="h2", mac="02:00:00:00:00:01", ip="10.1.0.1",
+                              vtep=VTEPS["h2"], gen=2)  # fmt: skip
+    r2 = r1.model_copy(
+        update={"id": "e2", "host": "h3", "ip": "10.1.0.2", "vtep": VTEPS["h3"], "gen": 3}
+    )
+    changes = Changes(H)
+    blue = changes.table("blue")
+    tables = {"blue": blue}
+    blue.on_snapshot(proto.NetworkSnapshot(network="blue", generation=2, records=(r1,)))
+    assert changes.remote(tables, VTEPS[H])["blue"].fdb == {
+        Fdb(vx, r1.mac, VTEPS["h2"]),
+        Fdb(vx, FLOOD_MAC, VTEPS["h2"]),
+    }
+    assert changes.scope(full=False) is None and not changes.settled
+    changes.passed(clean=True)
+    assert changes.settled and changes.scope(full=False) == Entries(frozenset(), frozenset())
+    blue.on_change(proto.NetworkChange(network="blue", generation=3, upserts=(r2,)))
+    changes.remote(tables, VTEPS[H])
+    new = {Fdb(vx, r2.mac, VTEPS["h3"]), Fdb(vx, FLOOD_MAC, VTEPS["h3"])}
+    assert changes.scope(full=False) == Entries(frozenset(new), frozenset({(vx, r2.ip)}))
+    assert changes.scope(full=True) is None
+    # that pass never ended (it raised): its entries are still to diff, with the next
+    blue.on_change(proto.NetworkChange(network="blue", generation=4, deletes=("e1",)))
+    changes.remote(tables, VTEPS[H])
+    scope = changes.scope(full=False)
+    assert scope is not None and scope.neigh == {(vx, r1.ip), (vx, r2.ip)}
+    assert Fdb(vx, r1.mac, VTEPS["h2"]) in scope.fdb and new <= scope.fdb
+    changes.passed(clean=False)
+    assert changes.scope(full=False) is None
+    changes.passed(clean=True)
+    assert changes.scope(full=False) == Entries(frozenset(), frozenset())
+    blue.complete = False  # a snapshot replaces the table: its overlay is rebuilt
+    blue.on_snapshot(proto.NetworkSnapshot(network="blue", generation=4, records=(r2,)))
+    assert changes.remote(tables, VTEPS[H])["blue"].neigh == {(vx, r2.ip): Neigh(vx, r2.ip, r2.mac)}
+    assert changes.scope(full=False) is None

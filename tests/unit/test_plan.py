@@ -7,7 +7,7 @@ import dataclasses
 import proto
 from agents import plan as p
 from agents.agent import Agent
-from agents.desired import desired_state
+from agents.desired import Overlay, desired_state
 from agents.kernel.memory import MemoryKernel
 from agents.model import FLOOD_MAC, Fdb, HostState, Neigh
 from proto import names
@@ -17,8 +17,9 @@ H = "h1"
 VTEP = "198.18.0.1"
 
 
-def table(*recs: proto.EndpointRecord) -> dict[str, dict[str, proto.EndpointRecord]]:
-    return {"blue": {r.id: r for r in recs}}
+def table(*recs: proto.EndpointRecord) -> dict[str, Overlay]:
+    """The remote entries of network blue holding ``recs``."""
+    return {"blue": Overlay.of(H, "blue", VTEP, {r.id: r for r in recs})}
 
 
 REMOTE = proto.EndpointRecord(
@@ -215,7 +216,7 @@ async def test_overlay_routers_with_outbound_nat_and_overlapping_subnets() -> No
     blue = samples.NETWORK.model_copy(update={"outbound_nat": True})
     red = blue.model_copy(update={"id": "red", "vni": 4097, "nat_exceptions": ("192.0.2.0/24",)})
     doc = samples.DESIRED.model_copy(update={"networks": (blue, red)})
-    want = desired_state(H, doc, {"blue": {}, "red": {}}, VTEP)
+    want = desired_state(H, doc, {}, VTEP)
     rb, rr = names.router_netns(H, "blue"), names.router_netns(H, "red")
     ups = {st.netns: st for st in want.veths.values() if st.inner == "up"}
     assert ups[rb].address == "169.254.17.33/17" and ups[rr].address == "169.254.17.34/17"
@@ -239,7 +240,7 @@ async def test_overlay_routers_with_outbound_nat_and_overlapping_subnets() -> No
     plain = doc.model_copy(
         update={"networks": (blue, red.model_copy(update={"nat_exceptions": ()}))}
     )
-    want2 = desired_state(H, plain, {"blue": {}, "red": {}}, VTEP)
+    want2 = desired_state(H, plain, {}, VTEP)
     await converge(want, kernel)
     assert p.DelHostRoute("10.1.0.0/24") in p.plan(want2, await kernel.read(), complete=True)
     assert p.DelHostRoute("10.1.0.0/24") not in p.plan(want2, await kernel.read(), complete=False)

@@ -1,0 +1,202 @@
+"""The owned state read back from the kernel (:meth:`LinuxKernel.read` in full): links
+by their alias (``plexus:<kind>:<id>``), the inner ends in the owned namespaces, the
+VXLAN devices' forwarding and neighbour entries (a batch dump: :mod:`.batch`), the
+nftables tables, the sysctls Plexus sets, and what Plexus does not own but must know
+(foreign prefixes, a transparent bridge's uplink). Netlink and OS errors of a
+namespace or of the entry dumps become :class:`~agents.errors.KernelError` here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from proto import names
+
+from ..errors import KernelError, VtepUnresolved
+from ..model import Bridge, Fdb, HostState, Neigh, Veth, Vxlan
+from . import nft
+from .batch import NetlinkBatch
+from .netlink import IFF_UP, NUD_PERMANENT, link_kind
+from .netns import listnetns
+
+#: the sysctls the agent reads back (and sets when a network needs them)
+SYSCTLS = ("net.ipv4.ip_forward",)
+
+
+def sysctl_path(key: str) -> Path:
+    return Path("/proc/sys") / key.replace(".", "/")
+
+
+async def read_state(
+    ipr: AsyncIPRoute,
+    prefix: str,
+    inner_of: Callable[[str], Awaitable[AsyncIPRoute]],
+    batch: NetlinkBatch,
+) -> HostState:
+    """The Plexus-owned objects of the host whose namespaces start with ``prefix``:
+    ``ipr`` is a socket of the host's namespace, ``inner_of`` gives one of an owned
+    namespace, ``batch`` dumps the entries."""
+    st = HostState()
+    st.namespaces = {n for n in listnetns() if n.startswith(prefix)}
+    links = [ln async for ln in await ipr.link("dump")]
+    by_index = {ln["index"]: ln for ln in links}
+    addrs: dict[int, list[str]] = {}
+    async for a in await ipr.addr("dump", family=2):
+        addrs.setdefault(a["index"], []).append(f"{a.get('address')}/{a['prefixlen']}")
+    st.foreign, st.host_routes = await _routes(ipr, links, addrs)
+    vx_index: dict[int, str] = {}
+    host_veths: dict[int, tuple[Any, str]] = {}
+    # a port of an owned bridge that Plexus does not own is a transparent uplink
+    foreign_ports = {
+        ln.get("master"): ln.get("ifname")
+        for ln in links
+        if ln.get("master") and names.parse_alias(ln.get("ifalias")) is None
+    }
+    for ln in links:
+        name = ln.get("ifname") or ""
+        owned = names.parse_alias(ln.get("ifalias"))
+        if not name.startswith(names.IF_PREFIX) or owned is None:
+            continue
+        kind, ident = owned
+        master = by_index.get(ln.get("master") or 0)
+        master_name = master.get("ifname") if master is not None else ""
+        if kind == "bridge" and link_kind(ln) == "bridge":
+            uplink = foreign_ports.get(ln["index"])
+            # an uplinked bridge holds the uplink's own addresses, not a gateway's
+            own = [] if uplink else addrs.get(ln["index"], [])
+            st.bridges[name] = Bridge(name, ident, ln.get("mtu"), own[0] if own else None, uplink)
+        elif kind == "vxlan" and link_kind(ln) == "vxlan":
+            data = ln.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+            st.vxlans[name] = Vxlan(
+                name,
+                ident,
+                data.get("IFLA_VXLAN_ID"),
+                data.get("IFLA_VXLAN_LOCAL"),
+                data.get("IFLA_VXLAN_PORT"),
+                ln.get("mtu"),
+                master_name,
+            )
+            vx_index[ln["index"]] = name
+        elif kind == "veth" and link_kind(ln) == "veth":
+            host_veths[ln["index"]] = (ln, master_name)
+    # the inner ends: IFLA_LINK of a peer names the host-side ifindex
+    for ns in sorted(st.namespaces):
+        try:
+            inner = await inner_of(ns)
+            ns_links = [ln async for ln in await inner.link("dump")]
+            ns_addrs: dict[int, list[str]] = {}
+            async for a in await inner.addr("dump", family=2):
+                ns_addrs.setdefault(a["index"], []).append(f"{a.get('address')}/{a['prefixlen']}")
+            gateway = None
+            async for r in await inner.route("dump", family=2, table=254):
+                if r["dst_len"] == 0 and r.get("gateway"):
+                    gateway = r.get("gateway")
+            st.routes[ns] = gateway
+            if names.is_router_netns(ns):
+                rules, _ = await nft.read(ns)
+                if rules is not None:  # as the view has it: no entry, no table
+                    st.ns_rules[ns] = rules
+        except (NetlinkError, OSError) as e:
+            raise KernelError("read", ns, getattr(e, "code", 0) or 0, str(e)) from None
+        for ln in ns_links:
+            peer = host_veths.get(ln.get("link") or 0)
+            if peer is None or link_kind(ln) != "veth":
+                continue
+            host_ln, bridge = peer
+            owned = names.parse_alias(host_ln.get("ifalias"))
+            assert owned is not None
+            own = ns_addrs.get(ln["index"], [])
+            up = bool(host_ln["flags"] & IFF_UP) and bool(ln["flags"] & IFF_UP)
+            st.veths[host_ln.get("ifname")] = Veth(
+                name=host_ln.get("ifname"),
+                endpoint=owned[1],
+                bridge=bridge,
+                netns=ns,
+                inner=ln.get("ifname"),
+                mac=ln.get("address"),
+                address=own[0] if own else "",
+                mtu=ln.get("mtu"),
+                up=up,
+            )
+    # host-side veths whose peer is in no owned namespace are stale halves
+    seen = {v.name for v in st.veths.values()}
+    for ln, bridge in host_veths.values():
+        if ln.get("ifname") not in seen:
+            owned = names.parse_alias(ln.get("ifalias"))
+            assert owned is not None
+            st.veths[ln.get("ifname")] = Veth(
+                ln.get("ifname"), owned[1], bridge, "", "", "", "", 0, False
+            )
+    if vx_index:
+        try:
+            fdb = await asyncio.to_thread(batch.dump_neigh, socket.AF_BRIDGE)
+            neigh = await asyncio.to_thread(batch.dump_neigh, socket.AF_INET)
+        except OSError as e:
+            raise KernelError("read", "neighbours", e.errno or 0, str(e)) from None
+        for ifindex, _, mac, dst in fdb:
+            dev = vx_index.get(ifindex)
+            if dev is not None and mac and dst:
+                st.fdb.add(Fdb(dev, mac, dst))
+        for ifindex, state, mac, dst in neigh:
+            dev = vx_index.get(ifindex)
+            if dev is not None and state & NUD_PERMANENT and mac and dst:
+                st.neigh[dev, dst] = Neigh(dev, dst, mac)
+    st.rules, st.counters = await nft.read()
+    for key in SYSCTLS:
+        with contextlib.suppress(OSError):
+            st.sysctls[key] = sysctl_path(key).read_text().strip()
+    return st
+
+
+async def _routes(
+    ipr: AsyncIPRoute, links: list[Any], addrs: dict[int, list[str]]
+) -> tuple[tuple[tuple[str, str], ...], dict[str, str]]:
+    """The prefixes of addresses and main-table routes on links Plexus does not own
+    (what may stand in a network's way); and the routes through the overlay
+    routers (on the transit bridge, with a gateway)."""
+    ifname = {ln["index"]: ln.get("ifname") or "" for ln in links}
+    owned = {
+        ln["index"]
+        for ln in links
+        if ifname[ln["index"]].startswith(names.IF_PREFIX)
+        and names.parse_alias(ln.get("ifalias")) is not None
+    }
+    found: set[tuple[str, str]] = set()
+    through: dict[str, str] = {}
+    for index, cidrs in addrs.items():
+        if index not in owned:
+            for cidr in cidrs:
+                net = ipaddress.IPv4Network(cidr, strict=False)
+                found.add((str(net), ifname.get(index, "?")))
+    async for r in await ipr.route("dump", family=2, table=254):
+        oif, dst = r.get("oif"), r.get("dst")
+        if not dst:
+            continue
+        prefix = f"{dst}/{r['dst_len']}"
+        if oif not in owned:
+            found.add((prefix, ifname.get(oif, "?")))
+        elif ifname.get(oif) == names.TRANSIT_BRIDGE and r.get("gateway"):
+            through[prefix] = r.get("gateway")
+    return tuple(sorted(found)), through
+
+
+async def ipv4_address(ifname: str) -> str:
+    """The first IPv4 address of the host's link ``ifname`` (the VTEP interface)."""
+    try:
+        async with AsyncIPRoute() as ipr:
+            found = await ipr.link_lookup(ifname=ifname)
+            if not found:
+                raise VtepUnresolved(ifname, "does not exist")
+            async for a in await ipr.addr("dump", index=found[0], family=2):
+                return str(a.get("address"))
+    except (NetlinkError, OSError) as e:
+        raise VtepUnresolved(ifname, f"cannot be read: {e}") from None
+    raise VtepUnresolved(ifname, "has no IPv4 address")
