@@ -345,4 +345,6 @@ def _items(value: object) -> set[object]:
         return set(value.items())
     if isinstance(value, set | frozenset):
         return set(value)
+    if isinstance(value, list | tuple):
+        return set(map(repr, value))
     return {value}

@@ -278,11 +278,10 @@ def plan(
         stale += [DelHostRoute(r) for r in sorted(have_routes.keys() - desired.host_routes.keys())]
         stale += [DelNeigh(n) for n in stale_nb]
         stale += [DelFdb(f) for f in gone_fdb.values()]
-        stale += [
-            DelVeth(n)
-            for n in sorted(actual.veths.keys() - desired.veths.keys())
-            if actual.veths[n].netns not in stale_ns
-        ]
+        # also the veths of a namespace that goes: deleting a veth takes its peer at
+        # once, while a namespace's deletion leaves its host ends to the kernel's
+        # deferred cleanup (a read right after still finds them)
+        stale += [DelVeth(n) for n in sorted(actual.veths.keys() - desired.veths.keys())]
         stale += [DelVxlan(n) for n in sorted(actual.vxlans.keys() - desired.vxlans.keys())]
         stale += [DelBridge(n) for n in sorted(actual.bridges.keys() - desired.bridges.keys())]
         stale += [DelNamespace(n) for n in sorted(stale_ns)]

@@ -32,6 +32,7 @@ def apply_to(st: HostState, action: p.Action) -> None:
                 del st.neigh[n.device, n.ip]
         case p.AddNamespace(name):
             st.namespaces.add(name)
+            st.routes.setdefault(name, None)  # as a read finds a new namespace: no default
         case p.DelNamespace(name):
             st.namespaces.discard(name)
             st.routes.pop(name, None)
