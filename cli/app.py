@@ -9,6 +9,7 @@ import httpx
 import typer
 from pydantic import ValidationError
 
+from broker.errors import BrokerError
 from proto.settings import load_settings
 from proto.types import ID_PATTERN, is_id
 
@@ -265,8 +266,8 @@ def broker_run(
                 code=2,
             )
         mosquitto.exec_broker(directory, None)
-    except (ValueError, OSError) as e:
-        fail(str(e), code=2)
+    except BrokerError as e:
+        fail(e.reason, code=2)
 
 
 @broker_app.command("init")
@@ -306,8 +307,8 @@ def broker_init(
         bd = identities.init(
             directory, plain, list(host or []), tls_listeners=tls, tls_names=tls_name or []
         )
-    except (ValueError, OSError) as e:
-        fail(str(e), code=2)
+    except BrokerError as e:
+        fail(e.reason, code=2)
     _identities_out(bd.path, output)
 
 
@@ -323,8 +324,8 @@ def broker_add_host(
     try:
         identities.add_hosts(directory, hosts)
         identities.reload(directory)
-    except (ValueError, OSError) as e:
-        fail(str(e), code=2)
+    except BrokerError as e:
+        fail(e.reason, code=2)
     _identities_out(directory, output)
 
 
@@ -341,8 +342,8 @@ def broker_revoke(
     try:
         identities.revoke(directory, hosts)
         identities.reload(directory)
-    except (ValueError, OSError) as e:
-        fail(str(e), code=2)
+    except BrokerError as e:
+        fail(e.reason, code=2)
     _identities_out(directory, output)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from broker import identities
+from broker.errors import BrokerError
 from proto import names
 from proto.types import is_id
 
@@ -129,7 +130,7 @@ def up(spec: LabSpec, step: Step, timeout: float = 30.0) -> LabSpec:
                 spec.hosts,
                 tls_listeners=listeners if spec.tls else [],
             )
-        except (identities.IdentityError, OSError) as e:
+        except BrokerError as e:
             raise LabError(f"cannot make the broker's credentials: {e}") from None
         _configs(spec)
 
