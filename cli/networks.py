@@ -1,13 +1,17 @@
-"""``plexus network``: create, list, show, delete."""
+"""``plexus network``: create (its options made from ``proto.rest.NetworkCreate``),
+list, show, delete."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
+from proto.rest import NetworkCreate
+
+from . import modelopts
 from .console import Output, converged, show
-from .errors import CliError
+from .modelopts import Rename
 from .options import (
     DEFAULT_CONTROLLER,
     ControllerOpt,
@@ -40,32 +44,17 @@ COLUMNS = [
 #: left out, first one first, when the table is wider than the terminal
 OPTIONAL = ("table_generation", "hosts", "endpoints", "mtu", "vni", "mode")
 
+#: where ``network create`` differs from NetworkCreate's field names (flags in use in
+#: scripts and the README); every other field is its own option, as it is named
+RENAMES = {
+    "id": Rename(argument="name"),
+    "uplinks": Rename(flag="--uplink-for", metavar="HOST=LINK"),
+    "nat_exceptions": Rename(flag="--nat-exception"),
+}
 
-@network_app.command("create")
-def network_create(
-    name: Annotated[str, typer.Argument(help="network name (id)")],
-    subnet: Annotated[str, typer.Option(help="e.g. 10.1.0.0/24")],
-    mode: Annotated[str, typer.Option(help="overlay, nat, transparent or internal")] = "overlay",
-    gateway: Annotated[str | None, typer.Option()] = None,
-    vni: Annotated[int | None, typer.Option(help="overlay VNI (allocated if omitted)")] = None,
-    mtu: Annotated[int | None, typer.Option()] = None,
-    uplink: Annotated[
-        str | None, typer.Option(help="transparent: the host link to enslave")
-    ] = None,
-    uplink_for: Annotated[
-        list[str] | None,
-        typer.Option(help="transparent: HOST=LINK, another uplink on that host (repeatable)"),
-    ] = None,
-    ip_range: Annotated[
-        str | None, typer.Option(help="allocate addresses from this CIDR of the subnet")
-    ] = None,
-    outbound_nat: Annotated[
-        bool, typer.Option(help="overlay: reach outside through the host's uplink, masqueraded")
-    ] = False,
-    nat_exception: Annotated[
-        list[str] | None,
-        typer.Option(help="overlay outbound NAT: a CIDR not to translate (repeatable)"),
-    ] = None,
+
+def _create(
+    body: dict[str, Any],
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 10.0,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
@@ -74,33 +63,13 @@ def network_create(
     output: OutputOpt = Output.table,
 ) -> None:
     """Create a network."""
-    uplinks = {}
-    for item in uplink_for or []:
-        host, sep, link = item.partition("=")
-        if not sep or not host or not link:
-            raise CliError(f"--uplink-for {item!r}: expected HOST=LINK")
-        uplinks[host] = link
-    body: dict[str, Any] = {
-        "id": name,
-        "mode": mode,
-        "subnet": subnet,
-        "gateway": gateway,
-        "vni": vni,
-        "mtu": mtu,
-        "uplink": uplink,
-        "ip_range": ip_range,
-    }
-    if uplinks:
-        body["uplinks"] = uplinks
-    if outbound_nat:
-        body["outbound_nat"] = True
-    if nat_exception:
-        body["nat_exceptions"] = nat_exception
-    body = {k: v for k, v in body.items() if v is not None}
     with connect(controller) as api:
         data = api.post("/v1/networks", body, wait=waiting(wait, timeout))
     show(data, output, COLUMNS, optional=OPTIONAL)
     converged(data, output)
+
+
+network_app.command("create")(modelopts.command(NetworkCreate, _create, RENAMES))
 
 
 @network_app.command("list")
