@@ -20,7 +20,8 @@ everything, also on a connection it still holds.
 The certificates are :mod:`broker.pki`'s; the errors (:class:`IdentityError` and the
 rest of the tree) :mod:`broker.errors`'s. The operations below (``init``,
 ``add_hosts``, ``revoke``, ``reload``) raise only those: an OSError becomes
-:class:`~broker.errors.BrokerFiles` as it leaves them.
+:class:`~broker.errors.BrokerFiles` as it leaves them, a hung ``mosquitto_passwd`` a
+:class:`~broker.errors.BrokerError`.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ def _translated(op: Callable[P, R]) -> Callable[P, R]:
             return op(*args, **kwargs)
         except OSError as e:
             raise BrokerFiles(e) from None
+        except subprocess.TimeoutExpired as e:
+            raise BrokerError(f"{e.cmd[0]} did not finish in {e.timeout:g} s") from None
 
     return run
 

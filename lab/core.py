@@ -149,6 +149,9 @@ def up(spec: LabSpec, step: Step, timeout: float = 30.0) -> LabSpec:
         for h in spec.hosts:
             start(spec, f"agent:{h}")
         _until(spec, "agents", timeout, lambda: not _offline(spec))
+    except OSError as e:  # the lab's files (configurations, state): translated here, once
+        down(spec.dir)
+        raise LabError(f"cannot bring the lab up: {e}") from None
     except BaseException:
         down(spec.dir)
         raise
