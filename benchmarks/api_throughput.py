@@ -24,13 +24,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import httpx
-
 import proto
 from broker import identities
+from cli.client import AsyncClient
 from proto import topics
 from proto.mqtt import BrokerURL, client
 
+from .api import healthy, online
 from .common import cpu_seconds, report, rss_mib
 from .rawhttp import Connection, post_all
 
@@ -97,13 +97,7 @@ def controller_with_broker(work: Path, hosts: Sequence[str] = HOSTS) -> Iterator
         )  # fmt: skip
         url = f"http://127.0.0.1:{cport}"
 
-        def healthy() -> bool:
-            try:
-                return bool(httpx.get(f"{url}/healthz", timeout=1).json()["broker_connected"])
-            except httpx.HTTPError:
-                return False
-
-        wait_until(healthy, "the controller")
+        wait_until(lambda: healthy(url), "the controller")
         yield Services(url, broker.with_credentials(None), procs[1].pid, procs[0].pid)
     finally:
         for p in procs:
@@ -125,14 +119,9 @@ async def report_online(broker: BrokerURL, work: Path) -> None:
 
 
 async def measure(url: str, count: int, concurrency: int) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
-        for _ in range(500):
-            hosts = (await http.get("/v1/hosts")).json()
-            if {h["id"] for h in hosts if h["state"] == "online"} >= set(HOSTS):
-                break
-            await asyncio.sleep(0.01)
-        r = await http.post("/v1/networks", json={"id": "tp", "subnet": str(SUBNET), "vni": 77})
-        assert r.status_code == 201, r.text
+    async with AsyncClient(url, timeout=60) as http:
+        await online(http, set(HOSTS), 500, 0.01)
+        await http.post("/v1/networks", {"id": "tp", "subnet": str(SUBNET), "vni": 77})
         enc = await Connection.open(url)
         comps = [
             enc.encode("POST", "/v1/compartments", {"id": f"k{i}", "host": HOSTS[i % len(HOSTS)]})
@@ -145,7 +134,7 @@ async def measure(url: str, count: int, concurrency: int) -> list[dict[str, Any]
         await enc.close()
         t_comp = await post_all(url, comps, concurrency)
         t_ep = await post_all(url, eps, concurrency)
-        listed = (await http.get("/v1/endpoints", params={"network": "tp"})).json()
+        listed = await http.get("/v1/endpoints", params={"network": "tp"})
         assert len(listed) == count, len(listed)
     return [
         {"what": "compartment creates, no wait", "value": rate(count, t_comp)},

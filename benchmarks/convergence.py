@@ -23,8 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from cli.client import AsyncClient
 from proto import names
 
 from .api import post
@@ -82,7 +81,7 @@ class Prober:
 async def measure(spec: Any, count: int, burst: int) -> dict[str, Any]:
     hosts = spec.hosts
     probers: dict[str, Prober] = {}
-    async with httpx.AsyncClient(base_url=spec.controller_url, timeout=60) as http:
+    async with AsyncClient(spec.controller_url, timeout=60) as http:
         await post(http, "/v1/networks", {"id": NET, "subnet": str(SUBNET), "vni": 4242}, True)
         for i, h in enumerate(hosts):
             comp = f"probe-{h}"
@@ -127,7 +126,7 @@ async def measure(spec: Any, count: int, burst: int) -> dict[str, Any]:
                 )
             )
             t_created = time.monotonic()
-            while not (await http.get("/v1/status")).json()["in_sync"]:  # noqa: ASYNC110
+            while not (await http.get("/v1/status"))["in_sync"]:  # noqa: ASYNC110
                 await asyncio.sleep(0.002)  # polling the API is the measurement
             t_sync = time.monotonic()
         finally:

@@ -13,8 +13,7 @@ import asyncio
 import json
 from typing import Any
 
-import httpx
-
+from cli.client import AsyncClient
 from proto import names
 
 from .api import plug
@@ -61,9 +60,9 @@ async def iperf(server_ns: str, client_ns: str, ip: str, seconds: int) -> float:
 
 async def measure(spec: Any, seconds: int) -> list[dict[str, Any]]:
     h1, h2 = spec.hosts[:2]
-    async with httpx.AsyncClient(base_url=spec.controller_url, timeout=30) as http:
+    async with AsyncClient(spec.controller_url, timeout=30) as http:
         body = {"id": NET, "subnet": "10.220.0.0/24", "vni": 4400, "mtu": MTU}
-        assert (await http.post("/v1/networks", json=body)).status_code == 201
+        await http.post("/v1/networks", body)
         ips = await plug(http, NET, {"a": h1, "b": h2})
     a, b = names.netns(h1, "a"), names.netns(h2, "b")
     overlay = await iperf(b, a, ips["b"], seconds)

@@ -39,13 +39,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 import proto
 from agents.agent import Agent
 from agents.daemon import AgentDaemon
 from agents.kernel.memory import MemoryKernel
 from broker import identities
+from cli.client import AsyncClient
 from proto import logs, topics
 from proto.mqtt import BrokerURL, cancel_and_wait, client, connector
 from proto.signals import exit_on_signals
@@ -127,14 +126,13 @@ async def report_online(broker: BrokerURL, ids: Path, n: int) -> None:
 
 
 async def populate(url: str, n: int, endpoints: int, changes: int) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+    async with AsyncClient(url, timeout=60) as http:
         for _ in range(1000):
-            hosts = (await http.get("/v1/hosts")).json()
+            hosts = await http.get("/v1/hosts")
             if sum(h["state"] == "online" for h in hosts) >= n:
                 break
             await asyncio.sleep(0.05)
-        r = await http.post("/v1/networks", json={"id": NET, "subnet": str(SUBNET), "vni": 5000})
-        assert r.status_code == 201, r.text
+        await http.post("/v1/networks", {"id": NET, "subnet": str(SUBNET), "vni": 5000})
     enc = await Connection.open(url)
     comps = [
         enc.encode("POST", "/v1/compartments", {"id": f"c{i}", "host": host(i % n)})
@@ -151,9 +149,9 @@ async def populate(url: str, n: int, endpoints: int, changes: int) -> None:
 
 async def all_in_sync(url: str, n: int, within: float) -> float:
     start = time.monotonic()
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+    async with AsyncClient(url, timeout=60) as http:
         while time.monotonic() - start < within:
-            hosts = (await http.get("/v1/status")).json()["hosts"]
+            hosts = (await http.get("/v1/status"))["hosts"]
             if sum(h["state"] == "online" and h["in_sync"] for h in hosts) >= n:
                 return time.monotonic() - start
             await asyncio.sleep(0.25)
@@ -163,14 +161,13 @@ async def all_in_sync(url: str, n: int, within: float) -> float:
 async def changes_applied(url: str, endpoints: int, changes: int) -> list[float]:
     """Each change: one endpoint created with wait=true → all hosts applied (ms)."""
     out = []
-    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+    async with AsyncClient(url, timeout=60) as http:
         for k in range(changes):
             body = {"network": NET, "compartment": f"c{endpoints + k}"}
             t = time.perf_counter()
-            r = await http.post("/v1/endpoints", json=body, params={"wait": "true", "timeout": 60})
+            created = await http.post("/v1/endpoints", body, wait=60)
             took = (time.perf_counter() - t) * 1000
-            assert r.status_code == 201, r.text
-            conv = r.json()["convergence"]
+            conv = created["convergence"]
             if not conv["converged"]:
                 raise RuntimeError(f"change {k} did not converge: {conv}")
             out.append(took)

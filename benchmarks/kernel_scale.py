@@ -27,15 +27,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 import proto
 from broker import identities
+from cli.client import AsyncClient
 from lab import core
 from proto import topics
 from proto.mqtt import BrokerURL, client
 
-from .api import in_sync, offline
+from .api import in_sync, offline, online
 from .common import gone, lab_run, report, rss_mib
 from .rawhttp import Connection, post_all
 
@@ -81,16 +80,9 @@ async def measure(spec: Any, remote: int, local: int) -> list[dict[str, Any]]:
         async with client(base.with_credentials(spec.identity(h)), h) as mqtt:
             await mqtt.publish(topics.host_status(h), proto.encode(status), qos=1, retain=True)
     rows: list[dict[str, Any]] = []
-    async with httpx.AsyncClient(base_url=spec.controller_url, timeout=60) as http:
-        for _ in range(500):
-            online = {
-                h["id"] for h in (await http.get("/v1/hosts")).json() if h["state"] == "online"
-            }
-            if online >= {host, *fake}:
-                break
-            await asyncio.sleep(0.02)
-        r = await http.post("/v1/networks", json={"id": NET, "subnet": SUBNET, "vni": 4600})
-        assert r.status_code == 201, r.text
+    async with AsyncClient(spec.controller_url, timeout=60) as http:
+        await online(http, {host, *fake}, 500, 0.02)
+        await http.post("/v1/networks", {"id": NET, "subnet": SUBNET, "vni": 4600})
 
         pid = spec.pids[agent]
         os.kill(pid, signal.SIGTERM)
@@ -122,13 +114,9 @@ async def measure(spec: Any, remote: int, local: int) -> list[dict[str, Any]]:
         rows.append({"what": "agent RSS", "value": f"{rss_mib(spec.pids[agent])} MiB"})
 
         n = local + remote
-        r = await http.post("/v1/compartments", json={"id": f"k{n}", "host": fake[0]})
-        assert r.status_code == 201, r.text
+        await http.post("/v1/compartments", {"id": f"k{n}", "host": fake[0]})
         t = time.monotonic()
-        r = await http.post(
-            "/v1/endpoints", json={"network": NET, "compartment": f"k{n}", "ip": ip(n)}
-        )
-        assert r.status_code == 201, r.text
+        await http.post("/v1/endpoints", {"network": NET, "compartment": f"k{n}", "ip": ip(n)})
         took = time.monotonic() - t + await in_sync(http, {host})
         rows.append(
             {"what": "one remote endpoint added → in sync", "value": f"{took * 1000:.1f} ms"}

@@ -24,8 +24,8 @@ import socket
 import time
 from typing import Any
 
-import httpx
-
+from cli.client import AsyncClient
+from cli.errors import ApiError, CliError
 from lab import core
 from proto import names
 
@@ -51,54 +51,44 @@ async def ping_during(netns: str, ip: str, seconds: float) -> tuple[int, int]:
     return int(m[1]), int(m[2])
 
 
-def applied(r: httpx.Response, hosts: set[str]) -> bool:
-    """Created, and applied by every one of ``hosts`` (a wait counts only online hosts:
-    a host whose agent is down must not pass for one that applied)."""
-    if r.status_code != 201:
-        return False
-    conv = r.json()["convergence"]
+def applied(created: dict[str, Any], hosts: set[str]) -> bool:
+    """Applied by every one of ``hosts`` (a wait counts only online hosts: a host whose
+    agent is down must not pass for one that applied)."""
+    conv = created["convergence"]
     return bool(conv["converged"]) and hosts <= set(conv["hosts"]) and not conv["offline"]
 
 
 async def converge_again(
-    http: httpx.AsyncClient, hosts: set[str], host: str, n: int, start: float
+    http: AsyncClient, hosts: set[str], host: str, n: int, start: float
 ) -> float:
     """Seconds from ``start`` until a new compartment on ``host`` and its endpoint are
     applied by every one of ``hosts``."""
     comp = f"r{n}"
     while True:
         try:
-            r = await http.post(
-                "/v1/compartments", json={"id": comp, "host": host},
-                params={"wait": "true", "timeout": "5"},
-            )  # fmt: skip
-            if r.status_code == 201 and not applied(r, {host}):
-                await in_sync(http, {host})  # made while its host was away
-            elif r.status_code not in (201, 409):
-                await asyncio.sleep(0.05)
-                continue
-            r = await http.post(
-                "/v1/endpoints", json={"network": NET, "compartment": comp},
-                params={"wait": "true", "timeout": "5"},
-            )  # fmt: skip
-            if applied(r, hosts):
-                return time.monotonic() - start
-            if r.status_code == 201:  # made while a host was away
+            try:
+                created = await http.post("/v1/compartments", {"id": comp, "host": host}, wait=5)
+                if not applied(created, {host}):
+                    await in_sync(http, {host})  # made while its host was away
+            except ApiError as e:
+                if e.status != 409:  # made by an earlier try: go on to the endpoint
+                    raise
+            created = await http.post(
+                "/v1/endpoints", {"network": NET, "compartment": comp}, wait=5
+            )
+            if not applied(created, hosts):  # made while a host was away
                 await in_sync(http, hosts)
-                return time.monotonic() - start
-        except httpx.HTTPError:
-            pass  # the controller is away
+            return time.monotonic() - start
+        except CliError:
+            pass  # the controller is away, or not ready to take it yet
         await asyncio.sleep(0.05)
 
 
 async def measure(spec: Any, settle: float, outage: float) -> list[dict[str, Any]]:
     h1, h2 = spec.hosts[:2]
     rows: list[dict[str, Any]] = []
-    async with httpx.AsyncClient(base_url=spec.controller_url, timeout=30) as http:
-        r = await http.post(
-            "/v1/networks", json={"id": NET, "subnet": "10.210.0.0/24", "vni": 4321}
-        )
-        assert r.status_code == 201, r.text
+    async with AsyncClient(spec.controller_url, timeout=30) as http:
+        await http.post("/v1/networks", {"id": NET, "subnet": "10.210.0.0/24", "vni": 4321})
         ips = await plug(http, NET, {"a": h1, "b": h2})
         src = names.netns(h1, "a")
         sent, got = await ping_during(src, ips["b"], 1)
@@ -141,7 +131,7 @@ def accepting(port: int, within: float = 30.0) -> float:
 
 
 async def broker_outage(
-    spec: Any, http: httpx.AsyncClient, src: str, ip: str, outage: float
+    spec: Any, http: AsyncClient, src: str, ip: str, outage: float
 ) -> list[dict[str, Any]]:
     """Stop the broker for ``outage`` s, make a change meanwhile, start it again: packets
     lost, and broker accepting connections → every host in sync."""
@@ -156,8 +146,7 @@ async def broker_outage(
         ("/v1/compartments", {"id": "outage", "host": h1}),
         ("/v1/endpoints", {"network": NET, "compartment": "outage"}),
     ):
-        r = await http.post(path, json=body)
-        assert r.status_code == 201, f"not accepted while the broker is away: {r.text}"
+        await http.post(path, body)  # accepted while the broker is away (else ApiError)
     await asyncio.sleep(max(0.0, outage - (time.monotonic() - stopped)))
     core.start(spec, "broker")
     back = await asyncio.to_thread(accepting, spec.broker_port)

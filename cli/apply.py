@@ -1,5 +1,7 @@
 """``plexus apply``: a topology file (networks, compartments, endpoints) made real
-through the REST API, idempotently.
+through the REST API (:mod:`cli.client`), idempotently. A refusal of the controller
+ends the run with its :class:`~cli.errors.ApiError`; a file that is wrong, or a world
+that differs from it, with a :class:`~cli.errors.TopologyError`.
 
 What exists already and matches the file is left as it is; what exists and differs is
 a conflict (nothing is changed behind the user's back); what is missing is created.
@@ -28,21 +30,15 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
 from pydantic import BaseModel, ValidationError
 
 from proto.rest import Topology
 
+from .client import Client
+from .errors import TopologyError
 
-class TopologyError(Exception):
-    """The file is wrong, the controller refused, or the world differs from the file."""
-
-    def __init__(self, reason: str, code: int = 1) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code
+__all__ = ["Step", "TopologyError", "apply", "load", "wait_hosts"]
 
 
 def load(path: Path) -> Topology:
@@ -67,11 +63,11 @@ class Step:
     elapsed_ms: float
 
 
-def wait_hosts(http: httpx.Client, hosts: list[str], timeout: float) -> None:
+def wait_hosts(api: Client, hosts: list[str], timeout: float) -> None:
     """Until every host in ``hosts`` is online (a host exists once its agent reported)."""
     deadline = time.monotonic() + timeout
     while True:
-        online = {h["id"] for h in _get(http, "/v1/hosts") if h["state"] == "online"}
+        online = {h["id"] for h in api.get("/v1/hosts") if h["state"] == "online"}
         missing = [h for h in hosts if h not in online]
         if not missing:
             return
@@ -81,7 +77,7 @@ def wait_hosts(http: httpx.Client, hosts: list[str], timeout: float) -> None:
 
 
 def apply(
-    http: httpx.Client,
+    api: Client,
     topo: Topology,
     *,
     wait: bool = True,
@@ -98,10 +94,10 @@ def apply(
         for item in items:
             ident = str(getattr(item, "id"))  # noqa: B009 (every item here has an id)
             start = time.perf_counter()
-            have = _get(http, f"{path}/{ident}", missing_ok=True)
+            have = api.get(f"{path}/{ident}", missing_ok=True)
             if have is None:
                 body = item.model_dump(exclude_none=True)
-                created = _send(http, "POST", path, body, wait, timeout)
+                created = api.post(path, body, wait=timeout if wait else None)
                 conv = created.get("convergence")
                 if conv and not conv["converged"]:
                     late = ", ".join(p["host"] for p in conv["pending"])
@@ -121,37 +117,3 @@ def apply(
             if on_step is not None:
                 on_step(step)
     return steps
-
-
-def _get(http: httpx.Client, path: str, missing_ok: bool = False) -> Any:
-    try:
-        resp = http.get(path)
-    except httpx.HTTPError as e:
-        raise TopologyError(f"cannot reach the controller at {http.base_url}: {e}") from None
-    if resp.status_code == 404 and missing_ok:
-        return None
-    return _body(resp)
-
-
-def _send(
-    http: httpx.Client, method: str, path: str, body: dict[str, Any], wait: bool, timeout: float
-) -> Any:
-    params: dict[str, str | float] = {"wait": "true", "timeout": timeout} if wait else {}
-    try:
-        resp = http.request(method, path, json=body, params=params, timeout=timeout + 5)
-    except httpx.HTTPError as e:
-        raise TopologyError(f"cannot reach the controller at {http.base_url}: {e}") from None
-    return _body(resp)
-
-
-def _body(resp: httpx.Response) -> Any:
-    try:
-        data = resp.json()
-    except ValueError:
-        data = None
-    if resp.status_code >= 400:
-        reason = data.get("reason") if isinstance(data, dict) else resp.text.strip()[:200]
-        raise TopologyError(
-            f"{resp.request.method} {resp.request.url.path}: {resp.status_code} {reason}"
-        )
-    return data

@@ -1,5 +1,5 @@
 """What every ``plexus`` subcommand prints with: tables or JSON on stdout, one-line
-errors on stderr."""
+errors on stderr (``fail``, where :mod:`cli.app` turns every Plexus error into one)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import json
 import sys
 from collections.abc import Iterable
 from enum import StrEnum
-from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Any, NoReturn
 
 import typer
 from rich.cells import cell_len
@@ -16,6 +15,8 @@ from rich.console import Console
 from rich.segment import Segments
 from rich.table import Table
 from rich.text import Text
+
+from .errors import CliError
 
 out = Console()
 err = Console(stderr=True)
@@ -25,73 +26,6 @@ class Output(StrEnum):
     table = "table"  # the columns that fit the terminal
     wide = "wide"  # every column, however wide the table gets
     json = "json"
-
-
-#: the common options' values for the command being run (see ``_common``)
-_common: dict[str, Any] = {}
-
-
-def _common_option(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
-    """``--controller``, ``-o``, ``--token`` and ``--token-file`` are taken both before the
-    command (``plexus -o json status``) and after it (``plexus status -o json``); given
-    after it, they win. The root parses first and always records its value (from the
-    command line, the environment or the default); a command's own overrides it only
-    when it was typed."""
-    name = param.name or ""
-    source = ctx.get_parameter_source(name)
-    if ctx.parent is None or (source is not None and source.name == "COMMANDLINE"):
-        _common[name] = value
-    return _common.get(name, value)
-
-
-ControllerOpt = Annotated[
-    str,
-    typer.Option(
-        "--controller", envvar="PLEXUS_CONTROLLER", help="controller URL", callback=_common_option
-    ),
-]
-OutputOpt = Annotated[
-    Output, typer.Option("--output", "-o", help="table, wide or json", callback=_common_option)
-]
-# The token options parse on every command that calls the API; their value is read by
-# api_headers(), not by the command (hence expose_value=False).
-TokenOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--token",
-        envvar="PLEXUS_TOKEN",
-        help="the controller's REST API bearer token",
-        callback=_common_option,
-        expose_value=False,
-    ),
-]
-TokenFileOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--token-file",
-        envvar="PLEXUS_TOKEN_FILE",
-        help="a file holding that token",
-        callback=_common_option,
-        expose_value=False,
-    ),
-]
-WaitOpt = Annotated[bool, typer.Option("--wait", help="return once every affected host applied")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="seconds to wait with --wait")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="also delete what depends on it")]
-DEFAULT_CONTROLLER = "http://127.0.0.1:8470"
-
-
-def api_headers() -> dict[str, str]:
-    """The REST API's bearer token: ``--token`` (or PLEXUS_TOKEN), else the content of
-    ``--token-file`` (or PLEXUS_TOKEN_FILE), else none."""
-    token = _common.get("token")
-    path = _common.get("token_file")
-    if not token and path is not None:
-        try:
-            token = path.read_text().strip()
-        except OSError as e:
-            fail(f"cannot read the token file {path}: {e.strerror}", code=2)
-    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def say(text: str) -> None:
@@ -188,3 +122,18 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}@{v}" for k, v in value.items()) or "-"
     return str(value)
+
+
+def converged(data: dict[str, Any], output: Output) -> None:
+    """After a change made with --wait: say which hosts applied it, or fail (exit 3)
+    naming those that did not in time."""
+    conv = data.get("convergence")
+    if not conv or output is Output.json:
+        if conv and not conv["converged"]:
+            raise typer.Exit(3)
+        return
+    if conv["converged"]:
+        say(f"applied by {len(conv['hosts'])} host(s) in {conv['elapsed_ms']:.1f} ms")
+        return
+    pending = "; ".join(f"{p['host']}: {', '.join(p['waiting_for'])}" for p in conv["pending"])
+    raise CliError(f"not applied in time by {len(conv['pending'])} host(s): {pending}", code=3)

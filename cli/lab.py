@@ -17,7 +17,9 @@ from rich.text import Text
 from lab.spec import DEFAULT_DIR, LabError, LabSpec, machine_lock
 from proto.signals import on_signals
 
-from .console import Output, OutputOpt, err, fail, out, say, show
+from .console import Output, err, out, say, show
+from .errors import CliError
+from .options import OutputOpt
 
 lab_app = typer.Typer(
     help="A multi-host lab on this machine: hosts are network namespaces, each with a "
@@ -80,16 +82,13 @@ def _up(directory: Path, hosts: int, host_prefix: str, tls: bool) -> LabSpec:
             with Steps() as step:
                 return core.up(spec, step)
     except KeyboardInterrupt:
-        fail("interrupted: what the lab had made is removed again", code=130)
+        raise CliError("interrupted: what the lab had made is removed again", code=130) from None
 
 
 def _load(directory: Path) -> LabSpec:
-    try:
-        spec = LabSpec.load(directory)
-    except LabError as e:
-        fail(str(e))
+    spec = LabSpec.load(directory)
     if spec is None:
-        fail(f"no lab in {directory}: start one with `plexus lab up`")
+        raise LabError(f"no lab in {directory}: start one with `plexus lab up`")
     return spec
 
 
@@ -121,10 +120,7 @@ def lab_up(
 ) -> None:
     """Bring a lab up: underlay, broker (credentials and ACLs on), controller and one
     agent per host."""
-    try:
-        spec = _up(directory, hosts, host_prefix, tls)
-    except LabError as e:
-        fail(str(e))
+    spec = _up(directory, hosts, host_prefix, tls)
     if output is Output.json:
         show(spec.model_dump(mode="json"), output, [])
     else:
@@ -136,10 +132,7 @@ def lab_down(directory: DirOpt = DEFAULT_DIR, output: OutputOpt = Output.table) 
     """Stop every process of the lab and remove its namespaces, links and files."""
     from lab import core
 
-    try:
-        report = core.down(directory)
-    except LabError as e:
-        fail(str(e))
+    report = core.down(directory)
     if output is Output.json:
         show(vars(report), output, [])
     elif not report.existed:
@@ -184,7 +177,9 @@ def lab_logs(
     """Print the log of a host's agent, the controller or the broker."""
     spec = _load(directory)
     if target not in (*spec.hosts, "controller", "broker"):
-        fail(f"no {target!r} in this lab: a host ({', '.join(spec.hosts)}), controller or broker")
+        raise CliError(
+            f"no {target!r} in this lab: a host ({', '.join(spec.hosts)}), controller or broker"
+        )
     path = spec.log(target)
     try:
         with open(path, errors="replace") as f:
@@ -197,7 +192,7 @@ def lab_logs(
                 else:
                     time.sleep(0.2)
     except OSError as e:
-        fail(f"cannot read {path}: {e}")
+        raise CliError(f"cannot read {path}: {e}") from None
     except KeyboardInterrupt:
         pass
 
@@ -221,24 +216,28 @@ def lab_exec(
 
     spec = _load(directory)
     if host not in spec.hosts:
-        fail(f"no host {host!r} in this lab (hosts: {', '.join(spec.hosts)})")
+        raise CliError(f"no host {host!r} in this lab (hosts: {', '.join(spec.hosts)})")
     rest = [a for a in args or [] if a != "--"] if host_ns else list(args or [])
     if host_ns:
         ns = spec.host_ns(host)
     else:
         if not rest:
-            fail("name a compartment (or use --host-ns): plexus lab exec HOST COMPARTMENT -- CMD")
+            raise CliError(
+                "name a compartment (or use --host-ns): plexus lab exec HOST COMPARTMENT -- CMD"
+            )
         compartment = rest.pop(0)
         ns = spec.compartment_ns(host, compartment)
         if ns not in netns.listnetns():
-            fail(f"no compartment {compartment!r} on host {host} (namespace {ns} does not exist)")
+            raise CliError(
+                f"no compartment {compartment!r} on host {host} (namespace {ns} does not exist)"
+            )
     if rest and rest[0] == "--":
         rest.pop(0)
     cmd = rest or [os.environ.get("SHELL", "/bin/sh")]
     try:
         os.execvp("nsenter", ["nsenter", f"--net=/run/netns/{ns}", *cmd])
     except OSError as e:
-        fail(f"cannot run nsenter: {e}")
+        raise CliError(f"cannot run nsenter: {e}") from None
 
 
 @lab_app.command("demo")
@@ -251,46 +250,40 @@ def lab_demo(
 ) -> None:
     """A lab (brought up if none runs), an overlay network with two compartments per host
     made through the API, and a ping matrix. The lab stays up for you to explore."""
-    import httpx
-
     from lab import demo, procs
 
-    from .apply import TopologyError, apply, wait_hosts
+    from .apply import apply, wait_hosts
+    from .client import Client
 
-    try:
-        spec = LabSpec.load(directory)
-        if spec is None:
-            spec = _up(directory, hosts, host_prefix, tls)
-            if output is not Output.json:
-                _summary(spec)
-                out.print()
-        down = [name for name, pid in spec.pids.items() if not procs.alive(pid)]
-        if down:
-            fail(
-                f"the lab in {directory} is not healthy ({', '.join(down)} not running): "
-                "`plexus lab down`, then `plexus lab demo` again"
-            )
-        topo = demo.topology(spec.hosts)
-        with Steps() as step, httpx.Client(base_url=spec.controller_url, timeout=30) as http:
-            step("hosts online")
-            wait_hosts(http, spec.hosts, 30)
-            step(
-                f"overlay network {demo.NETWORK} ({demo.SUBNET}, VNI {demo.VNI}), "
-                f"{len(topo.compartments)} compartments, {len(topo.endpoints)} endpoints"
-            )
-            apply(http, topo)
-            eps = http.get("/v1/endpoints", params={"network": demo.NETWORK}).json()
-            targets = [
-                demo.Target(e["id"], e["host"], e["compartment"], e["ip"])
-                for e in eps
-                if e["id"] in {x.id for x in topo.endpoints}
-            ]
-            step(f"ping matrix ({len(targets) * (len(targets) - 1)} pairs)")
-            probes = asyncio.run(demo.matrix(targets))
-    except (LabError, TopologyError) as e:
-        fail(str(e))
-    except httpx.HTTPError as e:
-        fail(f"cannot reach the lab's controller: {e}")
+    spec = LabSpec.load(directory)
+    if spec is None:
+        spec = _up(directory, hosts, host_prefix, tls)
+        if output is not Output.json:
+            _summary(spec)
+            out.print()
+    down = [name for name, pid in spec.pids.items() if not procs.alive(pid)]
+    if down:
+        raise LabError(
+            f"the lab in {directory} is not healthy ({', '.join(down)} not running): "
+            "`plexus lab down`, then `plexus lab demo` again"
+        )
+    topo = demo.topology(spec.hosts)
+    with Steps() as step, Client(spec.controller_url) as api:
+        step("hosts online")
+        wait_hosts(api, spec.hosts, 30)
+        step(
+            f"overlay network {demo.NETWORK} ({demo.SUBNET}, VNI {demo.VNI}), "
+            f"{len(topo.compartments)} compartments, {len(topo.endpoints)} endpoints"
+        )
+        apply(api, topo)
+        eps = api.get("/v1/endpoints", params={"network": demo.NETWORK})
+        targets = [
+            demo.Target(e["id"], e["host"], e["compartment"], e["ip"])
+            for e in eps
+            if e["id"] in {x.id for x in topo.endpoints}
+        ]
+        step(f"ping matrix ({len(targets) * (len(targets) - 1)} pairs)")
+        probes = asyncio.run(demo.matrix(targets))
     reached = sum(1 for p in probes if p.rtt_ms is not None)
     if output is Output.json:
         show(

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from broker import identities
+from broker.errors import BrokerError
+from cli.client import Client
+from cli.errors import CliError
 from proto import names
 from proto.types import is_id
 
@@ -129,7 +130,7 @@ def up(spec: LabSpec, step: Step, timeout: float = 30.0) -> LabSpec:
                 spec.hosts,
                 tls_listeners=listeners if spec.tls else [],
             )
-        except (identities.IdentityError, OSError) as e:
+        except BrokerError as e:
             raise LabError(f"cannot make the broker's credentials: {e}") from None
         _configs(spec)
 
@@ -148,6 +149,9 @@ def up(spec: LabSpec, step: Step, timeout: float = 30.0) -> LabSpec:
         for h in spec.hosts:
             start(spec, f"agent:{h}")
         _until(spec, "agents", timeout, lambda: not _offline(spec))
+    except OSError as e:  # the lab's files (configurations, state): translated here, once
+        down(spec.dir)
+        raise LabError(f"cannot bring the lab up: {e}") from None
     except BaseException:
         down(spec.dir)
         raise
@@ -188,21 +192,24 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _healthy(spec: LabSpec) -> bool:
+def _get(spec: LabSpec, path: str, timeout: float) -> Any:
+    """The lab controller's answer to ``GET path``; None while it cannot give one (not
+    up yet, or gone): the lab polls, and a failure is only "not yet"."""
     try:
-        return bool(
-            httpx.get(f"{spec.controller_url}/healthz", timeout=1).json()["broker_connected"]
-        )
-    except (httpx.HTTPError, ValueError, KeyError):
-        return False
+        with Client(spec.controller_url, timeout=timeout) as api:
+            return api.get(path)
+    except CliError:
+        return None
+
+
+def _healthy(spec: LabSpec) -> bool:
+    health = _get(spec, "/healthz", 1)
+    return isinstance(health, dict) and bool(health.get("broker_connected"))
 
 
 def _offline(spec: LabSpec) -> list[str]:
     """Hosts of the lab the controller does not see online."""
-    try:
-        hosts = httpx.get(f"{spec.controller_url}/v1/hosts", timeout=2).json()
-    except (httpx.HTTPError, ValueError):
-        return list(spec.hosts)
+    hosts = _get(spec, "/v1/hosts", 2) or []
     online = {h["id"] for h in hosts if h["state"] == "online"}
     return [h for h in spec.hosts if h not in online]
 
@@ -250,11 +257,9 @@ def down(directory: Path) -> DownReport:
 
 def status(spec: LabSpec) -> dict[str, Any]:
     """Processes, hosts as the controller sees them, compartments per host."""
-    try:
-        hosts = {h["id"]: h for h in httpx.get(f"{spec.controller_url}/v1/hosts", timeout=2).json()}
-        reachable = True
-    except (httpx.HTTPError, ValueError):
-        hosts, reachable = {}, False
+    answer = _get(spec, "/v1/hosts", 2)
+    hosts = {h["id"]: h for h in answer or []}
+    reachable = answer is not None
     namespaces = underlay.host_namespaces(spec)
     rows = []
     for h in spec.hosts:

@@ -28,16 +28,19 @@ def plexus_command() -> list[str]:
 
 
 def spawn(argv: list[str], log: Path) -> int:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # no signal from the CLI's terminal reaches it
-            close_fds=True,
-        )
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # no signal from the CLI's terminal reaches it
+                close_fds=True,
+            )
+    except OSError as e:
+        raise LabError(f"cannot start {argv[0]} (log {log}): {e}") from None
     record_pid(proc.pid)
     return proc.pid
 

@@ -3,6 +3,13 @@
 The spec is written to ``DIR/lab.json`` first, so that ``plexus lab down`` can remove
 every namespace, link, process and file the lab made, even when ``lab up`` or the
 lab's processes died half-way.
+
+The lab's errors are one class, raised with the reason shown to the user; what the
+lab meets underneath (OSError, netlink's errors, a broker's set-up refused, a process
+that exits) is translated into it where it is met::
+
+    PlexusError                  (proto.errors)
+    └── LabError                 a lab operation cannot go on (``plexus lab``: exit 1)
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from proto import names
+from proto.errors import PlexusError
 
 DEFAULT_DIR = Path("/run/plexus/lab")
 #: the benchmarking range (RFC 2544): never routed on the internet
@@ -29,8 +37,8 @@ HOST_NS_PREFIX = "plab-"
 AGENT_METRICS_PORT = 9470
 
 
-class LabError(Exception):
-    """A lab operation cannot go on; the message is the reason shown to the user."""
+class LabError(PlexusError):
+    """A lab operation cannot go on; ``reason`` is shown to the user."""
 
 
 class LabSpec(BaseModel):

@@ -15,9 +15,10 @@ ALLOWED: dict[str, set[str]] = {
     "controller": {"proto"},
     "agents": {"proto"},
     "broker": {"proto"},
-    # the lab builds its underlay with the agent's namespace primitive, and starts the
-    # broker it configures with the broker package
-    "lab": {"proto", "broker", "agents.kernel.netns"},
+    # the lab builds its underlay with the agent's namespace primitive, starts the broker
+    # it configures with the broker package, and asks its controller how it is with the
+    # one REST client (and its errors) rather than a second one of its own
+    "lab": {"proto", "broker", "agents.kernel.netns", "cli.client", "cli.errors"},
     "cli": set(PACKAGES),  # the command tree: it launches every daemon
 }
 

@@ -1,0 +1,244 @@
+"""The daemons ``plexus`` runs (``controller``, ``agent``) and the broker's
+administration (``plexus broker run | init | add-host | revoke``).
+
+Each daemon's package is imported inside its command, so that ``plexus network list``
+loads neither FastAPI nor pyroute2 (a test holds it). Errors of the broker package
+(``broker.errors``) reach the command line as they are, with exit status 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from proto.settings import load_settings
+
+from .console import Output, show
+from .errors import CliError
+from .options import OutputOpt
+
+broker_app = typer.Typer(help="The MQTT broker Plexus runs (Mosquitto).", no_args_is_help=True)
+
+
+def bad_settings(e: ValueError) -> str:
+    """A settings error on one line (pydantic's spans several)."""
+    if isinstance(e, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in e.errors()
+        )
+    return str(e)
+
+
+def controller(
+    broker: Annotated[str | None, typer.Option(help="mqtt://HOST:PORT")] = None,
+    store: Annotated[str | None, typer.Option(help="SQLite file")] = None,
+    listen: Annotated[str | None, typer.Option(help="HOST:PORT of the REST API")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML file ([controller] table)", envvar="PLEXUS_CONFIG")
+    ] = None,
+    snapshot_interval: Annotated[float | None, typer.Option(help="seconds")] = None,
+    broker_credentials: Annotated[
+        Path | None, typer.Option(help="identity directory from `plexus broker init`")
+    ] = None,
+    api_token_file: Annotated[
+        Path | None, typer.Option(help="the REST API's bearer token (made at first start)")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option()] = None,
+    log_format: Annotated[str | None, typer.Option(help="auto, json or console")] = None,
+) -> None:
+    """Run the controller daemon (REST API + MQTT publisher)."""
+    from controller.config import ControllerSettings
+    from controller.daemon import run
+
+    try:
+        settings = load_settings(
+            ControllerSettings,
+            "controller",
+            config,
+            broker=broker,
+            store=store,
+            listen=listen,
+            snapshot_interval=snapshot_interval,
+            broker_credentials=broker_credentials,
+            api_token_file=api_token_file,
+            log_level=log_level,
+            log_format=log_format,
+        )
+        settings.broker_url()
+    except (ValidationError, ValueError) as e:
+        raise CliError(f"bad configuration: {bad_settings(e)}", code=2) from None
+    run(settings)
+
+
+def agent(
+    host_id: Annotated[str | None, typer.Option(help="this host's id")] = None,
+    broker: Annotated[str | None, typer.Option(help="mqtt://HOST:PORT")] = None,
+    vtep_address: Annotated[str | None, typer.Option(help="underlay address for VXLAN")] = None,
+    vtep_interface: Annotated[str | None, typer.Option(help="take the VTEP from this link")] = None,
+    resync_interval: Annotated[
+        float | None, typer.Option(help="seconds between full passes")
+    ] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus metrics")] = None,
+    broker_credentials: Annotated[
+        Path | None, typer.Option(help="identity directory from `plexus broker init`")
+    ] = None,
+    allowed_uplink: Annotated[
+        list[str] | None,
+        typer.Option(help="a link transparent networks may enslave here (repeatable)"),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML file ([agent] table)", envvar="PLEXUS_CONFIG")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option()] = None,
+    log_format: Annotated[str | None, typer.Option(help="auto, json or console")] = None,
+) -> None:
+    """Run the host agent daemon (programs this host's kernel)."""
+    from agents.config import AgentSettings
+    from agents.daemon import run as run_agent
+
+    try:
+        settings = load_settings(
+            AgentSettings,
+            "agent",
+            config,
+            host_id=host_id,
+            broker=broker,
+            vtep_address=vtep_address,
+            vtep_interface=vtep_interface,
+            resync_interval=resync_interval,
+            metrics_port=metrics_port,
+            broker_credentials=broker_credentials,
+            allowed_uplinks=allowed_uplink or None,
+            log_level=log_level,
+            log_format=log_format,
+        )
+        settings.broker_url()
+    except (ValidationError, ValueError) as e:
+        raise CliError(f"bad configuration: {bad_settings(e)}", code=2) from None
+    run_agent(settings)
+
+
+BrokerDirOpt = Annotated[
+    Path, typer.Option("--dir", help="the broker's directory (configuration, credentials)")
+]
+DEFAULT_BROKER_DIR = Path("/etc/plexus/broker")
+
+
+@broker_app.command("run")
+def broker_run(
+    directory: BrokerDirOpt = DEFAULT_BROKER_DIR,
+    listen: Annotated[
+        list[str] | None,
+        typer.Option(help="HOST:PORT to listen on (repeatable); only with --allow-anonymous"),
+    ] = None,
+    allow_anonymous: Annotated[
+        bool, typer.Option(help="no credentials, no ACL: anyone may program any host")
+    ] = False,
+) -> None:
+    """Run Mosquitto with Plexus's settings (MQTT 5, TCP_NODELAY, packet limit) and the
+    credentials and ACL `plexus broker init` made in --dir."""
+    from broker import identities, mosquitto
+
+    if allow_anonymous:
+        listeners = [mosquitto.parse_listen(v) for v in listen or ["127.0.0.1:1883"]]
+        mosquitto.exec_broker(directory, listeners)
+    if listen:
+        raise CliError("--listen goes to `plexus broker init` (or with --allow-anonymous)", 2)
+    if not identities.BrokerDir(directory).initialised():
+        raise CliError(
+            f"{directory} holds no broker configuration: run `plexus broker init --dir "
+            f"{directory}` first (or --allow-anonymous for a throwaway broker)",
+            code=2,
+        )
+    mosquitto.exec_broker(directory, None)
+
+
+@broker_app.command("init")
+def broker_init(
+    directory: BrokerDirOpt = DEFAULT_BROKER_DIR,
+    listen: Annotated[
+        list[str] | None, typer.Option(help="HOST:PORT of a plain listener (repeatable)")
+    ] = None,
+    tls_listen: Annotated[
+        list[str] | None,
+        typer.Option(help="HOST:PORT of a TLS listener with client certificates (repeatable)"),
+    ] = None,
+    tls_name: Annotated[
+        list[str] | None,
+        typer.Option(help="another name or address clients reach the broker by (TLS)"),
+    ] = None,
+    host: Annotated[
+        list[str] | None, typer.Option(help="issue a credential for this host (repeatable)")
+    ] = None,
+    exist_ok: Annotated[
+        bool, typer.Option(help="an initialised --dir is kept as it is (for automation)")
+    ] = False,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Make a broker configuration with authentication and ACLs on: one credential for
+    the controller and one per host; with --tls-listen, a CA and client certificates."""
+    from broker import identities, mosquitto
+
+    plain = [mosquitto.parse_listen(v) for v in listen or []]
+    tls = [mosquitto.parse_listen(v, 8883) for v in tls_listen or []]
+    if not plain and not tls:
+        plain = [("127.0.0.1", 1883)]
+    if not (exist_ok and identities.BrokerDir(directory).initialised()):
+        identities.init(
+            directory, plain, list(host or []), tls_listeners=tls, tls_names=tls_name or []
+        )
+    _identities_out(directory, output)
+
+
+@broker_app.command("add-host")
+def broker_add_host(
+    hosts: Annotated[list[str], typer.Argument(help="host ids")],
+    directory: BrokerDirOpt = DEFAULT_BROKER_DIR,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Issue credentials for hosts and reload the running broker."""
+    from broker import identities
+
+    identities.add_hosts(directory, hosts)
+    identities.reload(directory)
+    _identities_out(directory, output)
+
+
+@broker_app.command("revoke")
+def broker_revoke(
+    hosts: Annotated[list[str], typer.Argument(help="host ids")],
+    directory: BrokerDirOpt = DEFAULT_BROKER_DIR,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Revoke hosts' credentials (decommissioning) and reload the running broker: their
+    connections may no longer read or write anything."""
+    from broker import identities
+
+    identities.revoke(directory, hosts)
+    identities.reload(directory)
+    _identities_out(directory, output)
+
+
+def _identities_out(directory: Path, output: Output) -> None:
+    from broker import identities
+
+    bd = identities.BrokerDir(directory)
+    rows = [
+        {"identity": n, "credentials": str(bd.identity(n)), "client_certificate": bd.tls}
+        for n in bd.names()
+    ]
+    revoked = bd.revoked()
+    title = f"broker {directory}: copy each credentials directory to its host" + (
+        f"; revoked: {', '.join(revoked)}" if revoked else ""
+    )
+    show(
+        rows,
+        output,
+        ["identity", "credentials", "client_certificate"],
+        title,
+        ("client_certificate",),
+    )

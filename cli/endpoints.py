@@ -1,0 +1,160 @@
+"""``plexus endpoint``: create, list, show, publish (ports), delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from .console import Output, converged, show
+from .errors import CliError
+from .options import (
+    DEFAULT_CONTROLLER,
+    ControllerOpt,
+    OutputOpt,
+    TimeoutOpt,
+    TokenFileOpt,
+    TokenOpt,
+    WaitOpt,
+    connect,
+    ident,
+    waiting,
+)
+
+endpoint_app = typer.Typer(help="Endpoints: a container's vNIC in a network.", no_args_is_help=True)
+
+COLUMNS = [
+    "id",
+    "network",
+    "compartment",
+    "host",
+    "interface",
+    "ip",
+    "mac",
+    "default_route",
+    "ports",
+]
+OPTIONAL = ("default_route", "ports", "interface")
+PublishOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--publish", "-p", help="[HOST_IP:]HOST_PORT:PORT[/tcp|udp] (nat networks, repeatable)"
+    ),
+]
+
+
+def parse_publish(value: str) -> dict[str, Any]:
+    """Docker's ``-p`` syntax: ``[HOST_IP:]HOST_PORT:PORT[/PROTO]``."""
+    spec, _, proto_ = value.partition("/")
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[-2:]):
+        raise CliError(f"--publish {value!r}: expected [HOST_IP:]HOST_PORT:PORT[/tcp|udp]")
+    out: dict[str, Any] = {
+        "protocol": proto_ or "tcp",
+        "host_port": int(parts[-2]),
+        "port": int(parts[-1]),
+    }
+    if len(parts) == 3:
+        out["host_ip"] = parts[0]
+    return out
+
+
+@endpoint_app.command("create")
+def endpoint_create(
+    name: Annotated[str | None, typer.Argument(help="endpoint id (generated if omitted)")] = None,
+    network: Annotated[str, typer.Option(help="network id")] = "",
+    compartment: Annotated[str, typer.Option(help="compartment id")] = "",
+    ip: Annotated[str | None, typer.Option(help="static IPv4 address")] = None,
+    mac: Annotated[str | None, typer.Option(help="static MAC address")] = None,
+    default_route: Annotated[
+        bool | None, typer.Option("--default-route/--no-default-route")
+    ] = None,
+    publish: PublishOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 10.0,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Attach a compartment to a network with a new endpoint."""
+    if not network or not compartment:
+        raise CliError("--network and --compartment are required")
+    body: dict[str, Any] = {"network": network, "compartment": compartment}
+    for key, value in (("id", name), ("ip", ip), ("mac", mac), ("default_route", default_route)):
+        if value is not None:
+            body[key] = value
+    if publish:
+        body["ports"] = [parse_publish(p) for p in publish]
+    with connect(controller) as api:
+        data = api.post("/v1/endpoints", body, wait=waiting(wait, timeout))
+    show(data, output, COLUMNS, optional=OPTIONAL)
+    converged(data, output)
+
+
+@endpoint_app.command("list")
+def endpoint_list(
+    network: Annotated[str | None, typer.Option()] = None,
+    host: Annotated[str | None, typer.Option()] = None,
+    compartment: Annotated[str | None, typer.Option()] = None,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """List endpoints."""
+    params = {"network": network, "host": host, "compartment": compartment}
+    with connect(controller) as api:
+        data = api.get("/v1/endpoints", params=params)
+    show(data, output, COLUMNS, optional=OPTIONAL)
+
+
+@endpoint_app.command("show")
+def endpoint_show(
+    name: str,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Show one endpoint."""
+    with connect(controller) as api:
+        show(api.get(f"/v1/endpoints/{ident(name)}"), output, COLUMNS, optional=OPTIONAL)
+
+
+@endpoint_app.command("publish")
+def endpoint_publish(
+    name: str,
+    publish: PublishOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 10.0,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Set an endpoint's published ports to exactly these (none: close them all)."""
+    body = {"ports": [parse_publish(p) for p in publish or []]}
+    path = f"/v1/endpoints/{ident(name)}/ports"
+    with connect(controller) as api:
+        data = api.request("PUT", path, body=body, wait=waiting(wait, timeout))
+    show(data, output, COLUMNS, optional=OPTIONAL)
+    converged(data, output)
+
+
+@endpoint_app.command("delete")
+def endpoint_delete(
+    name: str,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 10.0,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Delete an endpoint."""
+    path = f"/v1/endpoints/{ident(name)}"
+    with connect(controller) as api:
+        data = api.request("DELETE", path, wait=waiting(wait, timeout))
+    show(data, output, ["id", "deleted"])
+    converged(data, output)

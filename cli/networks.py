@@ -1,0 +1,116 @@
+"""``plexus network``: create (its options made from ``proto.rest.NetworkCreate``),
+list, show, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from proto.rest import NetworkCreate
+
+from . import modelopts
+from .console import Output, converged, show
+from .modelopts import Rename
+from .options import (
+    DEFAULT_CONTROLLER,
+    ControllerOpt,
+    ForceOpt,
+    OutputOpt,
+    TimeoutOpt,
+    TokenFileOpt,
+    TokenOpt,
+    WaitOpt,
+    connect,
+    ident,
+    waiting,
+)
+
+network_app = typer.Typer(
+    help="Networks: overlay, nat, transparent, internal.", no_args_is_help=True
+)
+
+COLUMNS = [
+    "id",
+    "mode",
+    "subnet",
+    "gateway",
+    "vni",
+    "mtu",
+    "endpoints",
+    "hosts",
+    "table_generation",
+]
+#: left out, first one first, when the table is wider than the terminal
+OPTIONAL = ("table_generation", "hosts", "endpoints", "mtu", "vni", "mode")
+
+#: where ``network create`` differs from NetworkCreate's field names (flags in use in
+#: scripts and the README); every other field is its own option, as it is named
+RENAMES = {
+    "id": Rename(argument="name"),
+    "uplinks": Rename(flag="--uplink-for", metavar="HOST=LINK"),
+    "nat_exceptions": Rename(flag="--nat-exception"),
+}
+
+
+def _create(
+    body: dict[str, Any],
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 10.0,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Create a network."""
+    with connect(controller) as api:
+        data = api.post("/v1/networks", body, wait=waiting(wait, timeout))
+    show(data, output, COLUMNS, optional=OPTIONAL)
+    converged(data, output)
+
+
+network_app.command("create")(modelopts.command(NetworkCreate, _create, RENAMES))
+
+
+@network_app.command("list")
+def network_list(
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """List networks."""
+    with connect(controller) as api:
+        show(api.get("/v1/networks"), output, COLUMNS, optional=OPTIONAL)
+
+
+@network_app.command("show")
+def network_show(
+    name: str,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Show one network."""
+    with connect(controller) as api:
+        show(api.get(f"/v1/networks/{ident(name)}"), output, COLUMNS, optional=OPTIONAL)
+
+
+@network_app.command("delete")
+def network_delete(
+    name: str,
+    force: ForceOpt = False,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 10.0,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Delete a network (refused while it has endpoints, unless --force)."""
+    path = f"/v1/networks/{ident(name)}"
+    with connect(controller) as api:
+        data = api.request("DELETE", path, params={"force": force}, wait=waiting(wait, timeout))
+    show(data, output, ["id", "deleted"])
+    converged(data, output)
