@@ -10,6 +10,8 @@ the field's description, its type the field's in command-line terms:
     bool                          ``--x/--no-x``
     list, tuple, set              ``--x`` repeated
     dict                          ``--x KEY=VALUE`` repeated
+    a model (e.g. ``dns``)        its fields, each as above: ``--dns-nameservers``…,
+                                  sent as one object when any of them is given
 
 A :class:`Rename` keeps a flag a user already knows (``--uplink-for HOST=LINK`` for
 ``uplinks``) or makes a field the positional argument. Typer reads a command's
@@ -74,6 +76,8 @@ class FieldOption:
     name: str
     field: FieldInfo
     rename: Rename
+    #: where the value goes in the body: (field,) or, in a nested model, (field, sub)
+    path: tuple[str, ...] = ()
 
     @property
     def kind(self) -> Literal["scalar", "list", "dict"]:
@@ -157,7 +161,16 @@ def options(model: type[BaseModel], renames: Mapping[str, Rename]) -> list[Field
     unknown = set(renames) - set(model.model_fields)
     if unknown:
         raise TypeError(f"renames of fields {model.__name__} does not have: {sorted(unknown)}")
-    return [FieldOption(n, f, renames.get(n, Rename())) for n, f in model.model_fields.items()]
+    out = []
+    for n, f in model.model_fields.items():
+        tp, _ = _unwrap(f.annotation)
+        if isinstance(tp, type) and issubclass(tp, BaseModel) and n not in renames:
+            # a nested model: one option per field of it, named after both
+            for sub, sf in tp.model_fields.items():
+                out.append(FieldOption(f"{n}_{sub}", sf, Rename(), (n, sub)))
+        else:
+            out.append(FieldOption(n, f, renames.get(n, Rename()), (n,)))
+    return out
 
 
 def command(
@@ -174,11 +187,14 @@ def command(
         raise TypeError(f"{model.__name__} fields clash with {run.__name__}'s: {sorted(clash)}")
 
     def invoke(**given: Any) -> None:
-        body = {}
+        body: dict[str, Any] = {}
         for f in fields:
             value = f.value(given.pop(f.name))
             if value is not None:
-                body[f.name] = value
+                where = body
+                for key in f.path[:-1]:
+                    where = where.setdefault(key, {})
+                where[f.path[-1]] = value
         run(body, **given)
 
     own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]

@@ -147,3 +147,38 @@ def test_network_create_sends_what_it_did_before(monkeypatch: pytest.MonkeyPatch
             "nat_exceptions": ["10.9.0.0/16"],
         }
     ]
+
+
+class Inner(Body):
+    servers: list[str] = Field(default_factory=list, description="resolvers")
+    domain: str | None = Field(default=None, description="the domain")
+
+
+class Nested(Body):
+    id: Id
+    dns: Inner | None = Field(default=None, description="DNS settings")
+
+
+def test_a_nested_models_fields_are_options_and_travel_as_one_object() -> None:
+    """A field whose type is a model (a network's ``dns``) gives one option per field
+    of it, ``--dns-servers``…; the body gets them as one object, and nothing when none
+    of them was given."""
+    sent: dict[str, Any] = {}
+
+    def create(body: dict[str, Any]) -> None:
+        sent.clear()
+        sent.update(body)
+
+    cli = typer.Typer(cls=Commands)
+    cli.command("create")(modelopts.command(Nested, create, {"id": Rename(argument="name")}))
+    cli.command("other")(lambda: None)
+    run = CliRunner()
+    out = run.invoke(cli, ["create", "--help"], env={"COLUMNS": "300"}).output
+    assert "--dns-servers" in out and "--dns-domain" in out and "the domain" in out
+    res = run.invoke(
+        cli, ["create", "n1", "--dns-servers", "10.0.0.2", "--dns-servers", "10.0.0.3"]
+    )
+    assert res.exit_code == 0, res.output
+    assert sent == {"id": "n1", "dns": {"servers": ["10.0.0.2", "10.0.0.3"]}}
+    assert run.invoke(cli, ["create", "n2"]).exit_code == 0 and sent == {"id": "n2"}
+
