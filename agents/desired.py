@@ -16,6 +16,7 @@ from proto import names, transit
 
 from .model import FLOOD_MAC, Bridge, Fdb, HostState, Neigh, Veth, Vxlan
 from .plan import Entries
+from .resolv import resolv_conf
 from .rules import host_rules, router_masquerade
 from .tables import Table
 
@@ -307,5 +308,8 @@ def desired_state(
             if ep.default_route and net.gateway:
                 gateway = net.gateway
         st.routes[ns] = gateway
+        content = resolv_conf(comp, nets)
+        if content is not None:
+            st.resolv[ns] = content
     st.rules, st.sysctls = host_rules(doc)
     return st

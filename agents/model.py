@@ -97,6 +97,9 @@ class HostState:
     host_routes: dict[str, str] = field(default_factory=dict)
     #: sysctls of the host namespace the agent needs (it sets, never resets them)
     sysctls: dict[str, str] = field(default_factory=dict)
+    #: resolver file of each owned namespace that has one: namespace → resolv.conf
+    #: (from its networks' DNS settings; :mod:`agents.resolv`)
+    resolv: dict[str, str] = field(default_factory=dict)
     #: packets and bytes counted by each rule (read only; not part of the comparison)
     counters: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False)
     #: desired state refused because it would touch what the agent does not own
@@ -119,6 +122,7 @@ class HostState:
             dict(self.ns_rules),
             dict(self.host_routes),
             dict(self.sysctls),
+            dict(self.resolv),
             dict(self.counters),
             list(self.refused),
             self.foreign,
@@ -135,4 +139,5 @@ class HostState:
             + len(self.rules or ())
             + sum(len(r or ()) for r in self.ns_rules.values())
             + len(self.host_routes)
+            + len(self.resolv)
         )

@@ -114,6 +114,19 @@ class SetSysctl:
 
 
 @dataclass(frozen=True, slots=True)
+class SetResolv:
+    """Write an owned namespace's resolver file (``/etc/netns/NS/resolv.conf``)."""
+
+    netns: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class DelResolv:
+    netns: str
+
+
+@dataclass(frozen=True, slots=True)
 class AddNeigh:
     neigh: Neigh
 
@@ -143,6 +156,8 @@ Action = (
     | SetHostRoute
     | DelHostRoute
     | SetSysctl
+    | SetResolv
+    | DelResolv
 )
 
 
@@ -207,6 +222,11 @@ def plan(
         fresh = ns not in actual.namespaces or ns in recreated_ns
         if (None if fresh else actual.routes.get(ns)) != gw:
             adds.append(SetRoute(ns, gw))
+
+    # resolver files of the compartments (their networks' DNS settings)
+    for ns, content in sorted(desired.resolv.items()):
+        if actual.resolv.get(ns) != content:
+            adds.append(SetResolv(ns, content))
 
     # forwarding entries and neighbours: set differences first (in C), so a pass costs
     # Python work for what differs, not for every entry a host holds
@@ -284,6 +304,7 @@ def plan(
         stale += [DelVeth(n) for n in sorted(actual.veths.keys() - desired.veths.keys())]
         stale += [DelVxlan(n) for n in sorted(actual.vxlans.keys() - desired.vxlans.keys())]
         stale += [DelBridge(n) for n in sorted(actual.bridges.keys() - desired.bridges.keys())]
+        stale += [DelResolv(n) for n in sorted(actual.resolv.keys() - desired.resolv.keys())]
         stale += [DelNamespace(n) for n in sorted(stale_ns)]
         dels = stale + dels
     return dels + adds

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import shutil
+from pathlib import Path
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -20,6 +22,9 @@ from proto import names
 
 from .records import record
 from .spec import LabError, LabSpec
+
+#: where agents keep their compartments' resolver files (agents.kernel.resolv)
+ETC_NETNS = Path("/etc/netns")
 
 UPLINK = "uplink"
 
@@ -97,6 +102,13 @@ def destroy(spec: LabSpec) -> list[str]:
         except OSError as e:
             if e.errno != errno.ENOENT:
                 raise LabError(f"cannot remove namespace {ns}: {e}") from None
+    # the resolver files the lab's agents kept for their compartments (/etc/netns)
+    prefixes = tuple(names.netns_prefix(h) for h in spec.hosts)
+    with contextlib.suppress(FileNotFoundError):
+        for entry in ETC_NETNS.iterdir():
+            if entry.name.startswith(prefixes) and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(f"directory {entry}")
     with IPRoute() as ipr:
         ports = [spec.port(h) for h in spec.hosts]
         for name in [*ports, spec.bridge]:

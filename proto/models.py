@@ -11,7 +11,21 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .types import Cidr, Generation, Id, IfName, IPv4, Mac, Mtu, Port, Subnet, Text, Vni
+from .types import (
+    Cidr,
+    DnsName,
+    DnsOption,
+    Generation,
+    Id,
+    IfName,
+    IPv4,
+    Mac,
+    Mtu,
+    Port,
+    Subnet,
+    Text,
+    Vni,
+)
 
 SCHEMA_VERSION: Literal[1] = 1
 MAX_SHARDS = 1024
@@ -29,6 +43,28 @@ class Wire(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     v: Literal[1] = SCHEMA_VERSION
+
+
+def _unset(value: object) -> bool:
+    return value is None
+
+
+class Dns(BaseModel):
+    """The DNS settings a network gives its endpoints (HNS's ``Dns``, a CNI result's
+    ``dns``): a compartment's resolver uses those of its endpoints' networks."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    nameservers: Annotated[tuple[IPv4, ...], Field(max_length=3)] = Field(
+        (), description="resolver addresses, in order (at most 3, as resolv.conf reads)"
+    )
+    domain: DnsName | None = Field(None, description="the local domain")
+    search: Annotated[tuple[DnsName, ...], Field(max_length=6)] = Field(
+        (), description="search domains, in order"
+    )
+    options: Annotated[tuple[DnsOption, ...], Field(max_length=16)] = Field(
+        (), description="resolver options, e.g. ndots:2"
+    )
 
 
 class NetworkFields(BaseModel):
@@ -62,6 +98,11 @@ class NetworkFields(BaseModel):
     )
     nat_exceptions: Annotated[tuple[Cidr, ...], Field(max_length=64)] = Field(
         (), description="overlay outbound NAT: destinations not translated (the subnet never is)"
+    )
+    # a field added after the first release is left out of frames while unset, so that
+    # agents of the previous build (extra="forbid") keep accepting them
+    dns: Dns | None = Field(
+        None, description="DNS settings for the network's endpoints", exclude_if=_unset
     )
 
 

@@ -77,3 +77,12 @@ IfName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{
 Mtu = Annotated[int, Field(ge=MTU_MIN, le=MTU_MAX)]
 Generation = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Text = Annotated[str, StringConstraints(max_length=1024)]
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+#: a DNS domain name (RFC 1123 labels; a trailing dot allowed), lower-cased
+DnsName = Annotated[
+    str,
+    StringConstraints(max_length=253, pattern=rf"^{_LABEL}(\.{_LABEL})*\.?$"),
+    AfterValidator(str.lower),
+]
+#: a resolver option of resolv.conf(5): ``ndots:2``, ``edns0``, ``timeout:1``, …
+DnsOption = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}(:[0-9]{1,4})?$")]

@@ -24,7 +24,7 @@ from proto import names
 from .. import plan as p
 from ..errors import KernelError
 from ..model import Bridge, HostState, Veth
-from . import apply_each, nft, uplink
+from . import apply_each, nft, resolv, uplink
 from .batch import BATCHED, NetlinkBatch, apply_run
 from .netlink import GONE, NUD_PERMANENT, ensure, index, subject
 from .netns import in_netns, listnetns, netlink_socket
@@ -77,9 +77,11 @@ class LinuxKernel:
     :class:`~agents.desired.Changes`): it is what the kernel holds, and it is dropped,
     for a full read next, whenever an action fails or it disagrees with an action."""
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, etc_netns: Path = resolv.DEFAULT_BASE) -> None:
         self.host = host
         self.prefix = names.netns_prefix(host)
+        #: where namespaces' own files are (``ip netns exec`` bind-mounts them)
+        self.etc_netns = etc_netns
         self._ipr: AsyncIPRoute | None = None
         self._ns: dict[str, AsyncIPRoute] = {}
         #: the view (see the class): the last full read, with this driver's successful
@@ -128,6 +130,7 @@ class LinuxKernel:
         self._view = None
         try:
             state = await read_state(await self._root(), self.prefix, self._in, self._batch)
+            state.resolv = await asyncio.to_thread(resolv.read, self.etc_netns, self.prefix)
         except NetlinkError as e:
             raise KernelError("read", self.host, e.code, str(e)) from None
         except OSError as e:
@@ -194,6 +197,13 @@ class LinuxKernel:
                 self._forget(name)
                 if name in listnetns():
                     await asyncio.to_thread(remove_netns, name)
+                # its resolver file goes with it (the plan removes it first, unless it
+                # was removed by hand meanwhile: then the directory is left empty)
+                await asyncio.to_thread(resolv.remove, self.etc_netns, name)
+            case p.SetResolv(ns, content):
+                await asyncio.to_thread(resolv.write, self.etc_netns, ns, content)
+            case p.DelResolv(ns):
+                await asyncio.to_thread(resolv.remove, self.etc_netns, ns)
             case p.AddBridge(br):
                 async with ensure(errno.EEXIST):
                     await ipr.link("add", ifname=br.name, kind="bridge")

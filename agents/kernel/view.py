@@ -30,6 +30,10 @@ def apply_to(st: HostState, action: p.Action) -> None:
         case p.DelNeigh(n):
             if st.neigh.get((n.device, n.ip)) == n:
                 del st.neigh[n.device, n.ip]
+        case p.SetResolv(ns, content):
+            st.resolv[ns] = content
+        case p.DelResolv(ns):
+            st.resolv.pop(ns, None)
         case p.AddNamespace(name):
             st.namespaces.add(name)
             st.routes.setdefault(name, None)  # as a read finds a new namespace: no default

@@ -182,3 +182,8 @@ def test_a_nested_models_fields_are_options_and_travel_as_one_object() -> None:
     assert sent == {"id": "n1", "dns": {"servers": ["10.0.0.2", "10.0.0.3"]}}
     assert run.invoke(cli, ["create", "n2"]).exit_code == 0 and sent == {"id": "n2"}
 
+
+def test_network_create_has_the_dns_options_of_the_model() -> None:
+    out = CliRunner().invoke(app, ["network", "create", "--help"], env={"COLUMNS": "300"}).output
+    for flag in ("--dns-nameservers", "--dns-domain", "--dns-search", "--dns-options"):
+        assert flag in out, flag

@@ -1,0 +1,43 @@
+"""A compartment's resolver configuration, from the DNS settings of its networks.
+
+The agent writes it where ``ip netns exec`` (and any runtime following the iproute2
+convention) finds a namespace's own files: ``/etc/netns/<namespace>/resolv.conf`` is
+bind-mounted over ``/etc/resolv.conf`` for what runs in the namespace. Pure: the driver
+writes it (:mod:`agents.kernel.resolv`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import proto
+
+#: what resolv.conf(5) reads: 3 nameservers, 6 search domains
+MAX_NAMESERVERS = 3
+MAX_SEARCH = 6
+HEADER = "# written by the plexus agent: the DNS settings of this compartment's networks\n"
+
+
+def resolv_conf(comp: proto.Compartment, networks: Mapping[str, proto.NetworkSpec]) -> str | None:
+    """The compartment's resolv.conf, or None when none of its networks has DNS
+    settings. The network of the default route comes first, then the others by
+    interface index; repeated entries are kept once, in their first place."""
+    eps = sorted(comp.endpoints, key=lambda e: (not e.default_route, e.index))
+    servers: list[str] = []
+    search: list[str] = []
+    options: list[str] = []
+    for ep in eps:
+        dns = networks[ep.network].dns
+        if dns is None:
+            continue
+        domains = ((dns.domain,) if dns.domain else ()) + dns.search
+        for items, new in ((servers, dns.nameservers), (search, domains), (options, dns.options)):
+            items.extend(x for x in new if x not in items)
+    if not (servers or search or options):
+        return None
+    lines = [f"nameserver {s}" for s in servers[:MAX_NAMESERVERS]]
+    if search:
+        lines.append("search " + " ".join(search[:MAX_SEARCH]))
+    if options:
+        lines.append("options " + " ".join(options))
+    return HEADER + "\n".join(lines) + "\n"
