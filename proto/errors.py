@@ -3,7 +3,7 @@
 Every way a payload or a topic can be refused has its own class, and each carries
 the data a log line needs (the reason, and where known the kind or the topic). Each
 other package's tree hangs from :class:`PlexusError` (``controller.errors``,
-``agents.errors``, ``broker.identities``, ``cli.errors``, ``lab.spec``)::
+``agents.errors``, ``broker.errors``, ``cli.errors``, ``lab.spec``)::
 
     PlexusError
     ├── BrokerUnavailable        the MQTT connection failed or was lost (aiomqtt's

@@ -79,3 +79,17 @@ def test_the_check_sees_forbidden_imports(tmp_path: Path) -> None:
     assert "controller/lazy.py:2: controller imports agents.agent" in found
     assert "proto/up.py:1: proto imports controller.state" in found
     assert "lab/bad.py:1: lab imports agents.kernel.linux" in found
+
+
+#: the size a module may reach before it is split along its seams (the redesign's rule)
+MAX_LINES = 400
+
+
+def test_no_module_of_the_packages_is_over_the_size_limit() -> None:
+    big = [
+        f"{path.relative_to(ROOT)}: {n} lines"
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if (n := len(path.read_text().splitlines())) > MAX_LINES
+    ]
+    assert big == []
