@@ -63,16 +63,23 @@ CREATE INDEX IF NOT EXISTS compartments_host ON compartments(host);
 """
 
 
-def _encode(row: Row) -> str:
+#: each row type's fields, for a shallow dict of a row (its values are JSON already:
+#: strings, numbers, tuples, flat dicts; ``dataclasses.asdict`` deep-copies them)
+_FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in TABLE_OF}
+
+
+def _encode(row: Row, spec_json: str | None = None) -> str:
+    """A row as stored; a network's spec as ``spec_json`` when the caller has it."""
     if isinstance(row, NetworkRow):
-        values: dict[str, Any] = {
-            "spec": row.spec.model_dump(mode="json", exclude={"v", "kind"}),
-            "table_gen": row.table_gen,
-            "created": row.created,
-        }
-    else:
-        values = dataclasses.asdict(row)
-    return json.dumps(values, separators=(",", ":"))
+        if spec_json is None:
+            spec_json = _spec_json(row.spec)
+        tail = json.dumps({"table_gen": row.table_gen, "created": row.created})[1:]
+        return f'{{"spec":{spec_json},{tail}'
+    return json.dumps({f: getattr(row, f) for f in _FIELDS[type(row)]}, separators=(",", ":"))
+
+
+def _spec_json(spec: NetworkSpec) -> str:
+    return json.dumps(spec.model_dump(mode="json", exclude={"v", "kind"}), separators=(",", ":"))
 
 
 def _decode(table: Table, data: str) -> Row:
@@ -112,6 +119,7 @@ class SqliteStore:
             self._db.execute(f"PRAGMA synchronous={sync.upper()}")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            self._specs: dict[str, tuple[NetworkSpec, str]] = {}
             #: network id -> IPAM scope kind, so that writing an endpoint needs no lookup
             self._host_local = {
                 ident: _network(json.loads(data)).host_local
@@ -162,7 +170,15 @@ class SqliteStore:
             raise StoreError(f"store write failed: {e}") from e
 
     def _put(self, db: sqlite3.Connection, row: Row) -> None:
-        data = _encode(row)
+        if isinstance(row, NetworkRow):
+            # every endpoint change writes its network (the table generation): its
+            # spec, unchanged, is encoded once
+            cached = self._specs.get(row.id)
+            if cached is None or cached[0] is not row.spec:
+                cached = self._specs[row.id] = (row.spec, _spec_json(row.spec))
+            data = _encode(row, cached[1])
+        else:
+            data = _encode(row)
         if isinstance(row, HostRow):
             db.execute("INSERT OR REPLACE INTO hosts(id, data) VALUES (?, ?)", (row.id, data))
         elif isinstance(row, NetworkRow):

@@ -155,7 +155,8 @@ class NetworkSpec(NetworkFields, Wire):
 
     @property
     def prefixlen(self) -> int:
-        return ipaddress.IPv4Network(self.subnet).prefixlen
+        # the subnet is held normalised (``a.b.c.d/n``): no need to parse it again
+        return int(self.subnet.rpartition("/")[2])
 
     def uplink_of(self, host: str) -> str | None:
         return self.uplinks.get(host, self.uplink)

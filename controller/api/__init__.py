@@ -1,6 +1,6 @@
 """The northbound REST API (FastAPI; OpenAPI at ``/openapi.json``, docs at ``/docs``).
 
-One router per resource (:mod:`.hosts`, :mod:`.networks`, :mod:`.compartments`,
+One module of routes per resource (:mod:`.hosts`, :mod:`.networks`, :mod:`.compartments`,
 :mod:`.endpoints`, :mod:`.ops`), each made for a :class:`~controller.runtime.Runtime`;
 the views of rows are in :mod:`.views`. Errors are answered here, once: a
 :class:`~controller.errors.ControllerError` by its status, a request body that does not
@@ -124,5 +124,5 @@ def create_app(rt: Runtime, token: str | None = None) -> FastAPI:
 
     app.add_middleware(LatencyMiddleware, metrics=rt.metrics)
     for module in (ops, hosts, networks, compartments, endpoints):
-        app.include_router(module.router(rt))
+        module.add(app, rt)
     return app

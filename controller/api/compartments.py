@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import FastAPI
 
 from proto import rest as schemas
 
@@ -13,12 +14,15 @@ from . import views
 from .params import Force, Timeout, Wait
 
 
-def router(rt: Runtime) -> APIRouter:
-    r = APIRouter(prefix="/v1/compartments", tags=["compartments"])
+def add(app: FastAPI, rt: Runtime) -> None:
+    """Its routes, on the app itself (a route of an included router costs a second
+    matching pass per request)."""
+    path = "/v1/compartments"
+    tags: list[str | Enum] = ["compartments"]
     ctl = rt.controller
     state = ctl.state
 
-    @r.post("", status_code=201, response_model=schemas.Compartment)
+    @app.post(path, tags=tags, status_code=201, response_model=schemas.Compartment)
     async def create_compartment(
         body: schemas.CompartmentCreate, wait: Wait = False, timeout: Timeout = 10.0
     ) -> dict[str, Any]:
@@ -26,20 +30,18 @@ def router(rt: Runtime) -> APIRouter:
         conv = await rt.commit(out, wait, timeout)
         return views.compartment(state, out.value, conv)
 
-    @r.get("", response_model=list[schemas.Compartment])
+    @app.get(path, tags=tags, response_model=list[schemas.Compartment])
     async def list_compartments(host: str | None = None) -> list[dict[str, Any]]:
         rows = sorted(state.compartments.values(), key=lambda c: c.id)
         return [views.compartment(state, c) for c in rows if host is None or c.host == host]
 
-    @r.get("/{comp_id}", response_model=schemas.Compartment)
+    @app.get(path + "/{comp_id}", tags=tags, response_model=schemas.Compartment)
     async def show_compartment(comp_id: str) -> dict[str, Any]:
         return views.compartment(state, ctl.compartment(comp_id))
 
-    @r.delete("/{comp_id}", response_model=schemas.Deleted)
+    @app.delete(path + "/{comp_id}", tags=tags, response_model=schemas.Deleted)
     async def delete_compartment(
         comp_id: str, force: Force = False, wait: Wait = False, timeout: Timeout = 10.0
     ) -> dict[str, Any]:
         conv = await rt.commit(ctl.delete_compartment(comp_id, force=force), wait, timeout)
         return {"id": comp_id, "deleted": True, "convergence": conv}
-
-    return r

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import FastAPI
 
 from proto import rest as schemas
 
@@ -13,12 +14,15 @@ from . import views
 from .params import Timeout, Wait
 
 
-def router(rt: Runtime) -> APIRouter:
-    r = APIRouter(prefix="/v1/endpoints", tags=["endpoints"])
+def add(app: FastAPI, rt: Runtime) -> None:
+    """Its routes, on the app itself (a route of an included router costs a second
+    matching pass per request)."""
+    path = "/v1/endpoints"
+    tags: list[str | Enum] = ["endpoints"]
     ctl = rt.controller
     state = ctl.state
 
-    @r.post("", status_code=201, response_model=schemas.Endpoint)
+    @app.post(path, tags=tags, status_code=201, response_model=schemas.Endpoint)
     async def create_endpoint(
         body: schemas.EndpointCreate, wait: Wait = False, timeout: Timeout = 10.0
     ) -> dict[str, Any]:
@@ -26,7 +30,7 @@ def router(rt: Runtime) -> APIRouter:
         conv = await rt.commit(out, wait, timeout)
         return views.endpoint(state, out.value, conv)
 
-    @r.get("", response_model=list[schemas.Endpoint])
+    @app.get(path, tags=tags, response_model=list[schemas.Endpoint])
     async def list_endpoints(
         network: str | None = None, host: str | None = None, compartment: str | None = None
     ) -> list[dict[str, Any]]:
@@ -38,11 +42,11 @@ def router(rt: Runtime) -> APIRouter:
             and (compartment is None or e.compartment == compartment)
         ]
 
-    @r.get("/{ep_id}", response_model=schemas.Endpoint)
+    @app.get(path + "/{ep_id}", tags=tags, response_model=schemas.Endpoint)
     async def show_endpoint(ep_id: str) -> dict[str, Any]:
         return views.endpoint(state, ctl.endpoint(ep_id))
 
-    @r.put("/{ep_id}/ports", response_model=schemas.Endpoint)
+    @app.put(path + "/{ep_id}/ports", tags=tags, response_model=schemas.Endpoint)
     async def set_endpoint_ports(
         ep_id: str, body: schemas.PortsUpdate, wait: Wait = False, timeout: Timeout = 10.0
     ) -> dict[str, Any]:
@@ -51,11 +55,9 @@ def router(rt: Runtime) -> APIRouter:
         conv = await rt.commit(out, wait, timeout)
         return views.endpoint(state, out.value, conv)
 
-    @r.delete("/{ep_id}", response_model=schemas.Deleted)
+    @app.delete(path + "/{ep_id}", tags=tags, response_model=schemas.Deleted)
     async def delete_endpoint(
         ep_id: str, wait: Wait = False, timeout: Timeout = 10.0
     ) -> dict[str, Any]:
         conv = await rt.commit(ctl.delete_endpoint(ep_id), wait, timeout)
         return {"id": ep_id, "deleted": True, "convergence": conv}
-
-    return r

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proto import __version__
@@ -14,11 +14,12 @@ from ..convergence import HostTarget, behind
 from ..runtime import Runtime
 
 
-def router(rt: Runtime) -> APIRouter:
-    r = APIRouter()
+def add(app: FastAPI, rt: Runtime) -> None:
+    """Its routes, on the app itself (a route of an included router costs a second
+    matching pass per request)."""
     state = rt.controller.state
 
-    @r.get("/healthz", tags=["ops"], openapi_extra={"security": []})
+    @app.get("/healthz", tags=["ops"], openapi_extra={"security": []})
     async def healthz() -> dict[str, Any]:
         return {
             "status": "ok",
@@ -26,14 +27,14 @@ def router(rt: Runtime) -> APIRouter:
             "version": __version__,
         }
 
-    @r.get("/metrics", tags=["ops"], response_class=Response)
+    @app.get("/metrics", tags=["ops"], response_class=Response)
     async def metrics() -> Response:
         online = [h for h in state.hosts.values() if h.state == "online"]
         rt.metrics.hosts_online.set(len(online))
         rt.metrics.hosts_in_sync.set(sum(1 for h in online if not behind(state, h)))
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @r.get("/v1/status", tags=["status"], response_model=schemas.Status)
+    @app.get("/v1/status", tags=["status"], response_model=schemas.Status)
     async def status() -> dict[str, Any]:
         hosts: list[dict[str, Any]] = []
         for _, row in sorted(state.hosts.items()):
@@ -66,5 +67,3 @@ def router(rt: Runtime) -> APIRouter:
             hosts=hosts,
             networks=nets,
         )
-
-    return r
