@@ -288,6 +288,7 @@ def desired_state(
                 st.fdb, st.neigh = ov.fdb, ov.neigh
             else:
                 st.fdb, st.neigh = st.fdb | ov.fdb, {**st.neigh, **ov.neigh}
+    dns = any(n.dns is not None for n in doc.networks)  # most hosts: none, no work
     for comp in doc.compartments:
         ns = names.netns(host, comp.id)
         st.namespaces.add(ns)
@@ -308,8 +309,9 @@ def desired_state(
             if ep.default_route and net.gateway:
                 gateway = net.gateway
         st.routes[ns] = gateway
-        content = resolv_conf(comp, nets)
-        if content is not None:
-            st.resolv[ns] = content
+        if dns:
+            content = resolv_conf(comp, nets)
+            if content is not None:
+                st.resolv[ns] = content
     st.rules, st.sysctls = host_rules(doc)
     return st
