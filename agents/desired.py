@@ -288,7 +288,10 @@ def desired_state(
                 st.fdb, st.neigh = ov.fdb, ov.neigh
             else:
                 st.fdb, st.neigh = st.fdb | ov.fdb, {**st.neigh, **ov.neigh}
-    dns = any(n.dns is not None for n in doc.networks)  # most hosts: none, no work
+    # most hosts have no DNS settings anywhere: no resolver work for them
+    dns = any(n.dns is not None for n in doc.networks) or any(
+        e.dns is not None for c in doc.compartments for e in c.endpoints
+    )
     for comp in doc.compartments:
         ns = names.netns(host, comp.id)
         st.namespaces.add(ns)

@@ -19,17 +19,15 @@ HEADER = "# written by the plexus agent: the DNS settings of this compartment's 
 
 
 def resolv_conf(comp: proto.Compartment, networks: Mapping[str, proto.NetworkSpec]) -> str | None:
-    """The compartment's resolv.conf, or None when none of its networks has DNS
-    settings. The network of the default route comes first, then the others by
-    interface index; repeated entries are kept once, in their first place."""
+    """The compartment's resolv.conf, or None when none of its endpoints or their
+    networks has DNS settings. The endpoint of the default route comes first, then the
+    others by interface index; each endpoint's own settings before its network's;
+    repeated entries are kept once, in their first place."""
     eps = sorted(comp.endpoints, key=lambda e: (not e.default_route, e.index))
     servers: list[str] = []
     search: list[str] = []
     options: list[str] = []
-    for ep in eps:
-        dns = networks[ep.network].dns
-        if dns is None:
-            continue
+    for dns in [d for ep in eps for d in (ep.dns, networks[ep.network].dns) if d is not None]:
         domains = ((dns.domain,) if dns.domain else ()) + dns.search
         for items, new in ((servers, dns.nameservers), (search, domains), (options, dns.options)):
             items.extend(x for x in new if x not in items)

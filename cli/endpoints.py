@@ -70,6 +70,16 @@ def endpoint_create(
         bool | None, typer.Option("--default-route/--no-default-route")
     ] = None,
     publish: PublishOpt = None,
+    dns_nameservers: Annotated[
+        list[str] | None, typer.Option(help="the endpoint's resolvers (repeatable)")
+    ] = None,
+    dns_domain: Annotated[str | None, typer.Option(help="its local domain")] = None,
+    dns_search: Annotated[
+        list[str] | None, typer.Option(help="its search domains (repeatable)")
+    ] = None,
+    dns_options: Annotated[
+        list[str] | None, typer.Option(help="its resolver options (repeatable)")
+    ] = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 10.0,
     controller: ControllerOpt = DEFAULT_CONTROLLER,
@@ -77,7 +87,8 @@ def endpoint_create(
     token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
-    """Attach a compartment to a network with a new endpoint."""
+    """Attach a compartment to a network with a new endpoint (its DNS settings, if
+    any, come before the network's in the compartment's resolver)."""
     if not network or not compartment:
         raise CliError("--network and --compartment are required")
     body: dict[str, Any] = {"network": network, "compartment": compartment}
@@ -86,6 +97,18 @@ def endpoint_create(
             body[key] = value
     if publish:
         body["ports"] = [parse_publish(p) for p in publish]
+    dns = {
+        k: v
+        for k, v in (
+            ("nameservers", dns_nameservers),
+            ("domain", dns_domain),
+            ("search", dns_search),
+            ("options", dns_options),
+        )
+        if v
+    }
+    if dns:
+        body["dns"] = dns
     with connect(controller) as api:
         data = api.post("/v1/endpoints", body, wait=waiting(wait, timeout))
     show(data, output, COLUMNS, optional=OPTIONAL)

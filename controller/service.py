@@ -288,6 +288,7 @@ class Controller:
             gen=net.table_gen,
             created=self.clock(),
             ports=ports,
+            dns=req.dns,
         )
         delta.put(net)
         delta.put(row)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from proto import TABLE_MODES, EndpointRecord, LocalEndpoint, NetworkSpec, PortMapping
+from proto.models import Dns
 
 from .ipam import Pool
 
@@ -95,6 +96,8 @@ class EndpointRow:
     created: float = 0.0
     #: published ports: (protocol, host_port, port, host_ip or None)
     ports: tuple[tuple[str, int, int, str | None], ...] = ()
+    #: the endpoint's own DNS settings (before its network's)
+    dns: Dns | None = None
 
     def port_mappings(self) -> tuple[PortMapping, ...]:
         return tuple(
@@ -119,6 +122,7 @@ class EndpointRow:
             prefixlen=prefixlen,
             default_route=self.default_route,
             ports=self.port_mappings(),
+            dns=self.dns,
         )
 
 

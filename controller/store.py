@@ -15,7 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from pydantic import BaseModel
+
 from proto import NetworkSpec
+from proto.models import Dns
 
 from .errors import StoreError
 from .state import (
@@ -75,7 +78,15 @@ def _encode(row: Row, spec_json: str | None = None) -> str:
             spec_json = _spec_json(row.spec)
         tail = json.dumps({"table_gen": row.table_gen, "created": row.created})[1:]
         return f'{{"spec":{spec_json},{tail}'
-    return json.dumps({f: getattr(row, f) for f in _FIELDS[type(row)]}, separators=(",", ":"))
+    values = {f: getattr(row, f) for f in _FIELDS[type(row)]}
+    return json.dumps(values, separators=(",", ":"), default=_model)
+
+
+def _model(value: object) -> object:
+    """A model in a row (an endpoint's DNS settings) as JSON."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _spec_json(spec: NetworkSpec) -> str:
@@ -90,6 +101,8 @@ def _decode(table: Table, data: str) -> Row:
         values["errors"] = tuple(values["errors"])
     if "ports" in values:
         values["ports"] = tuple(tuple(p) for p in values["ports"])
+    if values.get("dns") is not None:
+        values["dns"] = Dns.model_validate(values["dns"])
     return ROW_TYPES[table](**values)
 
 

@@ -276,6 +276,8 @@ class LocalEndpoint(Wire):
     prefixlen: Annotated[int, Field(ge=1, le=30)]
     default_route: bool = False
     ports: Annotated[tuple[PortMapping, ...], Field(max_length=256)] = ()
+    #: the endpoint's own DNS settings, before its network's (left out while unset)
+    dns: Dns | None = Field(None, exclude_if=_unset)
 
     @model_validator(mode="after")
     def _consistent(self) -> LocalEndpoint:

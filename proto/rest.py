@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .models import NetworkFields, PortFields
+from .models import Dns, NetworkFields, PortFields
 from .types import Id, IPv4, Mac
 
 
@@ -47,6 +47,9 @@ class EndpointCreate(Body):
     ports: list[PublishedPort] = Field(
         default_factory=list, description="nat networks: published ports", max_length=256
     )
+    dns: Dns | None = Field(
+        default=None, description="the endpoint's own DNS settings, before its network's"
+    )
 
 
 class Network(NetworkFields):
@@ -79,6 +82,7 @@ class Endpoint(Body):
     interface: str
     default_route: bool
     ports: list[str] = Field(default_factory=list, description="HOST_IP:HOST_PORT:PORT/PROTO")
+    dns: Dns | None = None
     generation: int
     convergence: Convergence | None = None
 

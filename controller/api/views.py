@@ -33,6 +33,7 @@ def endpoint(state: State, e: EndpointRow, conv: Convergence | None = None) -> d
     local = e.local(state.networks[e.network].spec.prefixlen)
     return {
         **local.model_dump(include={"id", "network", "ip", "prefixlen", "mac", "default_route"}),
+        "dns": local.dns,
         "compartment": e.compartment,
         "host": e.host,
         "interface": f"eth{e.index}",

@@ -55,6 +55,16 @@ async def test_a_networks_dns_settings_are_the_compartments_resolver(
     seen = await sh("ip", "netns", "exec", ns, "cat", "/etc/resolv.conf")
     assert seen.stdout == want, seen.stderr
 
+    # an endpoint's own settings come before its network's, in its own compartment
+    own = {"nameservers": ["10.5.0.53"], "search": ["own.example"]}
+    e2 = await endpoint(ctl, h1, "o", "web", dns=own)
+    assert e2["dns"] == {**own, "domain": None, "options": []}
+    own_ns = comp_ns(lab, h1, "o")
+    seen = await sh("ip", "netns", "exec", own_ns, "cat", "/etc/resolv.conf")
+    assert seen.stdout == HEADER + "nameserver 10.5.0.53\nsearch own.example\n", seen.stderr
+    r = await ctl.http.delete("/v1/compartments/o?force=true&wait=true&timeout=10")
+    assert r.status_code == 200, r.text
+
     # removed by hand: repaired by the next full pass; with the compartment: gone
     (ETC_NETNS / ns / "resolv.conf").unlink()
     await wait_for((ETC_NETNS / ns / "resolv.conf").exists, timeout=60, what="the repair")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import proto
+import proto.models
 from agents.kernel import resolv as files
 from agents.resolv import HEADER, resolv_conf
 from proto import names
@@ -50,6 +51,21 @@ def test_the_default_route_network_comes_first_and_entries_are_kept_once() -> No
     )
     assert resolv_conf(proto.Compartment(id="c2", endpoints=(ep("c", 0),)), nets) is None
     assert resolv_conf(proto.Compartment(id="c3"), nets) is None
+
+
+def test_an_endpoints_own_settings_come_before_its_networks() -> None:
+    nets = {"a": spec("a", {"nameservers": ["10.0.0.2"], "search": ["a.example"]})}
+    own = ep("a", 0).model_copy(
+        update={"dns": proto.models.Dns(nameservers=("10.7.0.1",), options=("edns0",))}
+    )
+    comp = proto.Compartment(id="c1", endpoints=(own,))
+    assert resolv_conf(comp, nets) == HEADER + (
+        "nameserver 10.7.0.1\nnameserver 10.0.0.2\nsearch a.example\noptions edns0\n"
+    )
+    # an endpoint's settings alone, in a network without any, make a file too
+    assert resolv_conf(comp, {"a": spec("a", None)}) == HEADER + (
+        "nameserver 10.7.0.1\noptions edns0\n"
+    )
 
 
 def test_files_are_written_read_back_and_removed_only_when_ours(tmp_path: Path) -> None:
