@@ -37,5 +37,9 @@ def resolv_conf(comp: proto.Compartment, networks: Mapping[str, proto.NetworkSpe
     if search:
         lines.append("search " + " ".join(search[:MAX_SEARCH]))
     if options:
-        lines.append("options " + " ".join(options))
+        # one per option name, the first kept: glibc applies the last of ndots:1 ndots:5
+        named: dict[str, str] = {}
+        for opt in options:
+            named.setdefault(opt.partition(":")[0], opt)
+        lines.append("options " + " ".join(named.values()))
     return HEADER + "\n".join(lines) + "\n"

@@ -305,8 +305,12 @@ class Bus:
             ]
             for net in due:
                 self._dirty.discard(net)
-                self._last_snapshot[net] = now
-                for pub in self.publication.snapshot(net):  # nothing if it went
+                publishes = self.publication.snapshot(net)  # nothing if it went
+                if publishes:
+                    self._last_snapshot[net] = now
+                else:
+                    self._last_snapshot.pop(net, None)
+                for pub in publishes:
                     self._queue.put_nowait(pub)
             if self._dirty:
                 wait = min(

@@ -94,7 +94,15 @@ def _spec_json(spec: NetworkSpec) -> str:
 
 
 def _decode(table: Table, data: str) -> Row:
-    values: dict[str, Any] = json.loads(data)
+    """A stored row; StoreError when it no longer reads (a row a later validator
+    refuses, a file edited by hand): one line naming it, not a traceback."""
+    try:
+        return _decode_row(table, json.loads(data))
+    except (ValueError, KeyError, TypeError) as e:  # pydantic's ValidationError too
+        raise StoreError(f"a stored {table} row does not read: {str(e)[:300]}") from None
+
+
+def _decode_row(table: Table, values: dict[str, Any]) -> Row:
     if table == "networks":
         return _network(values)
     if "errors" in values:
@@ -135,7 +143,7 @@ class SqliteStore:
             self._specs: dict[str, tuple[NetworkSpec, str]] = {}
             #: network id -> IPAM scope kind, so that writing an endpoint needs no lookup
             self._host_local = {
-                ident: _network(json.loads(data)).host_local
+                ident: _decode("networks", data).host_local  # type: ignore[union-attr]
                 for ident, data in self._db.execute("SELECT id, data FROM networks")
             }
         except sqlite3.Error as e:
@@ -171,6 +179,9 @@ class SqliteStore:
                 order = {"endpoints": 0, "compartments": 1, "networks": 2, "hosts": 3}
                 for table, ident in sorted(delta.deletes, key=lambda d: order[d[0]]):
                     db.execute(f"DELETE FROM {table} WHERE id = ?", (ident,))
+                    if table == "networks":
+                        self._specs.pop(ident, None)
+                        self._host_local.pop(ident, None)
                 for row in sorted(delta.puts, key=lambda r: -order[TABLE_OF[type(r)]]):
                     self._put(db, row)
                 for key, value in delta.floors.items():

@@ -6,6 +6,7 @@ anything else there is left alone."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 
@@ -41,10 +42,21 @@ def read(base: Path, prefix: str) -> dict[str, str]:
 
 
 def write(base: Path, namespace: str, content: str) -> None:
-    """Replace the namespace's resolv.conf atomically (a reader never sees half)."""
+    """Replace the namespace's resolv.conf atomically (a reader never sees half). A
+    resolv.conf the agent did not write is not replaced: KernelError (EEXIST), which
+    the pass reports, until whoever put it there removes it."""
     directory = base / namespace
     path = directory / "resolv.conf"
     tmp = directory / ".resolv.conf.plexus"
+    try:
+        if not path.read_text().startswith(HEADER):
+            raise KernelError(
+                "write", str(path), errno.EEXIST, "a resolv.conf Plexus did not write is there"
+            )
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as e:
+        raise _error("read", path, e) from None
     try:
         directory.mkdir(parents=True, exist_ok=True)
         tmp.write_text(content)

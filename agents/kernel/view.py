@@ -41,6 +41,7 @@ def apply_to(st: HostState, action: p.Action) -> None:
             st.namespaces.discard(name)
             st.routes.pop(name, None)
             st.ns_rules.pop(name, None)
+            st.resolv.pop(name, None)  # the driver removes its resolver file along
             for v in [v for v in st.veths.values() if v.netns == name]:
                 del st.veths[v.name]
         case p.AddBridge(br) | p.SetBridge(_, br):

@@ -93,3 +93,20 @@ def test_a_store_written_before_the_spec_was_held_whole_still_loads(tmp_path: Pa
     assert (net.mode, net.generation, net.table_gen, net.created) == ("nat", 3, 9, 1.5)
     assert net.host_local and net.spec.mtu == 1500
     ctl.store.close()
+
+
+def test_a_stored_row_that_no_longer_reads_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    import sqlite3
+
+    import pytest
+
+    from controller.errors import StoreError
+
+    path = tmp_path / "bad.db"
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO networks(id, vni, data) VALUES ('x', NULL, '{\"spec\": {}}')")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="a stored networks row does not read"):
+        SqliteStore(path)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import proto
 import proto.models
+from agents.errors import KernelError
 from agents.kernel import resolv as files
 from agents.resolv import HEADER, resolv_conf
 from proto import names
@@ -85,3 +88,21 @@ def test_files_are_written_read_back_and_removed_only_when_ours(tmp_path: Path) 
     files.remove(tmp_path, mine)  # nothing there: no error
     (tmp_path / names.netns("h1", "empty")).mkdir()  # a directory without the file
     assert files.read(tmp_path, names.netns_prefix("h1")) == {}
+
+
+def test_an_option_is_kept_once_by_name_the_default_routes_first() -> None:
+    nets = {
+        "a": spec("a", {"options": ["ndots:1", "edns0"]}),
+        "b": spec("b", {"options": ["ndots:5", "rotate"]}),
+    }
+    comp = proto.Compartment(id="c1", endpoints=(ep("a", 0, default=True), ep("b", 1)))
+    assert resolv_conf(comp, nets) == HEADER + "options ndots:1 edns0 rotate\n"
+
+
+def test_a_resolv_conf_the_agent_did_not_write_is_not_replaced(tmp_path: Path) -> None:
+    ns = names.netns("h1", "c1")
+    (tmp_path / ns).mkdir()
+    (tmp_path / ns / "resolv.conf").write_text("nameserver 1.1.1.1\n")
+    with pytest.raises(KernelError, match="did not write"):
+        files.write(tmp_path, ns, HEADER + "nameserver 10.0.0.2\n")
+    assert (tmp_path / ns / "resolv.conf").read_text() == "nameserver 1.1.1.1\n"
