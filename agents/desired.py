@@ -288,10 +288,7 @@ def desired_state(
                 st.fdb, st.neigh = ov.fdb, ov.neigh
             else:
                 st.fdb, st.neigh = st.fdb | ov.fdb, {**st.neigh, **ov.neigh}
-    # most hosts have no DNS settings anywhere: no resolver work for them
-    dns = any(n.dns is not None for n in doc.networks) or any(
-        e.dns is not None for c in doc.compartments for e in c.endpoints
-    )
+    net_dns = any(n.dns is not None for n in doc.networks)  # most hosts: none
     for comp in doc.compartments:
         ns = names.netns(host, comp.id)
         st.namespaces.add(ns)
@@ -312,7 +309,7 @@ def desired_state(
             if ep.default_route and net.gateway:
                 gateway = net.gateway
         st.routes[ns] = gateway
-        if dns:
+        if net_dns or any(ep.dns is not None for ep in comp.endpoints):
             content = resolv_conf(comp, nets)
             if content is not None:
                 st.resolv[ns] = content

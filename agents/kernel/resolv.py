@@ -1,7 +1,9 @@
 """Per-namespace resolver files: ``<base>/<namespace>/resolv.conf`` (base:
 ``/etc/netns``, the iproute2 convention). The agent owns the file it wrote (its first
 line is :data:`agents.resolv.HEADER`) in a directory named after a namespace it owns;
-anything else there is left alone."""
+anything else there is left alone. An ``OSError`` here is translated where every other
+one of the driver is, in :class:`~agents.kernel.linux.LinuxKernel`'s ``read`` and
+``apply``."""
 
 from __future__ import annotations
 
@@ -24,8 +26,6 @@ def read(base: Path, prefix: str) -> dict[str, str]:
         entries = list(os.scandir(base))
     except FileNotFoundError:
         return out
-    except OSError as e:
-        raise _error("list", base, e) from None
     for entry in entries:
         if not entry.is_dir() or not entry.name.startswith(prefix):
             continue
@@ -34,8 +34,6 @@ def read(base: Path, prefix: str) -> dict[str, str]:
             content = path.read_text()
         except (FileNotFoundError, NotADirectoryError):
             continue
-        except OSError as e:
-            raise _error("read", path, e) from None
         if content.startswith(HEADER):
             out[entry.name] = content
     return out
@@ -55,14 +53,9 @@ def write(base: Path, namespace: str, content: str) -> None:
             )
     except (FileNotFoundError, NotADirectoryError):
         pass
-    except OSError as e:
-        raise _error("read", path, e) from None
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(content)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise _error("write", path, e) from None
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(content)
+    os.replace(tmp, path)
 
 
 def remove(base: Path, namespace: str) -> None:
@@ -74,11 +67,6 @@ def remove(base: Path, namespace: str) -> None:
             path.unlink()
     except (FileNotFoundError, NotADirectoryError):
         pass
-    except OSError as e:
-        raise _error("remove", path, e) from None
     with contextlib.suppress(OSError):  # not empty (someone else's files): left there
         directory.rmdir()
 
-
-def _error(op: str, path: Path, e: OSError) -> KernelError:
-    return KernelError(op, str(path), e.errno or 0, e.strerror or str(e))
