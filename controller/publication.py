@@ -151,22 +151,25 @@ class Publication:
     def _changes(self, change: Applied, dirty: set[str]) -> Iterable[Publish]:
         """One :class:`proto.NetworkChange` per network whose table generation the
         change raised: its endpoints written at that generation, and those deleted."""
+        # the change's endpoints by network, once (a forced delete spans many networks)
+        written: dict[str, list[EndpointRow]] = {}
+        gone: dict[str, list[str]] = {}
+        for ident, (old_ep, new_ep) in change.endpoints.items():
+            if new_ep is not None:
+                written.setdefault(new_ep.network, []).append(new_ep)
+            elif old_ep is not None:
+                gone.setdefault(old_ep.network, []).append(ident)
         for net_id, (old_net, new_net) in sorted(change.networks.items()):
             if old_net is None or new_net is None or new_net.table_gen <= old_net.table_gen:
                 continue
             gen = new_net.table_gen
-            upserts = []
-            deletes = []
-            for ident, (old_ep, new_ep) in change.endpoints.items():
-                if new_ep is not None and new_ep.network == net_id and new_ep.gen == gen:
-                    upserts.append(self.record(new_ep))
-                elif new_ep is None and old_ep is not None and old_ep.network == net_id:
-                    deletes.append(ident)
+            upserts = [self.record(ep) for ep in written.get(net_id, ()) if ep.gen == gen]
+            deletes = sorted(gone.get(net_id, []))
             msg = proto.NetworkChange(
                 network=net_id,
                 generation=gen,
                 upserts=tuple(upserts),
-                deletes=tuple(sorted(deletes)),
+                deletes=tuple(deletes),
             )
             dirty.add(net_id)
             yield Publish(topics.network_changes(net_id), proto.encode(msg), False)

@@ -19,7 +19,7 @@ from proto.mqtt import Connect
 from proto.rest import Convergence
 
 from .bus import Bus
-from .convergence import Target, Tracker, target_of
+from .convergence import Tracker, target_of
 from .metrics import Metrics
 from .publication import Publication
 from .service import Controller, Outcome
@@ -51,19 +51,19 @@ class Runtime:
             broker=broker,
         )
 
-    def publish(self, outcome: Outcome[Any]) -> Target:
-        """Hand what a committed change needs to the bus; returns which host must report
-        which generation for it."""
-        change = outcome.change
-        self.bus.submit(self.publication.of(change))
-        return target_of(change, self.controller.state)
+    def publish(self, outcome: Outcome[Any]) -> None:
+        """Hand what a committed change needs to the bus (a status that changed no row,
+        the most frequent message, needs nothing)."""
+        if outcome.change:
+            self.bus.submit(self.publication.of(outcome.change))
 
     async def commit(self, outcome: Outcome[Any], wait: bool, timeout: float) -> Convergence | None:
         """Publish a committed change; with ``wait``, until every affected online host
         applied it or ``timeout`` seconds passed."""
-        target = self.publish(outcome)
+        self.publish(outcome)
         if not wait:
             return None
+        target = target_of(outcome.change, self.controller.state)
         result = await self.tracker.wait(target, timeout)
         self.metrics.waits.labels("converged" if result.converged else "timeout").inc()
         return result

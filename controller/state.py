@@ -170,6 +170,10 @@ class Applied:
     def table(self, table: Table) -> dict[str, tuple[Row | None, Row | None]]:
         return getattr(self, table)  # type: ignore[no-any-return]
 
+    def __bool__(self) -> bool:
+        """Whether any row changed."""
+        return bool(self.hosts or self.networks or self.compartments or self.endpoints)
+
 
 class State:
     """Rows by id, plus the indexes and address pools derived from them."""
