@@ -11,16 +11,15 @@ from .errors import CliError
 from .options import (
     DEFAULT_CONTROLLER,
     ControllerOpt,
-    ForceOpt,
     OutputOpt,
     TimeoutOpt,
     TokenFileOpt,
     TokenOpt,
     WaitOpt,
     connect,
-    ident,
     waiting,
 )
+from .resource import add_delete, add_show
 
 compartment_app = typer.Typer(
     help="Compartments: one network namespace per container.", no_args_is_help=True
@@ -69,33 +68,13 @@ def compartment_list(
     show(data, output, COLUMNS, optional=OPTIONAL)
 
 
-@compartment_app.command("show")
-def compartment_show(
-    name: str,
-    controller: ControllerOpt = DEFAULT_CONTROLLER,
-    token: TokenOpt = None,
-    token_file: TokenFileOpt = None,
-    output: OutputOpt = Output.table,
-) -> None:
-    """Show one compartment."""
-    with connect(controller) as api:
-        show(api.get(f"/v1/compartments/{ident(name)}"), output, COLUMNS, optional=OPTIONAL)
+add_show(compartment_app, "/v1/compartments", "Show one compartment.", COLUMNS, OPTIONAL)
 
 
-@compartment_app.command("delete")
-def compartment_delete(
-    name: str,
-    force: ForceOpt = False,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = 10.0,
-    controller: ControllerOpt = DEFAULT_CONTROLLER,
-    token: TokenOpt = None,
-    token_file: TokenFileOpt = None,
-    output: OutputOpt = Output.table,
-) -> None:
-    """Delete a compartment (refused while it has endpoints, unless --force)."""
-    path = f"/v1/compartments/{ident(name)}"
-    with connect(controller) as api:
-        data = api.request("DELETE", path, params={"force": force}, wait=waiting(wait, timeout))
-    show(data, output, ["id", "deleted"])
-    converged(data, output)
+add_delete(
+    compartment_app,
+    "/v1/compartments",
+    "Delete a compartment (refused while it has endpoints, unless --force).",
+    force=True,
+    wait=True,
+)

@@ -20,6 +20,7 @@ from .options import (
     ident,
     waiting,
 )
+from .resource import add_delete, add_show
 
 endpoint_app = typer.Typer(help="Endpoints: a container's vNIC in a network.", no_args_is_help=True)
 
@@ -132,17 +133,7 @@ def endpoint_list(
     show(data, output, COLUMNS, optional=OPTIONAL)
 
 
-@endpoint_app.command("show")
-def endpoint_show(
-    name: str,
-    controller: ControllerOpt = DEFAULT_CONTROLLER,
-    token: TokenOpt = None,
-    token_file: TokenFileOpt = None,
-    output: OutputOpt = Output.table,
-) -> None:
-    """Show one endpoint."""
-    with connect(controller) as api:
-        show(api.get(f"/v1/endpoints/{ident(name)}"), output, COLUMNS, optional=OPTIONAL)
+add_show(endpoint_app, "/v1/endpoints", "Show one endpoint.", COLUMNS, OPTIONAL)
 
 
 @endpoint_app.command("publish")
@@ -165,19 +156,4 @@ def endpoint_publish(
     converged(data, output)
 
 
-@endpoint_app.command("delete")
-def endpoint_delete(
-    name: str,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = 10.0,
-    controller: ControllerOpt = DEFAULT_CONTROLLER,
-    token: TokenOpt = None,
-    token_file: TokenFileOpt = None,
-    output: OutputOpt = Output.table,
-) -> None:
-    """Delete an endpoint."""
-    path = f"/v1/endpoints/{ident(name)}"
-    with connect(controller) as api:
-        data = api.request("DELETE", path, wait=waiting(wait, timeout))
-    show(data, output, ["id", "deleted"])
-    converged(data, output)
+add_delete(endpoint_app, "/v1/endpoints", "Delete an endpoint.", force=False, wait=True)

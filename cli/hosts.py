@@ -8,13 +8,12 @@ from .console import Output, out, show
 from .options import (
     DEFAULT_CONTROLLER,
     ControllerOpt,
-    ForceOpt,
     OutputOpt,
     TokenFileOpt,
     TokenOpt,
     connect,
-    ident,
 )
+from .resource import add_delete, add_show
 
 host_app = typer.Typer(
     help="Hosts: one agent each; they appear when their agent reports.", no_args_is_help=True
@@ -55,33 +54,17 @@ def host_list(
         show(api.get("/v1/hosts"), output, COLUMNS, optional=OPTIONAL)
 
 
-@host_app.command("show")
-def host_show(
-    name: str,
-    controller: ControllerOpt = DEFAULT_CONTROLLER,
-    token: TokenOpt = None,
-    token_file: TokenFileOpt = None,
-    output: OutputOpt = Output.table,
-) -> None:
-    """Show one host."""
-    with connect(controller) as api:
-        data = api.get(f"/v1/hosts/{ident(name)}")
-    show(data, output, [*COLUMNS, "applied_networks"], optional=OPTIONAL)
+add_show(host_app, "/v1/hosts", "Show one host.", [*COLUMNS, "applied_networks"], OPTIONAL)
 
 
-@host_app.command("decommission")
-def host_decommission(
-    name: str,
-    force: ForceOpt = False,
-    controller: ControllerOpt = DEFAULT_CONTROLLER,
-    token: TokenOpt = None,
-    token_file: TokenFileOpt = None,
-    output: OutputOpt = Output.table,
-) -> None:
-    """Forget a host (refused while it has compartments, unless --force)."""
-    with connect(controller) as api:
-        data = api.request("DELETE", f"/v1/hosts/{ident(name)}", params={"force": force})
-    show(data, output, ["id", "deleted"])
+add_delete(
+    host_app,
+    "/v1/hosts",
+    "Forget a host (refused while it has compartments, unless --force).",
+    force=True,
+    wait=False,
+    command="decommission",
+)
 
 
 def status(

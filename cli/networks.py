@@ -15,16 +15,15 @@ from .modelopts import Rename
 from .options import (
     DEFAULT_CONTROLLER,
     ControllerOpt,
-    ForceOpt,
     OutputOpt,
     TimeoutOpt,
     TokenFileOpt,
     TokenOpt,
     WaitOpt,
     connect,
-    ident,
     waiting,
 )
+from .resource import add_delete, add_show
 
 network_app = typer.Typer(
     help="Networks: overlay, nat, transparent, internal.", no_args_is_help=True
@@ -84,33 +83,13 @@ def network_list(
         show(api.get("/v1/networks"), output, COLUMNS, optional=OPTIONAL)
 
 
-@network_app.command("show")
-def network_show(
-    name: str,
-    controller: ControllerOpt = DEFAULT_CONTROLLER,
-    token: TokenOpt = None,
-    token_file: TokenFileOpt = None,
-    output: OutputOpt = Output.table,
-) -> None:
-    """Show one network."""
-    with connect(controller) as api:
-        show(api.get(f"/v1/networks/{ident(name)}"), output, COLUMNS, optional=OPTIONAL)
+add_show(network_app, "/v1/networks", "Show one network.", COLUMNS, OPTIONAL)
 
 
-@network_app.command("delete")
-def network_delete(
-    name: str,
-    force: ForceOpt = False,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = 10.0,
-    controller: ControllerOpt = DEFAULT_CONTROLLER,
-    token: TokenOpt = None,
-    token_file: TokenFileOpt = None,
-    output: OutputOpt = Output.table,
-) -> None:
-    """Delete a network (refused while it has endpoints, unless --force)."""
-    path = f"/v1/networks/{ident(name)}"
-    with connect(controller) as api:
-        data = api.request("DELETE", path, params={"force": force}, wait=waiting(wait, timeout))
-    show(data, output, ["id", "deleted"])
-    converged(data, output)
+add_delete(
+    network_app,
+    "/v1/networks",
+    "Delete a network (refused while it has endpoints, unless --force).",
+    force=True,
+    wait=True,
+)
