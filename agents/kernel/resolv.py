@@ -69,4 +69,3 @@ def remove(base: Path, namespace: str) -> None:
         pass
     with contextlib.suppress(OSError):  # not empty (someone else's files): left there
         directory.rmdir()
-
