@@ -1,6 +1,7 @@
 """The ``plexus`` command tree: daemons (:mod:`.daemons`), one group per resource
-(:mod:`.networks`, :mod:`.compartments`, :mod:`.endpoints`, :mod:`.hosts`), ``apply``
-and the lab (:mod:`.lab`), all speaking to the controller through :mod:`.client`.
+(:mod:`.networks`, :mod:`.compartments`, :mod:`.endpoints`, :mod:`.hosts`), ``apply``,
+the lab (:mod:`.lab`) and the CNI plugin's installation (:mod:`.cni`), all speaking to
+the controller through :mod:`.client`.
 
 Every Plexus error that leaves a command, whichever package raised it, is printed here
 as one line, ``error: REASON``, with its exit status (:func:`cli.errors.exit_code`).
@@ -18,6 +19,7 @@ from typer.core import TyperGroup
 from proto.errors import PlexusError
 
 from . import daemons
+from .cni import cni_app
 from .compartments import compartment_app
 from .console import Output, fail, show
 from .endpoints import endpoint_app
@@ -62,6 +64,7 @@ app.add_typer(endpoint_app, name="endpoint")
 app.add_typer(host_app, name="host")
 app.add_typer(daemons.broker_app, name="broker")
 app.add_typer(lab_app, name="lab")
+app.add_typer(cni_app, name="cni")
 app.command()(daemons.controller)
 app.command()(daemons.agent)
 

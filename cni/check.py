@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 import socket
+import sys
 from typing import Any
 
 from . import result
@@ -54,6 +55,10 @@ def compare(view: dict[str, Any], prev: dict[str, Any] | None, netns: str) -> No
 
 def inspect(view: dict[str, Any], ifname: str) -> None:
     """The current namespace's interface against the endpoint (CHECK_FAILED if not)."""
+    if sys.flags.no_site:  # the launcher's -S: site-packages (pyroute2) are not on the path
+        import site
+
+        site.main()
     from pyroute2 import IPRoute  # only CHECK reads the kernel
 
     with IPRoute() as ipr:

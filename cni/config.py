@@ -223,7 +223,7 @@ def _ports(mappings: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _controller(url: Any) -> tuple[str, int]:
+def controller_address(url: Any) -> tuple[str, int]:
     m = _URL.match(url) if isinstance(url, str) else None
     if m is None:
         raise _bad(f"controller: {url!r} is not http://HOST[:PORT]")
@@ -272,7 +272,7 @@ def parse_config(
     for key in ("name", "network"):
         if not isinstance(conf.get(key), str) or not conf[key]:
             raise _bad(f'"{key}" is missing from the network configuration')
-    host_name, port = _controller(conf.get("controller", DEFAULT_CONTROLLER))
+    host_name, port = controller_address(conf.get("controller", DEFAULT_CONTROLLER))
     host = conf.get("host")
     if host is None:
         environ = os.environ if environ is None else environ
