@@ -8,8 +8,8 @@ CHECK imports pyroute2 when it reads the namespace). Modules, by role:
 - :mod:`.errors`: the CNI error (code, msg, details) and the spec's codes;
 - :mod:`.config`: the request: stdin's network configuration and the ``CNI_*``
   environment, parsed and checked (pure), and the ids Plexus objects get;
-- :mod:`.api`: the controller's REST API over ``http.client``, its refusals translated
-  into CNI errors;
+- :mod:`.api`: the controller's REST API over :mod:`.wire` (HTTP/1.1 on a socket),
+  its refusals translated into CNI errors;
 - :mod:`.result`: the ADD result built from an endpoint view (pure);
 - :mod:`.commands`: ADD, DEL, STATUS, GC; :mod:`.check`: CHECK;
 - :mod:`.main`: the executable (``plexus-cni``): dispatch, and the one place an error

@@ -1,5 +1,6 @@
-"""The controller's REST API over ``http.client`` (the standard library: the plugin
-starts per container, and httpx alone costs more than the whole plugin).
+"""The controller's REST API over :mod:`.wire` (the standard library's sockets: the
+plugin starts per container; httpx alone costs more than the whole plugin, and
+``http.client`` more than the rest of it).
 
 Every failure leaves as a :class:`~cni.errors.CniError`: unreachable, timed out or 502-504
 is 11 (try again later); 401, 403, 409 and any other refusal are this plugin's codes
@@ -9,9 +10,7 @@ network is a configuration error, a missing endpoint is what DEL wants), and so 
 
 from __future__ import annotations
 
-import http.client
 import json
-from typing import Any
 from urllib.parse import quote, urlencode
 
 from .errors import (
@@ -23,6 +22,13 @@ from .errors import (
     UNAUTHORIZED,
     CniError,
 )
+from .wire import Closed, Connection, WireError
+
+# typing is for the type checker only: importing it costs a start a few ms
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 #: seconds an exchange may take beyond the controller's own ``timeout`` (a wait)
 SLACK = 10.0
@@ -71,7 +77,7 @@ class Controller:
         self.headers = {"Accept": "application/json"}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
-        self.conn: http.client.HTTPConnection | None = None
+        self.conn = Connection(host, port)
 
     def request(
         self, method: str, target: str, body: Any = None, timeout: float = 0.0
@@ -82,29 +88,18 @@ class Controller:
         if data is not None:
             headers["Content-Type"] = "application/json"
         for attempt in (0, 1):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection(
-                    self.host, self.port, timeout=timeout + SLACK
-                )
-            else:
-                self.conn.timeout = timeout + SLACK
             try:
-                self.conn.request(method, target, body=data, headers=headers)
-                resp = self.conn.getresponse()
-                raw = resp.read()
+                status, raw = self.conn.exchange(method, target, headers, data, timeout + SLACK)
                 break
-            except (OSError, http.client.HTTPException) as e:
-                self.close()
+            except (OSError, WireError) as e:
                 # a kept connection the server closed meanwhile: once more on a new one
-                if attempt == 0 and isinstance(
-                    e, http.client.RemoteDisconnected | BrokenPipeError | ConnectionResetError
-                ):
+                if attempt == 0 and isinstance(e, Closed | BrokenPipeError | ConnectionResetError):
                     continue
                 raise CniError(
                     TRY_AGAIN_LATER,
                     f"the controller at {self.where} is unreachable: {e or type(e).__name__}",
                 ) from None
-        return resp.status, self._answer(method, target, resp.status, raw)
+        return status, self._answer(method, target, status, raw)
 
     def _answer(self, method: str, target: str, status: int, raw: bytes) -> Any:
         try:
@@ -137,6 +132,4 @@ class Controller:
         return self.request("GET", target)
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        self.conn.close()

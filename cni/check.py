@@ -10,13 +10,18 @@ import ctypes
 import os
 import socket
 import sys
-from typing import Any
 
 from . import result
 from .api import Controller, read_token
 from .api import path as p
 from .config import Config, Env, endpoint_id
 from .errors import CHECK_FAILED, UNKNOWN_CONTAINER, CniError
+
+# typing is for the type checker only: importing it costs a start a few ms
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 CLONE_NEWNET = 0x40000000
 IFF_UP = 0x1

@@ -9,7 +9,6 @@ and interface name), so DEL and GC find them again from what the runtime hands o
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from . import result
 from .api import ApiError, Controller
@@ -23,6 +22,11 @@ from .errors import (
     UNKNOWN_CONTAINER,
     CniError,
 )
+
+# typing is for the type checker only: importing it costs a start a few ms
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _netns(path: str) -> dict[str, Any]:

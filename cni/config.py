@@ -14,11 +14,14 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 from .errors import DECODE, INCOMPATIBLE_VERSION, INVALID_CONFIG, INVALID_ENV, CniError
+
+# typing is for the type checker only: importing it costs a start a few ms
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 SUPPORTED_VERSIONS = ("1.0.0", "1.1.0")
 #: the commands that appeared in 1.1.0, and refused for a 1.0.0 configuration
@@ -44,39 +47,87 @@ def endpoint_id(host: str, container: str, ifname: str) -> str:
     return "cni-" + hashlib.sha256(f"{host}/{container}/{ifname}".encode()).hexdigest()[:20]
 
 
-@dataclass(frozen=True)
 class Env:
-    """The ``CNI_*`` variables; what a command does not need may be empty."""
+    """The ``CNI_*`` variables; what a command does not need may be empty. (Plain
+    classes, not dataclasses: ``dataclasses`` imports ``inspect``, a tenth of a start.)"""
 
-    command: str
-    container_id: str = ""
-    netns: str = ""
-    ifname: str = ""
-    args: dict[str, str] = field(default_factory=dict)
-    path: str = ""
+    __slots__ = ("args", "command", "container_id", "ifname", "netns", "path")
+
+    def __init__(
+        self,
+        command: str,
+        container_id: str = "",
+        netns: str = "",
+        ifname: str = "",
+        args: dict[str, str] | None = None,
+        path: str = "",
+    ) -> None:
+        self.command = command
+        self.container_id = container_id
+        self.netns = netns
+        self.ifname = ifname
+        self.args = args or {}
+        self.path = path
 
 
-@dataclass(frozen=True)
 class Config:
     """The plugin's network configuration (the conflist's ``plexus`` entry)."""
 
-    cni_version: str
-    name: str
-    network: str
-    controller_host: str
-    controller_port: int
-    host: str
-    token_file: str | None = None
-    default_route: bool = True
-    timeout: float = 10.0
-    #: static address (no prefix: the network's subnet gives it) and MAC, if asked for
-    ip: str | None = None
-    mac: str | None = None
-    #: the endpoint's published ports, in the REST API's shape
-    ports: list[dict[str, Any]] = field(default_factory=list)
-    prev_result: dict[str, Any] | None = None
-    #: GC: the (containerID, ifname) pairs the runtime still uses
-    valid_attachments: list[tuple[str, str]] = field(default_factory=list)
+    __slots__ = (
+        "cni_version",
+        "controller_host",
+        "controller_port",
+        "default_route",
+        "host",
+        "ip",
+        "mac",
+        "name",
+        "network",
+        "ports",
+        "prev_result",
+        "timeout",
+        "token_file",
+        "valid_attachments",
+    )
+
+    def __init__(
+        self,
+        *,
+        cni_version: str,
+        name: str,
+        network: str,
+        controller_host: str,
+        controller_port: int,
+        host: str,
+        token_file: str | None = None,
+        default_route: bool = True,
+        timeout: float = 10.0,
+        ip: str | None = None,
+        mac: str | None = None,
+        ports: list[dict[str, Any]] | None = None,
+        prev_result: dict[str, Any] | None = None,
+        valid_attachments: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self.cni_version = cni_version
+        self.name = name
+        self.network = network
+        self.controller_host = controller_host
+        self.controller_port = controller_port
+        self.host = host
+        self.token_file = token_file
+        self.default_route = default_route
+        self.timeout = timeout
+        #: static address (no prefix: the network's subnet gives it) and MAC, if asked for
+        self.ip = ip
+        self.mac = mac
+        #: the endpoint's published ports, in the REST API's shape
+        self.ports = ports or []
+        self.prev_result = prev_result
+        #: GC: the (containerID, ifname) pairs the runtime still uses
+        self.valid_attachments = valid_attachments or []
+
+    def __repr__(self) -> str:
+        return f"Config({', '.join(f'{k}={getattr(self, k)!r}' for k in self.__slots__)})"
 
 
 def parse_cni_args(value: str) -> dict[str, str]:

@@ -13,7 +13,11 @@ and up are this plugin's own.
 
 from __future__ import annotations
 
-from typing import Any
+# typing is for the type checker only: importing it costs a start a few ms
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 INCOMPATIBLE_VERSION = 1
 UNSUPPORTED_FIELD = 2

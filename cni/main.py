@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-import traceback
-from collections.abc import Mapping
-from typing import Any, BinaryIO, TextIO
 
 from .config import SUPPORTED_VERSIONS, decode, parse_config, parse_env
 from .errors import CniError
+
+# typing is for the type checker only: importing it costs a start a few ms
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, BinaryIO, TextIO
 
 #: a failure nobody foresaw (a bug): plugin-specific, with the exception's name and text
 INTERNAL = 199
@@ -68,6 +71,7 @@ def main(
     stdin: BinaryIO | None = None,
     stdout: TextIO | None = None,
 ) -> int:
+
     environ = os.environ if environ is None else environ
     stdout = sys.stdout if stdout is None else stdout
     data = b""
@@ -76,6 +80,8 @@ def main(
         out = run(environ, data)
     except BaseException as e:  # every failure, a bug's too, is the runtime's JSON
         if environ.get("PLEXUS_CNI_DEBUG"):
+            import traceback
+
             traceback.print_exc(file=sys.stderr)
         if not isinstance(e, CniError):
             if isinstance(e, KeyboardInterrupt | SystemExit):

@@ -7,12 +7,16 @@ interface is a 1.1.0 field, given only to a 1.1.0 runtime.
 
 from __future__ import annotations
 
-from typing import Any
+# typing is for the type checker only: importing it costs a start a few ms
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def build(
     view: dict[str, Any], cni_version: str, netns: str, default_route: bool
 ) -> dict[str, Any]:
+
     container: dict[str, Any] = {"name": view["interface"], "mac": view["mac"], "sandbox": netns}
     if cni_version != "1.0.0" and view.get("mtu"):
         container["mtu"] = view["mtu"]

@@ -124,7 +124,7 @@ def test_add_and_del_load_no_heavy_package(
         rc, doc, err = cni(command, c, exe=[sys.executable, "-c", probe])
         assert (rc, doc) == (0, None) or (rc == 1 and doc is not None and doc["code"] == 7), err
         loaded = json.loads(dump.read_text())
-        assert "cni.commands" in loaded and "http.client" in loaded
+        assert "cni.commands" in loaded and "cni.wire" in loaded and "http.client" not in loaded
         assert [m for m in loaded if m.split(".")[0] in FORBIDDEN] == []
 
 

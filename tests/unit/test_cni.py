@@ -346,3 +346,45 @@ def test_query_strings() -> None:
 
 def test_env_defaults() -> None:
     assert Env("DEL").netns == ""
+
+
+def test_the_wire_reads_both_body_framings_and_retries_a_closed_kept_connection() -> None:
+    """A server that answers once with Content-Length, then closes the kept connection
+    on the next request (the plugin sends it again on a new one), which it answers
+    chunked."""
+    import socket
+    import threading
+
+    from cni.api import Controller
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    answers = [
+        b'HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{"a": 1}   ',
+        None,  # close without answering
+        b"HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        b'5\r\n{"rea\r\n10\r\nson": "no such"}\r\n0\r\n\r\n',
+    ]
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        for answer in answers:
+            conn.recv(65536)
+            if answer is None:  # the request is dropped; its retry comes on a new one
+                conn.close()
+                conn, _ = srv.accept()
+                conn.recv(65536)
+                conn.sendall(answers[2] or b"")
+                break
+            conn.sendall(answer)
+        conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    api = Controller("127.0.0.1", srv.getsockname()[1])
+    try:
+        assert api.get("/x") == (200, {"a": 1})
+        assert api.get("/y") == (404, {"status": 404, "reason": "no such"})
+    finally:
+        api.close()
+        srv.close()
+    t.join(5)
