@@ -11,7 +11,7 @@ from proto import rest as schemas
 
 from ..runtime import Runtime
 from . import views
-from .params import Force, Timeout, Wait
+from .params import Force, Timeout, Wait, WaitFor
 
 
 def add(app: FastAPI, rt: Runtime) -> None:
@@ -24,10 +24,13 @@ def add(app: FastAPI, rt: Runtime) -> None:
 
     @app.post(path, tags=tags, status_code=201, response_model=schemas.Compartment)
     async def create_compartment(
-        body: schemas.CompartmentCreate, wait: Wait = False, timeout: Timeout = 10.0
+        body: schemas.CompartmentCreate,
+        wait: Wait = False,
+        timeout: Timeout = 10.0,
+        wait_for: WaitFor = None,
     ) -> dict[str, Any]:
         out = ctl.create_compartment(body)
-        conv = await rt.commit(out, wait, timeout)
+        conv = await rt.commit(out, wait, timeout, wait_for)
         return views.compartment(state, out.value, conv)
 
     @app.get(path, tags=tags, response_model=list[schemas.Compartment])
@@ -41,7 +44,13 @@ def add(app: FastAPI, rt: Runtime) -> None:
 
     @app.delete(path + "/{comp_id}", tags=tags, response_model=schemas.Deleted)
     async def delete_compartment(
-        comp_id: str, force: Force = False, wait: Wait = False, timeout: Timeout = 10.0
+        comp_id: str,
+        force: Force = False,
+        wait: Wait = False,
+        timeout: Timeout = 10.0,
+        wait_for: WaitFor = None,
     ) -> dict[str, Any]:
-        conv = await rt.commit(ctl.delete_compartment(comp_id, force=force), wait, timeout)
+        conv = await rt.commit(
+            ctl.delete_compartment(comp_id, force=force), wait, timeout, wait_for
+        )
         return {"id": comp_id, "deleted": True, "convergence": conv}
