@@ -118,6 +118,14 @@ class Host(Body):
     compartments: int
 
 
+class HostToken(Body):
+    """``GET /v1/hosts/{host}/token``: the credential a host's CNI plugin uses, which
+    may act only on that host's compartments and endpoints."""
+
+    host: str
+    token: str = Field(description="send as Authorization: Bearer TOKEN")
+
+
 class HostPending(Body):
     host: str
     state: Literal["online", "offline"]

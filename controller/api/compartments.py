@@ -11,6 +11,7 @@ from proto import rest as schemas
 
 from ..runtime import Runtime
 from . import views
+from .access import HostFilter
 from .params import Force, Timeout, Wait, WaitFor
 
 
@@ -34,7 +35,7 @@ def add(app: FastAPI, rt: Runtime) -> None:
         return views.compartment(state, out.value, conv)
 
     @app.get(path, tags=tags, response_model=list[schemas.Compartment])
-    async def list_compartments(host: str | None = None) -> list[dict[str, Any]]:
+    async def list_compartments(host: HostFilter) -> list[dict[str, Any]]:
         rows = sorted(state.compartments.values(), key=lambda c: c.id)
         return [views.compartment(state, c) for c in rows if host is None or c.host == host]
 

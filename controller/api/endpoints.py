@@ -11,6 +11,7 @@ from proto import rest as schemas
 
 from ..runtime import Runtime
 from . import views
+from .access import HostFilter
 from .params import Timeout, Wait, WaitFor
 
 
@@ -35,7 +36,7 @@ def add(app: FastAPI, rt: Runtime) -> None:
 
     @app.get(path, tags=tags, response_model=list[schemas.Endpoint])
     async def list_endpoints(
-        network: str | None = None, host: str | None = None, compartment: str | None = None
+        host: HostFilter, network: str | None = None, compartment: str | None = None
     ) -> list[dict[str, Any]]:
         rows = state.by_network.get(network, {}).values() if network else state.endpoints.values()
         return [
