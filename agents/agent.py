@@ -18,10 +18,10 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as MetricCounter
 
 import proto
-from proto import topics
+from proto import names, topics
 
 from .conflicts import conflicts
-from .desired import Changes, desired_state
+from .desired import Changes, desired_state, without
 from .errors import KernelError
 from .kernel import Kernel
 from .plan import plan
@@ -114,6 +114,8 @@ class Agent:
     applied_desired: int = 0
     applied_networks: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    #: runtime-owned compartments whose namespace the last pass found gone → its inode
+    gone: dict[str, int] = field(default_factory=dict)
     #: set whenever something arrived that a pass should look at
     dirty: bool = True
     #: after each pass on the driver's view, check it against a full read (tests)
@@ -253,12 +255,26 @@ class Agent:
         gens = {n: t.generation for n, t in self.tables.items() if t.complete}
         errors: list[str] = []
         actions = []
+        gone: dict[str, int] = {}
+        want_ns = runtime_namespaces(doc)
         try:
-            actual = await self.kernel.read(full)
+            actual = await self.kernel.read(full, frozenset(want_ns))
             if full:
                 self.metrics.rule_counters(actual.counters)
             remote = self.changes.remote(self.tables, self.vtep)
             want = desired_state(self.host, doc, remote, self.vtep, self.allowed_uplinks)
+            missing = want.runtime - actual.runtime
+            if missing:
+                without(want, missing)
+                for ns in sorted(missing):
+                    comp = want_ns[ns]
+                    assert comp.netns is not None
+                    gone[comp.id] = comp.netns.inode
+                    log.warning("namespace_gone", host=self.host, compartment=comp.id, ns=ns)
+                    errors.append(
+                        f"compartment {comp.id}: namespace {comp.netns.path} (inode "
+                        f"{comp.netns.inode}) is gone; its endpoints cannot be plumbed"
+                    )
             actions = plan(want, actual, complete=complete, entries=self.changes.scope(full))
             for refusal in want.refused:
                 self.metrics.rejected.labels("not_owned").inc()
@@ -294,15 +310,17 @@ class Agent:
             self.applied_desired = doc.generation
             self.applied_networks = gens
         self.errors = errors[:MAX_ERRORS]
+        self.gone = gone
         duration = time.perf_counter() - start
         if self.verify_view and not full and not errors:
-            await self._verify_view()
+            await self._verify_view(frozenset(want_ns))
         self.metrics.pass_seconds.observe(duration)
         log.info(
             "reconcile_pass",
             host=self.host,
             duration_ms=round(duration * 1000, 2),
             actions=len(actions),
+            done={k.__name__: n for k, n in done.items() if n},
             errors=len(errors),
             complete=complete,
             full=full,
@@ -310,10 +328,10 @@ class Agent:
         )
         return PassResult(len(actions), errors, duration, complete)
 
-    async def _verify_view(self) -> None:
+    async def _verify_view(self, runtime: frozenset[str]) -> None:
         """Compare the driver's view with a full read of the kernel; log a difference."""
-        view = (await self.kernel.read(False)).copy()
-        fresh = await self.kernel.read(True)
+        view = (await self.kernel.read(False, runtime)).copy()
+        fresh = await self.kernel.read(True, runtime)
         if view != fresh:
             diff = {}
             for f in dataclasses.fields(view):
@@ -336,7 +354,17 @@ class Agent:
             networks=dict(self.applied_networks),
             errors=tuple(e[:1024] for e in self.errors),
             time=time.time(),
+            gone=dict(self.gone),
         )
+
+
+def runtime_namespaces(doc: proto.HostDesired) -> dict[str, proto.Compartment]:
+    """The runtime namespaces a desired document names, each with its compartment."""
+    return {
+        names.runtime_netns(c.netns.path, c.netns.inode): c
+        for c in doc.compartments
+        if c.netns is not None
+    }
 
 
 def _items(value: object) -> set[object]:

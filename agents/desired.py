@@ -290,8 +290,12 @@ def desired_state(
                 st.fdb, st.neigh = st.fdb | ov.fdb, {**st.neigh, **ov.neigh}
     net_dns = any(n.dns is not None for n in doc.networks)  # most hosts: none
     for comp in doc.compartments:
-        ns = names.netns(host, comp.id)
-        st.namespaces.add(ns)
+        if comp.netns is None:
+            ns = names.netns(host, comp.id)
+            st.namespaces.add(ns)
+        else:
+            ns = names.runtime_netns(comp.netns.path, comp.netns.inode)
+            st.runtime.add(ns)
         gateway = None
         for ep in comp.endpoints:
             net = nets[ep.network]
@@ -301,17 +305,32 @@ def desired_state(
                 endpoint=ep.id,
                 bridge=names.bridge(net.id),
                 netns=ns,
-                inner=names.inner(ep.index),
+                inner=ep.inner,
                 mac=ep.mac,
                 address=f"{ep.ip}/{ep.prefixlen}",
                 mtu=net.mtu,
             )
             if ep.default_route and net.gateway:
                 gateway = net.gateway
+        # (in a runtime's namespace, read back only through the agent's interfaces:
+        # another plugin may own the namespace's default route)
         st.routes[ns] = gateway
+        if comp.netns is not None:
+            continue  # its resolver is the runtime's to write (from a CNI result)
         if net_dns or any(ep.dns is not None for ep in comp.endpoints):
             content = resolv_conf(comp, nets)
             if content is not None:
                 st.resolv[ns] = content
     st.rules, st.sysctls = host_rules(doc)
     return st
+
+
+def without(st: HostState, gone: Collection[str]) -> None:
+    """Leave out of the desired ``st`` what would go into the runtime namespaces
+    ``gone`` (no longer there, or another namespace at their path): nothing can be
+    plumbed into them, and the kernel removed what was."""
+    st.runtime.difference_update(gone)
+    for name in [n for n, v in st.veths.items() if v.netns in gone]:
+        del st.veths[name]
+    for ns in gone:
+        st.routes.pop(ns, None)

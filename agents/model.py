@@ -80,6 +80,10 @@ class Rule:
 @dataclass
 class HostState:
     namespaces: set[str] = field(default_factory=set)
+    #: runtime-owned namespaces (:func:`proto.names.runtime_netns`: path and inode): the
+    #: agent plumbs into them, never makes or deletes them. Read back: those asked for
+    #: that are there, still with that inode
+    runtime: set[str] = field(default_factory=set)
     bridges: dict[str, Bridge] = field(default_factory=dict)
     vxlans: dict[str, Vxlan] = field(default_factory=dict)
     veths: dict[str, Veth] = field(default_factory=dict)
@@ -112,6 +116,7 @@ class HostState:
         """An independent copy: the containers are new, the items (immutable) shared."""
         return HostState(
             set(self.namespaces),
+            set(self.runtime),
             dict(self.bridges),
             dict(self.vxlans),
             dict(self.veths),

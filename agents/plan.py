@@ -219,7 +219,7 @@ def plan(
 
     # default routes (a re-created veth takes the route through it along)
     for ns, gw in sorted(desired.routes.items(), key=lambda kv: kv[0]):
-        fresh = ns not in actual.namespaces or ns in recreated_ns
+        fresh = (ns not in actual.namespaces and ns not in actual.runtime) or ns in recreated_ns
         if (None if fresh else actual.routes.get(ns)) != gw:
             adds.append(SetRoute(ns, gw))
 

@@ -1,6 +1,8 @@
-"""``plexus host`` (list, show, decommission) and ``plexus status``."""
+"""``plexus host`` (list, show, token, decommission) and ``plexus status``."""
 
 from __future__ import annotations
+
+import sys
 
 import typer
 
@@ -12,6 +14,7 @@ from .options import (
     TokenFileOpt,
     TokenOpt,
     connect,
+    ident,
 )
 from .resource import add_delete, add_show
 
@@ -55,6 +58,24 @@ def host_list(
 
 
 add_show(host_app, "/v1/hosts", "Show one host.", [*COLUMNS, "applied_networks"], OPTIONAL)
+
+
+@host_app.command("token")
+def host_token(
+    host: str,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Print the API token of HOST's CNI plugin: it may act on HOST's compartments and
+    endpoints only (asks with the admin token; changes when the admin token does)."""
+    with connect(controller) as api:
+        data = api.get(f"/v1/hosts/{ident(host)}/token")
+    if output is Output.json:
+        show(data, output, [])
+    else:  # the bare token, whatever the terminal's width: for $(plexus host token h1)
+        sys.stdout.write(data["token"] + "\n")
 
 
 add_delete(

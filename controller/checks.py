@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 import proto
 from proto import transit
+from proto.parts import Netns
 from proto.rest import PublishedPort
 
 from .errors import Conflict, Invalid
@@ -91,3 +92,14 @@ def ports(
                     f"published by endpoint {owner!r} ({q})"
                 )
     return tuple((m.protocol, m.host_port, m.port, m.host_ip) for m in want)
+
+
+def netns_free(state: State, host: str, netns: Netns) -> None:
+    """A runtime's namespace is one compartment of its host: two that name one inode
+    would plumb one namespace twice."""
+    for comp in state.comps_by_host.get(host, {}).values():
+        if comp.netns is not None and comp.netns.inode == netns.inode:
+            raise Conflict(
+                f"compartment {comp.id!r} on host {host!r} already is namespace "
+                f"{comp.netns.path} (inode {netns.inode})"
+            )

@@ -22,9 +22,12 @@ class ControllerSettings(BaseSettings):
     store_sync: Literal["normal", "full"] = "normal"
     listen: str = "127.0.0.1:8470"
     snapshot_interval: float = Field(default=0.1, gt=0, le=60)
-    #: bearer token on the REST API: ``auto`` requires it unless listening on loopback
+    #: the admin bearer token on the REST API: ``auto`` requires it unless listening on
+    #: loopback; a token sent is checked whatever this says, and a host token is always
+    #: scoped to its host (controller.api.access)
     api_auth: Literal["auto", "token", "none"] = "auto"
-    #: where the token is kept (made at first start, mode 0600); default: beside the store
+    #: where the token is kept (made at first start, mode 0600, also with ``none``: it
+    #: signs the host tokens); default: beside the store
     api_token_file: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

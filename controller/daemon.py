@@ -28,8 +28,10 @@ log = structlog.get_logger("plexus.controller")
 
 
 def api_token(path: Path) -> str:
-    """The REST API's token: read from ``path``, or made there at first start (mode
-    0600 from its first byte). Raises ValueError when the file cannot serve."""
+    """The REST API's admin token: read from ``path``, or made there at first start
+    (mode 0600 from its first byte). Made whatever ``api_auth`` says: it is also the key
+    that signs the host tokens (:mod:`controller.tokens`). Raises ValueError when the
+    file cannot serve."""
     try:
         token = path.read_text().strip()
     except FileNotFoundError:
@@ -70,8 +72,9 @@ def build(settings: ControllerSettings) -> tuple[Runtime, uvicorn.Server]:
         snapshot_interval=settings.snapshot_interval,
         broker=str(broker),
     )
+    app = create_app(rt, api_token(settings.token_path), token_required=settings.token_required)
     config = uvicorn.Config(
-        create_app(rt, api_token(settings.token_path) if settings.token_required else None),
+        app,
         host=settings.listen_host,
         port=settings.listen_port,
         log_config=None,
@@ -87,7 +90,8 @@ async def serve(settings: ControllerSettings) -> None:
     log.info(
         "controller_starting",
         listen=settings.listen,
-        api_token=str(settings.token_path) if settings.token_required else None,
+        api_token=str(settings.token_path),
+        token_required=settings.token_required,
         broker=settings.broker,
         store=settings.store,
         hosts=len(state.hosts),
@@ -106,10 +110,9 @@ async def serve(settings: ControllerSettings) -> None:
 
 def run(settings: ControllerSettings) -> None:
     logs.configure(settings.log_level, settings.log_format)
-    if settings.token_required:
-        try:
-            api_token(settings.token_path)
-        except (ValueError, OSError) as e:
-            log.error("api_token_unusable", error=str(e))
-            raise SystemExit(2) from None
+    try:
+        api_token(settings.token_path)
+    except (ValueError, OSError) as e:
+        log.error("api_token_unusable", error=str(e))
+        raise SystemExit(2) from None
     asyncio.run(serve(settings))

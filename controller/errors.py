@@ -2,6 +2,7 @@
 
     proto.errors.PlexusError
     └── ControllerError      400
+        ├── Forbidden        403  a host token acting beyond its host (controller.api.access)
         ├── NotFound         404  the object (or one it names) does not exist
         ├── Conflict         409  duplicate name/VNI/IP/MAC, pool exhausted, still in use
         ├── Invalid          422  well-formed but not acceptable (IP outside subnet, …)
@@ -19,6 +20,13 @@ from proto.errors import PlexusError
 class ControllerError(PlexusError):
     status = 400
     error = "bad_request"
+
+
+class Forbidden(ControllerError):
+    """The caller is known but may not do this (a host token, outside its host)."""
+
+    status = 403
+    error = "forbidden"
 
 
 class NotFound(ControllerError):

@@ -43,6 +43,11 @@ class Metrics:
         self.hosts_in_sync = Gauge(
             "plexus_hosts_in_sync", "online hosts that applied everything", registry=r
         )
+        self.collected = Counter(
+            "plexus_compartments_collected_total",
+            "runtime-owned compartments deleted because their namespace was gone",
+            registry=r,
+        )
         self.waits = Counter(
             "plexus_wait_total", "wait=true calls by outcome", ["outcome"], registry=r
         )

@@ -274,7 +274,8 @@ class Publication:
     def _compartment_part(self, cid: str) -> Part:
         eps = sorted(self.state.by_compartment.get(cid, {}).values(), key=lambda e: e.index)
         local = [ep.local(self.state.networks[ep.network].spec.prefixlen) for ep in eps]
-        doc = proto.Compartment(id=cid, endpoints=tuple(local))
+        netns = self.state.compartments[cid].netns
+        doc = proto.Compartment(id=cid, endpoints=tuple(local), netns=netns)
         return doc, proto.encode(doc), frozenset(ep.network for ep in eps)
 
     def desired(self, host: str) -> proto.HostDesired:

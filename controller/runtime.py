@@ -10,11 +10,13 @@ calls back into the one before it.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import structlog
 
 import proto
+from proto.errors import PlexusError
 from proto.mqtt import Connect
 from proto.rest import Convergence
 
@@ -57,13 +59,21 @@ class Runtime:
         if outcome.change:
             self.bus.submit(self.publication.of(outcome.change))
 
-    async def commit(self, outcome: Outcome[Any], wait: bool, timeout: float) -> Convergence | None:
+    async def commit(
+        self,
+        outcome: Outcome[Any],
+        wait: bool,
+        timeout: float,
+        only: Collection[str] | None = None,
+    ) -> Convergence | None:
         """Publish a committed change; with ``wait``, until every affected online host
-        applied it or ``timeout`` seconds passed."""
+        (of ``only``, when given) applied it or ``timeout`` seconds passed."""
         self.publish(outcome)
         if not wait:
             return None
         target = target_of(outcome.change, self.controller.state)
+        if only:
+            target = {h: t for h, t in target.items() if h in only}
         result = await self.tracker.wait(target, timeout)
         self.metrics.waits.labels("converged" if result.converged else "timeout").inc()
         return result
@@ -80,4 +90,19 @@ class Runtime:
                 vtep=status.vtep,
                 version=status.version,
             )
+        if status.gone:
+            self.collect(status)
         self.tracker.notify(status.host)
+
+    def collect(self, status: proto.HostStatus) -> None:
+        """Garbage: the runtime-owned compartments whose namespace the host found gone
+        (the container died without a CNI DEL)."""
+        try:
+            out = self.controller.collect(status.host, status.gone)
+        except PlexusError as e:  # the store refused: the next report asks again
+            log.error("collect_failed", host=status.host, error=str(e))
+            return
+        if out.value:
+            log.info("compartments_collected", host=status.host, compartments=out.value)
+            self.metrics.collected.inc(len(out.value))
+            self.publish(out)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import proto
+from proto import names
 from proto.rest import CompartmentCreate, EndpointCreate, NetworkCreate, PublishedPort
 
 from . import checks
@@ -208,7 +209,9 @@ class Controller:
         ident = req.id or _new_id("c", self.state.compartments)
         if ident in self.state.compartments:
             raise Conflict(f"compartment {ident!r} already exists")
-        row = CompartmentRow(id=ident, host=host.id, created=self.clock())
+        if req.netns is not None:
+            checks.netns_free(self.state, host.id, req.netns)
+        row = CompartmentRow(id=ident, host=host.id, created=self.clock(), netns=req.netns)
         delta = Delta(puts=[row])
         bumped: dict[str, HostRow] = {}
         self._bump_host(delta, host.id, bumped)
@@ -227,6 +230,28 @@ class Controller:
         self._bump_host(delta, comp.host, bumped)
         delta.delete("compartments", ident)
         return Outcome(ident, self._commit(delta))
+
+    def collect(self, host: str, gone: Mapping[str, int]) -> Outcome[list[str]]:
+        """Delete, with their endpoints, the runtime-owned compartments of ``host``
+        whose namespace its agent found gone (``gone``: compartment → the inode it
+        found gone). A compartment made again since for another namespace (another
+        inode) is left alone: the report was about the one before."""
+        doomed = []
+        for cid, inode in sorted(gone.items()):
+            comp = self.state.compartments.get(cid)
+            netns = comp.netns if comp is not None and comp.host == host else None
+            if comp is not None and netns is not None and netns.inode == inode:
+                doomed.append(comp)
+        if not doomed:
+            return Outcome([], Applied())
+        delta = Delta()
+        bumped: dict[str, HostRow] = {}
+        for comp in doomed:
+            eps = list(self.state.by_compartment.get(comp.id, {}).values())
+            self._delete_endpoints(delta, eps, bumped)
+            delta.delete("compartments", comp.id)
+        self._bump_host(delta, host, bumped)
+        return Outcome([c.id for c in doomed], self._commit(delta))
 
     # -- endpoints -----------------------------------------------------------------
 
@@ -262,8 +287,16 @@ class Controller:
             while mac in macs:
                 mac = random_mac()
         ports = checks.ports(self.state, net, comp.host, req.ports, ident)
+        taken = {s.inner for s in siblings}
+        if req.ifname is not None and req.ifname in taken:
+            raise Conflict(f"compartment {comp.id!r} already has an interface {req.ifname!r}")
+        taken.add(req.ifname or "")
         used_idx = {s.index for s in siblings}
-        index = next(i for i in range(MAX_ENDPOINTS_PER_COMPARTMENT) if i not in used_idx)
+        index = next(
+            i
+            for i in range(MAX_ENDPOINTS_PER_COMPARTMENT)
+            if i not in used_idx and (req.ifname is not None or names.inner(i) not in taken)
+        )
         if req.default_route and net.gateway is None:
             raise Invalid(f"network {net.id!r} has no gateway to route a default through")
         has_default = any(s.default_route for s in siblings)
@@ -289,6 +322,7 @@ class Controller:
             created=self.clock(),
             ports=ports,
             dns=req.dns,
+            ifname=req.ifname,
         )
         delta.put(net)
         delta.put(row)

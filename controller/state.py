@@ -11,8 +11,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Literal
 
-from proto import TABLE_MODES, EndpointRecord, LocalEndpoint, NetworkSpec, PortMapping
-from proto.models import Dns
+from proto import TABLE_MODES, EndpointRecord, LocalEndpoint, NetworkSpec, PortMapping, names
+from proto.parts import Dns, Netns
 
 from .ipam import Pool
 
@@ -80,6 +80,8 @@ class CompartmentRow:
     id: str
     host: str
     created: float = 0.0
+    #: the runtime's namespace the compartment is (None: the agent makes one)
+    netns: Netns | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,12 @@ class EndpointRow:
     ports: tuple[tuple[str, int, int, str | None], ...] = ()
     #: the endpoint's own DNS settings (before its network's)
     dns: Dns | None = None
+    #: its interface's name in the compartment (None: ``eth{index}``)
+    ifname: str | None = None
+
+    @property
+    def inner(self) -> str:
+        return self.ifname or names.inner(self.index)
 
     def port_mappings(self) -> tuple[PortMapping, ...]:
         return tuple(
@@ -123,6 +131,7 @@ class EndpointRow:
             default_route=self.default_route,
             ports=self.port_mappings(),
             dns=self.dns,
+            ifname=self.ifname,
         )
 
 

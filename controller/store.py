@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel
 
 from proto import NetworkSpec
-from proto.models import Dns
+from proto.parts import Dns, Netns
 
 from .errors import StoreError
 from .state import (
@@ -111,6 +111,8 @@ def _decode_row(table: Table, values: dict[str, Any]) -> Row:
         values["ports"] = tuple(tuple(p) for p in values["ports"])
     if values.get("dns") is not None:
         values["dns"] = Dns.model_validate(values["dns"])
+    if values.get("netns") is not None:
+        values["netns"] = Netns.model_validate(values["netns"])
     return ROW_TYPES[table](**values)
 
 

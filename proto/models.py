@@ -11,10 +11,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from . import names
+from .parts import Dns, Netns
 from .types import (
     Cidr,
-    DnsName,
-    DnsOption,
     Generation,
     Id,
     IfName,
@@ -49,22 +49,8 @@ def _unset(value: object) -> bool:
     return value is None
 
 
-class Dns(BaseModel):
-    """The DNS settings a network gives its endpoints (HNS's ``Dns``, a CNI result's
-    ``dns``): a compartment's resolver uses those of its endpoints' networks."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    nameservers: Annotated[tuple[IPv4, ...], Field(max_length=3)] = Field(
-        (), description="resolver addresses, in order (at most 3, as resolv.conf reads)"
-    )
-    domain: DnsName | None = Field(None, description="the local domain")
-    search: Annotated[tuple[DnsName, ...], Field(max_length=6)] = Field(
-        (), description="search domains, in order"
-    )
-    options: Annotated[tuple[DnsOption, ...], Field(max_length=16)] = Field(
-        (), description="resolver options, e.g. ndots:2"
-    )
+def _empty(value: object) -> bool:
+    return not value
 
 
 class NetworkFields(BaseModel):
@@ -278,6 +264,12 @@ class LocalEndpoint(Wire):
     ports: Annotated[tuple[PortMapping, ...], Field(max_length=256)] = ()
     #: the endpoint's own DNS settings, before its network's (left out while unset)
     dns: Dns | None = Field(None, exclude_if=_unset)
+    #: the interface's name in the compartment (a runtime's choice; default ``eth{index}``)
+    ifname: IfName | None = Field(None, exclude_if=_unset)
+
+    @property
+    def inner(self) -> str:
+        return self.ifname or names.inner(self.index)
 
     @model_validator(mode="after")
     def _consistent(self) -> LocalEndpoint:
@@ -288,17 +280,22 @@ class LocalEndpoint(Wire):
 
 
 class Compartment(Wire):
-    """A network compartment: one network namespace holding the endpoints."""
+    """A network compartment: one network namespace holding the endpoints; the agent's
+    own, or (``netns``) one a container runtime made."""
 
     kind: Literal["compartment"] = "compartment"
     id: Id
     endpoints: Annotated[tuple[LocalEndpoint, ...], Field(max_length=64)] = ()
+    netns: Netns | None = Field(None, exclude_if=_unset)
 
     @model_validator(mode="after")
     def _consistent(self) -> Compartment:
         idx = [e.index for e in self.endpoints]
         if len(idx) != len(set(idx)):
             raise ValueError(f"compartment {self.id} has two endpoints with one index")
+        inner = [e.inner for e in self.endpoints]
+        if len(inner) != len(set(inner)):
+            raise ValueError(f"compartment {self.id} has two interfaces of one name")
         if sum(e.default_route for e in self.endpoints) > 1:
             raise ValueError(f"compartment {self.id} has more than one default route")
         return self
@@ -344,6 +341,11 @@ class HostStatus(Wire):
     networks: Annotated[dict[Id, Generation], Field(max_length=4096)] = Field(default_factory=dict)
     errors: Annotated[tuple[Text, ...], Field(max_length=MAX_ERRORS)] = ()
     time: Annotated[float, Field(ge=0)] = 0.0
+    #: runtime-owned compartments whose namespace is gone (the container died without
+    #: a CNI DEL), with the inode they named: the controller collects them
+    gone: Annotated[dict[Id, int], Field(max_length=16_384)] = Field(
+        default_factory=dict, exclude_if=_empty
+    )
 
 
 class Event(Wire):

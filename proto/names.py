@@ -86,3 +86,24 @@ def is_router_netns(name: str) -> bool:
 
 def inner(index: int) -> str:
     return f"eth{index}"
+
+
+def host_mac(endpoint: str) -> str:
+    """The MAC of the host end of an endpoint's veth: stable, so that a CNI result can
+    name it; locally administered, apart from endpoint (``02:``) and leg (``0a:``) MACs."""
+    d = hashlib.sha256(f"host/{endpoint}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x06, *d[:5]))
+
+
+def runtime_netns(path: str, inode: int) -> str:
+    """How the agent names a runtime's namespace: its path and the inode it had when
+    handed over (a namespace bound at that path later is another one)."""
+    return f"{path}#{inode}"
+
+
+def parse_runtime_netns(ns: str) -> tuple[str, int] | None:
+    """``(path, inode)`` of a :func:`runtime_netns` name; None for the agent's own."""
+    if not ns.startswith("/"):
+        return None
+    path, _, inode = ns.rpartition("#")
+    return path, int(inode)

@@ -8,8 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .models import Dns, NetworkFields, PortFields
-from .types import Id, IPv4, Mac
+from .models import NetworkFields, PortFields
+from .parts import Dns, Netns
+from .types import Id, IfName, IPv4, Mac
 
 
 class Body(BaseModel):
@@ -33,6 +34,11 @@ class PortsUpdate(Body):
 class CompartmentCreate(Body):
     id: Id | None = Field(default=None, description="generated when omitted")
     host: Id
+    netns: Netns | None = Field(
+        default=None,
+        description="a namespace a container runtime made (the agent plumbs into it, "
+        "never creates or deletes it); omitted: the agent makes one",
+    )
 
 
 class EndpointCreate(Body):
@@ -49,6 +55,9 @@ class EndpointCreate(Body):
     )
     dns: Dns | None = Field(
         default=None, description="the endpoint's own DNS settings, before its network's"
+    )
+    ifname: IfName | None = Field(
+        default=None, description="the interface's name in the compartment (default eth{index})"
     )
 
 
@@ -68,6 +77,7 @@ class Compartment(Body):
     id: str
     host: str
     endpoints: list[str]
+    netns: Netns | None = None
     convergence: Convergence | None = None
 
 
@@ -80,9 +90,16 @@ class Endpoint(Body):
     prefixlen: int
     mac: str
     interface: str
+    host_interface: str = Field(description="the host end of its veth, on the network's bridge")
+    host_mac: str
+    mtu: int
+    gateway: str | None
     default_route: bool
     ports: list[str] = Field(default_factory=list, description="HOST_IP:HOST_PORT:PORT/PROTO")
     dns: Dns | None = None
+    resolver: Dns | None = Field(
+        None, description="what its compartment's resolver gets: its own DNS, else its network's"
+    )
     generation: int
     convergence: Convergence | None = None
 
@@ -99,6 +116,14 @@ class Host(Body):
     errors: list[str]
     last_seen: float
     compartments: int
+
+
+class HostToken(Body):
+    """``GET /v1/hosts/{host}/token``: the credential a host's CNI plugin uses, which
+    may act only on that host's compartments and endpoints."""
+
+    host: str
+    token: str = Field(description="send as Authorization: Bearer TOKEN")
 
 
 class HostPending(Body):

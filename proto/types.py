@@ -86,3 +86,19 @@ DnsName = Annotated[
 ]
 #: a resolver option of resolv.conf(5): ``ndots:2``, ``edns0``, ``timeout:1``, …
 DnsOption = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}(:[0-9]{1,4})?$")]
+
+
+def _netns_path(value: str) -> str:
+    if any(part in (".", "..") for part in value.split("/")):
+        raise ValueError(f"{value!r}: a namespace path has no '.' or '..' component")
+    return value
+
+
+#: an absolute path of a network namespace (``/run/netns/NAME``, ``/proc/PID/ns/net``)
+NetnsPath = Annotated[
+    str,
+    StringConstraints(pattern=r"^/[A-Za-z0-9._@:+=,/-]{1,254}$"),
+    AfterValidator(_netns_path),
+]
+#: a container runtime's container id (podman's 64 hex digits, a ctr name, a pod id)
+ContainerId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+:=@-]{0,255}$")]

@@ -15,7 +15,7 @@ the Linux driver's view), ``memory`` (the in-memory driver).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from ..errors import KernelError
@@ -24,12 +24,13 @@ from ..plan import Action
 
 
 class Kernel(Protocol):
-    async def read(self, full: bool = True) -> HostState:
+    async def read(self, full: bool = True, runtime: Collection[str] = ()) -> HostState:
         """The Plexus-owned objects of this host, as they are now. ``full=False`` lets a
         driver answer from its view: its last full read with its own successful
         actions since applied to it (a pass woken by a message then costs O(change),
-        not O(host); periodic passes read in full and repair drift). Raises
-        :class:`KernelError`."""
+        not O(host); periodic passes read in full and repair drift). ``runtime``: the
+        runtime namespaces (:func:`proto.names.runtime_netns`) to look into; those that
+        are there are in the state's ``runtime``. Raises :class:`KernelError`."""
         ...
 
     async def apply(self, action: Action) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import errno
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from pyroute2 import AsyncIPRoute
@@ -27,10 +27,10 @@ from ..model import Bridge, HostState, Veth
 from . import apply_each, nft, resolv, uplink
 from .batch import BATCHED, NetlinkBatch, apply_run
 from .netlink import GONE, NUD_PERMANENT, ensure, index, subject
-from .netns import in_netns, listnetns, netlink_socket
+from .netns import in_netns, is_there, listnetns, netlink_socket, open_ns
 from .netns import remove as remove_netns
 from .read import SYSCTLS, read_state, sysctl_path
-from .view import apply_to
+from .view import apply_to, rescope
 
 #: ARP retry interval of a compartment's interfaces (the kernel's default is 1 s)
 ARP_RETRANS_MS = 100
@@ -62,6 +62,8 @@ def _tune_interface(ifname: str) -> Callable[[], int]:
     def tune() -> int:
         path = Path(f"/proc/sys/net/ipv4/neigh/{ifname}/retrans_time_ms")
         path.write_text(str(ARP_RETRANS_MS))
+        # a runtime's namespace keeps its own defaults: the announcement is per link
+        Path(f"/proc/sys/net/ipv4/conf/{ifname}/arp_notify").write_text("1")
         return socket.if_nametoindex(ifname)  # no netlink round trip for it
 
     return tune
@@ -119,22 +121,30 @@ class LinuxKernel:
 
     # -- read --------------------------------------------------------------------------
 
-    async def read(self, full: bool = True) -> HostState:
+    async def read(self, full: bool = True, runtime: Collection[str] = ()) -> HostState:
         """With ``full=False``, the driver's view (no kernel call): the state of its last
         full read plus what its own actions since did. The state returned is the view:
         the caller must not change it, and it changes as actions are applied. A read
         that fails raises :class:`~agents.errors.KernelError` (the netlink and OS
         errors a namespace's or the entries' read did not already translate)."""
         if not full and self._view is not None:
+            if self._view.runtime != runtime:
+                rescope(self._view, runtime, is_there)
             return self._view
         self._view = None
         try:
-            state = await read_state(await self._root(), self.prefix, self._in, self._batch)
+            state = await read_state(
+                await self._root(), self.prefix, self._in, self._batch, runtime
+            )
             state.resolv = await asyncio.to_thread(resolv.read, self.etc_netns, self.prefix)
         except NetlinkError as e:
             raise KernelError("read", self.host, e.code, str(e)) from None
         except OSError as e:
             raise KernelError("read", self.host, e.errno or 0, str(e)) from None
+        # a socket in a runtime's namespace keeps that namespace (and the agent's
+        # interface in it) alive: closed once the namespace is no longer asked for
+        for ns in [ns for ns in self._ns if ns.startswith("/") and ns not in state.runtime]:
+            self._forget(ns)
         self._view = state
         return state
 
@@ -312,10 +322,38 @@ class LinuxKernel:
         ipr = await self._root()
         inner = await self._in(v.netns)
         bridge = await index(v.bridge)
-        peer = {"ifname": v.inner, "net_ns_fd": v.netns, "address": v.mac, "mtu": v.mtu}
+        if v.netns.startswith("/"):  # a runtime's: by a descriptor, checked for its inode
+            fd = await asyncio.to_thread(open_ns, v.netns)
+            try:
+                await self._add_pair(ipr, inner, bridge, v, fd)
+            finally:
+                os.close(fd)
+        else:
+            await self._add_pair(ipr, inner, bridge, v, v.netns)
+        idx = await index(v.name)
+        await ipr.link("set", index=idx, ifalias=names.alias("veth", v.endpoint), state="up")
+        in_idx = await in_netns(v.netns, _tune_interface(v.inner))
+        ip, _, plen = v.address.partition("/")
+        async with ensure(errno.EEXIST):
+            await inner.addr("add", index=in_idx, address=ip, prefixlen=int(plen))
+        # up last, with its address: the namespace's arp_notify then announces it
+        await inner.link("set", index=in_idx, state="up")
+
+    async def _add_pair(
+        self, ipr: AsyncIPRoute, inner: AsyncIPRoute, bridge: int, v: Veth, ns: int | str
+    ) -> None:
+        peer = {"ifname": v.inner, "net_ns_fd": ns, "address": v.mac, "mtu": v.mtu}
+        host_mac = names.host_mac(v.endpoint)
         try:
             await ipr.link(
-                "add", ifname=v.name, kind="veth", mtu=v.mtu, master=bridge, state="up", peer=peer
+                "add",
+                ifname=v.name,
+                kind="veth",
+                address=host_mac,
+                mtu=v.mtu,
+                master=bridge,
+                state="up",
+                peer=peer,
             )
         except NetlinkError as e:
             if e.code != errno.EEXIST:
@@ -325,16 +363,14 @@ class LinuxKernel:
                 await inner.link("del", index=stale[0])
             async with ensure(errno.EEXIST):
                 await ipr.link(
-                    "add", ifname=v.name, kind="veth", mtu=v.mtu, master=bridge, peer=peer
+                    "add",
+                    ifname=v.name,
+                    kind="veth",
+                    address=host_mac,
+                    mtu=v.mtu,
+                    master=bridge,
+                    peer=peer,
                 )
             await ipr.link("set", index=await index(v.name), mtu=v.mtu, master=bridge)
             in_idx = await index(v.inner, inner)
             await inner.link("set", index=in_idx, address=v.mac, mtu=v.mtu)
-        idx = await index(v.name)
-        await ipr.link("set", index=idx, ifalias=names.alias("veth", v.endpoint), state="up")
-        in_idx = await in_netns(v.netns, _tune_interface(v.inner))
-        ip, _, plen = v.address.partition("/")
-        async with ensure(errno.EEXIST):
-            await inner.addr("add", index=in_idx, address=ip, prefixlen=int(plen))
-        # up last, with its address: the namespace's arp_notify then announces it
-        await inner.link("set", index=in_idx, state="up")

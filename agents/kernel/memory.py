@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from .. import plan as p
 from ..errors import KernelError
@@ -21,9 +21,10 @@ class MemoryKernel:
         #: actions of these types fail with EPERM (fault injection for tests)
         self.fail: set[type] = set()
 
-    async def read(self, full: bool = True) -> HostState:
+    async def read(self, full: bool = True, runtime: Collection[str] = ()) -> HostState:
         """A copy; with ``full=False`` the state itself, like the Linux driver's view
-        (the caller must not change it)."""
+        (the caller must not change it). Its ``runtime`` holds the runtime namespaces
+        that exist (a test adds and removes them as a runtime would); all are shown."""
         return self.state.copy() if full else self.state
 
     async def close(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import os
 import socket
 import threading
@@ -22,6 +23,8 @@ from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as _pyroute2_netns
+
+from proto import names
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
@@ -39,6 +42,32 @@ def _check(rc: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
+def open_ns(ns: str) -> int:
+    """A file descriptor of namespace ``ns``: a name in ``/run/netns``, or a runtime's
+    namespace (:func:`proto.names.runtime_netns`), which must still be the one of that
+    inode (ESTALE otherwise: the path now holds another namespace)."""
+    runtime = names.parse_runtime_netns(ns)
+    if runtime is None:
+        return os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    path, inode = runtime
+    fd = os.open(path, os.O_RDONLY)
+    if os.fstat(fd).st_ino != inode:
+        os.close(fd)
+        raise OSError(errno.ESTALE, f"{path} is no longer the namespace of inode {inode}")
+    return fd
+
+
+def is_there(ns: str) -> bool:
+    """A runtime's namespace is still at its path, with its inode."""
+    runtime = names.parse_runtime_netns(ns)
+    if runtime is None:
+        return ns in listnetns()
+    try:
+        return os.stat(runtime[0]).st_ino == runtime[1]
+    except OSError:
+        return False
+
+
 def run_in(ns: str, fn: Callable[[], T], create: bool = False) -> T:
     """Run ``fn`` in network namespace ``ns`` (``/proc/sys/net`` is then that of
     ``ns``), on a thread of its own that enters ``ns`` and ends after, so no other work
@@ -53,7 +82,7 @@ def run_in(ns: str, fn: Callable[[], T], create: bool = False) -> T:
                 _check(_libc.unshare(CLONE_NEWNET), f"unshare {ns}")
                 _pyroute2_netns.attach(ns, f"{os.getpid()}/task/{threading.get_native_id()}")
             else:
-                fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+                fd = open_ns(ns)
                 try:
                     _check(_libc.setns(fd, CLONE_NEWNET), f"setns {ns}")
                 finally:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from ..model import Bridge, Fdb, HostState, Neigh, Veth, Vxlan
 from . import nft
 from .batch import NetlinkBatch
 from .netlink import IFF_UP, NUD_PERMANENT, link_kind
-from .netns import listnetns
+from .netns import is_there, listnetns
 
 #: the sysctls the agent reads back (and sets when a network needs them)
 SYSCTLS = ("net.ipv4.ip_forward",)
@@ -40,12 +40,15 @@ async def read_state(
     prefix: str,
     inner_of: Callable[[str], Awaitable[AsyncIPRoute]],
     batch: NetlinkBatch,
+    runtime: Collection[str] = (),
 ) -> HostState:
     """The Plexus-owned objects of the host whose namespaces start with ``prefix``:
     ``ipr`` is a socket of the host's namespace, ``inner_of`` gives one of an owned
-    namespace, ``batch`` dumps the entries."""
+    namespace, ``batch`` dumps the entries. ``runtime``: the runtime namespaces to look
+    into, those that are still there (:func:`.netns.is_there`)."""
     st = HostState()
     st.namespaces = {n for n in listnetns() if n.startswith(prefix)}
+    st.runtime = {ns for ns in runtime if is_there(ns)}
     links = [ln async for ln in await ipr.link("dump")]
     by_index = {ln["index"]: ln for ln in links}
     addrs: dict[int, list[str]] = {}
@@ -88,16 +91,19 @@ async def read_state(
         elif kind == "veth" and link_kind(ln) == "veth":
             host_veths[ln["index"]] = (ln, master_name)
     # the inner ends: IFLA_LINK of a peer names the host-side ifindex
-    for ns in sorted(st.namespaces):
+    for ns in sorted(st.namespaces | st.runtime):
         try:
             inner = await inner_of(ns)
             ns_links = [ln async for ln in await inner.link("dump")]
             ns_addrs: dict[int, list[str]] = {}
             async for a in await inner.addr("dump", family=2):
                 ns_addrs.setdefault(a["index"], []).append(f"{a.get('address')}/{a['prefixlen']}")
+            # in a runtime's namespace, only a route through the agent's own interfaces
+            ours = {ln["index"] for ln in ns_links if _peer(ln, host_veths) is not None}
+            anyone = ns not in st.runtime
             gateway = None
             async for r in await inner.route("dump", family=2, table=254):
-                if r["dst_len"] == 0 and r.get("gateway"):
+                if r["dst_len"] == 0 and r.get("gateway") and (anyone or r.get("oif") in ours):
                     gateway = r.get("gateway")
             st.routes[ns] = gateway
             if names.is_router_netns(ns):
@@ -107,8 +113,8 @@ async def read_state(
         except (NetlinkError, OSError) as e:
             raise KernelError("read", ns, getattr(e, "code", 0) or 0, str(e)) from None
         for ln in ns_links:
-            peer = host_veths.get(ln.get("link") or 0)
-            if peer is None or link_kind(ln) != "veth":
+            peer = _peer(ln, host_veths)
+            if peer is None:
                 continue
             host_ln, bridge = peer
             owned = names.parse_alias(host_ln.get("ifalias"))
@@ -154,6 +160,16 @@ async def read_state(
         with contextlib.suppress(OSError):
             st.sysctls[key] = sysctl_path(key).read_text().strip()
     return st
+
+
+def _peer(ln: Any, host_veths: dict[int, tuple[Any, str]]) -> tuple[Any, str] | None:
+    """The agent's host end of the inner veth ``ln``, if it is one. Each end names the
+    other's index: a pair of another namespace's links (a runtime's own plugin) with
+    one index alike is not the agent's."""
+    peer = host_veths.get(ln.get("link") or 0)
+    if peer is None or link_kind(ln) != "veth" or peer[0].get("link") != ln["index"]:
+        return None
+    return peer
 
 
 async def _routes(

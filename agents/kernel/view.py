@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+from collections.abc import Callable, Collection
 
 from proto import names
 
 from .. import plan as p
 from ..errors import KernelError
-from ..model import HostState
+from ..model import HostState, Veth
 
 
 def apply_to(st: HostState, action: p.Action) -> None:
@@ -63,7 +64,7 @@ def apply_to(st: HostState, action: p.Action) -> None:
             st.fdb = {f for f in st.fdb if f.device != name}
             st.neigh = {k: n for k, n in st.neigh.items() if n.device != name}
         case p.AddVeth(v):
-            if v.netns not in st.namespaces:
+            if v.netns not in st.namespaces and v.netns not in st.runtime:
                 raise KernelError("AddVeth", v.name, errno.ENOENT, f"no namespace {v.netns}")
             if v.bridge not in st.bridges:
                 raise KernelError("AddVeth", v.name, errno.ENODEV, f"no bridge {v.bridge}")
@@ -73,7 +74,7 @@ def apply_to(st: HostState, action: p.Action) -> None:
             if gone is not None and st.routes.get(gone.netns) is not None:
                 st.routes[gone.netns] = None
         case p.SetRoute(ns, gw):
-            if ns not in st.namespaces:
+            if ns not in st.namespaces and ns not in st.runtime:
                 raise KernelError("SetRoute", ns, errno.ENOENT, "no namespace")
             st.routes[ns] = gw
         case p.SetRules(rules, ""):
@@ -94,3 +95,19 @@ def apply_to(st: HostState, action: p.Action) -> None:
             st.host_routes.pop(prefix, None)
         case p.SetSysctl(key, value):
             st.sysctls[key] = value
+
+
+def rescope(st: HostState, runtime: Collection[str], there: Callable[[str], bool]) -> None:
+    """Bring a view's runtime namespaces to those asked for now (``runtime``), as a full
+    read would find them: one no longer asked for is not looked into (its veths are
+    stale halves, its route unknown); one newly asked for is there if ``there`` says so
+    (a new namespace holds nothing of the agent's)."""
+    for ns in st.runtime - set(runtime):
+        st.runtime.discard(ns)
+        st.routes.pop(ns, None)
+        for v in [v for v in st.veths.values() if v.netns == ns]:
+            st.veths[v.name] = Veth(v.name, v.endpoint, v.bridge, "", "", "", "", 0, False)
+    for ns in set(runtime) - st.runtime:
+        if there(ns):
+            st.runtime.add(ns)
+            st.routes.setdefault(ns, None)

@@ -2,22 +2,20 @@
 
 One module of routes per resource (:mod:`.hosts`, :mod:`.networks`, :mod:`.compartments`,
 :mod:`.endpoints`, :mod:`.ops`), each made for a :class:`~controller.runtime.Runtime`;
-the views of rows are in :mod:`.views`. Errors are answered here, once: a
-:class:`~controller.errors.ControllerError` by its status, a request body that does not
-validate by 422, both as ``{"error": …, "reason": …}``.
+the views of rows are in :mod:`.views`; who may call which is decided in :mod:`.access`.
+Errors are answered here, once: a :class:`~controller.errors.ControllerError` by its
+status, a request body that does not validate by 422, both as
+``{"error": …, "reason": …}``.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,12 +25,13 @@ from proto import rest as schemas
 from ..errors import ControllerError
 from ..metrics import Metrics
 from ..runtime import Runtime
-from . import compartments, endpoints, hosts, networks, ops
+from . import access, compartments, endpoints, hosts, networks, ops
 
 __all__ = ["Runtime", "create_app"]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": schemas.ErrorBody},
+    403: {"model": schemas.ErrorBody},
     404: {"model": schemas.ErrorBody},
     409: {"model": schemas.ErrorBody},
     422: {"model": schemas.ErrorBody},
@@ -69,34 +68,17 @@ class LatencyMiddleware:
             )
 
 
-def bearer(token: str | None) -> Callable[..., Awaitable[None]]:
-    """The dependency every route has: with a ``token``, a request must carry it as
-    ``Authorization: Bearer …`` (compared in constant time); ``/healthz`` is open."""
-    scheme = HTTPBearer(auto_error=False, description="the token in the controller's token file")
-
-    # Depends in the default, not in Annotated: string annotations (PEP 563) cannot see
-    # the closure's ``scheme``
-    async def check(
-        request: Request, creds: HTTPAuthorizationCredentials | None = Depends(scheme)
-    ) -> None:
-        if token is None or request.url.path == "/healthz":
-            return
-        if creds is None:
-            raise HTTPException(401, "a bearer token is required", {"WWW-Authenticate": "Bearer"})
-        if not secrets.compare_digest(creds.credentials.encode(), token.encode()):
-            raise HTTPException(401, "the bearer token is wrong", {"WWW-Authenticate": "Bearer"})
-
-    return check
-
-
-def create_app(rt: Runtime, token: str | None = None) -> FastAPI:
-    """The REST API; with ``token``, every route but ``/healthz`` requires it."""
+def create_app(rt: Runtime, key: str, *, token_required: bool = False) -> FastAPI:
+    """The REST API. ``key`` is the admin token, which also signs the host tokens;
+    with ``token_required``, a request without a token is refused (see :mod:`.access`)."""
     app = FastAPI(
         title="Plexus controller",
         version=__version__,
         description="Desired network state of every host: networks, compartments, endpoints.",
         responses=ERRORS,
-        dependencies=[Depends(bearer(token))] if token else [],
+        dependencies=[
+            Depends(access.guard(key, rt.controller.state, token_required=token_required))
+        ],
     )
 
     @app.exception_handler(ControllerError)
@@ -113,9 +95,12 @@ def create_app(rt: Runtime, token: str | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        error = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(
-            exc.status_code, "http_error"
-        )
+        error = {
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+        }.get(exc.status_code, "http_error")
         return JSONResponse(
             {"error": error, "reason": str(exc.detail)},
             status_code=exc.status_code,
@@ -125,4 +110,5 @@ def create_app(rt: Runtime, token: str | None = None) -> FastAPI:
     app.add_middleware(LatencyMiddleware, metrics=rt.metrics)
     for module in (ops, hosts, networks, compartments, endpoints):
         module.add(app, rt)
+    hosts.add_token(app, key)
     return app

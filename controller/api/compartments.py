@@ -11,7 +11,8 @@ from proto import rest as schemas
 
 from ..runtime import Runtime
 from . import views
-from .params import Force, Timeout, Wait
+from .access import HostFilter
+from .params import Force, Timeout, Wait, WaitFor
 
 
 def add(app: FastAPI, rt: Runtime) -> None:
@@ -24,14 +25,17 @@ def add(app: FastAPI, rt: Runtime) -> None:
 
     @app.post(path, tags=tags, status_code=201, response_model=schemas.Compartment)
     async def create_compartment(
-        body: schemas.CompartmentCreate, wait: Wait = False, timeout: Timeout = 10.0
+        body: schemas.CompartmentCreate,
+        wait: Wait = False,
+        timeout: Timeout = 10.0,
+        wait_for: WaitFor = None,
     ) -> dict[str, Any]:
         out = ctl.create_compartment(body)
-        conv = await rt.commit(out, wait, timeout)
+        conv = await rt.commit(out, wait, timeout, wait_for)
         return views.compartment(state, out.value, conv)
 
     @app.get(path, tags=tags, response_model=list[schemas.Compartment])
-    async def list_compartments(host: str | None = None) -> list[dict[str, Any]]:
+    async def list_compartments(host: HostFilter) -> list[dict[str, Any]]:
         rows = sorted(state.compartments.values(), key=lambda c: c.id)
         return [views.compartment(state, c) for c in rows if host is None or c.host == host]
 
@@ -41,7 +45,13 @@ def add(app: FastAPI, rt: Runtime) -> None:
 
     @app.delete(path + "/{comp_id}", tags=tags, response_model=schemas.Deleted)
     async def delete_compartment(
-        comp_id: str, force: Force = False, wait: Wait = False, timeout: Timeout = 10.0
+        comp_id: str,
+        force: Force = False,
+        wait: Wait = False,
+        timeout: Timeout = 10.0,
+        wait_for: WaitFor = None,
     ) -> dict[str, Any]:
-        conv = await rt.commit(ctl.delete_compartment(comp_id, force=force), wait, timeout)
+        conv = await rt.commit(
+            ctl.delete_compartment(comp_id, force=force), wait, timeout, wait_for
+        )
         return {"id": comp_id, "deleted": True, "convergence": conv}

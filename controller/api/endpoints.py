@@ -11,7 +11,8 @@ from proto import rest as schemas
 
 from ..runtime import Runtime
 from . import views
-from .params import Timeout, Wait
+from .access import HostFilter
+from .params import Timeout, Wait, WaitFor
 
 
 def add(app: FastAPI, rt: Runtime) -> None:
@@ -24,15 +25,18 @@ def add(app: FastAPI, rt: Runtime) -> None:
 
     @app.post(path, tags=tags, status_code=201, response_model=schemas.Endpoint)
     async def create_endpoint(
-        body: schemas.EndpointCreate, wait: Wait = False, timeout: Timeout = 10.0
+        body: schemas.EndpointCreate,
+        wait: Wait = False,
+        timeout: Timeout = 10.0,
+        wait_for: WaitFor = None,
     ) -> dict[str, Any]:
         out = ctl.create_endpoint(body)
-        conv = await rt.commit(out, wait, timeout)
+        conv = await rt.commit(out, wait, timeout, wait_for)
         return views.endpoint(state, out.value, conv)
 
     @app.get(path, tags=tags, response_model=list[schemas.Endpoint])
     async def list_endpoints(
-        network: str | None = None, host: str | None = None, compartment: str | None = None
+        host: HostFilter, network: str | None = None, compartment: str | None = None
     ) -> list[dict[str, Any]]:
         rows = state.by_network.get(network, {}).values() if network else state.endpoints.values()
         return [
@@ -48,16 +52,20 @@ def add(app: FastAPI, rt: Runtime) -> None:
 
     @app.put(path + "/{ep_id}/ports", tags=tags, response_model=schemas.Endpoint)
     async def set_endpoint_ports(
-        ep_id: str, body: schemas.PortsUpdate, wait: Wait = False, timeout: Timeout = 10.0
+        ep_id: str,
+        body: schemas.PortsUpdate,
+        wait: Wait = False,
+        timeout: Timeout = 10.0,
+        wait_for: WaitFor = None,
     ) -> dict[str, Any]:
         """Replace the endpoint's published ports (an empty list closes them all)."""
         out = ctl.set_ports(ep_id, body.ports)
-        conv = await rt.commit(out, wait, timeout)
+        conv = await rt.commit(out, wait, timeout, wait_for)
         return views.endpoint(state, out.value, conv)
 
     @app.delete(path + "/{ep_id}", tags=tags, response_model=schemas.Deleted)
     async def delete_endpoint(
-        ep_id: str, wait: Wait = False, timeout: Timeout = 10.0
+        ep_id: str, wait: Wait = False, timeout: Timeout = 10.0, wait_for: WaitFor = None
     ) -> dict[str, Any]:
-        conv = await rt.commit(ctl.delete_endpoint(ep_id), wait, timeout)
+        conv = await rt.commit(ctl.delete_endpoint(ep_id), wait, timeout, wait_for)
         return {"id": ep_id, "deleted": True, "convergence": conv}

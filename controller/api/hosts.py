@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Path
 
 from proto import rest as schemas
+from proto.types import ID_PATTERN
 
 from ..runtime import Runtime
+from ..tokens import host_token
 from . import views
 from .params import Force
 
@@ -35,3 +37,15 @@ def add(app: FastAPI, rt: Runtime) -> None:
         await rt.commit(ctl.decommission_host(host_id, force=force), False, 0)
         rt.tracker.notify(host_id)  # waits for it end: it is no longer awaited
         return {"id": host_id, "deleted": True}
+
+
+def add_token(app: FastAPI, key: str) -> None:
+    """``GET /v1/hosts/{host_id}/token``, signed with ``key`` (the admin token): made
+    again on every call, kept nowhere; any host id, reported or not yet (a host's CNI
+    configuration may be written before its agent first starts)."""
+
+    @app.get("/v1/hosts/{host_id}/token", tags=["hosts"], response_model=schemas.HostToken)
+    async def host_api_token(
+        host_id: Annotated[str, Path(pattern=ID_PATTERN)],
+    ) -> dict[str, Any]:
+        return {"host": host_id, "token": host_token(key, host_id)}

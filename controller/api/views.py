@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from proto import names
 from proto.rest import Convergence
 
 from ..convergence import behind
@@ -26,23 +27,35 @@ def network(state: State, n: NetworkRow, conv: Convergence | None = None) -> dic
 
 def compartment(state: State, c: CompartmentRow, conv: Convergence | None = None) -> dict[str, Any]:
     eps = sorted(state.by_compartment.get(c.id, {}).values(), key=lambda e: e.index)
-    return {"id": c.id, "host": c.host, "endpoints": [e.id for e in eps], "convergence": conv}
+    return {
+        "id": c.id,
+        "host": c.host,
+        "endpoints": [e.id for e in eps],
+        "netns": c.netns,
+        "convergence": conv,
+    }
 
 
 def endpoint(state: State, e: EndpointRow, conv: Convergence | None = None) -> dict[str, Any]:
     # from the row's own fields, not a validated model: a list of 20,000 endpoints
+    spec = state.networks[e.network].spec
     return {
         "id": e.id,
         "network": e.network,
         "compartment": e.compartment,
         "host": e.host,
         "ip": e.ip,
-        "prefixlen": state.networks[e.network].spec.prefixlen,
+        "prefixlen": spec.prefixlen,
         "mac": e.mac,
-        "interface": f"eth{e.index}",
+        "interface": e.inner,
+        "host_interface": names.veth(e.id),
+        "host_mac": names.host_mac(e.id),
+        "mtu": spec.mtu,
+        "gateway": spec.gateway,
         "default_route": e.default_route,
         "ports": [str(p) for p in e.port_mappings()],
         "dns": e.dns,
+        "resolver": e.dns or spec.dns,
         "generation": e.gen,
         "convergence": conv,
     }

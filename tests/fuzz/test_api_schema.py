@@ -39,7 +39,7 @@ def _runtime(directory: Path) -> Runtime:
 
 _DIR = tempfile.TemporaryDirectory(prefix="plexus-api-fuzz-")
 RUNTIME = _runtime(Path(_DIR.name))
-schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(RUNTIME))
+schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(RUNTIME, "fuzz-key"))
 
 
 @pytest.fixture(scope="module", autouse=True)

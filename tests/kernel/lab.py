@@ -63,6 +63,7 @@ class Lab:
         self.vtep = {h: self.spec.vtep(h) for h in self.hosts}
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
         self.servers: list[subprocess.Popen[str]] = []
+        self.holders: list[subprocess.Popen[bytes]] = []
         self.extra_ns: list[str] = []
         self._closed = False
 
@@ -183,6 +184,27 @@ class Lab:
         )
         return r.stdout.strip() if r.returncode == 0 else None
 
+    def runtime_netns(self, held: bool = False) -> str:
+        """A network namespace as a container runtime makes one, Plexus's to plumb
+        into but not to own: bound at ``/run/netns/NAME`` (podman's kind), or with
+        ``held``, only held by a process (``/proc/PID/ns/net``, containerd's kind: it
+        vanishes when the process is killed). Its path; removed on close."""
+        if held:
+            proc = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
+            record_pid(proc.pid)
+            self.holders.append(proc)
+            path = f"/proc/{proc.pid}/ns/net"
+            deadline = time.monotonic() + 10
+            while os.stat(path).st_ino == os.stat("/proc/self/ns/net").st_ino:
+                assert time.monotonic() < deadline, "unshare made no namespace"
+                time.sleep(0.01)  # until unshare has made it and exec'd sleep
+            return path
+        ns = f"plab-rt-{self.tag}-{next(_seq)}"
+        record("netns", ns)
+        self.extra_ns.append(ns)
+        netns.create(ns)
+        return f"/run/netns/{ns}"
+
     # -- helpers -------------------------------------------------------------------
 
     def compartment_ns(self, host: str, compartment: str) -> str:
@@ -215,7 +237,7 @@ class Lab:
         for h in list(self.agents):
             with contextlib.suppress(Exception):
                 self.kill_agent(h)
-        for srv in self.servers:
+        for srv in [*self.servers, *self.holders]:
             srv.kill()
             srv.wait()
         self.broker.stop()

@@ -46,6 +46,7 @@ class Controller:
             "create_endpoint",
             "set_ports",
             "delete_endpoint",
+            "collect",
         }
     )
 
