@@ -164,3 +164,51 @@ def test_install_then_run_the_launcher(controller_proc: ControllerProcess, tmp_p
         timeout=60,
     )
     assert list(net_d.iterdir()) == [] and not exe.exists()
+
+
+async def test_add_two_interfaces_then_gc_and_del(
+    mosquitto: Mosquitto, controller_proc: ControllerProcess
+) -> None:
+    """Against the controller with a simulated agent h1: two interfaces of one container
+    (in two networks) share its compartment; GC deletes the one the runtime no longer
+    lists, in its own network only; DEL the rest, and the compartment with it."""
+    import asyncio
+
+    import httpx
+
+    async def run(*args: Any, **kwargs: Any) -> tuple[int, dict[str, Any] | None, str]:
+        return await asyncio.to_thread(cni, *args, **kwargs)  # the agent runs meanwhile
+
+    url = controller_proc.url
+    agent = SimAgent("h1", mosquitto.url, "198.18.0.1")
+    await agent.start()
+    http = httpx.AsyncClient(base_url=url)
+    try:
+        for net, subnet, vni in (("blue", "10.1.0.0/24", 100), ("red", "10.2.0.0/24", 200)):
+            body = {"id": net, "subnet": subnet, "vni": vni}
+            assert (await http.post("/v1/networks", json=body)).status_code == 201
+        red = conf(url, network="red", name="red")
+        rc, eth0, err = await run("ADD", conf(url), ifname="eth0")
+        assert rc == 0 and eth0 is not None, (eth0, err)
+        # one endpoint per network in a compartment: the controller's refusal, its reason
+        rc, doc, _ = await run("ADD", conf(url), ifname="eth9")
+        assert rc == 1 and doc is not None and doc["code"] == 100
+        assert "already has an endpoint in network 'blue'" in doc["msg"]
+        rc, eth1, err = await run("ADD", red, ifname="eth1")
+        assert rc == 0 and eth1 is not None, (eth1, err)
+        assert eth1["ips"][0]["address"].startswith("10.2.0.")
+        comps = (await http.get("/v1/compartments", params={"host": "h1"})).json()
+        assert len(comps) == 1 and len(comps[0]["endpoints"]) == 2
+        assert comps[0]["netns"]["container"] == "c0ffee"
+        valid = [{"containerID": "c0ffee", "ifname": "eth1"}]
+        for c in (conf(url, "1.1.0"), {**red, "cniVersion": "1.1.0"}):
+            rc, doc, err = await run("GC", {**c, "cni.dev/valid-attachments": valid})
+            assert (rc, doc) == (0, None), (doc, err)
+        eps = (await http.get("/v1/endpoints")).json()
+        assert [(e["network"], e["interface"]) for e in eps] == [("red", "eth1")]
+        rc, doc, err = await run("DEL", red, ifname="eth1", netns="")
+        assert (rc, doc) == (0, None), (doc, err)
+        assert (await http.get("/v1/compartments")).json() == []
+    finally:
+        await http.aclose()
+        await agent.stop()
