@@ -1,5 +1,5 @@
 """The CNI plugin's start, process start to exit, as a runtime pays it per container:
-``python -m benchmarks.cni_start [RUNS]``. VERSION (the plugin's own imports) and an ADD
+``python -m benchmarks.cni_start [RUNS | --quick]``. VERSION (the plugin's own imports) and an ADD
 to a closed port (every import of the ADD path, no network wait), through the launcher
 ``plexus cni install`` writes (``-IS``) and through the ``plexus-cni`` console script,
 beside the interpreter's own floor."""
@@ -18,7 +18,7 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
-def bench(argv: list[str], command: str, stdin: bytes, runs: int) -> str:
+def bench(argv: list[str], command: str, stdin: bytes, runs: int) -> tuple[float, str]:
     env = {
         "CNI_COMMAND": command,
         "CNI_CONTAINERID": "c",
@@ -32,14 +32,15 @@ def bench(argv: list[str], command: str, stdin: bytes, runs: int) -> str:
         subprocess.run(argv, input=stdin, env=env, stdout=subprocess.DEVNULL, check=False)
         times.append((time.perf_counter() - t) * 1000)
     times.sort()
-    return (
-        f"median {statistics.median(times):5.1f} ms  p10 {times[runs // 10]:5.1f}  "
-        f"p90 {times[9 * runs // 10]:5.1f}"
+    median = statistics.median(times)
+    return median, (
+        f"median {median:5.1f} ms  p10 {times[runs // 10]:5.1f}  p90 {times[9 * runs // 10]:5.1f}"
     )
 
 
 def main() -> None:
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 40
+    arg = sys.argv[1] if len(sys.argv) > 1 else "40"
+    runs = 3 if arg == "--quick" else int(arg)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
@@ -72,10 +73,14 @@ def main() -> None:
             ("console script plexus-cni", [str(BIN / "plexus-cni")]),
         ):
             rows.append((name, argv, [("VERSION", version), ("ADD", add)]))
+        out = []
         for name, argv, commands in rows:
             for command, stdin in commands:
                 label = f"{name} {command}".strip()
-                print(f"{label:40s} {bench(argv, command or 'VERSION', stdin, runs)}")
+                median, text = bench(argv, command or "VERSION", stdin, runs)
+                print(f"{label:40s} {text}")
+                out.append({"what": label, "value": f"{median:.1f} ms", "runs": runs})
+    print("BENCH " + json.dumps({"benchmark": "cni_start", "rows": out}))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,12 @@ def run_benchmark(name: str, *args: str, timeout: float = 300) -> dict[str, obje
     return result
 
 
+def test_cni_start_quick() -> None:
+    result = run_benchmark("cni_start")
+    whats = [r["what"] for r in result["rows"]]  # type: ignore[attr-defined]
+    assert "launcher (-IS) ADD" in whats and "console script plexus-cni VERSION" in whats
+
+
 @pytest.mark.broker
 def test_api_throughput_quick() -> None:
     result = run_benchmark("api_throughput")
