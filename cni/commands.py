@@ -68,9 +68,11 @@ def _compartment(api: Controller, conf: Config, env: Env) -> bool:
     raise AssertionError("unreachable")
 
 
-def _delete(api: Controller, conf: Config, parts: tuple[str, ...], force: bool = False) -> bool:
-    """DELETE, waiting for this host; False if it was not there."""
-    target = p(*parts, wait=True, wait_for=conf.host, timeout=conf.timeout, force=force)
+def _delete(
+    api: Controller, conf: Config, parts: tuple[str, ...], force: bool = False, wait: bool = True
+) -> bool:
+    """DELETE, waiting for this host (with ``wait``); False if it was not there."""
+    target = p(*parts, wait=wait, wait_for=conf.host, timeout=conf.timeout, force=force)
     status, _ = api.request("DELETE", target, timeout=conf.timeout)
     return status != 404
 
@@ -143,9 +145,11 @@ def _undo(api: Controller, conf: Config, env: Env, eid: str, compartment: bool) 
 
 
 def _delete_compartment(api: Controller, conf: Config, cid: str) -> None:
-    """Delete the compartment unless an endpoint remains (another interface's)."""
+    """Delete the compartment unless an endpoint remains (another interface's). Not
+    waited for: once its endpoints are gone, nothing of a runtime's compartment is left
+    on the host to remove (the namespace is the runtime's)."""
     try:
-        _delete(api, conf, ("v1", "compartments", cid))
+        _delete(api, conf, ("v1", "compartments", cid), wait=False)
     except ApiError as e:
         if e.status != 409:
             raise

@@ -18,17 +18,11 @@ import httpx
 import pytest
 
 from agents.kernel import netns
-from proto import rest
 from tests.integration.test_cni_plugin import cni
 from tests.kernel.lab import Lab
 from tests.support import ControllerProcess
 
 pytestmark = pytest.mark.kernel
-
-if "netns" not in rest.CompartmentCreate.model_fields:
-    pytest.skip(
-        "the REST contract of issue 15 (runtime namespaces) is not merged", allow_module_level=True
-    )
 
 
 def until(check: Callable[[], Any], within: float, what: str) -> Any:
