@@ -21,12 +21,23 @@ def cni(tmp_path: Path) -> Cni:
     return Cni(tmp_path)
 
 
-@pytest.fixture
-def podman(cni: Cni, image: Image) -> Iterator[Podman]:
-    """podman on its own storage, with the test image loaded and ``cni``'s networks."""
-    p = Podman(cni)
+@pytest.fixture(scope="session")
+def podman_images(image: Image, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A podman storage holding the test image, loaded once for the session."""
+    store = Podman(Cni(tmp_path_factory.mktemp("podman-images")))
     try:
-        p.load(image)
+        store.load(image)
+        yield store.image_store
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def podman(cni: Cni, podman_images: Path) -> Iterator[Podman]:
+    """podman on its own storage (the session's image store under it: the test image is
+    there) and ``cni``'s networks."""
+    p = Podman(cni, images=podman_images)
+    try:
         yield p
     finally:
         p.close()

@@ -48,7 +48,10 @@ PODMAN_BRIDGE = "cni-podman0"  # podman's default network, should anything use i
 
 
 class Podman:
-    def __init__(self, cni: Cni) -> None:
+    """``images``: the graphroot of another podman's storage (``Podman.image_store``),
+    read as an additional image store: its images are there without a load."""
+
+    def __init__(self, cni: Cni, images: Path | None = None) -> None:
         self.binary = need_binary("podman")
         need_binary("runc")
         self.cni = cni
@@ -79,6 +82,7 @@ class Podman:
             'driver = "overlay"\n'
             f'graphroot = "{self.dir}/graph"\n'
             f'runroot = "{self.dir}/run"\n'
+            + (f'[storage.options]\nadditionalimagestores = ["{images}"]\n' if images else "")
         )
         self.env = {
             **os.environ,
@@ -95,6 +99,11 @@ class Podman:
         """Loads the test image (a docker-archive) into this storage; its name."""
         self.podman("load", "-q", "-i", str(image.archive), timeout=300)
         return image.name
+
+    @property
+    def image_store(self) -> Path:
+        """This storage's graphroot, for other harnesses' ``images``."""
+        return self.dir / "graph"
 
     def run(
         self,
