@@ -23,6 +23,7 @@ call = {{
     "stdin": data.decode(errors="replace"),
     "stdout": r.stdout.decode(errors="replace"),
     "rc": r.returncode,
+    "mntns": os.readlink("/proc/self/ns/mnt"),
 }}
 with open({log!r}, "a") as f:
     f.write(json.dumps(call) + "\\n")

@@ -106,6 +106,11 @@ def test_podman_and_ctr_containers_share_a_bridge_and_leave_nothing(
     assert [c["env"]["CNI_NETNS"] for c in adds] == [web.netns, client.netns]
     assert adds[0]["env"]["CNI_CONTAINERID"] == web.id
     assert adds[1]["env"]["CNI_CONTAINERID"] == f"{Containerd.NAMESPACE}-{client.name}"
+    # podman calls the plugin in our mount namespace; ctr in its private one, where the
+    # test's plugin directory is /opt/cni/bin
+    ours = os.readlink("/proc/self/ns/mnt")
+    assert adds[0]["mntns"] == ours != adds[1]["mntns"]
+    assert adds[1]["env"]["CNI_PATH"].split(":")[0] == "/opt/cni/bin"
 
     podman.rm("web")
     assert not Path(web.netns).exists()
