@@ -2,7 +2,12 @@
 
 When ``PLEXUS_RECORDS`` names a file, every lab, test harness and benchmark appends
 one line per thing it makes: ``lab DIR``, ``pid PID STARTTIME``, ``netns NAME``,
-``netns-prefix PREFIX`` (the namespaces a host's agent makes) and ``link NAME``.
+``netns-prefix PREFIX`` (the namespaces a host's agent makes), ``link NAME``,
+``dir /tmp/plexus-...`` (a container runtime's state: what is mounted under it is
+unmounted first; or a CNI cache file of ``/var/lib/cni/results``, a containerd shim's
+socket in ``/run/containerd/s``), ``rmdir PATH`` (a
+directory a runtime made that others may share: removed while empty) and
+``cgroup /PATH`` (a runtime's cgroup parent, in every hierarchy).
 ``scripts/cleanup-records FILE`` (what ``.ci/run`` calls on exit) removes exactly those,
 by name and by pid (a pid counts only while its start time matches: a recycled pid is
 somebody else's), whatever killed the run. Without the variable nothing is written.
