@@ -31,7 +31,7 @@ def build(
     }
     if default_route and gateway:
         out["routes"] = [{"dst": "0.0.0.0/0", "gw": gateway}]
-    dns = view.get("dns")
+    dns = view.get("resolver")  # its own DNS settings, else its network's
     if dns:
         out["dns"] = {
             k: v for k in ("nameservers", "domain", "search", "options") if (v := dns.get(k))

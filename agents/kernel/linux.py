@@ -128,7 +128,7 @@ class LinuxKernel:
         that fails raises :class:`~agents.errors.KernelError` (the netlink and OS
         errors a namespace's or the entries' read did not already translate)."""
         if not full and self._view is not None:
-            if self._view.runtime != runtime:
+            if self._view.runtime or runtime:
                 rescope(self._view, runtime, is_there)
             return self._view
         self._view = None

@@ -98,11 +98,12 @@ def apply_to(st: HostState, action: p.Action) -> None:
 
 
 def rescope(st: HostState, runtime: Collection[str], there: Callable[[str], bool]) -> None:
-    """Bring a view's runtime namespaces to those asked for now (``runtime``), as a full
-    read would find them: one no longer asked for is not looked into (its veths are
-    stale halves, its route unknown); one newly asked for is there if ``there`` says so
-    (a new namespace holds nothing of the agent's)."""
-    for ns in st.runtime - set(runtime):
+    """Bring a view's runtime namespaces to those asked for now (``runtime``) and still
+    there (``there``: a stat each), as a full read would find them: one no longer asked
+    for, or gone (the container was killed), is not looked into (its veths are stale
+    halves, its route unknown); one newly asked for is there if ``there`` says so (a new
+    namespace holds nothing of the agent's)."""
+    for ns in [ns for ns in st.runtime if ns not in runtime or not there(ns)]:
         st.runtime.discard(ns)
         st.routes.pop(ns, None)
         for v in [v for v in st.veths.values() if v.netns == ns]:

@@ -54,7 +54,7 @@ VIEW: dict[str, Any] = {
     "mtu": 1450,
     "gateway": "10.1.0.1",
     "default_route": True,
-    "dns": {"nameservers": ["10.1.0.53"], "domain": "lab", "search": ["lab"], "options": []},
+    "resolver": {"nameservers": ["10.1.0.53"], "domain": "lab", "search": ["lab"], "options": []},
 }
 
 
@@ -176,7 +176,7 @@ def test_the_result_is_built_from_the_endpoint_view() -> None:
         "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}],
         "dns": {"nameservers": ["10.1.0.53"], "domain": "lab", "search": ["lab"]},
     }
-    out = result.build({**VIEW, "gateway": None, "dns": None}, "1.1.0", "/n", True)
+    out = result.build({**VIEW, "gateway": None, "resolver": None}, "1.1.0", "/n", True)
     assert out["interfaces"][1]["mtu"] == 1450  # a 1.1.0 field
     assert "routes" not in out and "dns" not in out and "gateway" not in out["ips"][0]
 
