@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration.test_cni_plugin import cni
 from tests.kernel.lab import Lab
 from tests.runtimes.cni import Cni
 from tests.runtimes.common import Image
@@ -28,6 +29,7 @@ from tests.support import PLEXUS, ControllerProcess
 
 pytestmark = pytest.mark.runtimes
 
+STATIC_MAC = "02:00:00:00:88:77"
 DNS = {"nameservers": ["10.88.0.53"], "search": ["pod.example"], "options": ["ndots:2"]}
 
 
@@ -163,9 +165,13 @@ def test_podman_containers_on_a_plexus_overlay_and_a_published_port(
     web1 = world.install("web", h1)
 
     a = podman.run("a", image.name, network=on1)
-    b = podman.run("b", image.name, network=on2)
+    # a static address and MAC (podman hands them over as CNI_ARGS IP= and MAC=)
+    b = podman.run(
+        "b", image.name, network=on2, args=("--ip", "10.88.0.77", "--mac-address", STATIC_MAC)
+    )
     ep_a, ep_b = world.endpoint_in(a.netns, "pod"), world.endpoint_in(b.netns, "pod")
     assert (ep_a["host"], ep_b["host"]) == (h1, h2)
+    assert (ep_b["ip"], ep_b["mac"]) == ("10.88.0.77", STATIC_MAC)
 
     # the container sees the Plexus address and MAC, and the network's DNS
     shown = podman.exec("a", "ip", "-o", "addr", "show", "eth0") + podman.exec(
@@ -178,6 +184,23 @@ def test_podman_containers_on_a_plexus_overlay_and_a_published_port(
     assert ", 3 received," in podman.exec(
         "a", "ping", "-c", "3", "-i", "0.2", "-W", "2", ep_b["ip"]
     )
+
+    # CHECK (which no runtime here calls by itself) on b: the container as Plexus says;
+    # then, with h2's agent stopped so that nothing repairs it, its address removed
+    conflist = json.loads((world.cni.conf_dir / f"{on2}.conflist").read_text())
+    conf = {**conflist["plugins"][0], "cniVersion": "1.0.0", "name": on2}
+    launcher = str(world.cni.bin_dir / "plexus")
+    rc, out, err = cni("CHECK", conf, launcher, container=b.id, netns=b.netns)
+    assert (rc, out) == (0, None), (out, err)
+    world.lab.stop_agent(h2)
+    try:
+        gone = ["nsenter", f"--net={b.netns}", "ip", "addr", "del", "10.88.0.77/24", "dev", "eth0"]
+        subprocess.run(gone, check=True)
+        rc, out, _ = cni("CHECK", conf, launcher, container=b.id, netns=b.netns)
+        assert rc == 1 and out is not None and "lacks its address 10.88.0.77/24" in out["msg"]
+    finally:
+        world.lab.start_agent(h2)
+    until(lambda: cni("CHECK", conf, launcher, container=b.id, netns=b.netns)[0] == 0, 30, "repair")
 
     # a published port on a nat network answers from another lab host
     podman.run(
