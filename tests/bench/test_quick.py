@@ -55,6 +55,15 @@ def test_cni_start_quick() -> None:
     assert "launcher (-IS) ADD" in whats and "console script plexus-cni VERSION" in whats
 
 
+@pytest.mark.kernel
+def test_cni_quick() -> None:
+    require_root()
+    result = run_benchmark("cni")
+    rows = {r["what"]: r for r in result["rows"]}  # type: ignore[attr-defined]
+    assert rows["ADD → result (agent plumbing included)"]["n"] == 10
+    assert rows["DEL → done"]["n"] == 10
+
+
 @pytest.mark.broker
 def test_api_throughput_quick() -> None:
     result = run_benchmark("api_throughput")
