@@ -343,34 +343,30 @@ class LinuxKernel:
         self, ipr: AsyncIPRoute, inner: AsyncIPRoute, bridge: int, v: Veth, ns: int | str
     ) -> None:
         peer = {"ifname": v.inner, "net_ns_fd": ns, "address": v.mac, "mtu": v.mtu}
-        host_mac = names.host_mac(v.endpoint)
+        pair = {
+            "ifname": v.name,
+            "kind": "veth",
+            "address": names.host_mac(v.endpoint),
+            "mtu": v.mtu,
+            "master": bridge,
+            "peer": peer,
+        }
         try:
-            await ipr.link(
-                "add",
-                ifname=v.name,
-                kind="veth",
-                address=host_mac,
-                mtu=v.mtu,
-                master=bridge,
-                state="up",
-                peer=peer,
-            )
+            await ipr.link("add", state="up", **pair)
         except NetlinkError as e:
             if e.code != errno.EEXIST:
                 raise
             stale = await inner.link_lookup(ifname=v.inner)
+            if stale and isinstance(ns, int):
+                # in a runtime's namespace a link of that name is not the agent's (its
+                # own would have been read back, and deleted first if it differed)
+                raise NetlinkError(
+                    errno.EEXIST, f"{v.inner} exists in {v.netns} and is not Plexus's"
+                ) from None
             if stale:
                 await inner.link("del", index=stale[0])
             async with ensure(errno.EEXIST):
-                await ipr.link(
-                    "add",
-                    ifname=v.name,
-                    kind="veth",
-                    address=host_mac,
-                    mtu=v.mtu,
-                    master=bridge,
-                    peer=peer,
-                )
+                await ipr.link("add", **pair)
             await ipr.link("set", index=await index(v.name), mtu=v.mtu, master=bridge)
             in_idx = await index(v.inner, inner)
             await inner.link("set", index=in_idx, address=v.mac, mtu=v.mtu)

@@ -142,6 +142,26 @@ async def test_endpoints_are_plumbed_into_a_runtimes_namespace_and_only_theirs_r
     left = await asyncio.to_thread(links, a)
     assert "eth0" not in left and "keepme" in left and await asyncio.to_thread(os.path.exists, a)
 
+    # an interface name the runtime's own link holds: refused, reported, left alone
+    ref = {"path": a, "inode": os.stat(a).st_ino}
+    await post(ctl, "/v1/compartments", {"id": "cz", "host": h1, "netns": ref})
+    r = await ctl.http.post(
+        "/v1/endpoints?wait=true&timeout=3",
+        json={"network": "blue", "compartment": "cz", "ifname": "keepme"},
+    )
+    assert r.status_code == 201 and not r.json()["convergence"]["converged"], r.text
+
+    async def reported() -> bool:
+        errors = (await ctl.http.get(f"/v1/hosts/{h1}")).json()["errors"]
+        return any("keepme exists in /run/netns/" in e for e in errors)
+
+    await wait_for(reported, timeout=30, what="the refusal in h1's status")
+    kept = (await asyncio.to_thread(links, a))["keepme"]
+    assert kept["addresses"] == [] and kept["mtu"] == 1500
+    r = await ctl.http.delete("/v1/compartments/cz?force=true&wait=true&timeout=10")
+    assert r.json()["convergence"]["converged"], r.text
+    assert "keepme" in await asyncio.to_thread(links, a)
+
 
 async def test_a_vanished_or_replaced_namespace_is_collected_and_never_plumbed(
     ctl: InProcessController, lab: Lab
