@@ -19,6 +19,7 @@ from prometheus_client import Counter as MetricCounter
 
 import proto
 from proto import names, topics
+from proto.parts import Netns
 
 from .conflicts import conflicts
 from .desired import Changes, desired_state, without
@@ -114,8 +115,8 @@ class Agent:
     applied_desired: int = 0
     applied_networks: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
-    #: runtime-owned compartments whose namespace the last pass found gone → its inode
-    gone: dict[str, int] = field(default_factory=dict)
+    #: runtime-owned compartments whose namespace the last pass found gone → that one
+    gone: dict[str, Netns] = field(default_factory=dict)
     #: set whenever something arrived that a pass should look at
     dirty: bool = True
     #: after each pass on the driver's view, check it against a full read (tests)
@@ -255,7 +256,7 @@ class Agent:
         gens = {n: t.generation for n, t in self.tables.items() if t.complete}
         errors: list[str] = []
         actions = []
-        gone: dict[str, int] = {}
+        gone: dict[str, Netns] = {}
         want_ns = runtime_namespaces(doc)
         try:
             actual = await self.kernel.read(full, frozenset(want_ns))
@@ -269,7 +270,7 @@ class Agent:
                 for ns in sorted(missing):
                     comp = want_ns[ns]
                     assert comp.netns is not None
-                    gone[comp.id] = comp.netns.inode
+                    gone[comp.id] = comp.netns
                     log.warning("namespace_gone", host=self.host, compartment=comp.id, ns=ns)
                     errors.append(
                         f"compartment {comp.id}: namespace {comp.netns.path} (inode "

@@ -66,6 +66,9 @@ class DelVeth:
 class SetRoute:
     netns: str
     gateway: str | None
+    #: the agent's default route it replaces (a runtime's namespace: only that one goes;
+    #: a route of the runtime's own is never touched)
+    was: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,8 +223,9 @@ def plan(
     # default routes (a re-created veth takes the route through it along)
     for ns, gw in sorted(desired.routes.items(), key=lambda kv: kv[0]):
         fresh = (ns not in actual.namespaces and ns not in actual.runtime) or ns in recreated_ns
-        if (None if fresh else actual.routes.get(ns)) != gw:
-            adds.append(SetRoute(ns, gw))
+        route = None if fresh else actual.routes.get(ns)
+        if route != gw:
+            adds.append(SetRoute(ns, gw, route))
 
     # resolver files of the compartments (their networks' DNS settings)
     for ns, content in sorted(desired.resolv.items()):

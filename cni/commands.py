@@ -104,8 +104,9 @@ def add(api: Controller, conf: Config, env: Env) -> dict[str, Any]:
         "network": conf.network,
         "compartment": compartment_id(conf.host, env.container_id),
         "ifname": env.ifname,
-        "default_route": conf.default_route,
     }
+    if conf.default_route is not None:
+        body["default_route"] = conf.default_route
     body |= {k: v for k, v in (("ip", conf.ip), ("mac", conf.mac)) if v}
     if conf.ports:
         body["ports"] = conf.ports
@@ -126,6 +127,13 @@ def add(api: Controller, conf: Config, env: Env) -> dict[str, Any]:
                 TRY_AGAIN_LATER,
                 f"host {conf.host} did not plumb endpoint {eid} within {conf.timeout:g} s",
                 why,
+            )
+        # the host applied a document: one without the endpoint, if it found the
+        # namespace gone meanwhile and the controller collected it
+        if api.get(p("v1", "endpoints", eid))[0] == 404:
+            raise CniError(
+                UNKNOWN_CONTAINER,
+                f"host {conf.host} found namespace {env.netns} gone: endpoint {eid} collected",
             )
     except CniError:
         _undo(api, conf, env, eid, made)
@@ -185,17 +193,28 @@ def gc(api: Controller, conf: Config) -> list[str]:
     runtime no longer lists, then those compartments once empty; returns what went."""
     valid_eps = {endpoint_id(conf.host, c, i) for c, i in conf.valid_attachments}
     valid_comps = {compartment_id(conf.host, c) for c, _ in conf.valid_attachments}
-    _, comps = api.get(p("v1", "compartments", host=conf.host))
-    _, eps = api.get(p("v1", "endpoints", network=conf.network, host=conf.host))
+    comps = _listed(api, p("v1", "compartments", host=conf.host))
+    eps = _listed(api, p("v1", "endpoints", network=conf.network, host=conf.host))
     ours = {c["id"]: c for c in comps if (c.get("netns") or {}).get("container")}
     gone = []
+    emptied = set()
     for ep in eps:
         if ep["compartment"] in ours and ep["id"] not in valid_eps:
             _delete(api, conf, ("v1", "endpoints", ep["id"]))
             gone.append(ep["id"])
-    for cid, comp in ours.items():
-        left = [e for e in comp.get("endpoints", []) if e not in gone]
-        if cid not in valid_comps and not left:
+            emptied.add(ep["compartment"])
+    # only the compartments this GC emptied: an empty one may be another network's ADD
+    # under way (its compartment made, its endpoint not yet)
+    for cid in sorted(emptied - valid_comps):
+        left = [e for e in ours[cid].get("endpoints", []) if e not in gone]
+        if not left:
             _delete_compartment(api, conf, cid)
             gone.append(cid)
     return gone
+
+
+def _listed(api: Controller, target: str) -> list[dict[str, Any]]:
+    status, answer = api.get(target)
+    if status >= 400 or not isinstance(answer, list):
+        raise CniError(TRY_AGAIN_LATER, f"GET {target}: {status} {str(answer)[:200]}")
+    return answer

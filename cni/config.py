@@ -100,7 +100,7 @@ class Config:
         controller_port: int,
         host: str,
         token_file: str | None = None,
-        default_route: bool = True,
+        default_route: bool | None = None,
         timeout: float = 10.0,
         ip: str | None = None,
         mac: str | None = None,
@@ -337,8 +337,10 @@ def parse_config(
         raise _bad(f'"timeout": {timeout!r} is not a number of seconds')
     if not 0 < timeout <= MAX_TIMEOUT:
         raise _bad(f'"timeout": {timeout} is not within (0, {MAX_TIMEOUT:g}] seconds')
-    default_route = conf.get("defaultRoute", True)
-    if not isinstance(default_route, bool):
+    # unset: the controller's choice (the compartment's first endpoint in a network with
+    # a gateway routes its default; a network without one cannot)
+    default_route = conf.get("defaultRoute")
+    if default_route is not None and not isinstance(default_route, bool):
         raise _bad('"defaultRoute" must be true or false')
     token_file = conf.get("tokenFile")
     if token_file is not None and not isinstance(token_file, str):

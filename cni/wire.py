@@ -53,7 +53,7 @@ class Connection:
             head.append(f"Content-Length: {len(body or b'')}")
             self.sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (body or b""))
             status, fields = self._head(reused)
-            data = self._body(fields)
+            data = b"" if status in (204, 304) or status < 200 else self._body(fields)
         except BaseException:
             self.close()
             raise
@@ -107,7 +107,10 @@ class Connection:
         if "chunked" in fields.get("transfer-encoding", "").lower():
             out = b""
             while True:
-                size = int(self._line().split(b";", 1)[0].strip() or b"0", 16)
+                try:
+                    size = int(self._line().split(b";", 1)[0].strip() or b"0", 16)
+                except ValueError:
+                    raise WireError("a bad chunk size") from None
                 if size == 0:
                     while self._line():  # trailers, up to the blank line
                         pass
@@ -117,10 +120,10 @@ class Connection:
                 if len(out) > MAX_BODY:
                     raise WireError("an answer too long")
         if "content-length" in fields:
-            try:
-                return self._take(int(fields["content-length"]))
-            except ValueError:
-                raise WireError("a bad Content-Length") from None
+            length = fields["content-length"]
+            if not length.isdigit():
+                raise WireError("a bad Content-Length")
+            return self._take(int(length))
         # neither: the body lasts until the connection closes
         out = self.buf
         try:

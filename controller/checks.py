@@ -95,10 +95,15 @@ def ports(
 
 
 def netns_free(state: State, host: str, netns: Netns) -> None:
-    """A runtime's namespace is one compartment of its host: two that name one inode
-    would plumb one namespace twice."""
+    """A runtime's namespace is one compartment of its host: two that name one path and
+    inode would plumb one namespace twice. (The same inode at another path is another
+    namespace: a dead container's inode is given to the next one at once, and its
+    compartment may not be collected yet.)"""
     for comp in state.comps_by_host.get(host, {}).values():
-        if comp.netns is not None and comp.netns.inode == netns.inode:
+        if comp.netns is not None and (comp.netns.path, comp.netns.inode) == (
+            netns.path,
+            netns.inode,
+        ):
             raise Conflict(
                 f"compartment {comp.id!r} on host {host!r} already is namespace "
                 f"{comp.netns.path} (inode {netns.inode})"

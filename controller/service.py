@@ -21,6 +21,7 @@ from typing import Generic, TypeVar
 
 import proto
 from proto import names
+from proto.parts import Netns
 from proto.rest import CompartmentCreate, EndpointCreate, NetworkCreate, PublishedPort
 
 from . import checks
@@ -231,16 +232,15 @@ class Controller:
         delta.delete("compartments", ident)
         return Outcome(ident, self._commit(delta))
 
-    def collect(self, host: str, gone: Mapping[str, int]) -> Outcome[list[str]]:
+    def collect(self, host: str, gone: Mapping[str, Netns]) -> Outcome[list[str]]:
         """Delete, with their endpoints, the runtime-owned compartments of ``host``
-        whose namespace its agent found gone (``gone``: compartment → the inode it
-        found gone). A compartment made again since for another namespace (another
-        inode) is left alone: the report was about the one before."""
+        whose namespace its agent found gone (``gone``: compartment → the namespace it
+        found gone). A compartment made again since for another namespace is left
+        alone: the report was about the one before."""
         doomed = []
-        for cid, inode in sorted(gone.items()):
+        for cid, netns in sorted(gone.items()):
             comp = self.state.compartments.get(cid)
-            netns = comp.netns if comp is not None and comp.host == host else None
-            if comp is not None and netns is not None and netns.inode == inode:
+            if comp is not None and comp.host == host and comp.netns == netns:
                 doomed.append(comp)
         if not doomed:
             return Outcome([], Applied())
@@ -293,10 +293,15 @@ class Controller:
         taken.add(req.ifname or "")
         used_idx = {s.index for s in siblings}
         index = next(
-            i
-            for i in range(MAX_ENDPOINTS_PER_COMPARTMENT)
-            if i not in used_idx and (req.ifname is not None or names.inner(i) not in taken)
+            (
+                i
+                for i in range(MAX_ENDPOINTS_PER_COMPARTMENT)
+                if i not in used_idx and (req.ifname is not None or names.inner(i) not in taken)
+            ),
+            None,
         )
+        if index is None:  # the names eth0… that are left are all taken by named ones
+            raise Conflict(f"compartment {comp.id!r} has no interface name left: give ifname")
         if req.default_route and net.gateway is None:
             raise Invalid(f"network {net.id!r} has no gateway to route a default through")
         has_default = any(s.default_route for s in siblings)

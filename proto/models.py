@@ -342,8 +342,8 @@ class HostStatus(Wire):
     errors: Annotated[tuple[Text, ...], Field(max_length=MAX_ERRORS)] = ()
     time: Annotated[float, Field(ge=0)] = 0.0
     #: runtime-owned compartments whose namespace is gone (the container died without
-    #: a CNI DEL), with the inode they named: the controller collects them
-    gone: Annotated[dict[Id, int], Field(max_length=16_384)] = Field(
+    #: a CNI DEL), with the namespace they named: the controller collects them
+    gone: Annotated[dict[Id, Netns], Field(max_length=16_384)] = Field(
         default_factory=dict, exclude_if=_empty
     )
 

@@ -13,7 +13,7 @@ import asyncio
 import errno
 import os
 import socket
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from pyroute2 import AsyncIPRoute
@@ -27,46 +27,11 @@ from ..model import Bridge, HostState, Veth
 from . import apply_each, nft, resolv, uplink
 from .batch import BATCHED, NetlinkBatch, apply_run
 from .netlink import GONE, NUD_PERMANENT, ensure, index, subject
-from .netns import in_netns, is_there, listnetns, netlink_socket, open_ns
+from .netns import in_netns, is_there, listnetns, netlink_socket, open_ns, release
 from .netns import remove as remove_netns
 from .read import SYSCTLS, read_state, sysctl_path
+from .tune import tune_compartment, tune_interface, tune_router
 from .view import apply_to, rescope
-
-#: ARP retry interval of a compartment's interfaces (the kernel's default is 1 s)
-ARP_RETRANS_MS = 100
-
-
-def _tune_router() -> int:
-    """A router namespace forwards (between its gateway and its way out); otherwise a
-    compartment's."""
-    Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
-    return _tune_compartment()
-
-
-def _tune_compartment() -> int:
-    """Interfaces made in the compartment from now on announce their address when they
-    come up (a gratuitous ARP): peers on the same host's bridge learn it at once.
-    Returns a netlink socket of the compartment."""
-    Path("/proc/sys/net/ipv4/conf/default/arp_notify").write_text("1")
-    return netlink_socket()
-
-
-def _tune_interface(ifname: str) -> Callable[[], int]:
-    """Retry an unanswered ARP after 100 ms, not 1 s: a peer that asked for an endpoint
-    before it existed reaches it at most 100 ms after its own host's agent added the
-    neighbour entry the overlay's ARP proxy answers from. (The proxy consumes ARP
-    requests, gratuitous ones too: an announcement cannot cross the overlay.) Per
-    interface: ``neigh/default`` exists in the initial namespace only. Returns the
-    interface's index."""
-
-    def tune() -> int:
-        path = Path(f"/proc/sys/net/ipv4/neigh/{ifname}/retrans_time_ms")
-        path.write_text(str(ARP_RETRANS_MS))
-        # a runtime's namespace keeps its own defaults: the announcement is per link
-        Path(f"/proc/sys/net/ipv4/conf/{ifname}/arp_notify").write_text("1")
-        return socket.if_nametoindex(ifname)  # no netlink round trip for it
-
-    return tune
 
 
 class LinuxKernel:
@@ -130,6 +95,7 @@ class LinuxKernel:
         if not full and self._view is not None:
             if self._view.runtime or runtime:
                 rescope(self._view, runtime, is_there)
+                self._let_go(self._view.runtime)
             return self._view
         self._view = None
         try:
@@ -141,12 +107,16 @@ class LinuxKernel:
             raise KernelError("read", self.host, e.code, str(e)) from None
         except OSError as e:
             raise KernelError("read", self.host, e.errno or 0, str(e)) from None
-        # a socket in a runtime's namespace keeps that namespace (and the agent's
-        # interface in it) alive: closed once the namespace is no longer asked for
-        for ns in [ns for ns in self._ns if ns.startswith("/") and ns not in state.runtime]:
-            self._forget(ns)
+        self._let_go(state.runtime)
         self._view = state
         return state
+
+    def _let_go(self, runtime: Collection[str]) -> None:
+        """A socket or a descriptor of a runtime's namespace keeps that namespace (and the
+        agent's interface in it) alive: both go once it is no longer asked for or there."""
+        for ns in [ns for ns in self._ns if ns.startswith("/") and ns not in runtime]:
+            self._forget(ns)
+        release(runtime)
 
     # -- apply -------------------------------------------------------------------------
 
@@ -199,7 +169,7 @@ class LinuxKernel:
         match action:
             case p.AddNamespace(name):
                 new = name not in listnetns()
-                tune = _tune_router if names.is_router_netns(name) else _tune_compartment
+                tune = tune_router if names.is_router_netns(name) else tune_compartment
                 fd = await in_netns(name, tune, create=new)
                 inner = await self._in(name, fd)
                 await inner.link("set", index=1, state="up")
@@ -252,6 +222,23 @@ class LinuxKernel:
                 )
             case p.AddVeth(v):
                 await self._add_veth(v)
+            case p.SetRoute(ns, gw, was) if ns.startswith("/"):
+                # a runtime's namespace: only the agent's own route goes, by its gateway;
+                # a default route of the runtime's (another plugin's) stays, and is
+                # reported in the way
+                inner = await self._in(ns)
+                if was is not None:
+                    async with ensure(*GONE):
+                        await inner.route("del", dst="0.0.0.0/0", gateway=was, table=254)
+                if gw is not None:
+                    try:
+                        await inner.route("add", dst="0.0.0.0/0", gateway=gw, table=254)
+                    except NetlinkError as e:
+                        if e.code != errno.EEXIST:
+                            raise
+                        raise NetlinkError(
+                            errno.EEXIST, f"a default route not Plexus's is in {ns}"
+                        ) from None
             case p.SetRoute(ns, gw):
                 inner = await self._in(ns)
                 async with ensure(*GONE):
@@ -332,12 +319,23 @@ class LinuxKernel:
             await self._add_pair(ipr, inner, bridge, v, v.netns)
         idx = await index(v.name)
         await ipr.link("set", index=idx, ifalias=names.alias("veth", v.endpoint), state="up")
-        in_idx = await in_netns(v.netns, _tune_interface(v.inner))
+        in_idx = await in_netns(v.netns, tune_interface(v.inner))
         ip, _, plen = v.address.partition("/")
         async with ensure(errno.EEXIST):
             await inner.addr("add", index=in_idx, address=ip, prefixlen=int(plen))
         # up last, with its address: the namespace's arp_notify then announces it
         await inner.link("set", index=in_idx, state="up")
+
+    async def _pair_of(self, inner: AsyncIPRoute, inner_index: int, host_name: str) -> bool:
+        """The link ``inner_index`` of ``inner``'s namespace and the host's link
+        ``host_name`` are the two ends of one veth (each names the other's index)."""
+        try:
+            host_index = socket.if_nametoindex(host_name)
+        except OSError:
+            return False
+        (host_ln,) = await (await self._root()).link("get", index=host_index)
+        (inner_ln,) = await inner.link("get", index=inner_index)
+        return bool(host_ln.get("link") == inner_index and inner_ln.get("link") == host_index)
 
     async def _add_pair(
         self, ipr: AsyncIPRoute, inner: AsyncIPRoute, bridge: int, v: Veth, ns: int | str
@@ -358,11 +356,14 @@ class LinuxKernel:
                 raise
             stale = await inner.link_lookup(ifname=v.inner)
             if stale and isinstance(ns, int):
-                # in a runtime's namespace a link of that name is not the agent's (its
-                # own would have been read back, and deleted first if it differed)
-                raise NetlinkError(
-                    errno.EEXIST, f"{v.inner} exists in {v.netns} and is not Plexus's"
-                ) from None
+                # in a runtime's namespace a link of that name is the agent's only if it
+                # is the peer of its host end (a pass cut short before the alias was
+                # set); else it is the runtime's, and stays
+                if not await self._pair_of(inner, stale[0], v.name):
+                    raise NetlinkError(
+                        errno.EEXIST, f"{v.inner} exists in {v.netns} and is not Plexus's"
+                    ) from None
+                stale = []
             if stale:
                 await inner.link("del", index=stale[0])
             async with ensure(errno.EEXIST):

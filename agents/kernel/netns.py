@@ -18,7 +18,7 @@ import errno
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
@@ -42,6 +42,14 @@ def _check(rc: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
+#: runtime namespaces held open since :func:`is_there` found them: while one is held, its
+#: inode cannot be given to another namespace, so path and inode stay its identity
+#: (inode numbers of freed namespaces are reused at once). Released once the path no
+#: longer leads to it, or it is no longer asked for (:func:`release`): the namespace of a
+#: killed container then goes, with the agent's interface in it.
+_pinned: dict[str, int] = {}
+
+
 def open_ns(ns: str) -> int:
     """A file descriptor of namespace ``ns``: a name in ``/run/netns``, or a runtime's
     namespace (:func:`proto.names.runtime_netns`), which must still be the one of that
@@ -49,6 +57,9 @@ def open_ns(ns: str) -> int:
     runtime = names.parse_runtime_netns(ns)
     if runtime is None:
         return os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    held = _pinned.get(ns)
+    if held is not None:
+        return os.dup(held)
     path, inode = runtime
     fd = os.open(path, os.O_RDONLY)
     if os.fstat(fd).st_ino != inode:
@@ -58,14 +69,42 @@ def open_ns(ns: str) -> int:
 
 
 def is_there(ns: str) -> bool:
-    """A runtime's namespace is still at its path, with its inode."""
+    """A runtime's namespace is still at its path, with its inode (and is now held:
+    see :data:`_pinned`). Never the caller's own namespace (the host's), nor one named as
+    the agent names its own: those are no runtime's."""
     runtime = names.parse_runtime_netns(ns)
     if runtime is None:
         return ns in listnetns()
+    path, inode = runtime
+    held = _pinned.get(ns)
     try:
-        return os.stat(runtime[0]).st_ino == runtime[1]
+        same = os.stat(path).st_ino == inode
     except OSError:
+        same = False
+    if not same:
+        if held is not None:
+            os.close(_pinned.pop(ns))
         return False
+    if held is None:
+        if inode == os.stat("/proc/self/ns/net").st_ino or os.path.basename(path).startswith(
+            names.ALIAS_PREFIX
+        ):
+            return False
+        try:
+            held = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        if os.fstat(held).st_ino != inode:
+            os.close(held)
+            return False
+        _pinned[ns] = held
+    return True
+
+
+def release(keep: Collection[str]) -> None:
+    """Let go of the runtime namespaces held but not in ``keep``."""
+    for ns in [ns for ns in _pinned if ns not in keep]:
+        os.close(_pinned.pop(ns))
 
 
 def run_in(ns: str, fn: Callable[[], T], create: bool = False) -> T:

@@ -73,7 +73,7 @@ def apply_to(st: HostState, action: p.Action) -> None:
             gone = st.veths.pop(name, None)
             if gone is not None and st.routes.get(gone.netns) is not None:
                 st.routes[gone.netns] = None
-        case p.SetRoute(ns, gw):
+        case p.SetRoute(ns, gw, _):
             if ns not in st.namespaces and ns not in st.runtime:
                 raise KernelError("SetRoute", ns, errno.ENOENT, "no namespace")
             st.routes[ns] = gw

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from agents.kernel import netns
-from agents.kernel.linux import ARP_RETRANS_MS
 from agents.kernel.netns import in_netns
+from agents.kernel.tune import ARP_RETRANS_MS
 from proto import names
 from tests.kernel.lab import Lab
 from tests.support import InProcessController, wait_for

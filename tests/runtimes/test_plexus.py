@@ -7,7 +7,6 @@ nothing of it; a container killed without DEL is collected."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -36,10 +35,9 @@ DNS = {"nameservers": ["10.88.0.53"], "search": ["pod.example"], "options": ["nd
 def until(check: Callable[[], Any], within: float, what: str) -> Any:
     deadline = time.monotonic() + within
     while True:
-        with contextlib.suppress(Exception):
-            value = check()
-            if value:
-                return value
+        value = check()
+        if value:
+            return value
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not within {within:g} s")
         time.sleep(0.1)
@@ -106,6 +104,7 @@ class World:
             ["nsenter", f"--net=/run/netns/{ns}", "bridge", "fdb", "show"],
             capture_output=True,
             text=True,
+            check=True,
         ).stdout
         return "\n".join(ln for ln in out.splitlines() if " dst " in ln)
 
@@ -115,6 +114,7 @@ class World:
             ["nsenter", f"--net=/run/netns/{ns}", "ip", "-o", "link"],
             capture_output=True,
             text=True,
+            check=True,
         ).stdout
 
     def fetch(self, host: str, url: str) -> str:
@@ -219,6 +219,7 @@ def test_podman_containers_on_a_plexus_overlay_and_a_published_port(
     )
 
     # podman rm -f: the endpoint leaves the controller, h1, and h2's overlay
+    assert ep_a["mac"] in world.fdb_dsts(h2) and ep_a["host_interface"] in world.host_links(h1)
     podman.rm("a")
     until(
         lambda: ep_a["id"] not in {e["id"] for e in world.endpoints("pod")}, 15, "a's endpoint gone"
@@ -248,6 +249,7 @@ def test_ctr_containers_on_a_plexus_overlay_and_a_killed_one_collected(
     )
 
     # the end of `ctr run --rm` calls DEL (its namespace already gone): nothing left
+    assert ep_x["mac"] in world.fdb_dsts(h2) and ep_y["mac"] in world.fdb_dsts(h1)
     containerd.stop("x")
     until(lambda: ep_x["id"] not in {e["id"] for e in world.endpoints("pod")}, 15, "x gone")
     until(lambda: ep_x["mac"] not in world.fdb_dsts(h2), 15, "x's FDB entry gone from h2")

@@ -119,7 +119,7 @@ def test_a_configuration_mistake_is_code_7() -> None:
 def test_defaults() -> None:
     c = config()
     assert (c.controller_host, c.controller_port) == ("127.0.0.1", 8470)
-    assert c.timeout == 10.0 and c.default_route and c.ip is None and c.mac is None
+    assert c.timeout == 10.0 and c.default_route is None and c.ip is None and c.mac is None
 
 
 def test_static_address_and_mac_in_order_of_precedence() -> None:

@@ -17,6 +17,7 @@ from agents.model import HostState
 from controller.errors import Conflict
 from controller.store import SqliteStore
 from proto import names
+from proto.parts import Netns
 from proto.rest import CompartmentCreate, EndpointCreate
 from tests.unit.test_service import Controller, net, online
 
@@ -41,7 +42,9 @@ def attach(ctl: Controller, comp: str, host: str = "h1", **ns: object) -> None:
 def test_a_namespace_is_one_compartment_of_its_host(ctl: Controller) -> None:
     attach(ctl, "a")
     with pytest.raises(Conflict, match="already is namespace /run/netns/cni-1"):
-        attach(ctl, "b", path="/proc/42/ns/net")
+        attach(ctl, "b")
+    # the inode at another path: another namespace (inodes of freed ones are reused)
+    attach(ctl, "b", path="/proc/42/ns/net")
     attach(ctl, "c", host="h2")  # another host's namespaces are others
     with pytest.raises(ValueError, match=r"'\.\.'"):
         CompartmentCreate.model_validate({"host": "h1", "netns": {**NS, "path": "/run/../etc"}})
@@ -85,10 +88,13 @@ def test_an_agent_made_compartment_encodes_as_before(ctl: Controller) -> None:
 def test_the_controller_collects_only_the_namespace_reported_gone(ctl: Controller) -> None:
     attach(ctl, "a")
     ctl.create_endpoint(EndpointCreate(id="e", network="blue", compartment="a"))
-    # a report about an earlier namespace of that compartment (another inode): kept
-    assert ctl.collect("h1", {"a": 1}).value == []
-    assert ctl.collect("h2", {"a": NS["inode"]}).value == []  # not that host's
-    done = ctl.collect("h1", {"a": NS["inode"], "nothing": 5})
+    this = Netns.model_validate(NS)
+    # a report about an earlier namespace of that compartment (another inode or path):
+    # kept, as is a report of another host's
+    assert ctl.collect("h1", {"a": this.model_copy(update={"inode": 1})}).value == []
+    assert ctl.collect("h1", {"a": this.model_copy(update={"path": "/proc/9/ns/net"})}).value == []
+    assert ctl.collect("h2", {"a": this}).value == []
+    done = ctl.collect("h1", {"a": this, "nothing": this})
     assert done.value == ["a"]
     assert "a" not in ctl.state.compartments and "e" not in ctl.state.endpoints
     # the other hosts learn the endpoint is gone
@@ -140,6 +146,6 @@ async def test_a_vanished_namespace_is_reported_not_plumbed() -> None:
     agent.doc = doc_with_runtime()
     result = await agent.reconcile()
     assert kernel.state.veths == {}
-    assert agent.status().gone == {"c": 77}
+    assert agent.status().gone == {"c": Netns(path="/run/netns/x", inode=77)}
     assert any("namespace /run/netns/x (inode 77) is gone" in e for e in result.errors)
     assert agent.applied_desired == 0  # not in sync with a document it cannot apply
