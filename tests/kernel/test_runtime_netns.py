@@ -206,3 +206,50 @@ async def test_a_vanished_or_replaced_namespace_is_collected_and_never_plumbed(
     await wait_for(compartment_gone, timeout=30, what="the replaced one collected")
     assert "eth0" not in await asyncio.to_thread(links, named)
     await wait_for(lambda: in_sync(ctl, h2), timeout=30, what="h2 in sync again")
+
+
+async def test_a_runtimes_own_default_route_is_never_replaced(
+    ctl: InProcessController, lab: Lab
+) -> None:
+    """Another plugin routed the container's default: Plexus's endpoint that would route
+    it too is refused and reported; one that does not is plumbed beside it."""
+    await hosts_online(ctl, lab)
+    h1 = lab.hosts[0]
+    await post(ctl, "/v1/networks", {"id": "blue", "subnet": "10.1.0.0/24"})
+    await post(ctl, "/v1/networks", {"id": "red", "subnet": "10.2.0.0/24"})
+    a = lab.runtime_netns()
+    for cmd in (
+        ("ip", "link", "add", "other0", "type", "veth", "peer", "name", "other1"),
+        ("ip", "addr", "add", "192.168.77.2/24", "dev", "other0"),
+        ("ip", "link", "set", "other0", "up"),
+        ("ip", "route", "add", "default", "via", "192.168.77.1"),
+    ):
+        assert ns_run(a, *cmd).returncode == 0, cmd
+    foreign = "default via 192.168.77.1 dev other0"
+    ref = {"path": a, "inode": os.stat(a).st_ino}
+    await post(ctl, "/v1/compartments", {"id": "c", "host": h1, "netns": ref})
+    r = await ctl.http.post(
+        "/v1/endpoints?wait=true&timeout=3",
+        json={"network": "blue", "compartment": "c", "ifname": "eth0", "default_route": True},
+    )
+    assert r.status_code == 201 and not r.json()["convergence"]["converged"], r.text
+
+    async def reported() -> bool:
+        errors = (await ctl.http.get(f"/v1/hosts/{h1}")).json()["errors"]
+        return any("a default route not Plexus's is in /run/netns/" in e for e in errors)
+
+    await wait_for(reported, timeout=30, what="the refusal in h1's status")
+    assert foreign in ns_run(a, "ip", "-4", "route", "show", "default").stdout
+    # without a default route of its own, an endpoint is plumbed beside the runtime's
+    r = await ctl.http.delete("/v1/compartments/c?force=true&wait=true&timeout=10")
+    assert r.json()["convergence"]["converged"], r.text
+    await post(ctl, "/v1/compartments", {"id": "d", "host": h1, "netns": ref})
+    e = await post(
+        ctl,
+        "/v1/endpoints",
+        {"network": "red", "compartment": "d", "ifname": "eth1", "default_route": False},
+    )
+    assert (await asyncio.to_thread(links, a))["eth1"]["addresses"] == [f"{e['ip']}/24"]
+    (only,) = ns_run(a, "ip", "-4", "route", "show", "default").stdout.strip().splitlines()
+    assert only.startswith(foreign)
+    await wait_for(lambda: in_sync(ctl, h1), timeout=30, what="h1 in sync")
