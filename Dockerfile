@@ -16,6 +16,7 @@ COPY agents ./agents
 COPY broker ./broker
 COPY cli ./cli
 COPY lab ./lab
+COPY cni ./cni
 RUN pip install --no-cache-dir . && rm -rf /src
 COPY deploy/demo.toml /etc/plexus/demo.toml
 COPY deploy/plexus.toml /etc/plexus/plexus.toml

@@ -6,6 +6,7 @@ from __future__ import annotations
 import configparser
 import json
 import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -78,6 +79,10 @@ def test_image_runs_plexus_and_carries_the_demo_and_the_config() -> None:
     assert [json.loads(r) for i, r in raw if i == "ENTRYPOINT"] == [["plexus"]]
     instrs = [[i, *shlex.split(r)] for i, r in raw]
     copies = {(i[1], i[2]) for i in instrs if i[0] == "COPY" and len(i) == 3}
+    # every package the project installs is in the image's source
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = [p.rstrip("*") for p in find["packages"]["find"]["include"]]
+    assert {(p, f"./{p}") for p in packages} <= copies, copies
     assert ("deploy/demo.toml", "/etc/plexus/demo.toml") in copies
     assert ("deploy/plexus.toml", "/etc/plexus/plexus.toml") in copies
     apt = next(" ".join(i) for i in instrs if i[0] == "RUN" and "apt-get" in i)
