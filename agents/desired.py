@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Mapping
 import proto
 from proto import names, transit
 
-from .model import FLOOD_MAC, Bridge, Fdb, HostState, Neigh, Veth, Vxlan
+from .model import FLOOD_MAC, HANDOVER, Bridge, Fdb, HostState, Neigh, Veth, Vxlan
 from .plan import Entries
 from .resolv import resolv_conf
 from .rules import host_rules, router_masquerade
@@ -290,6 +290,9 @@ def desired_state(
                 st.fdb, st.neigh = st.fdb | ov.fdb, {**st.neigh, **ov.neigh}
     net_dns = any(n.dns is not None for n in doc.networks)  # most hosts: none
     for comp in doc.compartments:
+        if comp.handover:
+            handover(st, comp, nets)
+            continue
         if comp.netns is None:
             ns = names.netns(host, comp.id)
             st.namespaces.add(ns)
@@ -323,6 +326,23 @@ def desired_state(
                 st.resolv[ns] = content
     st.rules, st.sysctls = host_rules(doc)
     return st
+
+
+def handover(st: HostState, comp: proto.Compartment, nets: Mapping[str, proto.NetworkSpec]) -> None:
+    """The veths of a handed-over compartment: inner ends bare in the host's namespace
+    (no address, no route: the runtime that takes them sets those)."""
+    for ep in comp.endpoints:
+        name = names.veth(ep.id)
+        st.veths[name] = Veth(
+            name=name,
+            endpoint=ep.id,
+            bridge=names.bridge(ep.network),
+            netns=HANDOVER,
+            inner=names.handover(ep.id),
+            mac=ep.mac,
+            address="",
+            mtu=nets[ep.network].mtu,
+        )
 
 
 def without(st: HostState, gone: Collection[str]) -> None:

@@ -11,6 +11,24 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 FLOOD_MAC = "00:00:00:00:00:00"
+#: a veth's ``netns`` when its inner end is in the host's namespace, bare, for a runtime
+#: to take (Docker's libnetwork moves and configures it)
+HANDOVER = "@handover"
+#: a handed-over veth's ``netns`` once the runtime took its inner end (into a namespace
+#: the agent does not read): the agent keeps the host end and makes no other
+TAKEN = "@taken"
+
+
+def satisfies(have: Veth | None, want: Veth) -> bool:
+    """``have`` is what ``want`` asks for: equal, or a handed-over pair the runtime took."""
+    if have == want:
+        return True
+    return (
+        have is not None
+        and want.netns == HANDOVER
+        and have.netns == TAKEN
+        and (have.endpoint, have.bridge, have.up) == (want.endpoint, want.bridge, want.up)
+    )
 
 
 @dataclass(frozen=True, slots=True)

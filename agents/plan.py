@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from proto import names
 
-from .model import FLOOD_MAC, Bridge, Fdb, HostState, Neigh, Rule, Veth, Vxlan
+from .model import FLOOD_MAC, Bridge, Fdb, HostState, Neigh, Rule, Veth, Vxlan, satisfies
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +213,7 @@ def plan(
     recreated_ns: set[str] = set()
     for name, veth in sorted(desired.veths.items()):
         have_veth = actual.veths.get(name)
-        if have_veth != veth:
+        if not satisfies(have_veth, veth):
             if have_veth is not None:
                 dels.append(DelVeth(name))
                 recreated_ns.add(have_veth.netns)

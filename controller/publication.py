@@ -274,8 +274,10 @@ class Publication:
     def _compartment_part(self, cid: str) -> Part:
         eps = sorted(self.state.by_compartment.get(cid, {}).values(), key=lambda e: e.index)
         local = [ep.local(self.state.networks[ep.network].spec.prefixlen) for ep in eps]
-        netns = self.state.compartments[cid].netns
-        doc = proto.Compartment(id=cid, endpoints=tuple(local), netns=netns)
+        row = self.state.compartments[cid]
+        doc = proto.Compartment(
+            id=cid, endpoints=tuple(local), netns=row.netns, handover=row.handover
+        )
         return doc, proto.encode(doc), frozenset(ep.network for ep in eps)
 
     def desired(self, host: str) -> proto.HostDesired:

@@ -212,7 +212,11 @@ class Controller:
             raise Conflict(f"compartment {ident!r} already exists")
         if req.netns is not None:
             checks.netns_free(self.state, host.id, req.netns)
-        row = CompartmentRow(id=ident, host=host.id, created=self.clock(), netns=req.netns)
+        if req.handover and req.netns is not None:
+            raise Invalid("a handed-over compartment names no netns")
+        row = CompartmentRow(
+            id=ident, host=host.id, created=self.clock(), netns=req.netns, handover=req.handover
+        )
         delta = Delta(puts=[row])
         bumped: dict[str, HostRow] = {}
         self._bump_host(delta, host.id, bumped)

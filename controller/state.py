@@ -82,6 +82,8 @@ class CompartmentRow:
     created: float = 0.0
     #: the runtime's namespace the compartment is (None: the agent makes one)
     netns: Netns | None = None
+    #: the runtime takes the interfaces from the host's namespace (Docker)
+    handover: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -287,9 +287,16 @@ class Compartment(Wire):
     id: Id
     endpoints: Annotated[tuple[LocalEndpoint, ...], Field(max_length=64)] = ()
     netns: Netns | None = Field(None, exclude_if=_unset)
+    #: the runtime takes the inner ends from the host's namespace (Docker's libnetwork):
+    #: the agent makes each pair there, the inner end bare (named
+    #: :func:`~proto.names.handover`), and keeps the host end once the runtime moved the
+    #: inner one away; the runtime sets the addresses and routes
+    handover: bool = Field(False, exclude_if=_empty)
 
     @model_validator(mode="after")
     def _consistent(self) -> Compartment:
+        if self.handover and self.netns is not None:
+            raise ValueError(f"compartment {self.id}: a handed-over one names no netns")
         idx = [e.index for e in self.endpoints]
         if len(idx) != len(set(idx)):
             raise ValueError(f"compartment {self.id} has two endpoints with one index")

@@ -29,6 +29,12 @@ def veth(endpoint: str) -> str:
     return f"pxe{_h(endpoint)}"
 
 
+def handover(endpoint: str) -> str:
+    """The inner end of a handed-over endpoint's veth while it is in the host's
+    namespace, before the runtime takes it (libnetwork moves and renames it)."""
+    return f"pxi{_h(endpoint)}"
+
+
 #: the bridge of the overlay routers' transit segment in the host's namespace
 TRANSIT_BRIDGE = "pxtransit"
 TRANSIT_NETWORK = "@transit"

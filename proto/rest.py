@@ -39,6 +39,11 @@ class CompartmentCreate(Body):
         description="a namespace a container runtime made (the agent plumbs into it, "
         "never creates or deletes it); omitted: the agent makes one",
     )
+    handover: bool = Field(
+        default=False,
+        description="the runtime takes each interface from the host's namespace (Docker): "
+        "the agent makes it there bare; the runtime moves it and sets its addresses",
+    )
 
 
 class EndpointCreate(Body):
@@ -78,6 +83,7 @@ class Compartment(Body):
     host: str
     endpoints: list[str]
     netns: Netns | None = None
+    handover: bool = False
     convergence: Convergence | None = None
 
 

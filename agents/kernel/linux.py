@@ -23,7 +23,7 @@ from proto import names
 
 from .. import plan as p
 from ..errors import KernelError
-from ..model import Bridge, HostState, Veth
+from ..model import HANDOVER, Bridge, HostState, Veth
 from . import apply_each, nft, resolv, uplink
 from .batch import BATCHED, NetlinkBatch, apply_run
 from .netlink import GONE, NUD_PERMANENT, ensure, index, subject
@@ -307,8 +307,11 @@ class LinuxKernel:
         not ten). Names already taken (a pass cut short, an unowned leftover): the
         leftover inner end goes, and what the add would have set is set on the pair."""
         ipr = await self._root()
-        inner = await self._in(v.netns)
         bridge = await index(v.bridge)
+        if v.netns == HANDOVER:
+            await self._add_handover(ipr, bridge, v)
+            return
+        inner = await self._in(v.netns)
         if v.netns.startswith("/"):  # a runtime's: by a descriptor, checked for its inode
             fd = await asyncio.to_thread(open_ns, v.netns)
             try:
@@ -325,6 +328,26 @@ class LinuxKernel:
             await inner.addr("add", index=in_idx, address=ip, prefixlen=int(plen))
         # up last, with its address: the namespace's arp_notify then announces it
         await inner.link("set", index=in_idx, state="up")
+
+    async def _add_handover(self, ipr: AsyncIPRoute, bridge: int, v: Veth) -> None:
+        """A pair whose inner end stays in the host's namespace, bare and down, for a
+        runtime to take (it moves it, names it, sets its addresses and brings it up).
+        A leftover of either name (a pass cut short, a pair handed back) goes first."""
+        for name in (v.name, v.inner):
+            async with ensure(*GONE):
+                await ipr.link("del", index=await index(name))
+        peer = {"ifname": v.inner, "address": v.mac, "mtu": v.mtu}
+        await ipr.link(
+            "add",
+            ifname=v.name,
+            kind="veth",
+            address=names.host_mac(v.endpoint),
+            mtu=v.mtu,
+            master=bridge,
+            peer=peer,
+        )
+        idx = await index(v.name)
+        await ipr.link("set", index=idx, ifalias=names.alias("veth", v.endpoint), state="up")
 
     async def _pair_of(self, inner: AsyncIPRoute, inner_index: int, host_name: str) -> bool:
         """The link ``inner_index`` of ``inner``'s namespace and the host's link

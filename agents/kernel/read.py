@@ -21,7 +21,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from proto import names
 
 from ..errors import KernelError, VtepUnresolved
-from ..model import Bridge, Fdb, HostState, Neigh, Veth, Vxlan
+from ..model import HANDOVER, TAKEN, Bridge, Fdb, HostState, Neigh, Veth, Vxlan
 from . import nft
 from .batch import NetlinkBatch
 from .netlink import IFF_UP, NUD_PERMANENT, link_kind
@@ -132,15 +132,12 @@ async def read_state(
                 mtu=ln.get("mtu"),
                 up=up,
             )
-    # host-side veths whose peer is in no owned namespace are stale halves
+    # host-side veths whose peer is in no owned namespace: handed over (the peer bare
+    # in the host's namespace, or taken into another one), else stale halves
     seen = {v.name for v in st.veths.values()}
     for ln, bridge in host_veths.values():
         if ln.get("ifname") not in seen:
-            owned = names.parse_alias(ln.get("ifalias"))
-            assert owned is not None
-            st.veths[ln.get("ifname")] = Veth(
-                ln.get("ifname"), owned[1], bridge, "", "", "", "", 0, False
-            )
+            st.veths[ln.get("ifname")] = _unseen(ln, bridge, by_index, addrs)
     if vx_index:
         try:
             fdb = await asyncio.to_thread(batch.dump_neigh, socket.AF_BRIDGE)
@@ -160,6 +157,28 @@ async def read_state(
         with contextlib.suppress(OSError):
             st.sysctls[key] = sysctl_path(key).read_text().strip()
     return st
+
+
+def _unseen(ln: Any, bridge: str, by_index: dict[int, Any], addrs: dict[int, list[str]]) -> Veth:
+    """A host end whose peer is in no namespace the agent read. Peer in the host's
+    namespace under a handover name: a pair for a runtime to take (:data:`HANDOVER`);
+    peer in another namespace (``IFLA_LINK_NETNSID``): taken, if the plan wants it so
+    (:data:`TAKEN`; else it is a stale half like one with no peer)."""
+    owned = names.parse_alias(ln.get("ifalias"))
+    assert owned is not None
+    name, up = ln.get("ifname"), bool(ln["flags"] & IFF_UP)
+    if ln.get_attr("IFLA_LINK_NETNSID") is not None:
+        return Veth(name, owned[1], bridge, TAKEN, "", "", "", 0, up)
+    peer = by_index.get(ln.get("link") or 0)
+    if peer is not None and link_kind(peer) == "veth" and peer.get("link") == ln["index"]:
+        own = addrs.get(peer["index"], [])
+        inner = peer.get("ifname") or ""
+        if inner == names.handover(owned[1]):
+            mac, mtu = peer.get("address"), peer.get("mtu")
+            return Veth(
+                name, owned[1], bridge, HANDOVER, inner, mac, own[0] if own else "", mtu, up
+            )
+    return Veth(name, owned[1], bridge, "", "", "", "", 0, False)
 
 
 def _peer(ln: Any, host_veths: dict[int, tuple[Any, str]]) -> tuple[Any, str] | None:

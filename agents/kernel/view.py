@@ -11,7 +11,7 @@ from proto import names
 
 from .. import plan as p
 from ..errors import KernelError
-from ..model import HostState, Veth
+from ..model import HANDOVER, HostState, Veth
 
 
 def apply_to(st: HostState, action: p.Action) -> None:
@@ -64,7 +64,7 @@ def apply_to(st: HostState, action: p.Action) -> None:
             st.fdb = {f for f in st.fdb if f.device != name}
             st.neigh = {k: n for k, n in st.neigh.items() if n.device != name}
         case p.AddVeth(v):
-            if v.netns not in st.namespaces and v.netns not in st.runtime:
+            if v.netns not in st.namespaces and v.netns not in st.runtime and v.netns != HANDOVER:
                 raise KernelError("AddVeth", v.name, errno.ENOENT, f"no namespace {v.netns}")
             if v.bridge not in st.bridges:
                 raise KernelError("AddVeth", v.name, errno.ENODEV, f"no bridge {v.bridge}")

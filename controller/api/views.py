@@ -32,6 +32,7 @@ def compartment(state: State, c: CompartmentRow, conv: Convergence | None = None
         "host": c.host,
         "endpoints": [e.id for e in eps],
         "netns": c.netns,
+        "handover": c.handover,
         "convergence": conv,
     }
 
@@ -47,7 +48,10 @@ def endpoint(state: State, e: EndpointRow, conv: Convergence | None = None) -> d
         "ip": e.ip,
         "prefixlen": spec.prefixlen,
         "mac": e.mac,
-        "interface": e.inner,
+        # a handed-over interface is named for the host's namespace until taken
+        "interface": names.handover(e.id)
+        if state.compartments[e.compartment].handover
+        else e.inner,
         "host_interface": names.veth(e.id),
         "host_mac": names.host_mac(e.id),
         "mtu": spec.mtu,
