@@ -334,8 +334,12 @@ class LinuxKernel:
         runtime to take (it moves it, names it, sets its addresses and brings it up).
         A leftover of either name (a pass cut short, a pair handed back) goes first."""
         for name in (v.name, v.inner):
+            try:
+                leftover = await index(name)
+            except KernelError:
+                continue  # none: the usual case (the lookup raises, not netlink)
             async with ensure(*GONE):
-                await ipr.link("del", index=await index(name))
+                await ipr.link("del", index=leftover)
         peer = {"ifname": v.inner, "address": v.mac, "mtu": v.mtu}
         await ipr.link(
             "add",
