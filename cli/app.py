@@ -22,6 +22,7 @@ from . import daemons
 from .cni import cni_app
 from .compartments import compartment_app
 from .console import Output, fail, show
+from .docker import docker_plugin
 from .endpoints import endpoint_app
 from .errors import exit_code
 from .hosts import host_app, status
@@ -67,6 +68,7 @@ app.add_typer(lab_app, name="lab")
 app.add_typer(cni_app, name="cni")
 app.command()(daemons.controller)
 app.command()(daemons.agent)
+app.command("docker-plugin")(docker_plugin)
 
 
 @app.callback()

@@ -53,7 +53,7 @@ class World:
         self.url = ctl.url
         self.h1, self.h2 = lab.hosts
         for h in lab.hosts:
-            until(lambda h=h: self.host(h)["state"] == "online", 60, f"{h} online")
+            until(lambda h=h: self.host(h).get("state") == "online", 60, f"{h} online")
         self.tokens: dict[str, Path] = {}
         for h in lab.hosts:
             r = self.api.get(f"/v1/hosts/{h}/token")

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("proto", "controller", "agents", "broker", "cli", "lab", "cni")
+PACKAGES = ("proto", "controller", "agents", "broker", "cli", "lab", "cni", "dockerplugin")
 
 #: what each package may import of the others (anything else of Plexus is refused)
 ALLOWED: dict[str, set[str]] = {
@@ -23,6 +23,9 @@ ALLOWED: dict[str, set[str]] = {
     # the CNI plugin starts per container on the standard library: none of Plexus's
     # packages (each pulls pydantic or more); it speaks the REST contract over the wire
     "cni": set(),
+    # the Docker plugin speaks the same REST contract with the CNI plugin's client (one
+    # standard-library client, not a second one): those modules of cni and no others
+    "dockerplugin": {"cni.api", "cni.wire", "cni.errors", "cni.config"},
 }
 
 
