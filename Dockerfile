@@ -17,6 +17,7 @@ COPY broker ./broker
 COPY cli ./cli
 COPY lab ./lab
 COPY cni ./cni
+COPY dockerplugin ./dockerplugin
 RUN pip install --no-cache-dir . && rm -rf /src
 COPY deploy/demo.toml /etc/plexus/demo.toml
 COPY deploy/plexus.toml /etc/plexus/plexus.toml

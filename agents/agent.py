@@ -25,6 +25,7 @@ from .conflicts import conflicts
 from .desired import Changes, desired_state, without
 from .errors import KernelError
 from .kernel import Kernel
+from .model import HANDOVER, TAKEN, HostState, Veth
 from .plan import plan
 from .tables import Table
 
@@ -331,8 +332,8 @@ class Agent:
 
     async def _verify_view(self, runtime: frozenset[str]) -> None:
         """Compare the driver's view with a full read of the kernel; log a difference."""
-        view = (await self.kernel.read(False, runtime)).copy()
-        fresh = await self.kernel.read(True, runtime)
+        view = _handed(await self.kernel.read(False, runtime))
+        fresh = _handed(await self.kernel.read(True, runtime))
         if view != fresh:
             diff = {}
             for f in dataclasses.fields(view):
@@ -366,6 +367,17 @@ def runtime_namespaces(doc: proto.HostDesired) -> dict[str, proto.Compartment]:
         for c in doc.compartments
         if c.netns is not None
     }
+
+
+def _handed(st: HostState) -> HostState:
+    """A copy of ``st`` in which a handed-over pair is one thing whether its inner end is
+    in the host's namespace or taken: a runtime moves it (into the container, and back at
+    Leave) where the view cannot see, so the view and a full read may rightly disagree."""
+    out = st.copy()
+    for v in st.veths.values():
+        if v.netns in (HANDOVER, TAKEN):
+            out.veths[v.name] = Veth(v.name, v.endpoint, v.bridge, HANDOVER, "", "", "", 0)
+    return out
 
 
 def _items(value: object) -> set[object]:
