@@ -90,7 +90,7 @@ def test_image_runs_plexus_and_carries_the_demo_and_the_config() -> None:
     for pkg in ("mosquitto", "iproute2", "nftables", "iputils-ping", "util-linux"):
         assert pkg in pkgs, apt
     # the local base (scripts/test-image --plexus-base) has all of them already
-    base = (ROOT / "scripts" / "test-image").read_text().partition("--plexus-base\" ]")[2]
+    base = (ROOT / "scripts" / "test-image").read_text().partition('--plexus-base" ]')[2]
     assert all(f" {pkg}" in base.partition(")")[0] for pkg in pkgs)
 
 
