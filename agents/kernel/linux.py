@@ -322,7 +322,8 @@ class LinuxKernel:
             await self._add_pair(ipr, inner, bridge, v, v.netns)
         idx = await index(v.name)
         await ipr.link("set", index=idx, ifalias=names.alias("veth", v.endpoint), state="up")
-        in_idx = await in_netns(v.netns, tune_interface(v.inner))
+        router = names.is_router_netns(v.netns)
+        in_idx = await in_netns(v.netns, tune_interface(v.inner, router))
         ip, _, plen = v.address.partition("/")
         async with ensure(errno.EEXIST):
             await inner.addr("add", index=in_idx, address=ip, prefixlen=int(plen))
