@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import socket
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from ..errors import KernelError
 from ..model import HANDOVER, Bridge, HostState, Veth
 from . import apply_each, nft, resolv, uplink
 from .batch import BATCHED, NetlinkBatch, apply_run
-from .netlink import GONE, NUD_PERMANENT, ensure, index, subject
+from .netlink import GONE, NUD_PERMANENT, ensure, index, pair_of, subject
 from .netns import in_netns, is_there, listnetns, netlink_socket, open_ns, release
 from .netns import remove as remove_netns
 from .read import SYSCTLS, read_state, sysctl_path
@@ -354,17 +353,6 @@ class LinuxKernel:
         idx = await index(v.name)
         await ipr.link("set", index=idx, ifalias=names.alias("veth", v.endpoint), state="up")
 
-    async def _pair_of(self, inner: AsyncIPRoute, inner_index: int, host_name: str) -> bool:
-        """The link ``inner_index`` of ``inner``'s namespace and the host's link
-        ``host_name`` are the two ends of one veth (each names the other's index)."""
-        try:
-            host_index = socket.if_nametoindex(host_name)
-        except OSError:
-            return False
-        (host_ln,) = await (await self._root()).link("get", index=host_index)
-        (inner_ln,) = await inner.link("get", index=inner_index)
-        return bool(host_ln.get("link") == inner_index and inner_ln.get("link") == host_index)
-
     async def _add_pair(
         self, ipr: AsyncIPRoute, inner: AsyncIPRoute, bridge: int, v: Veth, ns: int | str
     ) -> None:
@@ -387,7 +375,7 @@ class LinuxKernel:
                 # in a runtime's namespace a link of that name is the agent's only if it
                 # is the peer of its host end (a pass cut short before the alias was
                 # set); else it is the runtime's, and stays
-                if not await self._pair_of(inner, stale[0], v.name):
+                if not await pair_of(ipr, inner, stale[0], v.name):
                     raise NetlinkError(
                         errno.EEXIST, f"{v.inner} exists in {v.netns} and is not Plexus's"
                     ) from None

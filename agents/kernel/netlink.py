@@ -65,3 +65,17 @@ def subject(action: p.Action) -> str:
         if value is not None:
             return str(getattr(value, "name", value))
     return repr(action)
+
+
+async def pair_of(
+    root: AsyncIPRoute, inner: AsyncIPRoute, inner_index: int, host_name: str
+) -> bool:
+    """The link ``inner_index`` of ``inner``'s namespace and the link ``host_name`` of
+    ``root``'s (the host's) are the two ends of one veth (each names the other's index)."""
+    try:
+        host_index = socket.if_nametoindex(host_name)
+    except OSError:
+        return False
+    (host_ln,) = await root.link("get", index=host_index)
+    (inner_ln,) = await inner.link("get", index=inner_index)
+    return bool(host_ln.get("link") == inner_index and inner_ln.get("link") == host_index)
