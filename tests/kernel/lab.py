@@ -21,7 +21,7 @@ from lab import underlay
 from lab.records import record, record_pid
 from lab.spec import LabSpec, free_subnet, machine_lock
 from proto import names
-from tests.support import PLEXUS, Mosquitto, need
+from tests.support import PLEXUS, Mosquitto, need, stop_process
 
 _seq = itertools.count(1)
 ECHO = str(Path(__file__).with_name("echo.py"))
@@ -134,13 +134,7 @@ class Lab:
         proc.wait()
 
     def stop_agent(self, host: str) -> None:
-        proc = self.agents.pop(host)
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(self.agents.pop(host))
 
     # -- the world around the hosts ------------------------------------------------
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,10 @@ import pytest
 from agents.kernel import netns
 from tests.integration.test_cni_plugin import cni
 from tests.kernel.lab import Lab
+from tests.runtimes.common import wait_until
 from tests.support import ControllerProcess
 
 pytestmark = pytest.mark.kernel
-
-
-def until(check: Callable[[], Any], within: float, what: str) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {within:g} s")
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -52,7 +41,7 @@ def holder() -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(["unshare", "-n", "sleep", "600"])
     try:
         mine = os.stat("/proc/self/ns/net").st_ino
-        until(lambda: os.stat(f"/proc/{proc.pid}/ns/net").st_ino != mine, 10, "unshare -n")
+        wait_until(lambda: os.stat(f"/proc/{proc.pid}/ns/net").st_ino != mine, "unshare -n", 10)
         yield proc
     finally:
         proc.kill()
@@ -73,8 +62,8 @@ def test_cni_add_check_del_and_collection(
     h1, h2 = lab.hosts
     api = httpx.Client(base_url=controller.url, timeout=30)
     for h in (h1, h2):
-        until(
-            lambda h=h: api.get(f"/v1/hosts/{h}").json().get("state") == "online", 20, f"{h} online"
+        wait_until(
+            lambda h=h: api.get(f"/v1/hosts/{h}").json().get("state") == "online", f"{h} online", 20
         )
     r = api.post("/v1/networks", json={"id": "cnie2e", "subnet": "10.77.0.0/24", "vni": 177})
     assert r.status_code == 201, r.text
@@ -106,7 +95,7 @@ def test_cni_add_check_del_and_collection(
         "sandbox": a_ns,
         "mtu": a["interfaces"][1]["mtu"],
     }
-    assert until(lambda: ping(a_ns, ip_b) and ping(b_ns, ip_a), 15, "ping both ways")
+    assert wait_until(lambda: ping(a_ns, ip_b) and ping(b_ns, ip_a), "ping both ways", 15)
 
     # CHECK passes; with the agent stopped (no repair), a hand removes the address
     rc, doc, err = cni("CHECK", conf(h1, prevResult=a), container="ctr-a", netns=a_ns)
@@ -118,10 +107,10 @@ def test_cni_add_check_del_and_collection(
     assert rc == 1 and doc is not None and doc["code"] == 110
     assert f"lacks its address {address}" in doc["msg"]
     lab.start_agent(h1)  # it repairs the drift: CHECK passes again
-    until(
+    wait_until(
         lambda: cni("CHECK", conf(h1, prevResult=a), container="ctr-a", netns=a_ns)[0] == 0,
-        20,
         "the address repaired",
+        20,
     )
 
     # DEL removes the endpoint and the compartment (idempotently)
@@ -130,24 +119,24 @@ def test_cni_add_check_del_and_collection(
         assert (rc, doc) == (0, None), (doc, err)
     eps = api.get("/v1/endpoints", params={"network": "cnie2e"}).json()
     assert [e["host"] for e in eps] == [h2]
-    assert until(
+    assert wait_until(
         lambda: (
             "eth0"
             not in subprocess.run(
                 ["ip", "-n", named, "-j", "link"], capture_output=True, text=True
             ).stdout
         ),
-        15,
         "eth0 gone from the named namespace",
+        15,
     )
 
     # the holder dies without a DEL: the controller collects its endpoint
     holder.kill()
     holder.wait()
     ep_b = eps[0]["id"]
-    until(
+    wait_until(
         lambda: api.get(f"/v1/endpoints/{ep_b}").status_code == 404,
-        15,
         "the dead container's endpoint collected",
+        15,
     )
     assert api.get("/v1/compartments", params={"host": h2}).json() == []

@@ -30,7 +30,7 @@ from tests.runtimes.common import (
     state_dir,
     wait_until,
 )
-from tests.support import PLEXUS
+from tests.support import PLEXUS, stop_process
 
 PLUGIN_DIR = Path("/run/docker/plugins")
 
@@ -158,13 +158,8 @@ class Plugin:
         wait_until(lambda: self.socket.exists(), f"plugin {self.name}'s socket", 30)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
 
     def calls(self) -> list[dict[str, object]]:
         out = []

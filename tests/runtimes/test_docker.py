@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.runtimes.common import CommandFailed, Image
+from tests.runtimes.common import CommandFailed, Image, wait_until
 from tests.runtimes.docker import Dockerd, Plugin
-from tests.runtimes.test_plexus import World, inet, until
+from tests.runtimes.test_plexus import World, inet
 from tests.runtimes.test_plexus import world as world  # the fixture
 
 pytestmark = pytest.mark.runtimes
@@ -114,11 +114,11 @@ def test_docker_containers_on_a_plexus_overlay(world: World, docker: Docker) -> 
     # docker rm -f: the endpoints, compartments and pairs go
     d1.docker("rm", "-f", c1)
     d2.docker("rm", "-f", c2)
-    until(lambda: world.endpoints(plexus_net) == [], 15, "the endpoints gone")
+    wait_until(lambda: world.endpoints(plexus_net) == [], "the endpoints gone", 15)
     comps = world.api.get("/v1/compartments").json()
     assert [c for c in comps if c["id"].startswith("dk-")] == []
     for h in (h1, h2):
-        until(lambda h=h: links(world, h) == [], 15, f"no pxe/pxi link left on {h}")
+        wait_until(lambda h=h: links(world, h) == [], f"no pxe/pxi link left on {h}", 15)
 
     # how long `docker run` waits on the plugin (a handful of runs on h1)
     waits, runs = [], []
@@ -136,7 +136,7 @@ def test_docker_containers_on_a_plexus_overlay(world: World, docker: Docker) -> 
         f"\ndocker run: plugin time p50 {statistics.median(waits):.1f} ms "
         f"(max {max(waits):.1f}); whole docker run -d p50 {statistics.median(runs):.0f} ms"
     )
-    until(lambda: world.endpoints(plexus_net) == [], 15, "the measured endpoints gone")
+    wait_until(lambda: world.endpoints(plexus_net) == [], "the measured endpoints gone", 15)
 
     # docker network rm: h2 only unbinds, h1 deletes what it made
     d2.docker("network", "rm", "dnet")

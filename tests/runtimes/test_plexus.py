@@ -11,8 +11,7 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import pytest
 from tests.integration.test_cni_plugin import cni
 from tests.kernel.lab import Lab
 from tests.runtimes.cni import Cni
-from tests.runtimes.common import Image
+from tests.runtimes.common import Image, wait_until
 from tests.runtimes.harness import Containerd, Podman
 from tests.support import PLEXUS, ControllerProcess
 
@@ -30,17 +29,6 @@ pytestmark = pytest.mark.runtimes
 
 STATIC_MAC = "02:00:00:00:88:77"
 DNS = {"nameservers": ["10.88.0.53"], "search": ["pod.example"], "options": ["ndots:2"]}
-
-
-def until(check: Callable[[], Any], within: float, what: str) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {within:g} s")
-        time.sleep(0.1)
 
 
 class World:
@@ -53,7 +41,7 @@ class World:
         self.url = ctl.url
         self.h1, self.h2 = lab.hosts
         for h in lab.hosts:
-            until(lambda h=h: self.host(h).get("state") == "online", 60, f"{h} online")
+            wait_until(lambda h=h: self.host(h).get("state") == "online", f"{h} online", 60)
         self.tokens: dict[str, Path] = {}
         for h in lab.hosts:
             r = self.api.get(f"/v1/hosts/{h}/token")
@@ -200,7 +188,9 @@ def test_podman_containers_on_a_plexus_overlay_and_a_published_port(
         assert rc == 1 and out is not None and "lacks its address 10.88.0.77/24" in out["msg"]
     finally:
         world.lab.start_agent(h2)
-    until(lambda: cni("CHECK", conf, launcher, container=b.id, netns=b.netns)[0] == 0, 30, "repair")
+    wait_until(
+        lambda: cni("CHECK", conf, launcher, container=b.id, netns=b.netns)[0] == 0, "repair", 30
+    )
 
     # a published port on a nat network answers from another lab host
     podman.run(
@@ -212,20 +202,20 @@ def test_podman_containers_on_a_plexus_overlay_and_a_published_port(
     )
     hostname = podman.inspect("w")["Config"]["Hostname"]
     vtep1 = world.lab.vtep[h1]
-    assert until(
+    assert wait_until(
         lambda: world.fetch(h2, f"http://{vtep1}:8080/hostname").strip() == hostname,
-        15,
         "the published port from h2",
+        15,
     )
 
     # podman rm -f: the endpoint leaves the controller, h1, and h2's overlay
     assert ep_a["mac"] in world.fdb_dsts(h2) and ep_a["host_interface"] in world.host_links(h1)
     podman.rm("a")
-    until(
-        lambda: ep_a["id"] not in {e["id"] for e in world.endpoints("pod")}, 15, "a's endpoint gone"
+    wait_until(
+        lambda: ep_a["id"] not in {e["id"] for e in world.endpoints("pod")}, "a's endpoint gone", 15
     )
-    until(lambda: ep_a["mac"] not in world.fdb_dsts(h2), 15, "a's FDB entry gone from h2")
-    until(lambda: ep_a["host_interface"] not in world.host_links(h1), 15, "a's veth gone")
+    wait_until(lambda: ep_a["mac"] not in world.fdb_dsts(h2), "a's FDB entry gone from h2", 15)
+    wait_until(lambda: ep_a["host_interface"] not in world.host_links(h1), "a's veth gone", 15)
     comps = [c for c in world.api.get("/v1/compartments").json() if c["host"] == h1]
     assert all((c.get("netns") or {}).get("path") != a.netns for c in comps)
 
@@ -251,15 +241,17 @@ def test_ctr_containers_on_a_plexus_overlay_and_a_killed_one_collected(
     # the end of `ctr run --rm` calls DEL (its namespace already gone): nothing left
     assert ep_x["mac"] in world.fdb_dsts(h2) and ep_y["mac"] in world.fdb_dsts(h1)
     containerd.stop("x")
-    until(lambda: ep_x["id"] not in {e["id"] for e in world.endpoints("pod")}, 15, "x gone")
-    until(lambda: ep_x["mac"] not in world.fdb_dsts(h2), 15, "x's FDB entry gone from h2")
+    wait_until(lambda: ep_x["id"] not in {e["id"] for e in world.endpoints("pod")}, "x gone", 15)
+    wait_until(lambda: ep_x["mac"] not in world.fdb_dsts(h2), "x's FDB entry gone from h2", 15)
 
     # a detached container killed: no DEL ever comes; its host reports the namespace
     # gone and the controller collects the endpoint; the host is in sync again
     containerd.kill("y")
-    until(lambda: ep_y["id"] not in {e["id"] for e in world.endpoints("pod")}, 30, "y collected")
-    until(lambda: world.in_sync(h2), 30, "h2 in sync again")
-    until(lambda: ep_y["mac"] not in world.fdb_dsts(h1), 15, "y's FDB entry gone from h1")
+    wait_until(
+        lambda: ep_y["id"] not in {e["id"] for e in world.endpoints("pod")}, "y collected", 30
+    )
+    wait_until(lambda: world.in_sync(h2), "h2 in sync again", 30)
+    wait_until(lambda: ep_y["mac"] not in world.fdb_dsts(h1), "y's FDB entry gone from h1", 15)
     containerd.delete("y")
     assert os.path.exists(f"/run/netns/{world.lab.hostns[h1]}")
     assert json.dumps(world.host(h1)["errors"]) == "[]"
