@@ -11,7 +11,8 @@ It speaks to the controller with the CNI plugin's standard-library client
 
 from __future__ import annotations
 
-from .driver import Driver, PluginError
+from .driver import Driver
+from .errors import PluginError
 from .server import serve
 from .state import State
 

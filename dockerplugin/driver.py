@@ -27,6 +27,8 @@ from cni.api import ApiError, Controller
 from cni.api import path as p
 from cni.errors import CniError
 
+from .errors import PluginError
+from .ports import published
 from .state import State
 
 GENERIC = "com.docker.network.generic"
@@ -37,14 +39,6 @@ OPTIONS = frozenset({"mode", "vni", "outbound_nat", "network", "name"})
 ADDRESS_SPACE = "plexus"
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-class PluginError(Exception):
-    """A call refused, with the reason Docker shows the user."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _bool(value: str, what: str) -> bool:
@@ -85,8 +79,8 @@ class Driver:
             "NetworkDriver.DeleteEndpoint": self.delete_endpoint,
             "NetworkDriver.Join": self.join,
             "NetworkDriver.Leave": lambda _: {},
-            "NetworkDriver.ProgramExternalConnectivity": lambda _: {},
-            "NetworkDriver.RevokeExternalConnectivity": lambda _: {},
+            "NetworkDriver.ProgramExternalConnectivity": self.program_external,
+            "NetworkDriver.RevokeExternalConnectivity": self.revoke_external,
             "NetworkDriver.DiscoverNew": lambda _: {},
             "NetworkDriver.DiscoverDelete": lambda _: {},
             "NetworkDriver.AllocateNetwork": lambda _: {},
@@ -283,12 +277,7 @@ class Driver:
         status, view = self.api.request("POST", target, body, timeout=self.timeout)
         if status >= 400:
             raise PluginError(f"endpoint in Plexus network {network!r}: {view['reason']}")
-        conv = view.get("convergence") or {}
-        if self.host in conv.get("offline", []) or not conv.get("converged", True):
-            raise PluginError(
-                f"host {self.host} did not make endpoint {ident} within {self.timeout:g} s: "
-                "is its plexus agent running?"
-            )
+        self._applied(view, f"make endpoint {ident}")
         return {
             "endpoint": ident,
             "compartment": ident,
@@ -299,6 +288,14 @@ class Driver:
             "interface": view["interface"],
             "gateway": view.get("gateway"),
         }
+
+    def _applied(self, view: dict[str, Any], what: str) -> None:
+        conv = view.get("convergence") or {}
+        if self.host in conv.get("offline", []) or not conv.get("converged", True):
+            raise PluginError(
+                f"host {self.host} did not {what} within {self.timeout:g} s: "
+                "is its plexus agent running?"
+            )
 
     def _detach(self, att: dict[str, Any]) -> None:
         """The compartment goes with its endpoint (404: already gone)."""
@@ -332,9 +329,7 @@ class Driver:
         return {"Interface": {}} if mac else {"Interface": {"MacAddress": att["mac"]}}
 
     def join(self, req: dict[str, Any]) -> dict[str, Any]:
-        with self.state.lock:
-            key = self.state.endpoints.get(req.get("EndpointID", ""))
-            att = self.state.addresses.get(key or "")
+        att = self._joined(req)
         if att is None:
             raise PluginError(f"endpoint {req.get('EndpointID')} is not Plexus's")
         out: dict[str, Any] = {
@@ -345,6 +340,40 @@ class Driver:
         if att.get("gateway"):
             out["Gateway"] = att["gateway"]
         return out
+
+    def _joined(self, req: dict[str, Any]) -> dict[str, Any] | None:
+        with self.state.lock:
+            key = self.state.endpoints.get(req.get("EndpointID", ""))
+            return self.state.addresses.get(key or "")
+
+    def program_external(self, req: dict[str, Any]) -> dict[str, Any]:
+        """``-p``: the endpoint's published ports, applied on this host when answered."""
+        ports = published(req.get("Options") or {})
+        att = self._joined(req)
+        if att is None:
+            raise PluginError(f"endpoint {req.get('EndpointID')} is not Plexus's")
+        if ports:
+            self._publish(att, ports)
+        return {}
+
+    def revoke_external(self, req: dict[str, Any]) -> dict[str, Any]:
+        att = self._joined(req)
+        if att is not None and att.get("published"):
+            self._publish(att, [])
+        return {}
+
+    def _publish(self, att: dict[str, Any], ports: list[dict[str, Any]]) -> None:
+        target = p("v1", "endpoints", att["endpoint"], "ports", wait=True,
+                   wait_for=self.host, timeout=self.timeout)  # fmt: skip
+        status, view = self.api.request("PUT", target, {"ports": ports}, timeout=self.timeout)
+        if status == 404 and not ports:
+            return  # the endpoint is gone already: so are its ports
+        if status >= 400:
+            raise PluginError(f"-p on Plexus endpoint {att['endpoint']}: {view['reason']}")
+        self._applied(view, f"publish endpoint {att['endpoint']}'s ports")
+        with self.state.lock:
+            att["published"] = bool(ports)
+            self.state.save()
 
     def delete_endpoint(self, req: dict[str, Any]) -> dict[str, Any]:
         with self.state.lock:

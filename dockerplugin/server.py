@@ -25,7 +25,8 @@ from typing import Any
 
 import structlog
 
-from .driver import Driver, PluginError
+from .driver import Driver
+from .errors import PluginError
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
 MAX_BODY = 1024 * 1024
