@@ -93,10 +93,17 @@ class Dockerd:
         self.docker("load", "-q", "-i", str(image.archive))
         return image.name
 
-    def run(self, name: str, image: str, network: str, *args: str) -> str:
-        """``docker run -d`` of ``sleep infinity``; the container's id."""
+    def run(
+        self,
+        name: str,
+        image: str,
+        network: str,
+        *args: str,
+        command: tuple[str, ...] = ("sleep", "infinity"),
+    ) -> str:
+        """``docker run -d`` of ``command``; the container's id."""
         cid = self.docker("run", "-d", "--name", name, "--network", network, *args, image,
-                          "sleep", "infinity").strip()  # fmt: skip
+                          *command).strip()  # fmt: skip
         record_pid(int(self.docker("inspect", "-f", "{{.State.Pid}}", cid)))
         return cid
 
@@ -152,23 +159,45 @@ class Plugin:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """Start it and wait until it serves (a killed run's socket may still be there:
+        the new run's own word is waited for)."""
+        before = len(self.events("docker_plugin_serving"))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log)
         record_pid(self.proc.pid)
-        wait_until(lambda: self.socket.exists(), f"plugin {self.name}'s socket", 30)
+
+        def serving() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"plugin {self.name} exited: {self.log_path.read_text()[-2000:]}"
+                )
+            return len(self.events("docker_plugin_serving")) > before and self.socket.exists()
+
+        wait_until(serving, f"plugin {self.name} serving", 30)
 
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc)
 
-    def calls(self) -> list[dict[str, object]]:
+    def kill(self) -> None:
+        """SIGKILL: a crash (its socket stays behind)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def events(self, event: str) -> list[dict[str, object]]:
         out = []
-        for line in self.log_path.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                doc = json.loads(line)
-                if isinstance(doc, dict) and doc.get("event") == "docker_call":
-                    out.append(doc)
+        with contextlib.suppress(FileNotFoundError):
+            for line in self.log_path.read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    doc = json.loads(line)
+                    if isinstance(doc, dict) and doc.get("event") == event:
+                        out.append(doc)
         return out
+
+    def calls(self) -> list[dict[str, object]]:
+        return self.events("docker_call")
 
     def close(self) -> None:
         self.stop()
