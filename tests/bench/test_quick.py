@@ -64,6 +64,15 @@ def test_cni_quick() -> None:
     assert rows["DEL → done"]["n"] == 10
 
 
+@pytest.mark.kernel
+def test_docker_plugin_quick() -> None:
+    require_root()
+    result = run_benchmark("docker_plugin")
+    rows = {r["what"]: r for r in result["rows"]}  # type: ignore[attr-defined]
+    assert rows["docker run: RequestAddress … ProgramExternalConnectivity"]["n"] == 10
+    assert rows["docker rm: RevokeExternalConnectivity … ReleaseAddress"]["n"] == 10
+
+
 @pytest.mark.broker
 def test_api_throughput_quick() -> None:
     result = run_benchmark("api_throughput")
