@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from . import names
 from .parts import Dns, Netns
+from .policy import Labels, Policy
 from .types import (
     Cidr,
     Generation,
@@ -172,6 +173,8 @@ class EndpointRecord(Wire):
     ip: IPv4
     vtep: IPv4 | None = None
     gen: Generation
+    #: the endpoint's labels: peers resolve policy selectors with them
+    labels: Labels = Field((), exclude_if=_empty)
 
 
 Records = Annotated[tuple[EndpointRecord, ...], Field(max_length=MAX_RECORDS)]
@@ -266,6 +269,7 @@ class LocalEndpoint(Wire):
     dns: Dns | None = Field(None, exclude_if=_unset)
     #: the interface's name in the compartment (a runtime's choice; default ``eth{index}``)
     ifname: IfName | None = Field(None, exclude_if=_unset)
+    labels: Labels = Field((), exclude_if=_empty)
 
     @property
     def inner(self) -> str:
@@ -316,6 +320,8 @@ class HostDesired(Wire):
     generation: Generation
     networks: Annotated[tuple[NetworkSpec, ...], Field(max_length=4096)] = ()
     compartments: Annotated[tuple[Compartment, ...], Field(max_length=16_384)] = ()
+    #: the policies of its networks (README, "Policies")
+    policies: Annotated[tuple[Policy, ...], Field(max_length=4096)] = Field((), exclude_if=_empty)
 
     @model_validator(mode="after")
     def _consistent(self) -> HostDesired:
@@ -333,6 +339,9 @@ class HostDesired(Wire):
                 if e.id in eps:
                     raise ValueError(f"endpoint {e.id} appears twice")
                 eps.add(e.id)
+        for p in self.policies:
+            if p.network not in nets:
+                raise ValueError(f"policy {p.id} is on network {p.network}, not listed")
         return self
 
 
