@@ -59,7 +59,7 @@ PortRanges = Annotated[tuple[PortRange, ...], Field(max_length=64)]
 
 def label_map(labels: tuple[str, ...]) -> dict[str, str]:
     """``("app=web", "tier=1")`` → ``{"app": "web", "tier": "1"}`` (the last of a key wins)."""
-    return dict(lab.split("=", 1) for lab in labels)  # type: ignore[misc]
+    return dict(lab.split("=", 1) for lab in labels)
 
 
 def selects(selector: tuple[str, ...], labels: tuple[str, ...]) -> bool:
