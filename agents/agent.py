@@ -264,7 +264,9 @@ class Agent:
             if full:
                 self.metrics.rule_counters(actual.counters)
             remote = self.changes.remote(self.tables, self.vtep)
-            want = desired_state(self.host, doc, remote, self.vtep, self.allowed_uplinks)
+            want = desired_state(
+                self.host, doc, remote, self.vtep, self.allowed_uplinks, self.tables
+            )
             missing = want.runtime - actual.runtime
             if missing:
                 without(want, missing)

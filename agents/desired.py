@@ -9,11 +9,13 @@ diff (:class:`~agents.plan.Entries`), or that it must diff them all."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Iterable, Mapping
 
 import proto
 from proto import names, transit
 
+from .acl import compile_acl
 from .model import FLOOD_MAC, HANDOVER, Bridge, Fdb, HostState, Neigh, Veth, Vxlan
 from .plan import Entries
 from .resolv import resolv_conf
@@ -249,6 +251,7 @@ def desired_state(
     remote: Mapping[str, Overlay],
     vtep: str | None,
     allowed_uplinks: Collection[str] = (),
+    tables: Mapping[str, Table] | None = None,
 ) -> HostState:
     """``remote`` maps an overlay network's id to its remote entries (see
     :meth:`Changes.remote`; a network without any has none).
@@ -256,6 +259,8 @@ def desired_state(
     A transparent network's uplink is a link the agent does not own: it is enslaved only
     when the host's configuration allows it (``allowed_uplinks``); otherwise the bridge
     is made without it and the refusal is in ``refused``.
+
+    ``tables``: the networks' endpoint tables (policies' selectors match their records).
 
     The state returned may share its FDB and neighbour containers with ``remote``: the
     caller must not change it."""
@@ -325,6 +330,13 @@ def desired_state(
             if content is not None:
                 st.resolv[ns] = content
     st.rules, st.sysctls = host_rules(doc)
+    acl = compile_acl(doc, tables or {})
+    if acl is not None:
+        st.rules = (st.rules or frozenset()) | frozenset(acl.rules)
+        st.elements = acl.elements
+        for net_id in acl.filtered:
+            bridge = st.bridges[names.bridge(net_id)]
+            st.bridges[bridge.name] = dataclasses.replace(bridge, filtered=True)
     return st
 
 

@@ -8,7 +8,7 @@ from the kernel by a driver. The planner diffs the two.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 FLOOD_MAC = "00:00:00:00:00:00"
 #: a veth's ``netns`` when its inner end is in the host's namespace, bare, for a runtime
@@ -39,6 +39,9 @@ class Bridge:
     address: str | None  # "IP/prefix" of the gateway, or None
     #: transparent: the host link it enslaves (its addresses and routes move along)
     uplink: str | None = None
+    #: it hands its bridged IPv4 to the host's netfilter hooks (``nf_call_iptables``):
+    #: its network has ACL policies (:mod:`agents.acl`)
+    filtered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +115,8 @@ class HostState:
     neigh: dict[tuple[str, str], Neigh] = field(default_factory=dict)
     #: Plexus's nftables table: None when absent (or broken: a chain missing)
     rules: frozenset[Rule] | None = None
+    #: the elements of the table's named sets and maps (set name → elements)
+    elements: dict[str, frozenset[Any]] = field(default_factory=dict)
     #: Plexus's nftables table inside each router namespace (same meaning as
     #: ``rules``; read back, a namespace without the table has no entry)
     ns_rules: dict[str, frozenset[Rule] | None] = field(default_factory=dict)
@@ -142,6 +147,7 @@ class HostState:
             set(self.fdb),
             dict(self.neigh),
             self.rules,
+            dict(self.elements),
             dict(self.ns_rules),
             dict(self.host_routes),
             dict(self.sysctls),
@@ -160,6 +166,7 @@ class HostState:
             + len(self.fdb)
             + len(self.neigh)
             + len(self.rules or ())
+            + sum(map(len, self.elements.values()))
             + sum(len(r or ()) for r in self.ns_rules.values())
             + len(self.host_routes)
             + len(self.resolv)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from proto import names
 
@@ -88,6 +89,16 @@ class SetRules:
 
     rules: frozenset[Rule]
     netns: str = ""
+    #: the table's named sets and maps with their elements (the host's table only)
+    elements: tuple[tuple[str, frozenset[Any]], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SetElements:
+    """Change the elements of the host's table's sets and maps in place, in one
+    transaction: (name, elements to add, elements to remove) each."""
+
+    changes: tuple[tuple[str, frozenset[Any], frozenset[Any]], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +166,7 @@ Action = (
     | AddNeigh
     | DelNeigh
     | SetRules
+    | SetElements
     | DelRules
     | SetHostRoute
     | DelHostRoute
@@ -280,8 +292,17 @@ def plan(
     for name, value in sorted(desired.sysctls.items()):
         if actual.sysctls.get(name) != value:
             adds.insert(0, SetSysctl(name, value))
-    if desired.rules is not None and desired.rules != actual.rules:
-        adds.append(SetRules(desired.rules))
+    if desired.rules is not None:
+        if desired.rules != actual.rules or desired.elements.keys() != actual.elements.keys():
+            adds.append(SetRules(desired.rules, elements=tuple(sorted(desired.elements.items()))))
+        else:  # the same chains and sets: their elements change in place
+            changes = []
+            for name, elems in sorted(desired.elements.items()):
+                held = actual.elements[name]
+                if elems != held:
+                    changes.append((name, elems - held, held - elems))
+            if changes:
+                adds.append(SetElements(tuple(changes)))
     # a router namespace's own table (a new namespace has none)
     for ns, want_rules in sorted(desired.ns_rules.items()):
         have_rules = actual.ns_rules.get(ns) if ns in actual.namespaces else None

@@ -267,8 +267,10 @@ class LinuxKernel:
             case p.DelNeigh(n):
                 async with ensure(*GONE):
                     await ipr.neigh("del", ifindex=await index(n.device), dst=n.ip, lladdr=n.mac)
-            case p.SetRules(rules, ns):
-                await nft.replace(rules, ns)
+            case p.SetRules(rules, ns, elements):
+                await nft.replace(rules, ns, dict(elements))
+            case p.SetElements(changes):
+                await nft.update(changes)
             case p.DelRules(ns):
                 await nft.delete(ns)
             case p.SetHostRoute(prefix, via):
@@ -299,6 +301,9 @@ class LinuxKernel:
             await uplink.release(ipr, idx, old.uplink)
         if br.uplink and (old is None or old.uplink != br.uplink):
             await uplink.attach(ipr, idx, br.uplink)
+        if br.filtered != (old.filtered if old is not None else False):
+            # this bridge's IPv4 through the host's netfilter hooks (the ACL), others' not
+            await ipr.link("set", index=idx, kind="bridge", br_nf_call_iptables=int(br.filtered))
 
     async def _add_veth(self, v: Veth) -> None:
         """One request makes the pair: the host end with its MTU in its bridge, the inner

@@ -75,7 +75,12 @@ async def read_state(
             uplink = foreign_ports.get(ln["index"])
             # an uplinked bridge holds the uplink's own addresses, not a gateway's
             own = [] if uplink else addrs.get(ln["index"], [])
-            st.bridges[name] = Bridge(name, ident, ln.get("mtu"), own[0] if own else None, uplink)
+            data = ln.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+            filtered = bool(data.get("IFLA_BR_NF_CALL_IPTABLES")) if data else False
+            own_address = own[0] if own else None
+            st.bridges[name] = Bridge(
+                name, ident, ln.get("mtu"), own_address, uplink, filtered=filtered
+            )
         elif kind == "vxlan" and link_kind(ln) == "vxlan":
             data = ln.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
             st.vxlans[name] = Vxlan(
@@ -107,7 +112,7 @@ async def read_state(
                     gateway = r.get("gateway")
             st.routes[ns] = gateway
             if names.is_router_netns(ns):
-                rules, _ = await nft.read(ns)
+                rules, _, _ = await nft.read(ns)
                 if rules is not None:  # as the view has it: no entry, no table
                     st.ns_rules[ns] = rules
         except (NetlinkError, OSError) as e:
@@ -152,7 +157,7 @@ async def read_state(
             dev = vx_index.get(ifindex)
             if dev is not None and state & NUD_PERMANENT and mac and dst:
                 st.neigh[dev, dst] = Neigh(dev, dst, mac)
-    st.rules, st.counters = await nft.read()
+    st.rules, st.counters, st.elements = await nft.read()
     for key in SYSCTLS:
         with contextlib.suppress(OSError):
             st.sysctls[key] = sysctl_path(key).read_text().strip()

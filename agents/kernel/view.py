@@ -77,10 +77,19 @@ def apply_to(st: HostState, action: p.Action) -> None:
             if ns not in st.namespaces and ns not in st.runtime:
                 raise KernelError("SetRoute", ns, errno.ENOENT, "no namespace")
             st.routes[ns] = gw
-        case p.SetRules(rules, ""):
+        case p.SetRules(rules, "", elements):
             st.rules = rules
+            st.elements = dict(elements)
+        case p.SetElements(changes):
+            if st.rules is None:
+                raise KernelError("SetElements", "table", errno.ENOENT, "no table")
+            for name, add, remove in changes:
+                if name not in st.elements:
+                    raise KernelError("SetElements", name, errno.ENOENT, "no such set")
+                st.elements[name] = (st.elements[name] - remove) | add
         case p.DelRules(""):
             st.rules = None
+            st.elements = {}
         case p.SetRules(rules, ns):
             if ns not in st.namespaces:
                 raise KernelError("SetRules", ns, errno.ENOENT, "no namespace")
