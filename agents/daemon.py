@@ -30,6 +30,7 @@ from proto.errors import BrokerUnavailable
 from proto.mqtt import Connect, Session, Will, cancel_and_wait, connector
 from proto.signals import on_signals
 
+from .acllog import AclLog
 from .agent import Agent
 from .config import AgentSettings
 from .kernel import Kernel
@@ -113,6 +114,9 @@ class AgentDaemon:
         )
         with contextlib.suppress(BrokerUnavailable):
             await mqtt.publish(topics.host_events(self.agent.host), proto.encode(msg), qos=0)
+
+    async def publish_info(self, event: str, detail: str) -> None:
+        await self.publish_event(event, detail, "info")
 
     # -- MQTT session ------------------------------------------------------------------
 
@@ -211,6 +215,7 @@ async def resolve_vtep(settings: AgentSettings) -> str | None:
 
 
 async def serve(settings: AgentSettings, kernel: Kernel | None = None) -> None:
+    linux = kernel is None
     if kernel is None:
         from .kernel.linux import LinuxKernel
 
@@ -233,6 +238,9 @@ async def serve(settings: AgentSettings, kernel: Kernel | None = None) -> None:
                 tg.create_task(daemon.session(), name="agent-mqtt"),
                 tg.create_task(daemon.reconciler(), name="agent-reconciler"),
             ]
+            if linux:  # the kernel's nflog group: what ACL rules with `log` matched
+                acl_log = AclLog(agent.host, agent.metrics.registry, daemon.publish_info)
+                tasks.append(tg.create_task(acl_log.run(), name="agent-acl-log"))
             await stop.wait()
             await daemon.shutdown()
             for t in tasks:

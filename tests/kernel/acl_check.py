@@ -17,7 +17,9 @@ from typing import Any
 
 import proto
 from agents import plan as p
+from agents.acl import LOG_GROUP
 from agents.desired import desired_state
+from agents.kernel import nflog
 from agents.kernel.linux import LinuxKernel
 from proto import names
 from proto.policy import Policy
@@ -59,6 +61,15 @@ POL = Policy(
             "protocol": "tcp",
             "local_ports": ("80",),
             "remote_selector": ("role=client",),
+        },
+        # logged: the nflog group gets what this drops
+        {
+            "priority": 50,
+            "direction": "in",
+            "action": "block",
+            "protocol": "tcp",
+            "local_ports": ("81",),
+            "log": True,
         },
     ),
 )
@@ -115,6 +126,13 @@ async def main() -> None:
             servers.append(s)
             assert s.stdout is not None
             s.stdout.readline()
+        group = nflog.open_group(LOG_GROUP)
+        res["client->web:81 (logged)"] = ask("client", "10.44.0.10", 81)
+        await asyncio.sleep(0.2)
+        res["logged"] = sorted(
+            {(g.prefix, g.src, g.dst, g.protocol, g.dport) for g in nflog.drain(group)}
+        )
+        group.close()
         res["client->web:80"] = ask("client", "10.44.0.10", 80)
         res["other->web:80"] = ask("other", "10.44.0.10", 80)
         res["client ping web"] = ping("client", "10.44.0.10")

@@ -42,6 +42,9 @@ def test_a_policy_admits_what_it_allows_and_a_label_change_costs_set_elements() 
         out = json.loads(run.stdout.strip().splitlines()[-1])
     finally:
         netns.remove(ns)
+    # a logged block: dropped, and the nflog group got it with its policy and rule
+    assert out["client->web:81 (logged)"] is None
+    assert ["plexus web-in:in-50 ", "10.44.0.11", "10.44.0.10", "tcp", 81] in out["logged"]
     assert out["client->web:80"] == "web 10.44.0.11"  # allowed: role=client, tcp 80
     assert out["other->web:80"] is None  # selected in, not allowed: dropped
     assert out["client ping web"] is False  # icmp not allowed
