@@ -16,6 +16,9 @@ table, with the networks' bridges calling it for bridged IPv4 (a bridge's own
 - A label selector is a named set (``s…``) of addresses, updated in place as endpoints
   come, go or change labels.
 
+The structure (rules, maps, which sets) is compiled once per desired document
+(:class:`Compiled`); a pass for a table change only refills the sets (:func:`fill`).
+
 Chains are named by a hash of their content, so endpoints that the same policies
 select share them: a new such endpoint costs one map element, a membership change one
 set element. Two directions are checked in two hooks (out before in), so that an
@@ -91,6 +94,8 @@ class Acl:
     rules: list[Rule] = field(default_factory=list)
     elements: dict[str, frozenset[Any]] = field(default_factory=dict)
     filtered: set[str] = field(default_factory=set)
+    #: each named set's network and selector
+    selectors: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     _chains: set[str] = field(default_factory=set)
 
     def chain(self, prefix: str, body: list[tuple[str, list[dict[str, Any]]]]) -> str:
@@ -112,20 +117,16 @@ def _rule(chain: str, label: str, expr: list[dict[str, Any]]) -> Rule:
 
 
 class Members:
-    """The addresses of a network's endpoints that a selector matches (each selector's
-    named set, filled once per pass)."""
+    """The named sets a host's rules use: each selector's name, and what it selects
+    (the addresses are filled per pass: :func:`fill`)."""
 
-    def __init__(self, acl: Acl, network: str, records: Iterable[tuple[str, tuple[str, ...]]]):
+    def __init__(self, acl: Acl, network: str) -> None:
         self.acl = acl
         self.network = network
-        self.records = list(records)  # (ip, labels)
 
     def set_of(self, selector: tuple[str, ...]) -> str:
         name = "s" + _h(self.network, sorted(selector))
-        if name not in self.acl.elements:
-            self.acl.elements[name] = frozenset(
-                ip for ip, labels in self.records if selects(selector, labels)
-            )
+        self.acl.selectors[name] = (self.network, selector)
         return name
 
 
@@ -221,10 +222,49 @@ DISPATCH = (
 )
 
 
-def compile_acl(doc: proto.HostDesired, tables: Mapping[str, Table]) -> Acl | None:
+class Compiled:
+    """The last document's compiled structure (rules, map elements, which sets): the
+    agent compiles again only when the document changed; a pass for a table change
+    refills the sets only."""
+
+    def __init__(self) -> None:
+        self.doc: proto.HostDesired | None = None
+        self.acl: Acl | None = None
+
+
+def compile_acl(
+    doc: proto.HostDesired, tables: Mapping[str, Table], last: Compiled | None = None
+) -> Acl | None:
     """The host's ACL rules and elements; None when no policy is on its networks."""
     if not doc.policies:
         return None
+    if last is None or last.doc is not doc:
+        structure = _structure(doc)
+        if last is not None:
+            last.doc, last.acl = doc, structure
+    else:
+        assert last.acl is not None
+        structure = last.acl
+    return fill(structure, doc, tables)
+
+
+def fill(structure: Acl, doc: proto.HostDesired, tables: Mapping[str, Table]) -> Acl:
+    """``structure`` with its sets' addresses, from the tables' records (a network
+    without a table: the host's own endpoints)."""
+    nets = {n.id: n for n in doc.networks}
+    records: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+    elements = {IN_MAP: structure.elements[IN_MAP], OUT_MAP: structure.elements[OUT_MAP]}
+    for name, (network, selector) in structure.selectors.items():
+        if network not in records:
+            records[network] = _records(nets[network], doc, tables)
+        elements[name] = frozenset(
+            ip for ip, labels in records[network] if selects(selector, labels)
+        )
+    return Acl(structure.rules, elements, structure.filtered, structure.selectors)
+
+
+def _structure(doc: proto.HostDesired) -> Acl:
+    """Rules, map elements and named sets (without their addresses) of ``doc``."""
     acl = Acl()
     by_net: dict[str, list[Policy]] = {}
     for p in doc.policies:
@@ -233,6 +273,9 @@ def compile_acl(doc: proto.HostDesired, tables: Mapping[str, Table]) -> Acl | No
     outs: set[tuple[str, str, str]] = set()
     members: dict[str, Members] = {}
     nets = {n.id: n for n in doc.networks}
+    #: (network, direction, the selecting policies) → its endpoint chain: endpoints
+    #: the same policies select are compiled once
+    made: dict[tuple[str, str, tuple[str, ...]], str | None] = {}
     for comp in doc.compartments:
         for ep in comp.endpoints:
             policies = by_net.get(ep.network)
@@ -242,18 +285,21 @@ def compile_acl(doc: proto.HostDesired, tables: Mapping[str, Table]) -> Acl | No
             if not selecting:
                 continue
             if ep.network not in members:
-                net = nets[ep.network]
-                members[ep.network] = Members(acl, ep.network, _records(net, doc, tables))
+                members[ep.network] = Members(acl, ep.network)
             br = names.bridge(ep.network)
+            key = tuple(p.id for p in selecting)
             for direction, into in (("in", ins), ("out", outs)):
-                chain = _endpoint_chain(acl, direction, selecting, members[ep.network])
+                k = (ep.network, direction, key)
+                if k not in made:
+                    made[k] = _endpoint_chain(acl, direction, selecting, members[ep.network])
+                chain = made[k]
                 if chain is not None:
                     into.add((br, ep.ip, chain))
     for net_id in by_net:
         if net_id in nets:
             acl.filtered.add(net_id)
-    for chain, label, key, addr, table in DISPATCH:
-        expr = {"concat": [{"meta": {"key": key}}, _field("ip", addr)]}
+    for chain, label, meta, addr, table in DISPATCH:
+        expr = {"concat": [{"meta": {"key": meta}}, _field("ip", addr)]}
         acl.rules.append(_rule(chain, label, [{"vmap": {"key": expr, "data": "@" + table}}]))
     acl.elements[IN_MAP] = frozenset(ins)
     acl.elements[OUT_MAP] = frozenset(outs)

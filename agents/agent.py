@@ -21,6 +21,7 @@ import proto
 from proto import names, topics
 from proto.parts import Netns
 
+from .acl import Compiled
 from .conflicts import conflicts
 from .desired import Changes, desired_state, without
 from .errors import KernelError
@@ -113,6 +114,8 @@ class Agent:
     metrics: AgentMetrics = field(default_factory=AgentMetrics)
     doc: proto.HostDesired | None = None
     tables: dict[str, Table] = field(default_factory=dict)
+    #: the ACL structure of the last document (agents.acl)
+    acl: Compiled = field(default_factory=Compiled, repr=False)
     applied_desired: int = 0
     applied_networks: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -265,7 +268,7 @@ class Agent:
                 self.metrics.rule_counters(actual.counters)
             remote = self.changes.remote(self.tables, self.vtep)
             want = desired_state(
-                self.host, doc, remote, self.vtep, self.allowed_uplinks, self.tables
+                self.host, doc, remote, self.vtep, self.allowed_uplinks, self.tables, self.acl
             )
             missing = want.runtime - actual.runtime
             if missing:

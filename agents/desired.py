@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable, Mapping
 import proto
 from proto import names, transit
 
-from .acl import compile_acl
+from .acl import Compiled, compile_acl
 from .model import FLOOD_MAC, HANDOVER, Bridge, Fdb, HostState, Neigh, Veth, Vxlan
 from .plan import Entries
 from .resolv import resolv_conf
@@ -252,6 +252,7 @@ def desired_state(
     vtep: str | None,
     allowed_uplinks: Collection[str] = (),
     tables: Mapping[str, Table] | None = None,
+    compiled: Compiled | None = None,
 ) -> HostState:
     """``remote`` maps an overlay network's id to its remote entries (see
     :meth:`Changes.remote`; a network without any has none).
@@ -260,7 +261,8 @@ def desired_state(
     when the host's configuration allows it (``allowed_uplinks``); otherwise the bridge
     is made without it and the refusal is in ``refused``.
 
-    ``tables``: the networks' endpoint tables (policies' selectors match their records).
+    ``tables``: the networks' endpoint tables (policies' selectors match their records);
+    ``compiled``: the ACL structure of the last document (compiled again when it changed).
 
     The state returned may share its FDB and neighbour containers with ``remote``: the
     caller must not change it."""
@@ -330,7 +332,7 @@ def desired_state(
             if content is not None:
                 st.resolv[ns] = content
     st.rules, st.sysctls = host_rules(doc)
-    acl = compile_acl(doc, tables or {})
+    acl = compile_acl(doc, tables or {}, compiled)
     if acl is not None:
         st.rules = (st.rules or frozenset()) | frozenset(acl.rules)
         st.elements = acl.elements

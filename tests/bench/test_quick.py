@@ -65,6 +65,15 @@ def test_cni_quick() -> None:
 
 
 @pytest.mark.kernel
+def test_acl_quick() -> None:
+    require_root()
+    result = run_benchmark("acl")
+    whats = {r["what"] for r in result["rows"]}  # type: ignore[attr-defined]
+    assert "shared: compile + replace (cold)" in whats
+    assert "per endpoint: a label change in place (2 sets)" in whats
+
+
+@pytest.mark.kernel
 def test_docker_plugin_quick() -> None:
     require_root()
     result = run_benchmark("docker_plugin")
