@@ -1,5 +1,6 @@
 """The ``plexus`` command tree: daemons (:mod:`.daemons`), one group per resource
-(:mod:`.networks`, :mod:`.compartments`, :mod:`.endpoints`, :mod:`.hosts`), ``apply``,
+(:mod:`.networks`, :mod:`.compartments`, :mod:`.endpoints`, :mod:`.policies`,
+:mod:`.hosts`), ``apply``,
 the lab (:mod:`.lab`) and the CNI plugin's installation (:mod:`.cni`), all speaking to
 the controller through :mod:`.client`.
 
@@ -37,6 +38,7 @@ from .options import (
     TokenOpt,
     connect,
 )
+from .policies import policy_app
 
 
 class Commands(TyperGroup):
@@ -62,6 +64,7 @@ app = typer.Typer(
 app.add_typer(network_app, name="network")
 app.add_typer(compartment_app, name="compartment")
 app.add_typer(endpoint_app, name="endpoint")
+app.add_typer(policy_app, name="policy")
 app.add_typer(host_app, name="host")
 app.add_typer(daemons.broker_app, name="broker")
 app.add_typer(lab_app, name="lab")
@@ -96,7 +99,8 @@ def apply_topology(
     token_file: TokenFileOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
-    """Create the networks, compartments and endpoints a file describes (idempotent)."""
+    """Create the networks, compartments, endpoints and policies a file describes
+    (idempotent)."""
     from .apply import apply, load, wait_hosts
 
     topo = load(file)

@@ -1,12 +1,13 @@
-"""``plexus apply``: a topology file (networks, compartments, endpoints) made real
+"""``plexus apply``: a topology file (networks, compartments, endpoints, policies) made real
 through the REST API (:mod:`cli.client`), idempotently. A refusal of the controller
 ends the run with its :class:`~cli.errors.ApiError`; a file that is wrong, or a world
 that differs from it, with a :class:`~cli.errors.TopologyError`.
 
 What exists already and matches the file is left as it is; what exists and differs is
 a conflict (nothing is changed behind the user's back); what is missing is created.
-The file is TOML (or JSON) with ``[[networks]]``, ``[[compartments]]`` and
-``[[endpoints]]`` tables whose fields are those of the create calls::
+The file is TOML (or JSON) with ``[[networks]]``, ``[[compartments]]``,
+``[[endpoints]]`` and ``[[policies]]`` tables whose fields are those of the create
+calls (policies last: their selectors then match the file's endpoints)::
 
     [[networks]]
     id = "demo"
@@ -20,6 +21,14 @@ The file is TOML (or JSON) with ``[[networks]]``, ``[[compartments]]`` and
     id = "h1-c1-demo"
     network = "demo"
     compartment = "h1-c1"
+    labels = { app = "web" }
+
+    [[policies]]
+    id = "web-in"
+    network = "demo"
+    selector = ["app=web"]
+    rules = [{ priority = 10, direction = "in", action = "allow", protocol = "tcp",
+               local_ports = ["80"] }]
 """
 
 from __future__ import annotations
@@ -88,7 +97,18 @@ def apply(
     groups: list[tuple[str, str, tuple[BaseModel, ...], tuple[str, ...]]] = [
         ("network", "/v1/networks", topo.networks, ("mode", "subnet", "gateway", "vni", "mtu")),
         ("compartment", "/v1/compartments", topo.compartments, ("host",)),
-        ("endpoint", "/v1/endpoints", topo.endpoints, ("network", "compartment", "ip", "mac")),
+        (
+            "endpoint",
+            "/v1/endpoints",
+            topo.endpoints,
+            ("network", "compartment", "ip", "mac", "labels"),
+        ),
+        (
+            "policy",
+            "/v1/policies",
+            topo.policies,
+            ("network", "tier", "selector", "endpoints", "rules"),
+        ),
     ]
     for kind, path, items, fields in groups:
         for item in items:
@@ -104,8 +124,9 @@ def apply(
                     raise TopologyError(f"{kind} {ident} not applied in time by: {late}", 3)
                 result = "created"
             else:
+                dumped = item.model_dump(mode="json")
                 for f in fields:
-                    want = getattr(item, f)
+                    want = dumped[f]
                     if want is not None and have.get(f) != want:
                         raise TopologyError(
                             f"{kind} {ident} exists with {f}={have.get(f)!r}, "

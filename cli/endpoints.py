@@ -1,4 +1,4 @@
-"""``plexus endpoint``: create, list, show, publish (ports), delete."""
+"""``plexus endpoint``: create, list, show, publish (ports), label, delete."""
 
 from __future__ import annotations
 
@@ -44,6 +44,24 @@ PublishOpt = Annotated[
 ]
 
 
+LabelOpt = Annotated[
+    list[str] | None,
+    typer.Option("--label", "-l", help="KEY=VALUE: a label policies select by (repeatable)"),
+]
+
+
+def parse_labels(values: list[str]) -> dict[str, str]:
+    """``["app=web", "tier=1"]`` → ``{"app": "web", "tier": "1"}`` (the controller checks
+    keys and values)."""
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"label {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
 def parse_publish(value: str) -> dict[str, Any]:
     """Docker's ``-p`` syntax: ``[HOST_IP:]HOST_PORT:PORT[/PROTO]``."""
     spec, _, proto_ = value.partition("/")
@@ -71,6 +89,7 @@ def endpoint_create(
         bool | None, typer.Option("--default-route/--no-default-route")
     ] = None,
     publish: PublishOpt = None,
+    label: LabelOpt = None,
     dns_nameservers: Annotated[
         list[str] | None, typer.Option(help="the endpoint's resolvers (repeatable)")
     ] = None,
@@ -98,6 +117,8 @@ def endpoint_create(
             body[key] = value
     if publish:
         body["ports"] = [parse_publish(p) for p in publish]
+    if label:
+        body["labels"] = parse_labels(label)
     dns = {
         k: v
         for k, v in (
@@ -153,6 +174,44 @@ def endpoint_publish(
     with connect(controller) as api:
         data = api.request("PUT", path, body=body, wait=waiting(wait, timeout))
     show(data, output, COLUMNS, optional=OPTIONAL)
+    converged(data, output)
+
+
+@endpoint_app.command("label")
+def endpoint_label(
+    name: str,
+    labels: Annotated[
+        list[str] | None,
+        typer.Argument(help="KEY=VALUE to set, KEY- to remove", show_default=False),
+    ] = None,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="drop every label first: set exactly these")
+    ] = False,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 10.0,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Set (KEY=VALUE) or remove (KEY-) an endpoint's labels, keeping the others unless
+    --clear."""
+    path = f"/v1/endpoints/{ident(name)}"
+    with connect(controller) as api:
+        have: dict[str, str] = {} if clear else api.get(path)["labels"]
+        for item in labels or []:
+            if item.endswith("-") and "=" not in item:
+                have.pop(item[:-1], None)
+            else:
+                have.update(parse_labels([item]))
+        data = api.request(
+            "PUT", f"{path}/labels", body={"labels": have}, wait=waiting(wait, timeout)
+        )
+    if output is Output.json:
+        show(data, output, [])
+    else:
+        shown = {**data, "labels": [f"{k}={v}" for k, v in sorted(data["labels"].items())]}
+        show(shown, output, ["id", "network", "host", "labels", "generation"])
     converged(data, output)
 
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 import proto
 from proto import topics
+from proto.policy import Policy
 
-from .state import Applied, EndpointRow, NetworkRow, State
+from .state import Applied, EndpointRow, NetworkRow, PolicyRow, State
 
 #: records per snapshot shard (~80 bytes each: a shard stays far below MAX_PAYLOAD)
 SHARD_RECORDS = 2000
@@ -112,6 +113,7 @@ class Publication:
         self._stale: set[str] = set()
         self._placed: dict[str, str] = {}  # compartment -> the host whose document has it
         self._specs: dict[str, tuple[NetworkRow, bytes]] = {}
+        self._policies: dict[str, tuple[PolicyRow, bytes]] = {}
 
     # -- a committed change ------------------------------------------------------------
 
@@ -136,6 +138,9 @@ class Publication:
         for ident, (old_ep, new_ep) in change.endpoints.items():
             if new_ep is None and old_ep is not None:
                 self._records.pop(ident, None)
+        for ident, (_, new_pol) in change.policies.items():
+            if new_pol is None:
+                self._policies.pop(ident, None)
         out.publish.extend(self._changes(change, out.snapshots))
         for host_id, (old_host, new_host) in sorted(change.hosts.items()):
             if new_host is None:
@@ -245,9 +250,14 @@ class Publication:
 
     def _desired_parts(
         self, host: str
-    ) -> tuple[list[tuple[proto.NetworkSpec, bytes]], list[tuple[proto.Compartment, bytes]]]:
-        """The host's network specs and compartments, each with its msgpack encoding:
-        O(compartments changed since the last call), not O(the host's compartments)."""
+    ) -> tuple[
+        list[tuple[proto.NetworkSpec, bytes]],
+        list[tuple[proto.Compartment, bytes]],
+        list[tuple[Policy, bytes]],
+    ]:
+        """The host's network specs, compartments and its networks' policies, each with
+        its msgpack encoding: O(compartments changed since the last call), not
+        O(the host's compartments)."""
         self._refresh()
         doc = self._docs.get(host)
         if doc is None:
@@ -257,7 +267,21 @@ class Publication:
                 self._placed[cid] = host
         comps = [doc.parts[cid][:2] for cid in doc.order]
         nets = sorted(n for n, count in doc.networks.items() if count > 0)
-        return [self._spec(self.state.networks[n]) for n in nets], comps
+        return [self._spec(self.state.networks[n]) for n in nets], comps, self._policy_parts(nets)
+
+    def _policy_parts(self, nets: list[str]) -> list[tuple[Policy, bytes]]:
+        """The policies of ``nets`` (README, "Policies"), by network and id."""
+        out = []
+        for net in nets:
+            for ident, row in sorted(self.state.policies_by_network.get(net, {}).items()):
+                cached = self._policies.get(ident)
+                if cached is None or cached[0] is not row:
+                    cached = self._policies[ident] = (
+                        row,
+                        proto.pack(row.spec.model_dump(mode="json")),
+                    )
+                out.append((row.spec, cached[1]))
+        return out
 
     def _refresh(self) -> None:
         """Rebuild the stale compartments in the documents built so far."""
@@ -283,12 +307,13 @@ class Publication:
     def desired(self, host: str) -> proto.HostDesired:
         """The host-local desired document, built from the state (consistent by
         construction: its parts are validated models, not validated again)."""
-        specs, comps = self._desired_parts(host)
+        specs, comps, pols = self._desired_parts(host)
         return proto.HostDesired.model_construct(
             host=host,
             generation=self.state.hosts[host].desired_gen,
             networks=tuple(s for s, _ in specs),
             compartments=tuple(c for c, _ in comps),
+            policies=tuple(p for p, _ in pols),
         )
 
     def desired_later(self, host: str) -> Publish:
@@ -300,11 +325,18 @@ class Publication:
 
     def _desired_frame(self, host: str) -> bytes:
         """The desired document's frame, assembled from the cached encodings of its parts."""
-        specs, comps = self._desired_parts(host)
+        specs, comps, pols = self._desired_parts(host)
         head = proto.HostDesired(host=host, generation=self.state.hosts[host].desired_gen)
+        dump = head.model_dump(mode="json")
+        if pols:  # left out while empty, as the model leaves it out
+            dump["policies"] = []
         return proto.pack_parts(
-            head.model_dump(mode="json"),
-            {"networks": [b for _, b in specs], "compartments": [b for _, b in comps]},
+            dump,
+            {
+                "networks": [b for _, b in specs],
+                "compartments": [b for _, b in comps],
+                "policies": [b for _, b in pols],
+            },
         )
 
     # -- after a (re)connect -----------------------------------------------------------

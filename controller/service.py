@@ -22,7 +22,7 @@ from typing import Generic, TypeVar
 import proto
 from proto import names
 from proto.parts import Netns
-from proto.rest import CompartmentCreate, EndpointCreate, NetworkCreate, PublishedPort
+from proto.rest import CompartmentCreate, EndpointCreate, NetworkCreate, PublishedPort, label_tuple
 
 from . import checks
 from .errors import Conflict, Invalid, NotFound
@@ -199,6 +199,9 @@ class Controller:
         delta = Delta()
         self._delete_endpoints(delta, eps, {})
         delta.puts = [r for r in delta.puts if not (isinstance(r, NetworkRow) and r.id == ident)]
+        for pol in self.state.policies_by_network.get(ident, {}).values():  # its policies too
+            delta.delete("policies", pol.id)
+            delta.floors[f"policy:{pol.id}"] = pol.spec.generation
         delta.delete("networks", ident)
         delta.floors[f"net:{ident}"] = net.table_gen + 1
         return Outcome(ident, self._commit(delta))
@@ -332,6 +335,7 @@ class Controller:
             ports=ports,
             dns=req.dns,
             ifname=req.ifname,
+            labels=label_tuple(req.labels),
         )
         delta.put(net)
         delta.put(row)

@@ -13,6 +13,7 @@ from typing import Literal
 
 from proto import TABLE_MODES, EndpointRecord, LocalEndpoint, NetworkSpec, PortMapping, names
 from proto.parts import Dns, Netns
+from proto.policy import Policy
 
 from .ipam import Pool
 
@@ -104,6 +105,8 @@ class EndpointRow:
     dns: Dns | None = None
     #: its interface's name in the compartment (None: ``eth{index}``)
     ifname: str | None = None
+    #: its labels, ``key=value``, sorted (policies select endpoints by them)
+    labels: tuple[str, ...] = ()
 
     @property
     def inner(self) -> str:
@@ -118,7 +121,13 @@ class EndpointRow:
     def record(self, vtep: str | None) -> EndpointRecord:
         """The endpoint as its network's table holds it (what peers need)."""
         return EndpointRecord(
-            id=self.id, host=self.host, mac=self.mac, ip=self.ip, vtep=vtep, gen=self.gen
+            id=self.id,
+            host=self.host,
+            mac=self.mac,
+            ip=self.ip,
+            vtep=vtep,
+            gen=self.gen,
+            labels=self.labels,
         )
 
     def local(self, prefixlen: int) -> LocalEndpoint:
@@ -134,17 +143,35 @@ class EndpointRow:
             ports=self.port_mappings(),
             dns=self.dns,
             ifname=self.ifname,
+            labels=self.labels,
         )
 
 
-Row = HostRow | NetworkRow | CompartmentRow | EndpointRow
-Table = Literal["hosts", "networks", "compartments", "endpoints"]
+@dataclass(frozen=True, slots=True)
+class PolicyRow:
+    """An ACL policy (README, "Policies"): its wire form, as hosts get it."""
+
+    spec: Policy
+    created: float = 0.0
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def network(self) -> str:
+        return self.spec.network
+
+
+Row = HostRow | NetworkRow | CompartmentRow | EndpointRow | PolicyRow
+Table = Literal["hosts", "networks", "compartments", "endpoints", "policies"]
 
 TABLE_OF: dict[type, Table] = {
     HostRow: "hosts",
     NetworkRow: "networks",
     CompartmentRow: "compartments",
     EndpointRow: "endpoints",
+    PolicyRow: "policies",
 }
 
 
@@ -177,13 +204,16 @@ class Applied:
     endpoints: dict[str, tuple[EndpointRow | None, EndpointRow | None]] = field(
         default_factory=dict
     )
+    policies: dict[str, tuple[PolicyRow | None, PolicyRow | None]] = field(default_factory=dict)
 
     def table(self, table: Table) -> dict[str, tuple[Row | None, Row | None]]:
         return getattr(self, table)  # type: ignore[no-any-return]
 
     def __bool__(self) -> bool:
         """Whether any row changed."""
-        return bool(self.hosts or self.networks or self.compartments or self.endpoints)
+        return bool(
+            self.hosts or self.networks or self.compartments or self.endpoints or self.policies
+        )
 
 
 class State:
@@ -194,6 +224,7 @@ class State:
         self.networks: dict[str, NetworkRow] = {}
         self.compartments: dict[str, CompartmentRow] = {}
         self.endpoints: dict[str, EndpointRow] = {}
+        self.policies: dict[str, PolicyRow] = {}
         #: generation floors of deleted hosts/networks: ``host:ID``/``net:ID`` -> last gen
         self.floors: dict[str, int] = {}
         self.vnis: dict[int, str] = {}
@@ -201,6 +232,7 @@ class State:
         self.by_compartment: dict[str, dict[str, EndpointRow]] = defaultdict(dict)
         self.comps_by_host: dict[str, dict[str, CompartmentRow]] = defaultdict(dict)
         self.macs: dict[str, set[str]] = defaultdict(set)
+        self.policies_by_network: dict[str, dict[str, PolicyRow]] = defaultdict(dict)
         self._pools: dict[tuple[str, str], Pool] = {}
         #: networks each host takes part in -> number of its endpoints there
         self.host_networks: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -256,6 +288,10 @@ class State:
         elif isinstance(row, CompartmentRow):
             self.compartments[row.id] = row
             self.comps_by_host[row.host][row.id] = row
+        elif isinstance(row, PolicyRow):
+            self._delete("policies", row.id)
+            self.policies[row.id] = row
+            self.policies_by_network[row.network][row.id] = row
         else:
             if row.id in self.endpoints:
                 self._delete("endpoints", row.id)
@@ -284,6 +320,12 @@ class State:
                 if not self.comps_by_host[comp.host]:
                     del self.comps_by_host[comp.host]
             self.by_compartment.pop(ident, None)
+        elif table == "policies":
+            pol = self.policies.pop(ident, None)
+            if pol is not None:
+                self.policies_by_network[pol.network].pop(ident, None)
+                if not self.policies_by_network[pol.network]:
+                    del self.policies_by_network[pol.network]
         else:
             ep = self.endpoints.pop(ident, None)
             if ep is None:

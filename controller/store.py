@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from proto import NetworkSpec
 from proto.parts import Dns, Netns
+from proto.policy import Policy
 
 from .errors import StoreError
 from .state import (
@@ -28,6 +29,7 @@ from .state import (
     EndpointRow,
     HostRow,
     NetworkRow,
+    PolicyRow,
     Row,
     Table,
 )
@@ -61,7 +63,10 @@ CREATE TABLE IF NOT EXISTS endpoints (
     scope TEXT NOT NULL, ip TEXT NOT NULL, mac TEXT NOT NULL, idx INTEGER NOT NULL,
     data TEXT NOT NULL,
     UNIQUE (network, scope, ip), UNIQUE (network, mac), UNIQUE (compartment, idx));
+CREATE TABLE IF NOT EXISTS policies (
+    id TEXT PRIMARY KEY, network TEXT NOT NULL REFERENCES networks(id), data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS endpoints_network ON endpoints(network);
+CREATE INDEX IF NOT EXISTS policies_network ON policies(network);
 CREATE INDEX IF NOT EXISTS compartments_host ON compartments(host);
 """
 
@@ -78,6 +83,9 @@ def _encode(row: Row, spec_json: str | None = None) -> str:
             spec_json = _spec_json(row.spec)
         tail = json.dumps({"table_gen": row.table_gen, "created": row.created})[1:]
         return f'{{"spec":{spec_json},{tail}'
+    if isinstance(row, PolicyRow):
+        spec = row.spec.model_dump(mode="json", exclude={"v", "kind"})
+        return json.dumps({"spec": spec, "created": row.created}, separators=(",", ":"))
     values = {f: getattr(row, f) for f in _FIELDS[type(row)]}
     return json.dumps(values, separators=(",", ":"), default=_model)
 
@@ -105,8 +113,12 @@ def _decode(table: Table, data: str) -> Row:
 def _decode_row(table: Table, values: dict[str, Any]) -> Row:
     if table == "networks":
         return _network(values)
-    if "errors" in values:
-        values["errors"] = tuple(values["errors"])
+    if table == "policies":
+        spec = Policy.model_validate(values["spec"], strict=False)
+        return PolicyRow(spec, created=values.get("created", 0.0))
+    for key in ("errors", "labels"):
+        if key in values:
+            values[key] = tuple(values[key])
     if "ports" in values:
         values["ports"] = tuple(tuple(p) for p in values["ports"])
     if values.get("dns") is not None:
@@ -167,7 +179,7 @@ class SqliteStore:
 
     def load(self) -> tuple[list[Row], dict[str, int]]:
         rows: list[Row] = []
-        for table in ("hosts", "networks", "compartments", "endpoints"):
+        for table in ("hosts", "networks", "compartments", "endpoints", "policies"):
             order = " ORDER BY rowid"
             for (data,) in self._db.execute(f"SELECT data FROM {table}{order}"):
                 rows.append(_decode(table, data))
@@ -178,7 +190,13 @@ class SqliteStore:
         try:
             with self._transaction() as db:
                 # endpoints go before compartments/networks on delete (foreign keys)
-                order = {"endpoints": 0, "compartments": 1, "networks": 2, "hosts": 3}
+                order = {
+                    "endpoints": 0,
+                    "policies": 0,
+                    "compartments": 1,
+                    "networks": 2,
+                    "hosts": 3,
+                }
                 for table, ident in sorted(delta.deletes, key=lambda d: order[d[0]]):
                     db.execute(f"DELETE FROM {table} WHERE id = ?", (ident,))
                     if table == "networks":
@@ -235,6 +253,12 @@ class SqliteStore:
                     row.index,
                     data,
                 ),
+            )
+        elif isinstance(row, PolicyRow):
+            db.execute(
+                "INSERT INTO policies(id, network, data) VALUES (?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET network = excluded.network, data = excluded.data",
+                (row.id, row.network, data),
             )
 
     def close(self) -> None:

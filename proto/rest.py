@@ -4,13 +4,38 @@
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from .models import NetworkFields, PortFields
 from .parts import Dns, Netns
+from .policy import Label, PolicyFields
 from .types import Id, IfName, IPv4, Mac
+
+_LABEL: TypeAdapter[str] = TypeAdapter(Label)
+
+
+def _labels(value: dict[str, str]) -> dict[str, str]:
+    for key, val in value.items():
+        try:
+            _LABEL.validate_python(f"{key}={val}")
+        except ValueError:
+            raise ValueError(
+                f"label {key}={val!r}: a key is 1-63 letters, digits or ._/- starting with "
+                "a letter or digit; a value at most 63 letters, digits or ._-"
+            ) from None
+    return value
+
+
+#: an endpoint's labels as the REST API takes and shows them, ``{"app": "web"}``
+LabelMap = Annotated[dict[str, str], Field(max_length=64), AfterValidator(_labels)]
+
+
+def label_tuple(labels: dict[str, str]) -> tuple[str, ...]:
+    """``{"tier": "1", "app": "web"}`` → ``("app=web", "tier=1")``: as rows and the wire
+    hold them (:data:`proto.policy.Labels`)."""
+    return tuple(sorted(f"{k}={v}" for k, v in labels.items()))
 
 
 class Body(BaseModel):
@@ -29,6 +54,10 @@ class PublishedPort(PortFields):
 
 class PortsUpdate(Body):
     ports: list[PublishedPort] = Field(max_length=256)
+
+
+class LabelsUpdate(Body):
+    labels: LabelMap = Field(description="the endpoint's labels, all of them")
 
 
 class CompartmentCreate(Body):
@@ -63,6 +92,9 @@ class EndpointCreate(Body):
     )
     ifname: IfName | None = Field(
         default=None, description="the interface's name in the compartment (default eth{index})"
+    )
+    labels: LabelMap = Field(
+        default_factory=dict, description="labels policies select the endpoint by"
     )
 
 
@@ -106,8 +138,51 @@ class Endpoint(Body):
     resolver: Dns | None = Field(
         None, description="what its compartment's resolver gets: its own DNS, else its network's"
     )
+    labels: dict[str, str] = Field(default_factory=dict)
     generation: int
     convergence: Convergence | None = None
+
+
+class PolicyCreate(PolicyFields):
+    """``POST /v1/policies``, ``PUT /v1/policies/{id}``: a policy's fields, defined once
+    in :class:`proto.policy.PolicyFields`."""
+
+
+class PolicyView(PolicyFields):
+    """A policy as the API shows it."""
+
+    generation: int
+    hosts: list[str] = Field(description="hosts whose desired document carries it")
+    warnings: list[str] = Field(
+        default_factory=list, description="selectors that match nothing, unknown endpoints"
+    )
+    created: float = 0.0
+    convergence: Convergence | None = None
+
+
+class TraceSide(Body):
+    endpoint: str
+    direction: Literal["in", "out"]
+    verdict: Literal["allow", "block", "default-allow", "default-deny-of-tier"]
+    admitted: bool
+    policy: str | None = Field(None, description="the deciding policy")
+    rule: str | None = Field(None, description="the deciding rule's name (direction-priority)")
+    tier: int | None = None
+    reason: str
+    steps: list[str] = Field(default_factory=list, description="each selecting tier's outcome")
+
+
+class Trace(Body):
+    """``GET /v1/policies/trace``: which rule decides a flow, at each end."""
+
+    src: str
+    dst: str
+    protocol: Literal["tcp", "udp", "icmp"]
+    port: int | None
+    src_port: int | None
+    verdict: Literal["allow", "deny"]
+    source: TraceSide
+    destination: TraceSide
 
 
 class Host(Body):
@@ -190,6 +265,7 @@ class Topology(Body):
     networks: tuple[NetworkCreate, ...] = ()
     compartments: tuple[NamedCompartment, ...] = ()
     endpoints: tuple[NamedEndpoint, ...] = ()
+    policies: tuple[PolicyCreate, ...] = ()
 
     @model_validator(mode="after")
     def _unique(self) -> Topology:
@@ -197,6 +273,7 @@ class Topology(Body):
             ("network", self.networks),
             ("compartment", self.compartments),
             ("endpoint", self.endpoints),
+            ("policy", self.policies),
         ):
             ids = [i.id for i in items]
             dup = {i for i in ids if ids.count(i) > 1}
@@ -213,10 +290,21 @@ class Topology(Body):
             ("networks", self.networks),
             ("compartments", self.compartments),
             ("endpoints", self.endpoints),
+            ("policies", self.policies),
         ):
             for item in items:
                 out.append(f"[[{table}]]")
-                for k, v in item.model_dump(exclude_none=True).items():
-                    out.append(f"{k} = {json.dumps(v)}")
+                for k, v in item.model_dump(mode="json", exclude_none=True).items():
+                    out.append(f"{k} = {_toml(v)}")
                 out.append("")
         return "\n".join(out)
+
+
+def _toml(value: Any) -> str:
+    """A JSON value as TOML (inline tables and arrays; strings as JSON writes them, which
+    TOML's basic strings read)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)

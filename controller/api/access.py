@@ -116,6 +116,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/endpoints"): _body(EndpointCreate, _in_compartment),
     ("GET", "/v1/endpoints/{ep_id}"): _endpoint,
     ("PUT", "/v1/endpoints/{ep_id}/ports"): _endpoint,
+    ("PUT", "/v1/endpoints/{ep_id}/labels"): _endpoint,
     ("DELETE", "/v1/endpoints/{ep_id}"): _endpoint,
 }
 

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from proto import rest as schemas
 
+from ..policies import set_labels
 from ..runtime import Runtime
 from . import views
 from .access import HostFilter
@@ -60,6 +61,20 @@ def add(app: FastAPI, rt: Runtime) -> None:
     ) -> dict[str, Any]:
         """Replace the endpoint's published ports (an empty list closes them all)."""
         out = ctl.set_ports(ep_id, body.ports)
+        conv = await rt.commit(out, wait, timeout, wait_for)
+        return views.endpoint(state, out.value, conv)
+
+    @app.put(path + "/{ep_id}/labels", tags=tags, response_model=schemas.Endpoint)
+    async def set_endpoint_labels(
+        ep_id: str,
+        body: schemas.LabelsUpdate,
+        wait: Wait = False,
+        timeout: Timeout = 10.0,
+        wait_for: WaitFor = None,
+    ) -> dict[str, Any]:
+        """Replace the endpoint's labels (an empty map removes them all): policies'
+        selectors follow (README, "Policies")."""
+        out = set_labels(ctl, ep_id, schemas.label_tuple(body.labels))
         conv = await rt.commit(out, wait, timeout, wait_for)
         return views.endpoint(state, out.value, conv)
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from proto import names
+from proto.policy import label_map
 from proto.rest import Convergence
 
 from ..convergence import behind
-from ..state import CompartmentRow, EndpointRow, HostRow, NetworkRow, State
+from ..policies import warnings
+from ..state import CompartmentRow, EndpointRow, HostRow, NetworkRow, PolicyRow, State
 
 #: wire-only fields of a spec, not part of its REST view
 _WIRE = {"v", "kind"}
@@ -60,7 +62,18 @@ def endpoint(state: State, e: EndpointRow, conv: Convergence | None = None) -> d
         "ports": [str(p) for p in e.port_mappings()],
         "dns": e.dns,
         "resolver": e.dns or spec.dns,
+        "labels": label_map(e.labels),
         "generation": e.gen,
+        "convergence": conv,
+    }
+
+
+def policy(state: State, p: PolicyRow, conv: Convergence | None = None) -> dict[str, Any]:
+    return {
+        **p.spec.model_dump(exclude=_WIRE),
+        "hosts": sorted(state.participants(p.network)),
+        "warnings": warnings(state, p.spec),
+        "created": p.created,
         "convergence": conv,
     }
 

@@ -110,3 +110,43 @@ def test_a_stored_row_that_no_longer_reads_is_one_line_not_a_traceback(tmp_path:
     db.close()
     with pytest.raises(StoreError, match="a stored networks row does not read"):
         SqliteStore(path)
+
+
+def test_a_policys_fields_are_defined_once() -> None:
+    """The REST bodies, the view, the wire and the topology file share
+    ``proto.policy.PolicyFields``; a topology with policies and labels round-trips
+    through TOML."""
+    import tomllib
+
+    from proto.policy import Policy, PolicyFields
+    from proto.rest import PolicyCreate, PolicyView, Topology
+
+    fields = set(PolicyFields.model_fields)
+    assert set(PolicyCreate.model_fields) == fields
+    assert set(Policy.model_fields) - WIRE - {"generation"} == fields
+    assert set(PolicyView.model_fields) >= fields | {"generation", "warnings"}
+    topo = Topology.model_validate(
+        {
+            "endpoints": [
+                {"id": "e", "network": "n", "compartment": "c", "labels": {"app": "web"}}
+            ],
+            "policies": [
+                {
+                    "id": "p",
+                    "network": "n",
+                    "selector": ["app=web"],
+                    "rules": [
+                        {
+                            "priority": 1,
+                            "direction": "in",
+                            "action": "allow",
+                            "protocol": "tcp",
+                            "local_ports": ["80-90"],
+                            "remote_selector": [],
+                        },
+                    ],
+                }
+            ],
+        }
+    )
+    assert Topology.model_validate(tomllib.loads(topo.to_toml())) == topo
