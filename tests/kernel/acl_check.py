@@ -24,7 +24,7 @@ from agents.kernel.linux import LinuxKernel
 from proto import names
 from proto.policy import Policy
 
-H = sys.argv[1] if __name__ == "__main__" else "ac"
+H = sys.argv[1] if __name__ == "__main__" else ""
 ECHO = str(Path(__file__).with_name("echo.py"))
 COMPARTMENTS = ("web", "client", "other")
 
@@ -155,4 +155,5 @@ async def main() -> None:
     print(json.dumps(res))
 
 
-asyncio.run(main())
+if __name__ == "__main__":  # imported by the test for COMPARTMENTS: nothing runs then
+    asyncio.run(main())
