@@ -3,7 +3,7 @@ list, show, delete."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -21,6 +21,7 @@ from .options import (
     TokenOpt,
     WaitOpt,
     connect,
+    ident,
     waiting,
 )
 from .resource import add_delete, add_show
@@ -93,3 +94,44 @@ add_delete(
     force=True,
     wait=True,
 )
+
+
+def _held(
+    method: str, name: str, host: str, wait: bool, timeout: float, controller: str, output: Output
+) -> None:
+    path = f"/v1/networks/{ident(name)}/hosts/{ident(host)}"
+    with connect(controller) as api:
+        data = api.request(method, path, wait=waiting(wait, timeout))
+    show(data, output, [*COLUMNS, "pinned"], optional=OPTIONAL)
+    converged(data, output)
+
+
+@network_app.command("hold")
+def network_hold(
+    name: Annotated[str, typer.Argument(help="the network")],
+    host: Annotated[str, typer.Argument(help="the host that holds it, endpoints or not")],
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 10.0,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Hold a network on a host without an endpoint there: its bridge (and an
+    overlay's VXLAN device and router) stays between one container and the next."""
+    _held("PUT", name, host, wait, timeout, controller, output)
+
+
+@network_app.command("release")
+def network_release(
+    name: Annotated[str, typer.Argument(help="the network")],
+    host: Annotated[str, typer.Argument(help="the host")],
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 10.0,
+    controller: ControllerOpt = DEFAULT_CONTROLLER,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Stop holding a network on a host for its own sake (its endpoints there still do)."""
+    _held("DELETE", name, host, wait, timeout, controller, output)

@@ -266,7 +266,9 @@ class Publication:
                 doc.put(cid, self._compartment_part(cid))
                 self._placed[cid] = host
         comps = [doc.parts[cid][:2] for cid in doc.order]
-        nets = sorted(n for n, count in doc.networks.items() if count > 0)
+        # its endpoints' networks and those pinned on it (counted in host_networks too)
+        held = self.state.host_networks.get(host, {})
+        nets = sorted({n for n, count in doc.networks.items() if count > 0} | held.keys())
         return [self._spec(self.state.networks[n]) for n in nets], comps, self._policy_parts(nets)
 
     def _policy_parts(self, nets: list[str]) -> list[tuple[Policy, bytes]]:

@@ -31,7 +31,6 @@ from .state import Applied, CompartmentRow, Delta, EndpointRow, HostRow, Network
 from .store import Store
 
 T = TypeVar("T")
-
 MAX_ENDPOINTS_PER_COMPARTMENT = 64
 
 
@@ -196,8 +195,9 @@ class Controller:
             raise Conflict(
                 f"network {ident!r} still has {len(eps)} endpoint(s); delete them or force"
             )
-        delta = Delta()
-        self._delete_endpoints(delta, eps, {})
+        delta = Delta()  # the hosts it is pinned on drop it too (controller.pins)
+        bumped = {h: self._bump_host(delta, h, {}) for h in net.hosts if h in self.state.hosts}
+        self._delete_endpoints(delta, eps, bumped)
         delta.puts = [r for r in delta.puts if not (isinstance(r, NetworkRow) and r.id == ident)]
         for pol in self.state.policies_by_network.get(ident, {}).values():  # its policies too
             delta.delete("policies", pol.id)

@@ -42,6 +42,9 @@ class NetworkRow:
     #: generation of the network's endpoint table (bumped by every endpoint change)
     table_gen: int
     created: float = 0.0
+    #: hosts the network is held on without an endpoint there (``PUT
+    #: /v1/networks/ID/hosts/HOST``: a Docker network, a CNI configuration), sorted
+    hosts: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -248,7 +251,7 @@ class State:
         return pool
 
     def participants(self, net: str) -> set[str]:
-        """Hosts that have at least one endpoint in ``net``."""
+        """Hosts that hold ``net``: an endpoint there, or pinned (:mod:`controller.pins`)."""
         return {h for h, nets in self.host_networks.items() if nets.get(net)}
 
     def floor(self, key: str) -> int:
@@ -282,6 +285,7 @@ class State:
             old = self.networks.get(row.id)
             if old is not None and old.vni is not None:
                 self.vnis.pop(old.vni, None)
+            self._pins(row.id, old.hosts if old is not None else (), row.hosts)
             self.networks[row.id] = row
             if row.vni is not None:
                 self.vnis[row.vni] = row.id
@@ -302,6 +306,16 @@ class State:
             self.pool(self.networks[row.network], row.host).take(row.ip)
             self.host_networks[row.host][row.network] += 1
 
+    def _pins(self, network: str, old: tuple[str, ...], new: tuple[str, ...]) -> None:
+        """A network's pinned hosts changed: each holds it as with one more endpoint."""
+        for host in set(old) - set(new):
+            nets = self.host_networks[host]
+            nets[network] -= 1
+            if nets[network] <= 0:
+                del nets[network]
+        for host in set(new) - set(old):
+            self.host_networks[host][network] += 1
+
     def _delete(self, table: Table, ident: str) -> None:
         if table == "hosts":
             self.hosts.pop(ident, None)
@@ -309,6 +323,8 @@ class State:
             net = self.networks.pop(ident, None)
             if net is not None and net.vni is not None:
                 self.vnis.pop(net.vni, None)
+            if net is not None:
+                self._pins(ident, net.hosts, ())
             self.by_network.pop(ident, None)
             self.macs.pop(ident, None)
             for key in [k for k in self._pools if k[0] == ident]:

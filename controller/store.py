@@ -81,7 +81,10 @@ def _encode(row: Row, spec_json: str | None = None) -> str:
     if isinstance(row, NetworkRow):
         if spec_json is None:
             spec_json = _spec_json(row.spec)
-        tail = json.dumps({"table_gen": row.table_gen, "created": row.created})[1:]
+        rest: dict[str, Any] = {"table_gen": row.table_gen, "created": row.created}
+        if row.hosts:
+            rest["hosts"] = list(row.hosts)
+        tail = json.dumps(rest)[1:]
         return f'{{"spec":{spec_json},{tail}'
     if isinstance(row, PolicyRow):
         spec = row.spec.model_dump(mode="json", exclude={"v", "kind"})
@@ -134,11 +137,12 @@ def _network(values: dict[str, Any]) -> NetworkRow:
     if "spec" in values:
         spec = values["spec"]
     else:
-        spec = {k: v for k, v in values.items() if k not in ("table_gen", "created")}
+        spec = {k: v for k, v in values.items() if k not in ("table_gen", "created", "hosts")}
     return NetworkRow(
         NetworkSpec.model_validate(spec, strict=False),
         table_gen=values["table_gen"],
         created=values.get("created", 0.0),
+        hosts=tuple(values.get("hosts", ())),
     )
 
 

@@ -18,7 +18,6 @@ Docker shows it to the user after its own words.
 from __future__ import annotations
 
 import ipaddress
-import secrets
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +26,7 @@ from cni.api import ApiError, Controller
 from cni.api import path as p
 from cni.errors import CniError
 
+from .calls import Calls
 from .errors import PluginError
 from .ports import published
 from .state import State
@@ -53,7 +53,7 @@ def _ip(cidr: str) -> str:
     return cidr.split("/", 1)[0]
 
 
-class Driver:
+class Driver(Calls):
     """``host``: this host's id in Plexus; ``connect``: a new controller client (each
     server thread keeps its own: a client is one kept connection); ``timeout``: how
     long a call waits for this host's agent."""
@@ -95,13 +95,6 @@ class Driver:
             "IpamDriver.RequestAddress": self.request_address,
             "IpamDriver.ReleaseAddress": self.release_address,
         }
-
-    @property
-    def api(self) -> Controller:
-        api: Controller | None = getattr(self._local, "api", None)
-        if api is None:
-            api = self._local.api = self.connect()
-        return api
 
     def call(self, name: str, req: dict[str, Any]) -> dict[str, Any]:
         handler = self.calls.get(name)
@@ -187,6 +180,12 @@ class Driver:
             made, network = False, self._bind(opts, subnet, gateway)
         else:
             made, network = True, self._make(req["NetworkID"], opts, subnet, gateway)
+        try:
+            self._pin(network)
+        except (PluginError, CniError):
+            if made:
+                self.api.request("DELETE", p("v1", "networks", network))
+            raise
         with self.state.lock:
             self.state.networks[req["NetworkID"]] = {
                 "network": network,
@@ -246,6 +245,8 @@ class Driver:
     def delete_network(self, req: dict[str, Any]) -> dict[str, Any]:
         with self.state.lock:
             rec = self.state.networks.get(req.get("NetworkID", ""))
+        if rec is not None:  # 404: gone already
+            self.api.request("DELETE", p("v1", "networks", rec["network"], "hosts", self.host))
         if rec is not None and rec["made"]:
             self.api.request("DELETE", p("v1", "networks", rec["network"]))  # 404: gone
         with self.state.lock:
@@ -254,53 +255,6 @@ class Driver:
         return {}
 
     # -- endpoints -----------------------------------------------------------------
-
-    def _attach(self, network: str, ip: str | None, mac: str | None) -> dict[str, Any]:
-        """A handed-over compartment with one endpoint, made on this host (waited for)."""
-        ident = f"dk-{secrets.token_hex(6)}"
-        body = {"id": ident, "host": self.host, "handover": True}
-        status, answer = self.api.request("POST", p("v1", "compartments"), body)
-        if status >= 400:
-            raise PluginError(f"compartment on host {self.host}: {answer['reason']}")
-        try:
-            return self._endpoint(ident, network, ip, mac)
-        except BaseException:
-            self._detach({"compartment": ident})
-            raise
-
-    def _endpoint(
-        self, ident: str, network: str, ip: str | None, mac: str | None
-    ) -> dict[str, Any]:
-        body: dict[str, Any] = {"id": ident, "network": network, "compartment": ident}
-        body |= {k: v for k, v in (("ip", ip), ("mac", mac)) if v}
-        target = p("v1", "endpoints", wait=True, wait_for=self.host, timeout=self.timeout)
-        status, view = self.api.request("POST", target, body, timeout=self.timeout)
-        if status >= 400:
-            raise PluginError(f"endpoint in Plexus network {network!r}: {view['reason']}")
-        self._applied(view, f"make endpoint {ident}")
-        return {
-            "endpoint": ident,
-            "compartment": ident,
-            "network": network,
-            "ip": view["ip"],
-            "prefixlen": view["prefixlen"],
-            "mac": view["mac"],
-            "interface": view["interface"],
-            "gateway": view.get("gateway"),
-        }
-
-    def _applied(self, view: dict[str, Any], what: str) -> None:
-        conv = view.get("convergence") or {}
-        if self.host in conv.get("offline", []) or not conv.get("converged", True):
-            raise PluginError(
-                f"host {self.host} did not {what} within {self.timeout:g} s: "
-                "is its plexus agent running?"
-            )
-
-    def _detach(self, att: dict[str, Any]) -> None:
-        """The compartment goes with its endpoint (404: already gone)."""
-        target = p("v1", "compartments", att["compartment"], force=True)
-        self.api.request("DELETE", target)
 
     def _attachment(self, req: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         rec = self.state.networks.get(req.get("NetworkID", ""))
@@ -361,19 +315,6 @@ class Driver:
         if att is not None and att.get("published"):
             self._publish(att, [])
         return {}
-
-    def _publish(self, att: dict[str, Any], ports: list[dict[str, Any]]) -> None:
-        target = p("v1", "endpoints", att["endpoint"], "ports", wait=True,
-                   wait_for=self.host, timeout=self.timeout)  # fmt: skip
-        status, view = self.api.request("PUT", target, {"ports": ports}, timeout=self.timeout)
-        if status == 404 and not ports:
-            return  # the endpoint is gone already: so are its ports
-        if status >= 400:
-            raise PluginError(f"-p on Plexus endpoint {att['endpoint']}: {view['reason']}")
-        self._applied(view, f"publish endpoint {att['endpoint']}'s ports")
-        with self.state.lock:
-            att["published"] = bool(ports)
-            self.state.save()
 
     def delete_endpoint(self, req: dict[str, Any]) -> dict[str, Any]:
         with self.state.lock:

@@ -107,6 +107,9 @@ class Network(NetworkFields):
     table_generation: int
     endpoints: int
     hosts: list[str]
+    pinned: list[str] = Field(
+        default_factory=list, description="hosts holding it with or without endpoints"
+    )
     convergence: Convergence | None = None
 
 

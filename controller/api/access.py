@@ -107,6 +107,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/status"): _anyone,
     ("GET", "/v1/networks"): _anyone,
     ("GET", "/v1/networks/{net_id}"): _anyone,
+    ("PUT", "/v1/networks/{net_id}/hosts/{host_id}"): _host,
+    ("DELETE", "/v1/networks/{net_id}/hosts/{host_id}"): _host,
     ("GET", "/v1/hosts/{host_id}"): _host,
     ("GET", "/v1/compartments"): _listing,
     ("POST", "/v1/compartments"): _body(CompartmentCreate, lambda body, _: body.host),

@@ -9,9 +9,10 @@ from fastapi import FastAPI
 
 from proto import rest as schemas
 
+from .. import pins
 from ..runtime import Runtime
 from . import views
-from .params import Force, Timeout, Wait
+from .params import Force, Timeout, Wait, WaitFor
 
 
 def add(app: FastAPI, rt: Runtime) -> None:
@@ -44,3 +45,30 @@ def add(app: FastAPI, rt: Runtime) -> None:
     ) -> dict[str, Any]:
         conv = await rt.commit(ctl.delete_network(net_id, force=force), wait, timeout)
         return {"id": net_id, "deleted": True, "convergence": conv}
+
+    @app.put(path + "/{net_id}/hosts/{host_id}", tags=tags, response_model=schemas.Network)
+    async def pin_network(
+        net_id: str,
+        host_id: str,
+        wait: Wait = False,
+        timeout: Timeout = 10.0,
+        wait_for: WaitFor = None,
+    ) -> dict[str, Any]:
+        """Hold the network on the host, endpoints or not (README, "Networks held on a
+        host"): its bridge stays between one container and the next."""
+        out = pins.pin(ctl, net_id, host_id)
+        conv = await rt.commit(out, wait, timeout, wait_for)
+        return views.network(state, out.value, conv)
+
+    @app.delete(path + "/{net_id}/hosts/{host_id}", tags=tags, response_model=schemas.Network)
+    async def unpin_network(
+        net_id: str,
+        host_id: str,
+        wait: Wait = False,
+        timeout: Timeout = 10.0,
+        wait_for: WaitFor = None,
+    ) -> dict[str, Any]:
+        """Stop holding it there for its own sake (its endpoints there still do)."""
+        out = pins.unpin(ctl, net_id, host_id)
+        conv = await rt.commit(out, wait, timeout, wait_for)
+        return views.network(state, out.value, conv)

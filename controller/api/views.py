@@ -23,6 +23,7 @@ def network(state: State, n: NetworkRow, conv: Convergence | None = None) -> dic
         "table_generation": n.table_gen,
         "endpoints": len(state.by_network.get(n.id, {})),
         "hosts": sorted(state.participants(n.id)),
+        "pinned": list(n.hosts),
         "convergence": conv,
     }
 

@@ -49,6 +49,7 @@ async def test_crud_round_trip(app: tuple[Runtime, httpx.AsyncClient]) -> None:
         "table_generation": 1,
         "endpoints": 0,
         "hosts": [],
+        "pinned": [],
         "convergence": None,
     }
     assert (await c.post("/v1/compartments", json={"id": "c1", "host": "h1"})).status_code == 201
