@@ -160,6 +160,7 @@ def test_compose_lab_podman_cold_warm_and_down_leaves_nothing(
     assert {f"dir {STATE}", f"dir {DATA}", "cgroup /plexus-compose-podman"} <= set(made)
     lab("down", "--keep-images", records=records)
     assert not STATE.exists() and DATA.is_dir() and first not in netns()
+    assert not (DATA / "networks" / "plexus_underlay.json").exists()  # images alone kept
 
     started = time.monotonic()
     out = lab("up", records=records).stdout
