@@ -98,11 +98,13 @@ class Cni:
         capabilities: dict[str, bool] | None = None,
     ) -> Path:
         """A network of the reference ``bridge`` plugin (or a spy of it) with host-local
-        addresses of ``subnet``; no masquerading: nothing leaves the machine."""
+        addresses of ``subnet``, its containers on one segment: no gateway (with
+        ``isGateway`` the plugin turns on forwarding in the namespace it runs in, the
+        machine's own), no masquerading: nothing is routed, nothing leaves the machine."""
         conf: dict[str, Any] = {
             "type": plugin,
             "bridge": bridge,
-            "isGateway": True,
+            "isGateway": False,
             "ipMasq": False,
             "ipam": {
                 "type": "host-local",

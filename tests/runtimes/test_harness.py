@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -58,6 +59,14 @@ def bridge(cni: Cni) -> Iterator[Bridge]:
         remove_link(name)
 
 
+def machine_net() -> tuple[str, str]:
+    """The machine's own forwarding switch and nftables ruleset (the root namespace's:
+    the runtimes here run there)."""
+    forwarding = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
+    ruleset = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
+    return forwarding, ruleset
+
+
 def address(ip_output: str) -> str:
     """The IPv4 address of ``ip -4 -o addr show eth0``."""
     return ip_output.split()[3].split("/")[0]
@@ -75,7 +84,9 @@ def test_podman_and_ctr_containers_share_a_bridge_and_leave_nothing(
 ) -> None:
     """Each gets an address by CNI ADD; they ping each other and talk HTTP; ``podman rm
     -f`` and the end of ``ctr run --rm --cni`` call DEL (with the ADD's result) and
-    leave no namespace, no bridge port, no container."""
+    leave no namespace, no bridge port, no container; the machine's forwarding and
+    firewall are as they were."""
+    before = machine_net()
     t0 = time.monotonic()
     web = podman.run(
         "web",
@@ -125,6 +136,7 @@ def test_podman_and_ctr_containers_share_a_bridge_and_leave_nothing(
     assert {c["env"]["CNI_COMMAND"] for c in cni.calls()} <= {"VERSION", "ADD", "DEL"}
     for call in cni.calls():
         print(json.dumps({k: call[k] for k in ("env", "config")}, sort_keys=True))
+    assert machine_net() == before
 
 
 def test_a_killed_ctr_container_gets_no_del_and_its_namespace_dies(
