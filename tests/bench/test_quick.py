@@ -74,6 +74,14 @@ def test_acl_quick() -> None:
 
 
 @pytest.mark.kernel
+def test_acl_convergence_quick() -> None:
+    require_root()
+    result = run_benchmark("acl_convergence")
+    rows = {r["what"]: r for r in result["rows"]}  # type: ignore[attr-defined]
+    assert rows["label change → every host applied (sets)"]["n"] == 6
+
+
+@pytest.mark.kernel
 def test_docker_plugin_quick() -> None:
     require_root()
     result = run_benchmark("docker_plugin")
