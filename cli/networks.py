@@ -3,6 +3,7 @@ list, show, delete."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -106,32 +107,35 @@ def _held(
     converged(data, output)
 
 
-@network_app.command("hold")
-def network_hold(
-    name: Annotated[str, typer.Argument(help="the network")],
-    host: Annotated[str, typer.Argument(help="the host that holds it, endpoints or not")],
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = 10.0,
-    controller: ControllerOpt = DEFAULT_CONTROLLER,
-    token: TokenOpt = None,
-    token_file: TokenFileOpt = None,
-    output: OutputOpt = Output.table,
-) -> None:
-    """Hold a network on a host without an endpoint there: its bridge (and an
-    overlay's VXLAN device and router) stays between one container and the next."""
-    _held("PUT", name, host, wait, timeout, controller, output)
+def _holder(method: str, doc: str) -> Callable[..., None]:
+    """``hold`` (PUT) and ``release`` (DELETE): the same command but for the method."""
+
+    def command(
+        name: Annotated[str, typer.Argument(help="the network")],
+        host: Annotated[str, typer.Argument(help="the host")],
+        wait: WaitOpt = False,
+        timeout: TimeoutOpt = 10.0,
+        controller: ControllerOpt = DEFAULT_CONTROLLER,
+        token: TokenOpt = None,
+        token_file: TokenFileOpt = None,
+        output: OutputOpt = Output.table,
+    ) -> None:
+        _held(method, name, host, wait, timeout, controller, output)
+
+    command.__doc__ = doc
+    return command
 
 
-@network_app.command("release")
-def network_release(
-    name: Annotated[str, typer.Argument(help="the network")],
-    host: Annotated[str, typer.Argument(help="the host")],
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = 10.0,
-    controller: ControllerOpt = DEFAULT_CONTROLLER,
-    token: TokenOpt = None,
-    token_file: TokenFileOpt = None,
-    output: OutputOpt = Output.table,
-) -> None:
-    """Stop holding a network on a host for its own sake (its endpoints there still do)."""
-    _held("DELETE", name, host, wait, timeout, controller, output)
+network_app.command("hold")(
+    _holder(
+        "PUT",
+        "Hold a network on a host without an endpoint there: its bridge (and an overlay's "
+        "VXLAN device and router) stays between one container and the next.",
+    )
+)
+network_app.command("release")(
+    _holder(
+        "DELETE",
+        "Stop holding a network on a host for its own sake (its endpoints there still do).",
+    )
+)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -87,36 +88,32 @@ def _write(method: str, file: Path, wait: bool, timeout: float, controller: str)
         return api.request(method, path, body=body, wait=waiting(wait, timeout))
 
 
-@policy_app.command("create")
-def policy_create(
-    file: FileArg,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = 10.0,
-    controller: ControllerOpt = DEFAULT_CONTROLLER,
-    token: TokenOpt = None,
-    token_file: TokenFileOpt = None,
-    output: OutputOpt = Output.table,
-) -> None:
-    """Create a policy from a file; selectors that match nothing are warnings."""
-    data = _write("POST", file, wait, timeout, controller)
-    _show(data, output, rules=True)
-    converged(data, output)
+def _writer(method: str, doc: str) -> Callable[..., None]:
+    """``create`` (POST) and ``replace`` (PUT): the same command but for the method."""
+
+    def command(
+        file: FileArg,
+        wait: WaitOpt = False,
+        timeout: TimeoutOpt = 10.0,
+        controller: ControllerOpt = DEFAULT_CONTROLLER,
+        token: TokenOpt = None,
+        token_file: TokenFileOpt = None,
+        output: OutputOpt = Output.table,
+    ) -> None:
+        data = _write(method, file, wait, timeout, controller)
+        _show(data, output, rules=True)
+        converged(data, output)
+
+    command.__doc__ = doc
+    return command
 
 
-@policy_app.command("replace")
-def policy_replace(
-    file: FileArg,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = 10.0,
-    controller: ControllerOpt = DEFAULT_CONTROLLER,
-    token: TokenOpt = None,
-    token_file: TokenFileOpt = None,
-    output: OutputOpt = Output.table,
-) -> None:
-    """Replace the policy the file names (its id) with the file's (generation + 1)."""
-    data = _write("PUT", file, wait, timeout, controller)
-    _show(data, output, rules=True)
-    converged(data, output)
+policy_app.command("create")(
+    _writer("POST", "Create a policy from a file; selectors that match nothing are warnings.")
+)
+policy_app.command("replace")(
+    _writer("PUT", "Replace the policy the file names (its id) with the file's (generation + 1).")
+)
 
 
 @policy_app.command("list")

@@ -142,6 +142,17 @@ async def test_policies_and_labels_through_the_cli(
         assert [p.id for p in agents[1].desired.policies] == ["web-in"]
         rc, _, err = await plexus(ctl, "policy", "show", "db-in")
         assert rc == 1 and "not found" in err
+
+        # a network held on a host without an endpoint there: in its document, then not
+        rc, _, err = await plexus(ctl, "network", "create", "red", "--subnet", "10.2.0.0/24")
+        assert rc == 0, err
+        rc, out, err = await plexus(ctl, "network", "hold", "red", "h1", "--wait", "-o", "json")
+        assert rc == 0 and json.loads(out)["pinned"] == ["h1"], err
+        assert agents[0].desired is not None
+        assert "red" in [n.id for n in agents[0].desired.networks]
+        rc, out, err = await plexus(ctl, "network", "release", "red", "h1", "--wait", "-o", "json")
+        assert rc == 0 and json.loads(out)["pinned"] == [], err
+        assert "red" not in [n.id for n in agents[0].desired.networks]
     finally:
         for a in agents:
             await a.stop()
