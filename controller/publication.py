@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -73,29 +72,26 @@ class Batch:
     snapshots: set[str] = field(default_factory=set)
 
 
-Part = tuple[proto.Compartment, bytes, frozenset[str]]
+Part = tuple[proto.Compartment, bytes]
 
 
 @dataclass
 class HostDoc:
-    """One host's desired document in parts: each compartment's model, its msgpack
-    encoding and the networks it uses, in compartment id order."""
+    """One host's desired document in parts: each compartment's model and its msgpack
+    encoding, in compartment id order. (Its networks are the state's
+    ``host_networks``: its endpoints' and those held on it.)"""
 
     parts: dict[str, Part] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
-    networks: Counter[str] = field(default_factory=Counter)
 
     def put(self, cid: str, part: Part) -> None:
         self.drop(cid)
         self.parts[cid] = part
         bisect.insort(self.order, cid)
-        self.networks.update(part[2])
 
     def drop(self, cid: str) -> None:
-        part = self.parts.pop(cid, None)
-        if part is not None:
+        if self.parts.pop(cid, None) is not None:
             del self.order[bisect.bisect_left(self.order, cid)]
-            self.networks.subtract(part[2])
 
 
 class Publication:
@@ -265,10 +261,9 @@ class Publication:
             for cid in self.state.comps_by_host.get(host, {}):
                 doc.put(cid, self._compartment_part(cid))
                 self._placed[cid] = host
-        comps = [doc.parts[cid][:2] for cid in doc.order]
-        # its endpoints' networks and those pinned on it (counted in host_networks too)
-        held = self.state.host_networks.get(host, {})
-        nets = sorted({n for n, count in doc.networks.items() if count > 0} | held.keys())
+        comps = [doc.parts[cid] for cid in doc.order]
+        # its endpoints' networks and those held on it
+        nets = sorted(n for n, c in self.state.host_networks.get(host, {}).items() if c > 0)
         return [self._spec(self.state.networks[n]) for n in nets], comps, self._policy_parts(nets)
 
     def _policy_parts(self, nets: list[str]) -> list[tuple[Policy, bytes]]:
@@ -304,7 +299,7 @@ class Publication:
         doc = proto.Compartment(
             id=cid, endpoints=tuple(local), netns=row.netns, handover=row.handover
         )
-        return doc, proto.encode(doc), frozenset(ep.network for ep in eps)
+        return doc, proto.encode(doc)
 
     def desired(self, host: str) -> proto.HostDesired:
         """The host-local desired document, built from the state (consistent by
