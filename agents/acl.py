@@ -17,7 +17,8 @@ table, with the networks' bridges calling it for bridged IPv4 (a bridge's own
   come, go or change labels.
 
 The structure (rules, maps, which sets) is compiled once per desired document
-(:class:`Compiled`); a pass for a table change only refills the sets (:func:`fill`).
+(:class:`Compiled`); the sets are refilled (:func:`fill`) only when a table they read
+changed, so a pass for anything else costs no ACL work.
 
 Chains are named by a hash of their content, so endpoints that the same policies
 select share them: a new such endpoint costs one map element, a membership change one
@@ -230,6 +231,8 @@ class Compiled:
     def __init__(self) -> None:
         self.doc: proto.HostDesired | None = None
         self.acl: Acl | None = None
+        #: the last filled result and the table generations it read
+        self.filled: tuple[tuple[tuple[str, int], ...], Acl] | None = None
 
 
 def compile_acl(
@@ -238,14 +241,22 @@ def compile_acl(
     """The host's ACL rules and elements; None when no policy is on its networks."""
     if not doc.policies:
         return None
-    if last is None or last.doc is not doc:
-        structure = _structure(doc)
-        if last is not None:
-            last.doc, last.acl = doc, structure
-    else:
-        assert last.acl is not None
-        structure = last.acl
-    return fill(structure, doc, tables)
+    if last is None:
+        return fill(_structure(doc), doc, tables)
+    if last.doc is not doc:
+        last.doc, last.acl, last.filled = doc, _structure(doc), None
+    assert last.acl is not None
+    # the sets read only the tables of the networks they select in (and the document)
+    read = tuple(
+        sorted(
+            (net, tables[net].generation)
+            for net in {n for n, _ in last.acl.selectors.values()}
+            if net in tables
+        )
+    )
+    if last.filled is None or last.filled[0] != read:
+        last.filled = (read, fill(last.acl, doc, tables))
+    return last.filled[1]
 
 
 def fill(structure: Acl, doc: proto.HostDesired, tables: Mapping[str, Table]) -> Acl:
