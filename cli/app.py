@@ -88,7 +88,7 @@ def _options(
 def apply_topology(
     file: Annotated[Path, typer.Argument(help="topology file (TOML or JSON)")],
     wait: Annotated[
-        bool, typer.Option("--wait/--no-wait", help="each create waits until applied")
+        bool, typer.Option("--wait/--no-wait", help="wait until what is created is applied")
     ] = True,
     timeout: TimeoutOpt = 10.0,
     hosts_timeout: Annotated[

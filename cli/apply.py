@@ -39,13 +39,14 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from proto.rest import Topology
 
 from .client import Client
-from .errors import TopologyError
+from .errors import ApiError, TopologyError
 
 __all__ = ["Step", "TopologyError", "apply", "load", "wait_hosts"]
 
@@ -93,7 +94,8 @@ def apply(
     timeout: float = 10.0,
     on_step: Callable[[Step], None] | None = None,
 ) -> list[Step]:
-    steps = []
+    """What the file has and the controller lacks, created in one ``POST /v1/batch``
+    (one transaction: all of it or, refused, nothing); what both have, compared."""
     groups: list[tuple[str, str, tuple[BaseModel, ...], tuple[str, ...]]] = [
         ("network", "/v1/networks", topo.networks, ("mode", "subnet", "gateway", "vni", "mtu")),
         ("compartment", "/v1/compartments", topo.compartments, ("host",)),
@@ -110,31 +112,52 @@ def apply(
             ("network", "tier", "selector", "endpoints", "rules"),
         ),
     ]
+    steps: list[Step] = []
+    ops: list[dict[str, Any]] = []
+    missing: list[tuple[str, str]] = []
     for kind, path, items, fields in groups:
+        if not items:
+            continue
+        start = time.perf_counter()
+        have = {o["id"]: o for o in api.get(path)}
         for item in items:
             ident = str(getattr(item, "id"))  # noqa: B009 (every item here has an id)
-            start = time.perf_counter()
-            have = api.get(f"{path}/{ident}", missing_ok=True)
-            if have is None:
-                body = item.model_dump(exclude_none=True)
-                created = api.post(path, body, wait=timeout if wait else None)
-                conv = created.get("convergence")
-                if conv and not conv["converged"]:
-                    late = ", ".join(p["host"] for p in conv["pending"])
-                    raise TopologyError(f"{kind} {ident} not applied in time by: {late}", 3)
-                result = "created"
-            else:
-                dumped = item.model_dump(mode="json")
-                for f in fields:
-                    want = dumped[f]
-                    if want is not None and have.get(f) != want:
-                        raise TopologyError(
-                            f"{kind} {ident} exists with {f}={have.get(f)!r}, "
-                            f"the file says {want!r}"
-                        )
-                result = "exists"
-            step = Step(kind, ident, result, round((time.perf_counter() - start) * 1000, 1))
-            steps.append(step)
-            if on_step is not None:
-                on_step(step)
+            if ident not in have:
+                ops.append(
+                    {"op": "create", "kind": kind, "body": item.model_dump(exclude_none=True)}
+                )
+                missing.append((kind, ident))
+                continue
+            dumped = item.model_dump(mode="json")
+            for f in fields:
+                want = dumped[f]
+                if want is not None and have[ident].get(f) != want:
+                    raise TopologyError(
+                        f"{kind} {ident} exists with {f}={have[ident].get(f)!r}, "
+                        f"the file says {want!r}"
+                    )
+            elapsed = round((time.perf_counter() - start) * 1000, 1)
+            steps.append(Step(kind, ident, "exists", elapsed))
+    if ops:
+        start = time.perf_counter()
+        try:
+            done = api.post("/v1/batch", {"ops": ops}, wait=timeout if wait else None)
+        except ApiError as e:
+            if not e.items:
+                raise
+            why = "; ".join(
+                f"{missing[i['index']][0]} {missing[i['index']][1]}: {i['reason']}" for i in e.items
+            )
+            raise TopologyError(f"nothing was created: {why}") from None
+        conv = done.get("convergence")
+        if conv and not conv["converged"]:
+            late = ", ".join(p["host"] for p in conv["pending"])
+            raise TopologyError(f"created, but not applied in time by: {late}", 3)
+        elapsed = round((time.perf_counter() - start) * 1000, 1)
+        steps.extend(Step(kind, ident, "created", elapsed) for kind, ident in missing)
+    order = {(k, str(getattr(i, "id"))): n for n, (k, _, its, _) in enumerate(groups) for i in its}  # noqa: B009
+    steps.sort(key=lambda s: order[(s.kind, s.id)])
+    if on_step is not None:
+        for step in steps:
+            on_step(step)
     return steps

@@ -63,8 +63,13 @@ def _result(base: str, resp: httpx.Response, missing_ok: bool) -> Any:
     if resp.status_code >= 400:
         reason = data.get("reason") if isinstance(data, dict) else None
         reason = reason or resp.text.strip()[:200]
+        items = data.get("items") if isinstance(data, dict) else None
         raise ApiError(
-            f"{resp.status_code} {reason}", status=resp.status_code, method=method, path=path
+            f"{resp.status_code} {reason}",
+            status=resp.status_code,
+            method=method,
+            path=path,
+            items=items if isinstance(items, list) else None,
         )
     if not isinstance(data, dict | list):
         raise ApiError(

@@ -19,6 +19,8 @@ The other packages' trees reach the same boundary: ``lab.spec.LabError`` (exit 1
 
 from __future__ import annotations
 
+from typing import Any
+
 from broker.errors import BrokerError
 from proto.errors import PlexusError
 
@@ -47,11 +49,15 @@ class ApiError(CliError):
     """The controller refused a request (``status`` ≥ 400, its ``reason`` from the
     error body), or answered with something that is not Plexus JSON (``status`` < 400)."""
 
-    def __init__(self, reason: str, *, status: int, method: str, path: str) -> None:
+    def __init__(
+        self, reason: str, *, status: int, method: str, path: str, items: list[Any] | None = None
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.method = method
         self.path = path
+        #: a refused batch's operations, each ``{"index", "error", "reason"}``
+        self.items = items or []
 
 
 class TopologyError(CliError):

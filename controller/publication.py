@@ -22,8 +22,9 @@ from proto.policy import Policy
 
 from .state import Applied, EndpointRow, NetworkRow, PolicyRow, State
 
-#: records per snapshot shard (~80 bytes each: a shard stays far below MAX_PAYLOAD)
-SHARD_RECORDS = 2000
+#: records per snapshot shard, and per table change of a batch (:mod:`controller.bulk`)
+#: (~80 bytes each: far below MAX_PAYLOAD)
+SHARD_RECORDS = CHANGE_RECORDS = 2000
 
 
 class Publish:
@@ -150,9 +151,8 @@ class Publication:
         return out
 
     def _changes(self, change: Applied, dirty: set[str]) -> Iterable[Publish]:
-        """One :class:`proto.NetworkChange` per network whose table generation the
-        change raised: its endpoints written at that generation, and those deleted."""
-        # the change's endpoints by network, once (a forced delete spans many networks)
+        """A :class:`proto.NetworkChange` per generation the change raised a network's
+        table by (one; a batch's, one per CHANGE_RECORDS records, deletes first)."""
         written: dict[str, list[EndpointRow]] = {}
         gone: dict[str, list[str]] = {}
         for ident, (old_ep, new_ep) in change.endpoints.items():
@@ -163,17 +163,22 @@ class Publication:
         for net_id, (old_net, new_net) in sorted(change.networks.items()):
             if old_net is None or new_net is None or new_net.table_gen <= old_net.table_gen:
                 continue
-            gen = new_net.table_gen
-            upserts = [self.record(ep) for ep in written.get(net_id, ()) if ep.gen == gen]
+            first, last = old_net.table_gen + 1, new_net.table_gen
+            upserts: dict[int, list[proto.EndpointRecord]] = {}
+            for ep in written.get(net_id, ()):
+                if ep.gen >= first:
+                    upserts.setdefault(ep.gen, []).append(self.record(ep))
             deletes = sorted(gone.get(net_id, []))
-            msg = proto.NetworkChange(
-                network=net_id,
-                generation=gen,
-                upserts=tuple(upserts),
-                deletes=tuple(deletes),
-            )
+            for gen in range(first, last + 1):
+                k = (gen - first) * CHANGE_RECORDS
+                msg = proto.NetworkChange(
+                    network=net_id,
+                    generation=gen,
+                    upserts=tuple(upserts.get(gen, ())),
+                    deletes=tuple(deletes[k : k + CHANGE_RECORDS] if gen < last else deletes[k:]),
+                )
+                yield Publish(topics.network_changes(net_id), proto.encode(msg), False)
             dirty.add(net_id)
-            yield Publish(topics.network_changes(net_id), proto.encode(msg), False)
 
     def _mark_stale(self, change: Applied) -> None:
         """Compartments whose part of their host's desired document ``change`` changed."""

@@ -49,16 +49,16 @@ class Controller:
         self.store = store
         self.clock = clock
         self.state = State()
+        self.staging = False
         rows, floors = store.load()
         self.state.apply(Delta(puts=list(rows), floors=floors))
         for h in list(self.state.hosts.values()):
             # runtime fields come back with the retained status messages
             self.state.hosts[h.id] = dataclasses.replace(h, state="offline")
 
-    # -- helpers -------------------------------------------------------------------
-
     def _commit(self, delta: Delta) -> Applied:
-        self.store.apply(delta)
+        if not self.staging:  # a batch's commands are committed together (controller.bulk)
+            self.store.apply(delta)
         return self.state.apply(delta)
 
     def network(self, ident: str, *, ref: bool = False) -> NetworkRow:

@@ -235,6 +235,60 @@ class ErrorBody(Body):
     reason: str
 
 
+class BatchOp(Body):
+    """One operation of ``POST /v1/batch``: ``create`` with the ``body`` that ``POST
+    /v1/{kind}s`` takes, or ``delete`` of ``id`` (``force`` as ``DELETE`` takes it)."""
+
+    op: Literal["create", "delete"]
+    kind: Literal["network", "compartment", "endpoint", "policy"]
+    body: dict[str, Any] | None = None
+    id: str | None = None
+    force: bool = False
+
+    @model_validator(mode="after")
+    def _shape(self) -> BatchOp:
+        if self.op == "create" and (self.body is None or self.id is not None):
+            raise ValueError("a create takes a body (its id in the body), not an id")
+        if self.op == "delete" and (self.id is None or self.body is not None):
+            raise ValueError("a delete takes an id, not a body")
+        return self
+
+
+class BatchRequest(Body):
+    """``POST /v1/batch``: operations validated together, in order, and committed in one
+    transaction, all or nothing."""
+
+    ops: list[BatchOp] = Field(min_length=1, max_length=50_000)
+
+
+class BatchDone(Body):
+    op: Literal["create", "delete"]
+    kind: Literal["network", "compartment", "endpoint", "policy"]
+    id: str
+    object: dict[str, Any] | None = Field(
+        None, description="what the create made, as the kind's own POST answers it"
+    )
+
+
+class BatchResponse(Body):
+    results: list[BatchDone]
+    convergence: Convergence | None = None
+
+
+class BatchItemError(Body):
+    index: int = Field(description="the operation's position in ops")
+    error: str
+    reason: str
+
+
+class BatchRefused(Body):
+    """A refused batch: nothing of it was committed; ``items`` says why, per operation."""
+
+    error: str
+    reason: str
+    items: list[BatchItemError]
+
+
 class NetworkStatus(Body):
     id: str
     generation: int

@@ -1,9 +1,9 @@
 """The northbound REST API (FastAPI; OpenAPI at ``/openapi.json``, docs at ``/docs``).
 
 One module of routes per resource (:mod:`.hosts`, :mod:`.networks`, :mod:`.compartments`,
-:mod:`.endpoints`, :mod:`.policies`, :mod:`.ops`), each made for a
-:class:`~controller.runtime.Runtime`; the views of rows are in :mod:`.views`; who may
-call which is decided in :mod:`.access`.
+:mod:`.endpoints`, :mod:`.policies`, :mod:`.ops`; :mod:`.batch` for many at once), each
+made for a :class:`~controller.runtime.Runtime`; the views of rows are in :mod:`.views`;
+who may call which is decided in :mod:`.access`.
 Errors are answered here, once: a :class:`~controller.errors.ControllerError` by its
 status, a request body that does not validate by 422, both as
 ``{"error": …, "reason": …}``.
@@ -26,7 +26,7 @@ from proto import rest as schemas
 from ..errors import ControllerError
 from ..metrics import Metrics
 from ..runtime import Runtime
-from . import access, compartments, endpoints, hosts, networks, ops, policies
+from . import access, batch, compartments, endpoints, hosts, networks, ops, policies
 
 __all__ = ["Runtime", "create_app"]
 
@@ -110,7 +110,7 @@ def create_app(rt: Runtime, key: str, *, token_required: bool = False) -> FastAP
         )
 
     app.add_middleware(LatencyMiddleware, metrics=rt.metrics)
-    for module in (ops, hosts, networks, compartments, endpoints, policies):
+    for module in (ops, hosts, networks, compartments, endpoints, policies, batch):
         module.add(app, rt)
     hosts.add_token(app, key)
     return app

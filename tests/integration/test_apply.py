@@ -81,6 +81,17 @@ async def test_apply_creates_what_is_missing_and_only_that(
         assert rc == 1 and "endpoint web0 exists with ip='10.1.0.10'" in err
         rc, out, _ = await plexus(controller_proc, "endpoint", "show", "web0", "-o", "json")
         assert json.loads(out)["ip"] == "10.1.0.10"
+
+        # what is missing goes in one batch: a refused part creates none of it
+        extra = '[[compartments]]\nid = "cache"\nhost = "h2"\n'
+        extra += '[[endpoints]]\nid = "cache0"\nnetwork = "blue"\ncompartment = "cache"\n'
+        extra += 'ip = "10.9.0.1"\n'
+        f.write_text(TOPOLOGY + extra)
+        rc, _, err = await plexus(controller_proc, "apply", str(f))
+        assert rc == 1, err
+        assert "nothing was created: endpoint cache0: address 10.9.0.1 is outside" in err
+        rc, _, _ = await plexus(controller_proc, "compartment", "show", "cache")
+        assert rc == 1
     finally:
         for a in agents:
             await a.stop()

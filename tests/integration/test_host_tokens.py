@@ -120,6 +120,7 @@ async def _scoped(controller_proc: ControllerProcess, tmp_path: Path) -> None:
             ("GET", "/v1/hosts/h1/token", None),
             ("DELETE", "/v1/hosts/h1", None),
             ("GET", "/metrics", None),
+            ("POST", "/v1/batch", {"ops": [{"op": "delete", "kind": "endpoint", "id": "e1"}]}),
         ):
             forbidden(await call(method, path, body), f"{method} {path}: admin only")
         # what does not exist is answered by the route, as for the admin
