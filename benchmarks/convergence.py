@@ -4,7 +4,9 @@
   (wall, at the client; and the controller's own ``elapsed_ms``), and API call → first
   ICMP reply from a compartment on another host (a prober pings every millisecond);
 - N endpoints created in one burst (concurrent calls, no wait) until every host is in
-  sync (``/v1/status`` polled every 2 ms).
+  sync (``/v1/status`` polled every 2 ms);
+- ``POST /v1/batch?wait=true`` (``--rounds`` times): N endpoints whose compartments
+  exist, N compartments with their endpoints, and the deletion of those 2N.
 
 Each endpoint goes into a compartment of its own, created (and waited for) before the
 timed call: the timed call includes making the endpoint's veth, moving it into the
@@ -33,9 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 NET = "bench"
 SUBNET = ipaddress.IPv4Network("10.200.0.0/16")
 TARGETS = {
-    "endpoint create → applied on every host (wall)": "p50 ≤ 8 ms, p99 ≤ 20 ms",
-    "endpoint create → first ping from another host": "p99 ≤ 50 ms",
-    "burst: endpoints created → every host in sync": "≤ 150 ms for 200",
+    "endpoint create → applied on every host (wall)": "p50 ≤ 8 ms, p99 ≤ 15 ms",
+    "endpoint create → first ping from another host": "p99 ≤ 30 ms",
+    "burst: endpoints created → every host in sync": "≤ 600 ms for 200",
+    "batch: 200 endpoints in one call → applied (wall)": "≤ 150 ms",
+    "batch: 200 compartments + endpoints → applied": "≤ 600 ms",
 }
 
 
@@ -78,7 +82,7 @@ class Prober:
             await self.proc.wait()
 
 
-async def measure(spec: Any, count: int, burst: int) -> dict[str, Any]:
+async def measure(spec: Any, count: int, burst: int, rounds: int) -> dict[str, Any]:
     hosts = spec.hosts
     probers: dict[str, Prober] = {}
     async with AsyncClient(spec.controller_url, timeout=60) as http:
@@ -129,6 +133,7 @@ async def measure(spec: Any, count: int, burst: int) -> dict[str, Any]:
             while not (await http.get("/v1/status"))["in_sync"]:  # noqa: ASYNC110
                 await asyncio.sleep(0.002)  # polling the API is the measurement
             t_sync = time.monotonic()
+            batch = await batches(http, hosts, rounds, burst, count + burst)
         finally:
             for p in probers.values():
                 await p.stop()
@@ -139,8 +144,56 @@ async def measure(spec: Any, count: int, burst: int) -> dict[str, Any]:
         {"what": "endpoint create → first ping from another host", **summary(ping)},
         {"what": f"burst: {burst} endpoint creates answered", "value": ms(t_created - t0)},
         {"what": "burst: endpoints created → every host in sync", "value": ms(t_sync - t0)},
+        *batch,
     ]
-    return {"rows": rows, "hosts": len(hosts), "count": count, "burst": burst}
+    return {"rows": rows, "hosts": len(hosts), "count": count, "burst": burst, "rounds": rounds}
+
+
+async def batches(
+    http: AsyncClient, hosts: list[str], rounds: int, size: int, first: int
+) -> list[dict[str, Any]]:
+    """``POST /v1/batch?wait=true``, ``rounds`` times each: ``size`` endpoints whose
+    compartments exist; ``size`` compartments and their endpoints; the deletion of those
+    compartments with their endpoints (each round's objects are deleted at its end)."""
+    eps_ms, both_ms, del_ms = [], [], []
+    for r in range(rounds):
+        base = first + 2 * size * r
+        comps = [{"id": f"r{r}a{i}", "host": hosts[i % len(hosts)]} for i in range(size)]
+        await call(http, [create("compartment", c) for c in comps])
+        ops = [
+            create("endpoint", {"network": NET, "compartment": c["id"], "ip": address(base + i)})
+            for i, c in enumerate(comps)
+        ]
+        eps_ms.append(await call(http, ops))
+        ops = []
+        for i in range(size):
+            comp = {"id": f"r{r}b{i}", "host": hosts[i % len(hosts)]}
+            ip = address(base + size + i)
+            ep = {"network": NET, "compartment": comp["id"], "ip": ip}
+            ops += [create("compartment", comp), create("endpoint", ep)]
+        both_ms.append(await call(http, ops))
+        gone = [c["id"] for c in comps] + [f"r{r}b{i}" for i in range(size)]
+        ops = [{"op": "delete", "kind": "compartment", "id": c, "force": True} for c in gone]
+        del_ms.append(await call(http, ops))
+    return [
+        {"what": f"batch: {size} endpoints in one call → applied (wall)", **summary(eps_ms)},
+        {"what": f"batch: {size} compartments + endpoints → applied", **summary(both_ms)},
+        {"what": f"batch: {2 * size} compartments deleted → applied", **summary(del_ms)},
+    ]
+
+
+def create(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    return {"op": "create", "kind": kind, "body": body}
+
+
+async def call(http: AsyncClient, ops: list[dict[str, Any]]) -> float:
+    """One batch, waited for; its wall time in ms (a batch not applied in time fails)."""
+    t0 = time.monotonic()
+    data = await http.request("POST", "/v1/batch", body={"ops": ops}, wait=60)
+    elapsed = (time.monotonic() - t0) * 1000
+    if not data["convergence"]["converged"]:
+        raise RuntimeError(f"a batch was not applied in time: {data['convergence']}")
+    return elapsed
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -148,11 +201,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--count", type=int, default=200)
     ap.add_argument("--burst", type=int, default=200)
     ap.add_argument("--hosts", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="10 endpoints, a burst of 10, 2 hosts")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of batches (of --burst each)")
+    ap.add_argument(
+        "--quick", action="store_true", help="10 endpoints, bursts and batches of 10, 2 hosts"
+    )
     args = ap.parse_args(argv)
     if args.quick:
-        args.count, args.burst, args.hosts = 10, 10, 2
-    result = lab_run(args.hosts, "cb", lambda spec: measure(spec, args.count, args.burst))
+        args.count, args.burst, args.hosts, args.rounds = 10, 10, 2, 2
+    result = lab_run(
+        args.hosts, "cb", lambda spec: measure(spec, args.count, args.burst, args.rounds)
+    )
     return report(
         "convergence",
         result.pop("rows"),

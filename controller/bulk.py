@@ -45,7 +45,7 @@ _BODIES: dict[str, type[Any]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass
 class Done:
     """An operation of the batch, done: its id and, for a create, the row it made."""
 
@@ -75,6 +75,7 @@ def run(ctl: Controller, ops: Sequence[BatchOp]) -> Outcome[list[Done]]:
     floors = dict(state.floors)
     merged = Applied()
     done: list[Done] = []
+    made: list[bool] = []  # whether each done operation is a create
     refused: list[tuple[int, ControllerError]] = []
     ctl.staging = True
     try:
@@ -85,8 +86,8 @@ def run(ctl: Controller, ops: Sequence[BatchOp]) -> Outcome[list[Done]]:
                 refused.append((i, e))
                 continue
             _merge(merged, out.change)
-            row = out.value if op.op == "create" else None
-            done.append(Done(op.op, op.kind, row.id if row is not None else str(op.id), row))
+            made.append(op.op == "create")
+            done.append(Done(op.op, op.kind, out.value.id if made[-1] else str(op.id)))
         if refused:
             raise Refused(refused)
         fixed = _renumber(merged)
@@ -102,7 +103,9 @@ def run(ctl: Controller, ops: Sequence[BatchOp]) -> Outcome[list[Done]]:
         raise
     finally:
         ctl.staging = False
-    done = [dataclasses.replace(d, row=_current(ctl, d)) if d.row is not None else d for d in done]
+    for d, create in zip(done, made, strict=True):
+        if create:
+            d.row = _current(ctl, d)
     return Outcome(done, merged)
 
 
@@ -151,9 +154,10 @@ def _current(ctl: Controller, d: Done) -> Row | None:
 def _merge(into: Applied, change: Applied) -> None:
     """Fold a later change into ``into``: each row as it was first and as it is last."""
     for table in ORDER:
-        rows = into.table(table)
-        for ident, (old, new) in change.table(table).items():
-            rows[ident] = (rows[ident][0] if ident in rows else old, new)
+        if changed := change.table(table):
+            rows = into.table(table)
+            for ident, (old, new) in changed.items():
+                rows[ident] = (rows[ident][0] if ident in rows else old, new)
 
 
 def _renumber(merged: Applied) -> list[Row]:

@@ -4,6 +4,7 @@ raises a :mod:`controller.errors` error with the reason; none changes anything."
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -44,14 +45,14 @@ def no_overlap(state: State, net: NetworkRow, host: str) -> None:
     overlaps it while both route it in the host's namespace
     (:attr:`proto.NetworkSpec.host_l3`): one would take the other's traffic. On the
     endpoint-create path: cheap unless subnets overlap."""
-    subnet = ipaddress.IPv4Network(net.subnet)
+    subnet = _subnet(net.subnet)
     overlapping = [
         other
         for other_id, count in sorted(state.host_networks.get(host, {}).items())
         if count
         and other_id != net.id
         and (other := state.networks.get(other_id)) is not None
-        and subnet.overlaps(ipaddress.IPv4Network(other.subnet))
+        and subnet.overlaps(_subnet(other.subnet))
     ]
     if not overlapping or not net.spec.host_l3:
         return
@@ -63,6 +64,11 @@ def no_overlap(state: State, net: NetworkRow, host: str) -> None:
                 "namespace, so one would take the other's traffic; use another "
                 "subnet, or another host"
             )
+
+
+@functools.lru_cache(maxsize=4096)
+def _subnet(cidr: str) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network(cidr)
 
 
 def ports(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import socket
 
 from .errors import Conflict, Invalid
 
@@ -47,7 +48,7 @@ class Pool:
             raise Invalid(f"address {ip} is the gateway of {self.subnet}")
 
     def is_used(self, ip: str) -> bool:
-        return int(ipaddress.IPv4Address(ip)) in self._used
+        return _int(ip) in self._used
 
     def next_free(self) -> str:
         """The next free address after the cursor; raises Conflict when exhausted."""
@@ -58,11 +59,11 @@ class Pool:
             if value > self._last:
                 value = self._first
             if value not in self._used and value not in self._reserved:
-                return str(ipaddress.IPv4Address(value))
+                return socket.inet_ntoa(value.to_bytes(4, "big"))
             value += 1
 
     def take(self, ip: str) -> None:
-        value = int(ipaddress.IPv4Address(ip))
+        value = _int(ip)
         if value not in self._used:
             self._used.add(value)
             self._in_range += self._first <= value <= self._last
@@ -70,10 +71,19 @@ class Pool:
             self._cursor = value + 1
 
     def release(self, ip: str) -> None:
-        value = int(ipaddress.IPv4Address(ip))
+        value = _int(ip)
         if value in self._used:
             self._used.discard(value)
             self._in_range -= self._first <= value <= self._last
+
+
+def _int(ip: str) -> int:
+    """A dotted quad as an integer (``inet_pton`` takes dotted quads only), ~10 times
+    cheaper than ``ipaddress``: a batch of 20,000 endpoints takes and checks each."""
+    try:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big")
+    except (OSError, ValueError):
+        raise Invalid(f"{ip!r} is not an IPv4 address") from None
 
 
 def random_mac(rng: random.Random | None = None) -> str:

@@ -94,7 +94,7 @@ class Controller:
     def _bump_host(self, delta: Delta, host: str, bumped: dict[str, HostRow]) -> HostRow:
         row = bumped.get(host) or self.state.hosts[host]
         if host not in bumped:
-            row = dataclasses.replace(row, desired_gen=row.desired_gen + 1)
+            row = row.next_desired()
             bumped[host] = row
             delta.put(row)
         return row
@@ -320,7 +320,7 @@ class Controller:
             for s in siblings:
                 if s.default_route:
                     delta.put(dataclasses.replace(s, default_route=False))
-        net = dataclasses.replace(net, table_gen=net.table_gen + 1)
+        net = net.next_table()
         row = EndpointRow(
             id=ident,
             network=net.id,
@@ -380,7 +380,7 @@ class Controller:
                 delta.put(dataclasses.replace(min(rest, key=lambda s: s.index), default_route=True))
         for net_id in sorted(by_net):
             net = self.state.networks[net_id]
-            delta.put(dataclasses.replace(net, table_gen=net.table_gen + 1))
+            delta.put(net.next_table())
 
 
 def _new_id(prefix: str, taken: Mapping[str, object]) -> str:

