@@ -29,7 +29,7 @@ from cli.client import AsyncClient
 from proto import names
 
 from .api import post
-from .common import lab_run, report, summary
+from .common import cpu_seconds, lab_run, report, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 NET = "bench"
@@ -117,6 +117,7 @@ async def measure(spec: Any, count: int, burst: int, rounds: int) -> dict[str, A
             for i in range(burst):
                 host = hosts[i % len(hosts)]
                 await post(http, "/v1/compartments", {"id": f"b{i}", "host": host}, True)
+            cpu0 = cpu(spec)
             t0 = time.monotonic()
             await asyncio.gather(
                 *(
@@ -133,6 +134,7 @@ async def measure(spec: Any, count: int, burst: int, rounds: int) -> dict[str, A
             while not (await http.get("/v1/status"))["in_sync"]:  # noqa: ASYNC110
                 await asyncio.sleep(0.002)  # polling the API is the measurement
             t_sync = time.monotonic()
+            used = {k: v - cpu0[k] for k, v in cpu(spec).items()}
             batch = await batches(http, hosts, rounds, burst, count + burst)
         finally:
             for p in probers.values():
@@ -144,6 +146,10 @@ async def measure(spec: Any, count: int, burst: int, rounds: int) -> dict[str, A
         {"what": "endpoint create → first ping from another host", **summary(ping)},
         {"what": f"burst: {burst} endpoint creates answered", "value": ms(t_created - t0)},
         {"what": "burst: endpoints created → every host in sync", "value": ms(t_sync - t0)},
+        {
+            "what": "burst: CPU meanwhile (2 cores)",
+            "value": ", ".join(f"{k} {v:.2f} s" for k, v in used.items()),
+        },
         *batch,
     ]
     return {"rows": rows, "hosts": len(hosts), "count": count, "burst": burst, "rounds": rounds}
@@ -180,6 +186,16 @@ async def batches(
         {"what": f"batch: {size} compartments + endpoints → applied", **summary(both_ms)},
         {"what": f"batch: {2 * size} compartments deleted → applied", **summary(del_ms)},
     ]
+
+
+def cpu(spec: Any) -> dict[str, float]:
+    """CPU seconds used so far by the lab's controller, broker and agents (together)."""
+    agents = sum(cpu_seconds(pid) for name, pid in spec.pids.items() if name.startswith("agent:"))
+    return {
+        "controller": cpu_seconds(spec.pids["controller"]),
+        "broker": cpu_seconds(spec.pids["broker"]),
+        "agents": agents,
+    }
 
 
 def create(kind: str, body: dict[str, Any]) -> dict[str, Any]:
