@@ -127,9 +127,10 @@ class Agent:
     verify_view: bool = False
     #: what changed since the last clean pass (the tables report to it)
     changes: Changes = field(init=False)
-    #: payload → model (a simulator of many agents in one process passes a decoder
-    #: that shares the decoded, frozen models between them)
-    decode: Decoder = proto.decode
+    #: payload → model: its desired documents reuse the compartments of the one before
+    #: (a simulator of many agents in one process passes a decoder that shares the
+    #: decoded, frozen models between them)
+    decode: Decoder = field(default_factory=proto.DesiredDecoder)
 
     def __post_init__(self) -> None:
         self.changes = Changes(self.host)

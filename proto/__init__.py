@@ -4,7 +4,7 @@ It imports no other Plexus package; every other one imports it.
 """
 
 from . import topics
-from .codec import MAX_PAYLOAD, decode, encode, pack, pack_parts
+from .codec import MAX_PAYLOAD, DesiredDecoder, decode, encode, pack, pack_parts
 from .errors import (
     BadTopic,
     MalformedPayload,
@@ -41,6 +41,7 @@ __all__ = [
     "TABLE_MODES",
     "BadTopic",
     "Compartment",
+    "DesiredDecoder",
     "EndpointRecord",
     "Event",
     "HostDesired",

@@ -18,9 +18,10 @@ from .errors import (
     SchemaViolation,
     UnknownKind,
     UnsupportedVersion,
+    WireError,
     WrongKind,
 )
-from .models import KINDS, SCHEMA_VERSION, Wire
+from .models import KINDS, SCHEMA_VERSION, Compartment, HostDesired, Wire
 
 #: the largest payload either side accepts (the broker is configured with the same)
 MAX_PAYLOAD = 1 << 20
@@ -110,6 +111,66 @@ def decode(data: bytes, expect: type[Wire] | None = None) -> Wire:
         return model.model_validate(obj)
     except ValidationError as e:
         raise SchemaViolation(str(kind), _summarise(e)) from None
+
+
+class DesiredDecoder:
+    """:func:`decode`, but a host's desired document reuses the validated compartments of
+    the one before it: a host of 200 compartments gets its whole document again at
+    every change of one of them, and validating it whole costs ~5 ms where the bytes of
+    199 compartments are the same. A compartment whose bytes it held in the previous
+    document is taken as it was (the models are frozen); the document's own checks run
+    as always; anything that does not validate is decoded by :func:`decode`, so that
+    the error is the one it gives. It holds the parts of the last document only."""
+
+    def __init__(self) -> None:
+        self._parts: dict[bytes, Compartment] = {}
+
+    @overload
+    def __call__(self, data: bytes) -> Wire: ...
+    @overload
+    def __call__(self, data: bytes, expect: type[M]) -> M: ...
+    def __call__(self, data: bytes, expect: type[Wire] | None = None) -> Wire:
+        if expect is not HostDesired or len(data) > MAX_PAYLOAD or not data:
+            return decode(data, expect) if expect is not None else decode(data)
+        try:
+            fields, raws = _desired_fields(data)
+            parts = {raw: self._parts.get(raw) or _compartment(raw) for raw in raws}
+            doc = HostDesired.model_validate(
+                {**fields, "compartments": tuple(parts[r] for r in raws)}
+            )
+        except (ValueError, TypeError, msgpack.UnpackException, RecursionError, WireError):
+            return decode(data, expect)  # ValidationError is a ValueError: the same error
+        self._parts = parts
+        return doc
+
+
+def _desired_fields(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
+    """A desired document's top-level fields, its compartments as the bytes of each."""
+    unpacker = msgpack.Unpacker(
+        raw=False, use_list=False, strict_map_key=True, ext_hook=_refuse_ext, max_buffer_size=0
+    )
+    unpacker.feed(data)
+    fields: dict[str, Any] = {}
+    raws: list[bytes] = []
+    for _ in range(unpacker.read_map_header()):
+        key = unpacker.unpack()
+        if key != "compartments":
+            fields[key] = unpacker.unpack()
+            continue
+        for _ in range(unpacker.read_array_header()):
+            start = unpacker.tell()
+            unpacker.skip()
+            raws.append(data[start : unpacker.tell()])
+    if unpacker.tell() != len(data):
+        raise ValueError("extra data")
+    if fields.get("v") != SCHEMA_VERSION or fields.get("kind") != "desired":
+        raise ValueError("not a desired document of this version")
+    return fields, raws
+
+
+def _compartment(raw: bytes) -> Compartment:
+    obj = msgpack.unpackb(raw, raw=False, use_list=False, strict_map_key=True, ext_hook=_refuse_ext)
+    return Compartment.model_validate(obj)
 
 
 def _kind_of(model: type[Wire]) -> str:

@@ -190,6 +190,7 @@ def test_exported_names_are_exactly_the_intended_ones() -> None:
         "KINDS",
         "MAX_PAYLOAD",
         "SCHEMA_VERSION",
+        "DesiredDecoder",
         "TABLE_MODES",
         "BadTopic",
         "Compartment",
