@@ -74,14 +74,16 @@ def rows(bulk: int) -> tuple[Row, ...]:
 
 LEGEND = """\
 1  Plexus: POST /v1/endpoints?wait=true, its compartment made before; OVN: ovn-nbctl --wait=hv
-   --print-wait-time lsp-add ls0 pK -- lsp-set-addresses pK "MAC IP", its VIF plugged before.
-   Server-reported: the controller's convergence.elapsed_ms / nbctl's ovn-controller(s) completion.
+   --print-wait-time lsp-add ls0 pK -- lsp-set-addresses pK "MAC IP", its VIF plugged before
+   (ovn-nbctl's wall includes its own process start, ~6 ms). Server-reported: the controller's
+   convergence.elapsed_ms / nbctl's ovn-controller(s) completion (1 ms resolution).
 2  Plexus: one POST /v1/batch?wait=true&timeout=30 of N endpoint creates (then one of N deletes);
    OVN: one ovn-nbctl --wait=hv transaction of N lsp-add + lsp-set-addresses (then of N lsp-del).
+   Plexus's delete also removes the veth pairs; OVN's leaves the VIFs plugged.
    Burst: N concurrent POST /v1/endpoints (no wait), /v1/status polled every 2 ms until in sync.
 3  Plexus: SIGTERM, reported offline, 0.5 s, started → /v1/status (every 5 ms) says it (every host)
    online and in sync; OVN: ovn-appctl exit [--restart], 0.5 s, started → ovn-nbctl --wait=hv sync.
-N = --bulk; all times in ms, wall at the client unless server-reported."""
+N = --bulk; times in ms; nearest-rank percentiles (p99 of fewer than 100 samples is their max)."""
 
 
 def ratio(plexus: float | None, ovn: float | None) -> float | None:
@@ -243,6 +245,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         console.print(f"[dim]{time.monotonic() - started:6.1f} s  {step}[/dim]")
 
     install(say)
+    say("load average: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     try:
         plexus = lab_run(
             3, "vo", lambda spec: versus_plexus.measure(
@@ -264,7 +267,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     console.print(LEGEND, highlight=False)
     if args.no_batch:
         console.print("(--no-batch: Plexus's POST /v1/batch rows left out)")
-    console.print(f"whole run: {time.monotonic() - started:.0f} s")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    console.print(f"whole run: {time.monotonic() - started:.0f} s; load average at the end: {load}")
     common = {"benchmark": "versus_ovn", "commit": commit, "ovn_version": ovn_version,
               "machine": machine(), "args": vars(args)}  # fmt: skip
     for r in results:
