@@ -1,6 +1,7 @@
 """Plexus and OVN side by side, in one run on this machine (root): the same three shapes
 of work on a 3-host ``plexus lab`` and on a 3-chassis OVN lab (:mod:`benchmarks.ovn_lab`:
-Debian's OVN, installed if missing), one after the other (never both at once), then
+Debian's OVN, installed if missing), both up, each shape on Plexus and then on OVN
+(never both working at once: a change in the machine's load falls on both alike), then
 one table with both figures and the ratio Plexus / OVN per row (below 1: Plexus is
 faster), and one ``BENCH {json}`` line per row.
 
@@ -31,18 +32,18 @@ import re
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rich.table import Table
 
+from cli.client import AsyncClient
 from proto.signals import exit_on_signals
 
-from . import versus_plexus
 from .common import console, git_commit, lab_run, machine, summary
 from .ovn_lab import SWITCH, OvnError, OvnLab, install, version
-from .versus_plexus import BatchMissing, address
+from .versus_plexus import BatchMissing, Plan, Plexus, address
 
 
 @dataclass(frozen=True)
@@ -162,22 +163,29 @@ def waited_hv(printed: str) -> float:
     return float(m[1])
 
 
-def ovn_measure(
-    lab: OvnLab, count: int, bulk: int, runs: int, settle: float, say: Any
-) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = defaultdict(list)
+def ms(since: float) -> float:
+    return (time.monotonic() - since) * 1000
 
-    def plug(ks: Iterable[int]) -> None:
+
+class Ovn:
+    """The same three shapes of work on an :class:`OvnLab`, as :class:`Plexus` has
+    them: LSP ``pK`` on the VIF ``vifK`` of chassis K mod 3 (``iface-id=pK``)."""
+
+    def __init__(self, lab: OvnLab, plan: Plan, say: Callable[[str], None]) -> None:
+        self.lab, self.plan, self.say = lab, plan, say
+
+    def plug(self, ks: Iterable[int]) -> None:
         """VIFs ``vifK`` (iface-id ``pK``), one ovs-vsctl transaction per chassis."""
         per: dict[int, list[str]] = defaultdict(list)
         for k in ks:
-            per[lab.chassis[k % len(lab.chassis)]] += [
+            per[self.lab.chassis[k % len(self.lab.chassis)]] += [
                 "--", "add-port", "br-int", f"vif{k}",
                 "--", "set", "Interface", f"vif{k}", "type=internal", f"external_ids:iface-id=p{k}",
             ]  # fmt: skip
         for i, args in per.items():
-            lab.vsctl(i, *args)
+            self.lab.vsctl(i, *args)
 
+    @staticmethod
     def adds(ks: Iterable[int]) -> list[str]:
         return [
             a
@@ -186,40 +194,75 @@ def ovn_measure(
                       "--", "lsp-set-addresses", f"p{k}", f"{mac(k)} {address(k)}")
         ]  # fmt: skip
 
+    @staticmethod
     def dels(ks: Iterable[int]) -> list[str]:
         return [a for k in ks for a in ("--", "lsp-del", f"p{k}")]
 
-    def ms(since: float) -> float:
-        return (time.monotonic() - since) * 1000
+    def one_by_one(self) -> dict[str, list[float]]:
+        lab, count = self.lab, self.plan.count
+        out: dict[str, list[float]] = defaultdict(list)
+        self.say(f"OVN 1: {count} x (VIF plugged, then ovn-nbctl --wait=hv lsp-add)")
+        for k in range(count):
+            self.plug([k])
+            t0 = time.monotonic()
+            printed = lab.nbctl("--wait=hv", "--print-wait-time", *self.adds([k]))
+            out["add"].append(ms(t0))
+            out["add_server"].append(waited_hv(printed))
+        lab.nbctl("--wait=hv", *self.dels(range(count)))
+        return dict(out)
 
-    say(f"OVN 1: {count} x (VIF plugged, then ovn-nbctl --wait=hv lsp-add)")
-    for k in range(count):
-        plug([k])
-        t0 = time.monotonic()
-        printed = lab.nbctl("--wait=hv", "--print-wait-time", *adds([k]))
-        out["add"].append(ms(t0))
-        out["add_server"].append(waited_hv(printed))
-    lab.nbctl("--wait=hv", *dels(range(count)))
-    plug(range(count, bulk))
-    say(f"OVN 2: {runs} x ({bulk} lsp-add in one NB transaction, {bulk} lsp-del in one)")
-    for _ in range(runs):
-        t0 = time.monotonic()
-        printed = lab.nbctl("--wait=hv", "--print-wait-time", *adds(range(bulk)))
-        out["bulk"].append(ms(t0))
-        out["bulk_server"].append(waited_hv(printed))
-        t0 = time.monotonic()
-        lab.nbctl("--wait=hv", *dels(range(bulk)))
-        out["bulk_delete"].append(ms(t0))
-    lab.nbctl("--wait=hv", *adds(range(bulk)))
-    say(f"OVN 3: {runs} ovn-controller restarts, {runs} ovn-northd restarts, {bulk} ports")
-    for _ in range(runs):
-        out["restart_host"].append(lab.restart_ovn_controller(lab.chassis[0], settle) * 1000)
-    for _ in range(runs):
-        out["restart_central"].append(lab.restart_northd(settle) * 1000)
-    return dict(out)
+    def at_once(self) -> dict[str, list[float]]:
+        """Ends with ``bulk`` LSPs present."""
+        lab, bulk, runs = self.lab, self.plan.bulk, self.plan.runs
+        out: dict[str, list[float]] = defaultdict(list)
+        self.plug(range(self.plan.count, bulk))
+        self.say(f"OVN 2: {runs} x ({bulk} lsp-add in one NB transaction, then lsp-del)")
+        for _ in range(runs):
+            t0 = time.monotonic()
+            printed = lab.nbctl("--wait=hv", "--print-wait-time", *self.adds(range(bulk)))
+            out["bulk"].append(ms(t0))
+            out["bulk_server"].append(waited_hv(printed))
+            t0 = time.monotonic()
+            lab.nbctl("--wait=hv", *self.dels(range(bulk)))
+            out["bulk_delete"].append(ms(t0))
+        lab.nbctl("--wait=hv", *self.adds(range(bulk)))
+        return dict(out)
+
+    def restarts(self) -> dict[str, list[float]]:
+        lab, runs, settle = self.lab, self.plan.runs, self.plan.settle
+        out: dict[str, list[float]] = defaultdict(list)
+        self.say(f"OVN 3: {runs} ovn-controller restarts, {runs} ovn-northd restarts")
+        for _ in range(runs):
+            out["restart_host"].append(lab.restart_ovn_controller(lab.chassis[0], settle) * 1000)
+        for _ in range(runs):
+            out["restart_central"].append(lab.restart_northd(settle) * 1000)
+        return dict(out)
 
 
 # -- the run ---------------------------------------------------------------------------
+
+
+async def both(
+    spec: Any, plan: Plan, say: Callable[[str], None]
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Both labs up (the OVN one beside the ``plexus lab`` of ``spec``, each idle while
+    the other works); each shape of work on Plexus, then on OVN, shape by shape, so
+    that a change in the machine's load falls on both sides alike."""
+    plexus_out: dict[str, list[float]] = {}
+    ovn_out: dict[str, list[float]] = {}
+    say("OVN lab up (NB, SB, northd; 3 chassis)")
+    with OvnLab() as lab:
+        async with AsyncClient(spec.controller_url, timeout=60) as http:
+            plexus, ovn = Plexus(spec, http, plan, say), Ovn(lab, plan, say)
+            await plexus.prepare()
+            for mine, theirs in (
+                (plexus.one_by_one, ovn.one_by_one),
+                (plexus.at_once, ovn.at_once),
+                (plexus.restarts, ovn.restarts),
+            ):
+                plexus_out |= await mine()
+                ovn_out |= theirs()  # blocks the loop: nothing else runs meanwhile
+    return plexus_out, ovn_out
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -236,9 +279,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = ap.parse_args(argv)
     if args.quick:
         args.count, args.bulk, args.runs = 10, 30, 2
+    if args.bulk < args.count:
+        ap.error("--bulk must be at least --count (the bulk rows reuse row 1's compartments)")
     if os.geteuid() != 0:
         sys.exit("this benchmark builds labs of namespaces and daemons: run it as root")
     exit_on_signals()
+    plan = Plan(args.count, args.bulk, args.runs, args.settle, not args.no_batch)
     started = time.monotonic()
 
     def say(step: str) -> None:
@@ -247,22 +293,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     install(say)
     say("load average: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     try:
-        plexus = lab_run(
-            3, "vo", lambda spec: versus_plexus.measure(
-                spec, args.count, args.bulk, args.runs, args.settle, not args.no_batch, say
-            ),
-        )  # fmt: skip
+        plexus, ovn = lab_run(3, "vo", lambda spec: both(spec, plan, say))
     except BatchMissing as e:
         sys.exit(f"versus_ovn: {e}")
-    say("plexus lab down; OVN lab up (central + 3 chassis)")
-    with OvnLab() as lab:
-        ovn = ovn_measure(lab, args.count, args.bulk, args.runs, args.settle, say)
-    say("OVN lab down")
+    say("both labs down")
 
     results = compare(rows(args.bulk), plexus, ovn)
     ovn_version, commit = version(), git_commit()
-    title = (f"Plexus {commit} / {ovn_version}: ratio Plexus / OVN (below 1: Plexus faster); "
-             f"{os.cpu_count()} cores, both sides one after the other")  # fmt: skip
+    title = (
+        f"Plexus {commit} vs {ovn_version}, {os.cpu_count()} cores: ratio P/O < 1 = Plexus faster"
+    )
     console.print(table(results, title))
     console.print(LEGEND, highlight=False)
     if args.no_batch:

@@ -23,6 +23,7 @@ import signal
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from cli.client import AsyncClient
@@ -121,43 +122,62 @@ async def caught_up(http: AsyncClient, want: set[str], within: float = 120) -> f
     raise TimeoutError(f"{sorted(want)} not in sync within {within} s")
 
 
-async def measure(
-    spec: Any,
-    count: int,
-    bulk: int,
-    runs: int,
-    settle: float,
-    use_batch: bool,
-    say: Callable[[str], None],
-) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = defaultdict(list)
-    lab_hosts = spec.hosts
-    everyone = set(lab_hosts)
+@dataclass(frozen=True)
+class Plan:
+    """What both sides run: ``count`` single adds, ``bulk`` at once, ``runs`` of each
+    bulk and restart figure, ``settle`` s between a stop and the start; ``batch``:
+    Plexus's ``POST /v1/batch`` rows too."""
 
-    def host(i: int) -> str:
-        return str(lab_hosts[i % len(lab_hosts)])
+    count: int
+    bulk: int
+    runs: int
+    settle: float
+    batch: bool
 
-    async with AsyncClient(spec.controller_url, timeout=60) as http:
-        if use_batch:  # before anything else: a controller without it fails at once
-            await has_batch(http)
-        await post(http, "/v1/networks", {"id": NET, "subnet": str(SUBNET), "vni": 4244}, True)
 
-        say(f"Plexus 1: {count} x (compartment, then POST /v1/endpoints?wait=true)")
+class Plexus:
+    """The three shapes of work on a lab of ``spec``, one method each (in this order,
+    after :meth:`prepare`); each returns its samples (ms) by row key."""
+
+    def __init__(
+        self, spec: Any, http: AsyncClient, plan: Plan, say: Callable[[str], None]
+    ) -> None:
+        self.spec, self.http, self.plan, self.say = spec, http, plan, say
+        self.everyone = set(spec.hosts)
+
+    def host(self, i: int) -> str:
+        return str(self.spec.hosts[i % len(self.spec.hosts)])
+
+    async def prepare(self) -> None:
+        if self.plan.batch:  # before anything else: a controller without it fails at once
+            await has_batch(self.http)
+        net = {"id": NET, "subnet": str(SUBNET), "vni": 4244}
+        await post(self.http, "/v1/networks", net, True)
+
+    async def one_by_one(self) -> dict[str, list[float]]:
+        http, count = self.http, self.plan.count
+        out: dict[str, list[float]] = defaultdict(list)
+        self.say(f"Plexus 1: {count} x (compartment, then POST /v1/endpoints?wait=true)")
         for i in range(count):
-            await post(http, "/v1/compartments", {"id": f"c{i}", "host": host(i)}, True)
+            await post(http, "/v1/compartments", {"id": f"c{i}", "host": self.host(i)}, True)
             t0 = time.monotonic()
             data = await post(http, "/v1/endpoints", endpoint(i), True)
             out["add"].append(ms(t0))
             out["add_server"].append(float(data["convergence"]["elapsed_ms"]))
-        await delete_endpoints(http, range(count), everyone)
-        comps = ({"id": f"c{i}", "host": host(i)} for i in range(count, bulk))
-        await each(http.post("/v1/compartments", c) for c in comps)
-        await in_sync(http, everyone)
+        await delete_endpoints(http, range(count), self.everyone)
+        return dict(out)
 
+    async def at_once(self) -> dict[str, list[float]]:
+        """Ends with ``bulk`` endpoints present."""
+        http, bulk, runs = self.http, self.plan.bulk, self.plan.runs
+        out: dict[str, list[float]] = defaultdict(list)
+        comps = ({"id": f"c{i}", "host": self.host(i)} for i in range(self.plan.count, bulk))
+        await each(http.post("/v1/compartments", c) for c in comps)
+        await in_sync(http, self.everyone)
         creates = [{"op": "create", "kind": "endpoint", "body": endpoint(i)} for i in range(bulk)]
         deletes = [{"op": "delete", "kind": "endpoint", "id": f"e{i}"} for i in range(bulk)]
-        if use_batch:
-            say(f"Plexus 2: {runs} x ({bulk} creates in one POST {BATCH}, {bulk} deletes in one)")
+        if self.plan.batch:
+            self.say(f"Plexus 2: {runs} x ({bulk} creates in one POST {BATCH}, then deletes)")
             for _ in range(runs):
                 t0 = time.monotonic()
                 data = await batch(http, creates)
@@ -166,7 +186,7 @@ async def measure(
                 t0 = time.monotonic()
                 await batch(http, deletes)
                 out["bulk_delete"].append(ms(t0))
-        say(f"Plexus 2: {runs} x {bulk} concurrent POST /v1/endpoints → in sync")
+        self.say(f"Plexus 2: {runs} x {bulk} concurrent POST /v1/endpoints → in sync")
         for r in range(runs):
             t0 = time.monotonic()
             await each(http.post("/v1/endpoints", endpoint(i)) for i in range(bulk))
@@ -174,14 +194,18 @@ async def measure(
                 await asyncio.sleep(0.002)  # polling the API is the measurement
             out["burst"].append(ms(t0))
             if r < runs - 1:
-                await delete_endpoints(http, range(bulk), everyone)
+                await delete_endpoints(http, range(bulk), self.everyone)
+        return dict(out)
 
-        say(f"Plexus 3: {runs} agent restarts, {runs} controller restarts, {bulk} endpoints")
-        h = host(0)
+    async def restarts(self) -> dict[str, list[float]]:
+        spec, http, runs = self.spec, self.http, self.plan.runs
+        out: dict[str, list[float]] = defaultdict(list)
+        self.say(f"Plexus 3: {runs} agent restarts, {runs} controller restarts")
+        h = self.host(0)
         for _ in range(runs):
             await stop(spec, f"agent:{h}")
             await offline(http, h)  # its own last status: an old "in sync" must not count
-            await asyncio.sleep(settle)
+            await asyncio.sleep(self.plan.settle)
             t0 = time.monotonic()
             core.start(spec, f"agent:{h}")
             online = await caught_up(http, {h})
@@ -189,13 +213,13 @@ async def measure(
             out["restart_host_online"].append(online * 1000)
         for _ in range(runs):
             await stop(spec, "controller")
-            await asyncio.sleep(settle)
+            await asyncio.sleep(self.plan.settle)
             t0 = time.monotonic()
             core.start(spec, "controller")
-            online = await caught_up(http, everyone)
+            online = await caught_up(http, self.everyone)
             out["restart_central"].append(ms(t0))
             out["restart_central_online"].append(online * 1000)
-    return dict(out)
+        return dict(out)
 
 
 async def stop(spec: Any, process: str) -> None:
