@@ -4,6 +4,8 @@ pairs each made in ONE netlink request (host end in the bridge and up, peer move
 its namespace) — pyroute2, no agent, nothing else. The lab's hosts share one kernel,
 whose link changes all take one lock (RTNL): a batch of endpoints cannot be applied on
 every host of a one-machine lab faster than the kernel makes their veths one by one.
+Then half of each round's veths are deleted one request each, half as one link group
+(what :mod:`agents.kernel.dellinks` does).
 
     .venv/bin/python -m benchmarks.veth_floor [--count 200] [--rounds 3]
 """
@@ -17,6 +19,7 @@ from typing import Any
 
 from pyroute2 import IPRoute, netns
 
+from agents.kernel.dellinks import DOOMED
 from lab.records import record
 
 from .common import report, summary
@@ -28,7 +31,7 @@ def measure(count: int, rounds: int) -> list[dict[str, Any]]:
     made = [host]
     record("netns", host)
     netns.create(host)
-    ns_ms, veth_ms = [], []
+    ns_ms, veth_ms, one_ms, group_ms = [], [], [], []
     try:
         with IPRoute(netns=host) as ipr:
             ipr.link("add", ifname="br0", kind="bridge")
@@ -42,6 +45,7 @@ def measure(count: int, rounds: int) -> list[dict[str, Any]]:
                     netns.create(name)
                     ns_ms.append((time.perf_counter() - t) * 1000)
                     made.append(name)
+                made_links = []
                 for i, name in enumerate(names):
                     fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
                     try:
@@ -57,6 +61,18 @@ def measure(count: int, rounds: int) -> list[dict[str, Any]]:
                         veth_ms.append((time.perf_counter() - t) * 1000)
                     finally:
                         os.close(fd)
+                    made_links.append(ipr.link_lookup(ifname=f"v{r}x{i}")[0])
+                # half deleted one request each, half as one group (agents.kernel.dellinks)
+                half = len(made_links) // 2
+                t = time.perf_counter()
+                for idx in made_links[:half]:
+                    ipr.link("del", index=idx)
+                one_ms.append((time.perf_counter() - t) * 1000)
+                t = time.perf_counter()
+                for idx in made_links[half:]:
+                    ipr.link("set", index=idx, group=DOOMED)
+                ipr.link("del", group=DOOMED)
+                group_ms.append((time.perf_counter() - t) * 1000)
     finally:
         for name in made:
             try:
@@ -70,6 +86,8 @@ def measure(count: int, rounds: int) -> list[dict[str, Any]]:
             "what": f"so {count} endpoints' veths, one after another",
             "value": f"{sum(veth_ms) / rounds:.0f} ms",
         },
+        {"what": f"{count // 2} veths deleted, one request each", **summary(one_ms)},
+        {"what": f"{count - count // 2} veths deleted as one link group", **summary(group_ms)},
     ]
 
 

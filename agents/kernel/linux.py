@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import os
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -24,7 +25,8 @@ from .. import plan as p
 from ..errors import KernelError
 from ..model import HANDOVER, Bridge, HostState, Veth
 from . import apply_each, nft, resolv, uplink
-from .batch import BATCHED, NetlinkBatch, apply_run
+from .batch import NetlinkBatch, apply_run
+from .dellinks import delete_veths, run_of
 from .netlink import GONE, NUD_PERMANENT, ensure, index, pair_of, subject
 from .netns import in_netns, is_there, listnetns, netlink_socket, open_ns, release
 from .netns import remove as remove_netns
@@ -137,23 +139,23 @@ class LinuxKernel:
 
     async def apply_many(self, actions: Sequence[p.Action]) -> list[KernelError | None]:
         """Runs of FDB and neighbour actions go to the kernel as batches (one send per
-        1,024 requests); every other action is applied on its own, in order."""
+        1,024 requests), runs of veth deletes as one (:mod:`.dellinks`); every other
+        action is applied on its own, in order."""
         outcomes: list[KernelError | None] = []
-        run: list[p.Action] = []
-        for action in [*actions, None]:
-            if isinstance(action, BATCHED):
-                run.append(action)
-                continue
-            if run:
-                outcomes += await self._apply_batch(run)
-                run = []
-            if action is not None:
-                outcomes += await apply_each(self, [action])
+        for kind, group in itertools.groupby(actions, run_of):
+            run = list(group)
+            if kind == "batch" or (kind == "dellink" and len(run) > 1):
+                outcomes += await self._apply_run(kind, run)
+            else:
+                outcomes += await apply_each(self, run)
         return outcomes
 
-    async def _apply_batch(self, run: list[p.Action]) -> list[KernelError | None]:
+    async def _apply_run(self, kind: str, run: list[p.Action]) -> list[KernelError | None]:
         view, self._view = self._view, None
-        outcomes = await apply_run(self._batch, run)
+        if kind == "batch":
+            outcomes = await apply_run(self._batch, run)
+        else:
+            outcomes = await delete_veths(await self._root(), run)  # type: ignore[arg-type]
         if view is not None and not any(outcomes):
             try:
                 for action in run:

@@ -10,9 +10,11 @@ from pathlib import Path
 
 from agents.kernel import netns
 from lab.records import record
+from proto import names
 from tests.kernel.lab import require_root
 
 CHECK = Path(__file__).with_name("batch_check.py")
+DELLINKS = Path(__file__).with_name("dellinks_check.py")
 
 
 def test_fdb_and_neighbours_are_programmed_in_batches() -> None:
@@ -42,3 +44,33 @@ def test_fdb_and_neighbours_are_programmed_in_batches() -> None:
     assert out["change_failed"] == []
     assert out["after_change"] == {"fdb": True, "neigh": True}
     assert out["view_equals_kernel"]
+
+
+def test_a_run_of_veth_deletes_is_one_kernel_operation_and_touches_nothing_else() -> None:
+    """:mod:`agents.kernel.dellinks`: 40 veths deleted in one run (one already gone),
+    beside a veth and a bridge that are not the driver's, in a namespace of the test."""
+    require_root()
+    ns = f"pxtest-dellinks-{os.getpid()}"
+    host = f"dl{os.getpid()}"
+    record("netns", ns)
+    record("netns-prefix", names.netns_prefix(host))
+    netns.create(ns)
+    try:
+        root = Path(__file__).parents[2]
+        run = subprocess.run(
+            ["nsenter", f"--net=/run/netns/{ns}", sys.executable, str(DELLINKS), host, "40"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )
+        assert run.returncode == 0, run.stderr
+        out = json.loads(run.stdout.strip().splitlines()[-1])
+    finally:
+        netns.remove(ns)
+    assert out["made"] == 40
+    assert out["failed"] == [] and out["veths_left"] == 0 and out["view_equals_kernel"]
+    assert out["foreign_left"] == ["fgnveth0", "fgnveth1", "fgnbridge"]
+    assert out["in_doomed_group"] == [] and out["inner_left"] == ["lo"]
+    assert not [n for n in netns.listnetns() if n.startswith(names.netns_prefix(host))]
