@@ -24,6 +24,7 @@ from .. import plan as p
 from ..errors import KernelError
 from ..model import HANDOVER, Bridge, HostState, Veth
 from . import apply_each, nft, resolv, uplink
+from .announce import Announcer
 from .batch import BATCHED, NetlinkBatch, apply_run
 from .netlink import GONE, NUD_PERMANENT, ensure, index, pair_of, subject
 from .netns import in_netns, is_there, listnetns, netlink_socket, open_ns, release
@@ -54,6 +55,7 @@ class LinuxKernel:
         #: actions since applied to it (None: unknown, the next read is a full one)
         self._view: HostState | None = None
         self._batch = NetlinkBatch()
+        self._announcer = Announcer()
 
     async def _root(self) -> AsyncIPRoute:
         if self._ipr is None:
@@ -82,6 +84,7 @@ class LinuxKernel:
             self._ipr.close()
             self._ipr = None
         self._batch.close()
+        self._announcer.close()
 
     # -- read --------------------------------------------------------------------------
 
@@ -278,6 +281,8 @@ class LinuxKernel:
             case p.DelHostRoute(prefix):
                 async with ensure(*GONE):
                     await ipr.route("del", dst=prefix, table=254)
+            case p.Announce(bridge, ip, mac):
+                self._announcer.send(bridge, ip, mac)
             case p.SetSysctl(key, value):
                 if key not in SYSCTLS:
                     raise KernelError("SetSysctl", key, errno.EPERM, "not a sysctl Plexus owns")
