@@ -3,7 +3,8 @@
 Deletions of stale objects are planned only when ``complete`` (the agent holds its
 desired document and every table it follows, snapshot plus contiguous changes).
 Replacing an object that is still desired but differs is an update, always allowed.
-Actions are ordered so that each one's prerequisites come first.
+Actions are ordered so that each one's prerequisites come first; announcements
+(:class:`Announce`) come last, once what they announce can carry traffic.
 """
 
 from __future__ import annotations
@@ -14,7 +15,23 @@ from typing import Any
 
 from proto import names
 
-from .model import FLOOD_MAC, Bridge, Fdb, HostState, Neigh, Rule, Veth, Vxlan, satisfies
+from .model import (
+    FLOOD_MAC,
+    HANDOVER,
+    Bridge,
+    Fdb,
+    HostState,
+    Neigh,
+    Rule,
+    Veth,
+    Vxlan,
+    satisfies,
+)
+
+#: announcements a pass makes at most: a pass that adds more endpoints is a bulk change
+#: (a cold start, a resynchronisation, a burst), whose other peers' ARP retries resolve
+#: them (each announcement is a frame flooded to every port of its bridge)
+ANNOUNCE_LIMIT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +167,20 @@ class DelNeigh:
     neigh: Neigh
 
 
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Tell the ports of ``bridge`` that ``ip`` is at ``mac`` (a gratuitous ARP sent
+    onto the bridge, :mod:`agents.kernel.announce`): a peer that asked for ``ip`` before
+    it could be answered, or holds another MAC for it, takes ``mac`` at once instead of
+    at its next ARP retry. Planned with the veth or the remote neighbour that makes
+    ``ip`` reachable. It changes no state: best effort, a frame that cannot leave is
+    dropped, not a failure."""
+
+    bridge: str
+    ip: str
+    mac: str
+
+
 Action = (
     AddNamespace
     | DelNamespace
@@ -173,6 +204,7 @@ Action = (
     | SetSysctl
     | SetResolv
     | DelResolv
+    | Announce
 )
 
 
@@ -223,6 +255,7 @@ def plan(
 
     # veths: any difference means re-creation (a default route through it goes too)
     recreated_ns: set[str] = set()
+    new_veths: list[Veth] = []
     for name, veth in sorted(desired.veths.items()):
         have_veth = actual.veths.get(name)
         if not satisfies(have_veth, veth):
@@ -231,6 +264,7 @@ def plan(
                 recreated_ns.add(have_veth.netns)
             recreated_ns.add(veth.netns)
             adds.append(AddVeth(veth))
+            new_veths.append(veth)
 
     # default routes (a re-created veth takes the route through it along)
     for ns, gw in sorted(desired.routes.items(), key=lambda kv: kv[0]):
@@ -316,6 +350,8 @@ def plan(
         if have_routes.get(prefix) != via:
             adds.append(SetHostRoute(prefix, via))
 
+    adds += announcements(desired, new_veths, changed_nb)
+
     if complete:
         stale: list[Action] = []
         if desired.rules is None and actual.rules is not None:
@@ -333,3 +369,21 @@ def plan(
         stale += [DelNamespace(n) for n in sorted(stale_ns)]
         dels = stale + dels
     return dels + adds
+
+
+def announcements(desired: HostState, veths: list[Veth], neigh: list[Neigh]) -> list[Announce]:
+    """The announcements of the addresses a pass makes reachable on a bridge: its new
+    or changed remote neighbours' (on the bridge of their VXLAN device: nothing else
+    tells that host's compartments), then its new veths' (local endpoints, router legs:
+    each also announces itself when it comes up, ``arp_notify``, which a peer may miss
+    while the new bridge port is not yet forwarding; not a handed-over pair, whose
+    address is the runtime's to set); at most :data:`ANNOUNCE_LIMIT`."""
+    out: list[Announce] = []
+    for n in neigh[:ANNOUNCE_LIMIT]:
+        vx = desired.vxlans.get(n.device)
+        if vx is not None:
+            out.append(Announce(vx.bridge, n.ip, n.mac))
+    for v in veths[: max(0, ANNOUNCE_LIMIT - len(out))]:
+        if v.address and v.netns != HANDOVER:
+            out.append(Announce(v.bridge, v.address.partition("/")[0], v.mac))
+    return out

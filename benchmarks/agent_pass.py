@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         agent.on_message(topics.network_changes("n"), proto.encode(ch))
         result = loop.run_until_complete(agent.reconcile(False))
         change.append((time.perf_counter() - t) * 1000)
-        assert result.actions == 4 and not result.errors, result  # del+add FDB and neighbour
+        # del+add FDB and neighbour, and the endpoint's new MAC announced
+        assert result.actions == 5 and not result.errors, result
     for _ in range(5):
         t = time.perf_counter()
         loop.run_until_complete(agent.reconcile(True))

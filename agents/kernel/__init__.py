@@ -8,9 +8,10 @@ Nothing above this seam imports pyroute2; every failure crosses it as a
 The Linux driver's modules: ``linux`` (the driver: its connections, its view, apply),
 ``read`` (the owned state read back), ``uplink`` (a transparent network's host link),
 ``batch`` (FDB and neighbour entries many per send), ``netlink`` (ensure semantics and
-lookups shared by those), ``nft`` (the nftables table), ``netns`` (namespaces without
-forking), ``view`` (what an action does to a state: the in-memory kernel's semantics and
-the Linux driver's view), ``memory`` (the in-memory driver).
+lookups shared by those), ``announce`` (gratuitous ARP onto a bridge), ``nft`` (the
+nftables table), ``netns`` (namespaces without forking), ``view`` (what an action does
+to a state: the in-memory kernel's semantics and the Linux driver's view), ``memory``
+(the in-memory driver).
 """
 
 from __future__ import annotations

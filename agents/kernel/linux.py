@@ -25,6 +25,7 @@ from .. import plan as p
 from ..errors import KernelError
 from ..model import HANDOVER, Bridge, HostState, Veth
 from . import apply_each, nft, resolv, uplink
+from .announce import Announcer
 from .batch import NetlinkBatch, apply_run
 from .dellinks import delete_veths, run_of
 from .netlink import GONE, NUD_PERMANENT, ensure, index, pair_of, subject
@@ -56,6 +57,7 @@ class LinuxKernel:
         #: actions since applied to it (None: unknown, the next read is a full one)
         self._view: HostState | None = None
         self._batch = NetlinkBatch()
+        self._announcer = Announcer()
 
     async def _root(self) -> AsyncIPRoute:
         if self._ipr is None:
@@ -84,6 +86,7 @@ class LinuxKernel:
             self._ipr.close()
             self._ipr = None
         self._batch.close()
+        self._announcer.close()
 
     # -- read --------------------------------------------------------------------------
 
@@ -138,9 +141,8 @@ class LinuxKernel:
             self._view = view
 
     async def apply_many(self, actions: Sequence[p.Action]) -> list[KernelError | None]:
-        """Runs of FDB and neighbour actions go to the kernel as batches (one send per
-        1,024 requests), runs of veth deletes as one (:mod:`.dellinks`); every other
-        action is applied on its own, in order."""
+        """Runs of FDB and neighbour actions go to the kernel as batches (1,024 a send),
+        veth deletes as one (:mod:`.dellinks`); every other action on its own, in order."""
         outcomes: list[KernelError | None] = []
         for kind, group in itertools.groupby(actions, run_of):
             run = list(group)
@@ -280,6 +282,8 @@ class LinuxKernel:
             case p.DelHostRoute(prefix):
                 async with ensure(*GONE):
                     await ipr.route("del", dst=prefix, table=254)
+            case p.Announce(bridge, ip, mac):
+                self._announcer.send(bridge, ip, mac)
             case p.SetSysctl(key, value):
                 if key not in SYSCTLS:
                     raise KernelError("SetSysctl", key, errno.EPERM, "not a sysctl Plexus owns")

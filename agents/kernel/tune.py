@@ -99,13 +99,14 @@ def tune_compartment() -> int:
 
 
 def tune_interface(ifname: str, router: bool = False) -> Callable[[], int]:
-    """Retry an unanswered ARP after 100 ms, not 1 s: a peer that asked for an endpoint
-    before it existed reaches it at most 100 ms after its own host's agent added the
-    neighbour entry the overlay's ARP proxy answers from. (The proxy consumes ARP
-    requests, gratuitous ones too: an announcement cannot cross the overlay.) Per
-    interface: ``neigh/default`` exists in the initial namespace only. ``router``: the
-    interface of a router namespace, which forwards what comes in on it. Returns the
-    interface's index."""
+    """Retry an unanswered ARP after 100 ms, not 1 s. A peer that asked for an endpoint
+    before it existed is told its address by the agent of the peer's host as soon as
+    that agent can carry traffic to it (:class:`~agents.plan.Announce`); the retry
+    covers what a pass does not announce (past its limit) and a lost announcement. (The
+    overlay's ARP proxy consumes ARP, gratuitous too: the endpoint's own announcement
+    on up cannot cross the overlay.) Per interface: ``neigh/default`` exists in the
+    initial namespace only. ``router``: the interface of a router namespace, which
+    forwards what comes in on it. Returns the interface's index."""
 
     def tune() -> int:
         index = socket.if_nametoindex(ifname)  # no netlink round trip for it

@@ -104,6 +104,8 @@ def apply_to(st: HostState, action: p.Action) -> None:
             st.host_routes.pop(prefix, None)
         case p.SetSysctl(key, value):
             st.sysctls[key] = value
+        case p.Announce():
+            pass  # a frame: no state
 
 
 def rescope(st: HostState, runtime: Collection[str], there: Callable[[str], bool]) -> None:

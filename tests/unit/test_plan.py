@@ -68,8 +68,11 @@ async def test_empty_to_full_then_zero_actions() -> None:
     kernel = MemoryKernel()
     n = await converge(full(), kernel)
     kinds = [type(a).__name__ for a in kernel.applied]
-    assert n == 10
+    assert n == 13
     assert kinds[:5] == ["AddNamespace", "AddNamespace", "AddBridge", "AddVxlan", "AddVeth"]
+    # last, the addresses made reachable are announced on the bridge: the local
+    # endpoint's, the router's gateway, the remote endpoint's
+    assert kinds[-3:] == ["Announce"] * 3
     assert p.plan(full(), await kernel.read(), complete=True) == []
 
 
@@ -114,7 +117,7 @@ async def test_single_changes() -> None:
     name = names.veth(LOCAL.id)
     st.veths[name] = dataclasses.replace(st.veths[name], up=False)
     actions = p.plan(full(), await kernel.read(), complete=False)
-    assert [type(a) for a in actions] == [p.DelVeth, p.AddVeth, p.SetRoute]
+    assert [type(a) for a in actions] == [p.DelVeth, p.AddVeth, p.SetRoute, p.Announce]
 
 
 async def test_stale_removal_waits_for_the_complete_table() -> None:
@@ -139,7 +142,7 @@ async def test_failed_action_does_not_stop_the_others() -> None:
     assert agent.status().desired_generation == 0  # not reported as applied
     kernel.fail = set()
     result = await agent.reconcile()
-    assert result.errors == [] and result.actions == 1
+    assert result.errors == [] and result.actions == 2  # the neighbour, its announcement
     st = agent.status()
     assert (st.desired_generation, st.networks) == (5, {"blue": 2})
 
@@ -235,7 +238,7 @@ async def test_overlay_routers_with_outbound_nat_and_overlapping_subnets() -> No
     # the router namespace deleted by hand: namespace, legs, route and table return
     await kernel.apply(p.DelNamespace(rr))
     again = {type(a).__name__ for a in p.plan(want, await kernel.read(), complete=True)}
-    assert again == {"AddNamespace", "AddVeth", "SetRoute", "SetRules"}
+    assert again == {"AddNamespace", "AddVeth", "SetRoute", "SetRules", "Announce"}
     # without the exceptions the host route goes, once the table is complete
     plain = doc.model_copy(
         update={"networks": (blue, red.model_copy(update={"nat_exceptions": ()}))}

@@ -137,7 +137,11 @@ def test_an_uplink_the_host_does_not_allow_is_refused() -> None:
 def test_planner_replaces_the_table_when_it_differs_and_removes_it_only_when_complete() -> None:
     want = desired_state("h1", doc(NAT), {}, None)
     actions = p.plan(want, HostState(), complete=False)
+    # the table last, but for the announcements of the new endpoints (once it lets
+    # their traffic through)
+    *actions, announce = actions
     assert isinstance(actions[0], p.SetSysctl) and isinstance(actions[-1], p.SetRules)
+    assert announce == p.Announce(names.bridge("web"), "10.5.0.9", "02:00:00:00:00:01")
     have = HostState(rules=want.rules, sysctls=dict(want.sysctls))
     assert not [a for a in p.plan(want, have, complete=True) if isinstance(a, p.SetRules)]
     # a rule missing (deleted by hand) or the table gone (flushed): replaced
