@@ -37,6 +37,13 @@ from .state import TABLE_OF, Applied, Delta, EndpointRow, Row, Table
 #: deletes go in this order (what refers to a row before it), puts in the reverse
 ORDER: tuple[Table, ...] = ("endpoints", "policies", "compartments", "networks", "hosts")
 
+#: the state's table of each kind
+TABLES: dict[str, Table] = {
+    "network": "networks",
+    "compartment": "compartments",
+    "endpoint": "endpoints",
+    "policy": "policies",
+}
 _BODIES: dict[str, type[Any]] = {
     "network": NetworkCreate,
     "compartment": CompartmentCreate,
@@ -144,9 +151,7 @@ def _reason(e: ValidationError) -> str:
 def _current(ctl: Controller, d: Done) -> Row | None:
     """The row a create made, as committed (its generations renumbered); None when a
     later operation of the batch deleted it."""
-    table: Table = {"network": "networks", "compartment": "compartments"}.get(  # type: ignore[assignment]
-        d.kind, d.kind + "s"
-    )
+    table = TABLES[d.kind]
     row: Row | None = getattr(ctl.state, table).get(d.id)
     return row
 

@@ -108,9 +108,14 @@ def test_a_new_network_with_its_compartments_and_endpoints_is_one_commit(
     for i in range(6):
         ops.append(create("compartment", id=f"c{i}", host=f"h{i % 2 + 1}"))
         ops.append(create("endpoint", id=f"e{i}", network="blue", compartment=f"c{i}"))
+    rule = {"priority": 10, "direction": "in", "action": "allow"}
+    ops.append(create("policy", id="p1", network="blue", rules=[rule]))
     out = bulk.run(ctl, ops)
+    assert out.value[-1].kind == "policy" and out.value[-1].row is ctl.state.policies["p1"]
+    out.value.pop()
     assert store(ctl).commits == before + 1
     assert [d.id for d in out.value] == ["blue"] + [x for i in range(6) for x in (f"c{i}", f"e{i}")]
+    assert pub.desired("h2").policies[0].id == "p1"
     net = ctl.state.networks["blue"]
     assert net.table_gen == net.spec.generation == 1
     assert {e.gen for e in ctl.state.endpoints.values()} == {1}
