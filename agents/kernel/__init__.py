@@ -10,7 +10,8 @@ The Linux driver's modules: ``linux`` (the driver: its connections, its view, ap
 ``batch`` (FDB and neighbour entries many per send), ``netlink`` (ensure semantics and
 lookups shared by those), ``nft`` (the nftables table), ``netns`` (namespaces without
 forking), ``view`` (what an action does to a state: the in-memory kernel's semantics and
-the Linux driver's view), ``memory`` (the in-memory driver).
+the Linux driver's view), ``memory`` (the in-memory driver), ``lazy`` (pyroute2 without
+its package ``__init__``: what the agent's process imports of it).
 """
 
 from __future__ import annotations
