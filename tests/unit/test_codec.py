@@ -213,6 +213,7 @@ def test_exported_names_are_exactly_the_intended_ones() -> None:
         "WireError",
         "WrongKind",
         "decode",
+        "decode_rows",
         "encode",
         "pack",
         "pack_parts",
