@@ -171,7 +171,8 @@ class LinuxKernel:
                 tune = tune_router if names.is_router_netns(name) else tune_compartment
                 fd = await in_netns(name, tune, create=new)
                 inner = await self._in(name, fd)
-                await inner.link("set", index=1, state="up")
+                if not new:  # one made here has lo up already (netns._enter)
+                    await inner.link("set", index=1, state="up")
             case p.DelNamespace(name):
                 self._forget(name)
                 if name in listnetns():
@@ -240,10 +241,11 @@ class LinuxKernel:
                         ) from None
             case p.SetRoute(ns, gw):
                 inner = await self._in(ns)
-                async with ensure(*GONE):
-                    await inner.route("del", dst="0.0.0.0/0", table=254)
-                if gw is not None:
-                    await inner.route("add", dst="0.0.0.0/0", gateway=gw, table=254)
+                if gw is None:
+                    async with ensure(*GONE):
+                        await inner.route("del", dst="0.0.0.0/0", table=254)
+                else:  # one request, not a delete and an add
+                    await inner.route("replace", dst="0.0.0.0/0", gateway=gw, table=254)
             case p.AddFdb(f):
                 async with ensure(errno.EEXIST):
                     await ipr.fdb(
