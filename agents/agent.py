@@ -11,21 +11,21 @@ import dataclasses
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar, overload
 
 import structlog
-from prometheus_client import CollectorRegistry, Gauge, Histogram
-from prometheus_client import Counter as MetricCounter
 
 import proto
 from proto import names, topics
 from proto.parts import Netns
+from proto.rows import ChangeRows, SnapshotRows
 
 from .acl import Compiled
 from .conflicts import conflicts
 from .desired import Changes, desired_state, without
 from .errors import KernelError
 from .kernel import Kernel
+from .metrics import AgentMetrics
 from .model import HANDOVER, TAKEN, HostState, Veth
 from .plan import plan
 from .tables import Table
@@ -38,61 +38,14 @@ class Decoder(Protocol):
     def __call__(self, data: bytes, expect: type[M]) -> M: ...
 
 
+class RowsDecoder(Protocol):
+    @overload
+    def __call__(self, data: bytes, expect: type[proto.NetworkSnapshot]) -> SnapshotRows: ...
+    @overload
+    def __call__(self, data: bytes, expect: type[proto.NetworkChange]) -> ChangeRows: ...
+
+
 MAX_ERRORS = 32
-
-
-class AgentMetrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.pass_seconds = Histogram(
-            "plexus_agent_pass_seconds",
-            "reconcile pass duration",
-            registry=r,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-        )
-        self.actions = MetricCounter(
-            "plexus_agent_actions_total", "kernel actions applied", ["action"], registry=r
-        )
-        self.errors = MetricCounter(
-            "plexus_agent_action_errors_total", "kernel actions that failed", ["action"], registry=r
-        )
-        self.rejected = MetricCounter(
-            "plexus_agent_rejected_messages_total", "messages refused", ["reason"], registry=r
-        )
-        self.view_diverged = MetricCounter(
-            "plexus_agent_view_diverged_total",
-            "passes whose view of the kernel differed from a full read (verify_view only)",
-            registry=r,
-        )
-        self.dropped = MetricCounter(
-            "plexus_agent_dropped_messages_total",
-            "messages dropped because the bounded receive queue was full",
-            registry=r,
-        )
-        self.rule_packets = Gauge(
-            "plexus_agent_nft_rule_packets",
-            "packets counted by each rule of the agent's nftables table",
-            ["rule"],
-            registry=r,
-        )
-        self.rule_bytes = Gauge(
-            "plexus_agent_nft_rule_bytes",
-            "bytes counted by each rule of the agent's nftables table",
-            ["rule"],
-            registry=r,
-        )
-        self._rules: set[str] = set()
-
-    def rule_counters(self, counters: dict[str, tuple[int, int]]) -> None:
-        """Export the table's counters as read in a pass; forget rules that went."""
-        for gone in self._rules - counters.keys():
-            self.rule_packets.remove(gone)
-            self.rule_bytes.remove(gone)
-        for rule, (packets, nbytes) in counters.items():
-            self.rule_packets.labels(rule).set(packets)
-            self.rule_bytes.labels(rule).set(nbytes)
-        self._rules = set(counters)
 
 
 @dataclass
@@ -127,10 +80,11 @@ class Agent:
     verify_view: bool = False
     #: what changed since the last clean pass (the tables report to it)
     changes: Changes = field(init=False)
-    #: payload → model: its desired documents reuse the compartments of the one before
-    #: (a simulator of many agents in one process passes a decoder that shares the
-    #: decoded, frozen models between them)
+    #: payload → model (its desired documents reuse the compartments of the one before),
+    #: and a table's payload → rows (a simulator of many agents in one process passes
+    #: decoders that share what they decoded between them)
     decode: Decoder = field(default_factory=proto.DesiredDecoder)
+    decode_rows: RowsDecoder = proto.decode_rows
 
     def __post_init__(self) -> None:
         self.changes = Changes(self.host)
@@ -192,12 +146,12 @@ class Agent:
             if not payload:
                 return None
             if t.kind == "network_snapshot":
-                snap = self.decode(payload, proto.NetworkSnapshot)
+                snap = self.decode_rows(payload, proto.NetworkSnapshot)
                 if snap.network != t.network or snap.shard != t.shard:
                     return self._reject("topic_mismatch", topic, "payload names another shard")
                 outcome = table.on_snapshot(snap)
             else:
-                change = self.decode(payload, proto.NetworkChange)
+                change = self.decode_rows(payload, proto.NetworkChange)
                 if change.network != t.network:
                     return self._reject("topic_mismatch", topic, "payload names another network")
                 outcome = table.on_change(change)

@@ -1,4 +1,6 @@
-"""Settings of ``plexus agent`` (flags > ``PLEXUS_*`` env > ``[agent]`` in TOML)."""
+"""Settings of the agent (flags > ``PLEXUS_*`` env > ``[agent]`` in TOML), defined
+once: each field is also a flag of ``plexus-agent`` and ``plexus agent``
+(:mod:`agents.main` makes them from these fields; a field added here is a flag)."""
 
 from __future__ import annotations
 
@@ -15,21 +17,33 @@ from proto.types import is_id
 class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PLEXUS_", extra="ignore")
 
-    host_id: str
-    broker: str = "mqtt://127.0.0.1:1883"
-    #: the identity directory ``plexus broker init`` issued to this host
-    broker_credentials: Path | None = None
-    #: host links a transparent network may enslave here; any other is refused
-    allowed_uplinks: list[str] = Field(default_factory=list)
-    vtep_address: str | None = None
-    vtep_interface: str | None = None
-    resync_interval: float = Field(default=30.0, gt=0)
-    #: after every pass on the driver's view of the kernel, compare it with a full read
-    #: and log ``view_diverged`` (for tests; costs a full read per pass)
-    verify_view: bool = False
-    metrics_port: int | None = Field(default=None, ge=1, le=65535)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["auto", "json", "console"] = "auto"
+    host_id: str = Field(description="this host's id")
+    broker: str = Field("mqtt://127.0.0.1:1883", description="mqtt://HOST:PORT or mqtts://")
+    broker_credentials: Path | None = Field(
+        None, description="the identity directory `plexus broker init` issued to this host"
+    )
+    allowed_uplinks: list[str] = Field(
+        default_factory=list,
+        description="a host link transparent networks may enslave here (repeatable); any "
+        "other is refused",
+    )
+    vtep_address: str | None = Field(None, description="underlay address for VXLAN")
+    vtep_interface: str | None = Field(None, description="take the VTEP from this link")
+    resync_interval: float = Field(default=30.0, gt=0, description="seconds between full passes")
+    verify_view: bool = Field(
+        False,
+        description="after every pass on the driver's view of the kernel, compare it with a "
+        "full read and log view_diverged (for tests; costs a full read per pass)",
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="serve Prometheus metrics on this port"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="debug, info, warning or error"
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto (console on a TTY, JSON otherwise), json or console"
+    )
 
     @field_validator("host_id")
     @classmethod

@@ -14,6 +14,7 @@ from collections.abc import Collection, Iterable, Mapping
 
 import proto
 from proto import names, transit
+from proto.rows import Row
 
 from .acl import Compiled, compile_acl
 from .model import FLOOD_MAC, HANDOVER, Bridge, Fdb, HostState, Neigh, Veth, Vxlan
@@ -40,19 +41,17 @@ class Overlay:
         self.fdb: set[Fdb] = set()
         self.neigh: dict[tuple[str, str], Neigh] = {}
         #: record id → the record its entries were made from (shared with the table)
-        self._of: dict[str, proto.EndpointRecord] = {}
+        self._of: dict[str, Row] = {}
         self._vteps: dict[str, int] = {}
 
     @classmethod
-    def of(
-        cls, host: str, network: str, vtep: str, records: Mapping[str, proto.EndpointRecord]
-    ) -> Overlay:
+    def of(cls, host: str, network: str, vtep: str, records: Mapping[str, Row]) -> Overlay:
         """The remote entries of ``network``'s whole table, on ``host`` at ``vtep``."""
         ov = cls(host, names.vxlan(network), vtep)
         ov._build(records)
         return ov
 
-    def _build(self, records: Mapping[str, proto.EndpointRecord]) -> None:
+    def _build(self, records: Mapping[str, Row]) -> None:
         """Fill an empty overlay from a whole table (:meth:`update` with every id, with
         no record of what changed: everything did)."""
         host, vx, vtep = self.key
@@ -69,7 +68,7 @@ class Overlay:
 
     def update(
         self,
-        records: Mapping[str, proto.EndpointRecord],
+        records: Mapping[str, Row],
         ids: Iterable[str],
         fdb_changed: set[Fdb],
         neigh_changed: set[tuple[str, str]],

@@ -6,14 +6,17 @@ snapshot (the controller refreshes it shortly after every change).
 
 A table keeps no record of what changed: it tells its ``changed`` callback (the
 agent's :class:`~agents.desired.Changes`, the one owner of that) which records each
-applied change touched, or that a snapshot replaced them all."""
+applied change touched, or that a snapshot replaced them all.
+
+It holds its records as rows (:mod:`proto.rows`: tuples, not models), as
+:func:`proto.decode_rows` decodes them: a host holds tens of thousands."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-import proto
+from proto.rows import ChangeRows, Row, SnapshotRows
 
 MAX_BUFFERED = 10_000
 #: snapshot generations assembled at once (a newer one supersedes the older)
@@ -34,13 +37,13 @@ class Table:
     network: str
     generation: int = 0
     complete: bool = False
-    records: dict[str, proto.EndpointRecord] = field(default_factory=dict)
+    records: dict[str, Row] = field(default_factory=dict)
     changed: Changed = field(default=_nobody, repr=False, compare=False)
     #: a snapshot was published while the holder followed the changes, and nothing was
     #: missed since (see :attr:`synced`, :meth:`mark_verified`, :meth:`mark_unverified`)
     _verified: bool = False
-    _shards: dict[int, dict[int, proto.NetworkSnapshot]] = field(default_factory=dict)
-    _pending: dict[int, proto.NetworkChange] = field(default_factory=dict)
+    _shards: dict[int, dict[int, SnapshotRows]] = field(default_factory=dict)
+    _pending: dict[int, ChangeRows] = field(default_factory=dict)
 
     @property
     def behind(self) -> bool:
@@ -70,7 +73,7 @@ class Table:
         published from now on before it counts as :attr:`synced`."""
         self._verified = False
 
-    def on_snapshot(self, snap: proto.NetworkSnapshot) -> str:
+    def on_snapshot(self, snap: SnapshotRows) -> str:
         """Returns what happened: ``applied``, ``partial`` or ``stale``."""
         if snap.generation <= self.generation and self.complete:
             return "stale"
@@ -90,7 +93,7 @@ class Table:
         self._drain()
         return "applied"
 
-    def on_change(self, change: proto.NetworkChange) -> str:
+    def on_change(self, change: ChangeRows) -> str:
         """Returns ``applied``, ``duplicate`` or ``buffered`` (gap or not yet complete)."""
         if self.complete and change.generation <= self.generation:
             return "duplicate"

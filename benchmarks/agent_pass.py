@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cold, change, full = [], [], []
     agents = []
     for j in range(args.agents):
-        agent = Agent(f"h{1000 + j}", MemoryKernel(keep=0), f"192.169.0.{j}", decode=decoder)
+        agent = Agent(f"h{1000 + j}", MemoryKernel(keep=0), f"192.169.0.{j}", **decoder)
         doc = proto.HostDesired(host=agent.host, generation=1, networks=(NET,))
         agent.on_message(topics.host_desired(agent.host), proto.encode(doc))
         t = time.perf_counter()

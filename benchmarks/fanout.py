@@ -14,7 +14,7 @@ For each N (default 100, 300, 1,000):
   owner its compartment), C times one after another;
 - controller and broker RSS and CPU, and the simulators' RSS.
 
-The agents of one process share decoded messages (the models are frozen): E records
+The agents of one process share decoded messages (models and rows are frozen): E records
 decoded once per process, not once per agent; their periodic full passes run every
 300 s instead of 30 s (each costs a real host ~15 ms of its own CPU; here N of them
 would land on the same 2 cores). Everything runs on this machine's cores:
@@ -74,11 +74,16 @@ def vtep(i: int) -> str:
 # -- the simulator process -------------------------------------------------------------
 
 
-def shared_decoder(size: int = 64) -> Any:
-    """proto.decode, with the last few frames' models shared by every agent of this
-    process (each receives the same frames; the models are frozen; a frame that fails
-    to decode raises each time, as lru_cache keeps no exceptions)."""
-    return functools.lru_cache(maxsize=size)(proto.decode)
+def shared_decoder(size: int = 64) -> dict[str, Any]:
+    """An agent's decoders (``proto.decode``, and ``proto.decode_rows`` of its tables)
+    with the last few frames' models and rows shared by every agent of this process
+    (each receives the same frames; models and rows are frozen; a frame that fails to
+    decode raises each time, as lru_cache keeps no exceptions): ``Agent(...,
+    **shared_decoder())``."""
+    return {
+        "decode": functools.lru_cache(maxsize=size)(proto.decode),
+        "decode_rows": functools.lru_cache(maxsize=size)(proto.decode_rows),
+    }
 
 
 async def simulate(first: int, count: int, broker: str, ids: Path) -> None:
@@ -86,7 +91,7 @@ async def simulate(first: int, count: int, broker: str, ids: Path) -> None:
     base = BrokerURL.parse(broker)
     daemons = []
     for i in range(first, first + count):
-        agent = Agent(host(i), MemoryKernel(keep=0), vtep(i), decode=decoder)
+        agent = Agent(host(i), MemoryKernel(keep=0), vtep(i), **decoder)
         # periodic full passes every 300 s, not 30 s: on real hosts each costs its own
         # host ~15 ms a period; here N of them would share 2 cores at the same moments
         url = base.with_credentials(ids / host(i))

@@ -70,7 +70,12 @@ app.add_typer(daemons.broker_app, name="broker")
 app.add_typer(lab_app, name="lab")
 app.add_typer(cni_app, name="cni")
 app.command()(daemons.controller)
-app.command()(daemons.agent)
+# `plexus agent` hands every argument (--help too) to the agent's own parser
+# (agents.main): one definition of its options, made from agents.config.AgentSettings
+app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)(daemons.agent)
 app.command("docker-plugin")(docker_plugin)
 
 

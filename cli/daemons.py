@@ -14,23 +14,13 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from proto.settings import load_settings
+from proto.settings import load_settings, settings_error
 
 from .console import Output, show
 from .errors import CliError
 from .options import OutputOpt
 
 broker_app = typer.Typer(help="The MQTT broker Plexus runs (Mosquitto).", no_args_is_help=True)
-
-
-def bad_settings(e: ValueError) -> str:
-    """A settings error on one line (pydantic's spans several)."""
-    if isinstance(e, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
-            for err in e.errors()
-        )
-    return str(e)
 
 
 def controller(
@@ -70,56 +60,18 @@ def controller(
         )
         settings.broker_url()
     except (ValidationError, ValueError) as e:
-        raise CliError(f"bad configuration: {bad_settings(e)}", code=2) from None
+        raise CliError(f"bad configuration: {settings_error(e)}", code=2) from None
     run(settings)
 
 
-def agent(
-    host_id: Annotated[str | None, typer.Option(help="this host's id")] = None,
-    broker: Annotated[str | None, typer.Option(help="mqtt://HOST:PORT")] = None,
-    vtep_address: Annotated[str | None, typer.Option(help="underlay address for VXLAN")] = None,
-    vtep_interface: Annotated[str | None, typer.Option(help="take the VTEP from this link")] = None,
-    resync_interval: Annotated[
-        float | None, typer.Option(help="seconds between full passes")
-    ] = None,
-    metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus metrics")] = None,
-    broker_credentials: Annotated[
-        Path | None, typer.Option(help="identity directory from `plexus broker init`")
-    ] = None,
-    allowed_uplink: Annotated[
-        list[str] | None,
-        typer.Option(help="a link transparent networks may enslave here (repeatable)"),
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option(help="TOML file ([agent] table)", envvar="PLEXUS_CONFIG")
-    ] = None,
-    log_level: Annotated[str | None, typer.Option()] = None,
-    log_format: Annotated[str | None, typer.Option(help="auto, json or console")] = None,
-) -> None:
-    """Run the host agent daemon (programs this host's kernel)."""
-    from agents.config import AgentSettings
-    from agents.daemon import run as run_agent
+def agent(ctx: typer.Context) -> None:
+    """Run the host agent daemon (programs this host's kernel).
 
-    try:
-        settings = load_settings(
-            AgentSettings,
-            "agent",
-            config,
-            host_id=host_id,
-            broker=broker,
-            vtep_address=vtep_address,
-            vtep_interface=vtep_interface,
-            resync_interval=resync_interval,
-            metrics_port=metrics_port,
-            broker_credentials=broker_credentials,
-            allowed_uplinks=allowed_uplink or None,
-            log_level=log_level,
-            log_format=log_format,
-        )
-        settings.broker_url()
-    except (ValidationError, ValueError) as e:
-        raise CliError(f"bad configuration: {bad_settings(e)}", code=2) from None
-    run_agent(settings)
+    The same program as `plexus-agent`, which starts without the CLI's imports;
+    `plexus agent --help` lists its options."""
+    from agents.main import main
+
+    main(ctx.args, prog="plexus agent")
 
 
 BrokerDirOpt = Annotated[

@@ -1,7 +1,7 @@
 """``plexus lab up | down | status``: the lab's life cycle.
 
 ``up`` fixes the spec, saves it, then builds the underlay and starts a real Mosquitto,
-the controller and one ``plexus agent`` process per host namespace, each detached
+the controller and one ``plexus-agent`` process per host namespace, each detached
 from the CLI and logging to ``DIR/logs``. ``down`` stops every process of the lab and
 removes every namespace, link and file it made; it is idempotent and works after a
 crash, because the spec was saved before anything was made.
@@ -170,8 +170,7 @@ def command(spec: LabSpec, process: str) -> list[str]:
         return [
             "nsenter",  # the host's network namespace only, not a private mount ns
             f"--net=/run/netns/{spec.host_ns(host)}",
-            *plexus,
-            "agent",
+            *procs.agent_command(),
             "--config",
             str(spec.agent_config(host)),
         ]

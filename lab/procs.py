@@ -27,6 +27,17 @@ def plexus_command() -> list[str]:
     return [found]
 
 
+def agent_command() -> list[str]:
+    """How to start the agent: ``plexus-agent`` beside this interpreter (or on PATH),
+    which loads what the agent runs and not the ``plexus`` command tree; else this
+    interpreter's ``-m agents`` (an installation older than the console script)."""
+    beside = Path(sys.executable).parent / "plexus-agent"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("plexus-agent")
+    return [found] if found is not None else [sys.executable, "-m", "agents"]
+
+
 def spawn(argv: list[str], log: Path) -> int:
     try:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +93,8 @@ def find(spec: LabSpec) -> dict[int, list[str]]:
 def stop(spec: LabSpec, grace: float = 5.0) -> list[int]:
     """SIGTERM every process of the lab (agents first), SIGKILL what outlives ``grace``."""
     procs = find(spec)
-    rank = {"agent": 0, "controller": 1}
+    rank = {str(spec.agent_config(h)): 0 for h in spec.hosts}
+    rank[str(spec.controller_config)] = 1
     order = sorted(procs, key=lambda p: min((rank.get(a, 2) for a in procs[p]), default=2))
     for pid in order:
         with contextlib.suppress(ProcessLookupError):

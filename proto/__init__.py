@@ -4,7 +4,7 @@ It imports no other Plexus package; every other one imports it.
 """
 
 from . import topics
-from .codec import MAX_PAYLOAD, DesiredDecoder, decode, encode, pack, pack_parts
+from .codec import MAX_PAYLOAD, DesiredDecoder, decode, decode_rows, encode, pack, pack_parts
 from .errors import (
     BadTopic,
     MalformedPayload,
@@ -62,6 +62,7 @@ __all__ = [
     "WireError",
     "WrongKind",
     "decode",
+    "decode_rows",
     "encode",
     "pack",
     "pack_parts",

@@ -1,12 +1,15 @@
 """The one msgpack codec of the wire, with its size limit.
 
 ``decode`` either returns a fully validated model or raises a :class:`WireError`
-subclass whose ``reason`` says why; nothing else escapes it.
+subclass whose ``reason`` says why; nothing else escapes it. ``decode_rows`` is the same
+for a table's snapshots and changes, with their records as rows (:mod:`proto.rows`):
+what a host that keeps the table holds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar, overload
 
 import msgpack
@@ -21,7 +24,18 @@ from .errors import (
     WireError,
     WrongKind,
 )
-from .models import KINDS, SCHEMA_VERSION, Compartment, HostDesired, Wire
+from .models import (
+    KINDS,
+    MAX_RECORDS,
+    SCHEMA_VERSION,
+    Compartment,
+    EndpointRecord,
+    HostDesired,
+    NetworkChange,
+    NetworkSnapshot,
+    Wire,
+)
+from .rows import ChangeRows, Row, SnapshotRows, change_records, row, snapshot_records
 
 #: the largest payload either side accepts (the broker is configured with the same)
 MAX_PAYLOAD = 1 << 20
@@ -98,6 +112,15 @@ def decode(data: bytes, expect: type[M]) -> M: ...
 def decode(data: bytes, expect: type[Wire] | None = None) -> Wire:
     """Decode and validate one frame; ``expect`` restricts the accepted kind."""
     obj = _unpack(data)
+    model = _model(obj, expect)
+    try:
+        return model.model_validate(obj)
+    except ValidationError as e:
+        raise SchemaViolation(str(obj["kind"]), _summarise(e)) from None
+
+
+def _model(obj: dict[Any, Any], expect: type[Wire] | None) -> type[Wire]:
+    """The model of a frame's map by its version and kind (``expect``: only that one)."""
     version = obj.get("v")
     if version != SCHEMA_VERSION or isinstance(version, bool):
         raise UnsupportedVersion(version)
@@ -107,10 +130,7 @@ def decode(data: bytes, expect: type[Wire] | None = None) -> Wire:
         raise UnknownKind(kind)
     if expect is not None and model is not expect:
         raise WrongKind(str(kind), (_kind_of(expect),))
-    try:
-        return model.model_validate(obj)
-    except ValidationError as e:
-        raise SchemaViolation(str(kind), _summarise(e)) from None
+    return model
 
 
 class DesiredDecoder:
@@ -185,3 +205,120 @@ def _summarise(err: ValidationError, limit: int = 5) -> list[str]:
     if err.error_count() > limit:
         out.append(f"... and {err.error_count() - limit} more")
     return out
+
+
+#: the first byte of a msgpack array (fixarray, array 16, array 32)
+_ARRAY_BYTES = frozenset(bytes([b]) for b in [*range(0x90, 0xA0), 0xDC, 0xDD])
+
+
+@overload
+def decode_rows(data: bytes, expect: type[NetworkSnapshot]) -> SnapshotRows: ...
+@overload
+def decode_rows(data: bytes, expect: type[NetworkChange]) -> ChangeRows: ...
+def decode_rows(
+    data: bytes, expect: type[NetworkSnapshot] | type[NetworkChange]
+) -> SnapshotRows | ChangeRows:
+    """:func:`decode` of a snapshot or a change, with its records as rows
+    (:mod:`proto.rows`), never all of them models or unpacked maps at once.
+
+    The frame is read twice: its own fields first, its records skipped, checked as
+    :func:`decode` checks them (version, kind, the model's fields); then its records,
+    each unpacked, validated by :class:`EndpointRecord` and kept as its row in turn,
+    and the rules over them. What :func:`decode` refuses, this refuses."""
+    field = "records" if expect is NetworkSnapshot else "upserts"
+    kind = _kind_of(expect)
+    obj, at = _fields(data, field)
+    model = _model(obj, expect)
+    try:
+        msg = model.model_validate({**obj, field: ()} if at is not None else obj)
+    except ValidationError as e:
+        raise SchemaViolation(kind, _summarise(e)) from None
+    rows = _rows(data, field, kind, at) if at is not None else ()
+    try:
+        if isinstance(msg, NetworkSnapshot):
+            snapshot_records(msg.generation, rows)
+            return SnapshotRows(msg.network, msg.generation, msg.shard, msg.shards, rows)
+        assert isinstance(msg, NetworkChange)
+        change_records(msg.generation, rows, msg.deletes)
+        return ChangeRows(msg.network, msg.generation, rows, msg.deletes)
+    except ValueError as e:
+        raise SchemaViolation(kind, [f"<message>: Value error, {e}"]) from None
+
+
+def _unpacker(data: bytes) -> msgpack.Unpacker:
+    if len(data) > MAX_PAYLOAD:
+        raise OversizePayload(len(data), MAX_PAYLOAD)
+    if not data:
+        raise MalformedPayload("empty payload")
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        use_list=False,
+        strict_map_key=True,
+        ext_hook=_refuse_ext,
+        max_buffer_size=MAX_PAYLOAD,
+    )
+    unpacker.feed(data)
+    return unpacker
+
+
+@contextmanager
+def _malformed() -> Iterator[None]:
+    """msgpack's errors as :func:`_unpack` translates them."""
+    try:
+        yield
+    except WireError:
+        raise
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as e:
+        raise MalformedPayload(f"not valid msgpack: {type(e).__name__}: {e}") from None
+
+
+def _key(unpacker: msgpack.Unpacker) -> Any:
+    key = unpacker.unpack()
+    if not isinstance(key, str | bytes):  # what strict_map_key refuses in a map
+        raise ValueError(f"{type(key).__name__} is not allowed for map key")
+    return key
+
+
+def _fields(data: bytes, field: str) -> tuple[dict[Any, Any], int | None]:
+    """The frame's map without the array under ``field``, and which of the map's keys
+    holds that array (None: none does; a key given twice counts once, the last)."""
+    unpacker = _unpacker(data)
+    obj: dict[Any, Any] = {}
+    at = None
+    with _malformed():
+        for i in range(unpacker.read_map_header()):
+            key = _key(unpacker)
+            if key == field and data[unpacker.tell() : unpacker.tell() + 1] in _ARRAY_BYTES:
+                unpacker.skip()
+                obj.pop(key, None)
+                at = i
+            else:
+                obj[key] = unpacker.unpack()
+                at = None if key == field else at
+        if unpacker.tell() != len(data):
+            raise ValueError("unpack(b) received extra data.")
+    return obj, at
+
+
+def _rows(data: bytes, field: str, kind: str, at: int) -> tuple[Row, ...]:
+    """The records of the array at the map's key number ``at``, as rows."""
+    unpacker = _unpacker(data)
+    rows: list[Row] = []
+    with _malformed():
+        for i in range(unpacker.read_map_header()):
+            unpacker.skip()  # the key
+            if i != at:
+                unpacker.skip()
+                continue
+            count = unpacker.read_array_header()
+            if count > MAX_RECORDS:
+                reason = f"at most {MAX_RECORDS} items after validation, not {count}"
+                raise SchemaViolation(kind, [f"{field}: Tuple should have {reason}"])
+            for n in range(count):
+                try:
+                    rows.append(row(EndpointRecord.model_validate(unpacker.unpack())))
+                except ValidationError as e:
+                    raise SchemaViolation(
+                        kind, [f"{field}.{n}.{line}" for line in _summarise(e)]
+                    ) from None
+    return tuple(rows)

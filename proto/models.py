@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from . import names
 from .parts import Dns, Netns
 from .policy import Labels, Policy
+from .rows import change_records, snapshot_records
 from .types import (
     Cidr,
     Generation,
@@ -197,9 +198,7 @@ class NetworkSnapshot(Wire):
     def _consistent(self) -> NetworkSnapshot:
         if self.shard >= self.shards:
             raise ValueError(f"shard {self.shard} out of range for {self.shards} shards")
-        for r in self.records:
-            if r.gen > self.generation:
-                raise ValueError(f"record {r.id} at gen {r.gen} newer than the snapshot")
+        snapshot_records(self.generation, self.records)
         return self
 
 
@@ -214,12 +213,7 @@ class NetworkChange(Wire):
 
     @model_validator(mode="after")
     def _consistent(self) -> NetworkChange:
-        for r in self.upserts:
-            if r.gen != self.generation:
-                raise ValueError(f"record {r.id} at gen {r.gen} in change {self.generation}")
-        ids = [r.id for r in self.upserts] + list(self.deletes)
-        if len(ids) != len(set(ids)):
-            raise ValueError("an endpoint appears twice in one change")
+        change_records(self.generation, self.upserts, self.deletes)
         return self
 
 

@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource
 
 S = TypeVar("S", bound=BaseSettings)
@@ -39,3 +40,13 @@ def load_settings(cls: type[S], section: str, config: Path | None, **overrides: 
 
     Loaded.__name__ = cls.__name__
     return Loaded(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def settings_error(e: ValueError) -> str:
+    """A settings error on one line (pydantic's spans several)."""
+    if isinstance(e, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in e.errors()
+        )
+    return str(e)

@@ -11,7 +11,8 @@ The Linux driver's modules: ``linux`` (the driver: its connections, its view, ap
 lookups shared by those), ``announce`` (gratuitous ARP onto a bridge), ``nft`` (the
 nftables table), ``netns`` (namespaces without forking), ``view`` (what an action does
 to a state: the in-memory kernel's semantics and the Linux driver's view), ``memory``
-(the in-memory driver).
+(the in-memory driver), ``lazy`` (pyroute2 without its package ``__init__``: what the
+agent's process imports of it), ``dellinks`` (many veths deleted in one operation).
 """
 
 from __future__ import annotations

@@ -20,10 +20,11 @@ import socket
 import struct
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .. import plan as p
 from ..errors import KernelError
+from ..model import Fdb, Neigh
 from .netlink import GONE, index, subject
 
 NETLINK_ROUTE = 0
@@ -46,10 +47,10 @@ _ERR = struct.Struct("=i")
 _NLA = struct.Struct("=HH")
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One request: an FDB entry (``fdb``: ``addr`` is the remote VTEP) or a neighbour
-    (``addr`` is its IP), to ``add`` (append / replace) or delete."""
+    (``addr`` is its IP), to ``add`` (append / replace) or delete. A tuple: a cold
+    start makes 20,000 of them."""
 
     fdb: bool
     add: bool
@@ -58,27 +59,32 @@ class Entry:
     addr: str
 
 
-def _nla(kind: int, value: bytes) -> bytes:
-    size = 4 + len(value)
-    return struct.pack("=HH", size, kind) + value + b"\0" * (-size % 4)
+#: the whole message, one layout each (48 bytes): nlmsghdr, ndmsg, then the MAC and the
+#: address as attributes (an FDB entry's MAC first, a neighbour's address first)
+_FDB_MSG = struct.Struct("=IHHII BBHiHBB HH6s2x HH4s")
+_NEIGH_MSG = struct.Struct("=IHHII BBHiHBB HH4s HH6s2x")
+_LLADDR, _DST = (10, NDA_LLADDR), (8, NDA_DST)  # an attribute's length (unpadded), type
 
 
 def encode(entry: Entry, seq: int) -> bytes:
     """The netlink message pyroute2 sends for ``fdb("append"|"del", ifindex, lladdr,
     dst)`` or ``neigh("replace"|"del", ifindex, dst, lladdr)``."""
-    mac = _nla(NDA_LLADDR, bytes.fromhex(entry.mac.replace(":", "")))
-    dst = _nla(NDA_DST, socket.inet_aton(entry.addr))
-    if entry.fdb:
-        nd = _ND.pack(socket.AF_BRIDGE, 0, 0, entry.ifindex, NUD_PERMANENT | NUD_NOARP, NTF_SELF, 0)
-        attrs = mac + dst
-        flags = NLM_F_CREATE | NLM_F_APPEND if entry.add else 0
-    else:
-        nd = _ND.pack(socket.AF_INET, 0, 0, entry.ifindex, NUD_PERMANENT, 0, 0)
-        attrs = dst + mac
-        flags = NLM_F_CREATE | NLM_F_REPLACE if entry.add else 0
-    kind = RTM_NEWNEIGH if entry.add else RTM_DELNEIGH
-    body = nd + attrs
-    return _HDR.pack(_HDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_ACK | flags, seq, 0) + body
+    fdb, add, ifindex, mac, addr = entry
+    lladdr, dst = bytes.fromhex(mac.replace(":", "")), socket.inet_aton(addr)
+    kind = RTM_NEWNEIGH if add else RTM_DELNEIGH
+    if fdb:
+        flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_CREATE | NLM_F_APPEND if add else 0)
+        return _FDB_MSG.pack(
+            _FDB_MSG.size, kind, flags, seq, 0,
+            socket.AF_BRIDGE, 0, 0, ifindex, NUD_PERMANENT | NUD_NOARP, NTF_SELF, 0,
+            *_LLADDR, lladdr, *_DST, dst,
+        )  # fmt: skip
+    flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_CREATE | NLM_F_REPLACE if add else 0)
+    return _NEIGH_MSG.pack(
+        _NEIGH_MSG.size, kind, flags, seq, 0,
+        socket.AF_INET, 0, 0, ifindex, NUD_PERMANENT, 0, 0,
+        *_DST, dst, *_LLADDR, lladdr,
+    )  # fmt: skip
 
 
 class NetlinkBatch:
@@ -194,8 +200,9 @@ async def apply_run(batch: NetlinkBatch, run: Sequence[p.Action]) -> list[Kernel
     """Apply a run of :data:`BATCHED` actions of the host's namespace with ensure
     semantics (as the driver's ``apply``: an entry already there / already gone is
     done); one outcome each, None for success."""
+    targets = [_target(a) for a in run]
     ifindex: dict[str, int | KernelError] = {}
-    for dev in {_device(a) for a in run}:
+    for dev in {t.device for t in targets}:
         try:
             ifindex[dev] = await index(dev)
         except KernelError as e:
@@ -203,13 +210,16 @@ async def apply_run(batch: NetlinkBatch, run: Sequence[p.Action]) -> list[Kernel
     outcomes: list[KernelError | None] = [None] * len(run)
     entries: list[Entry] = []
     sent: list[int] = []
-    for i, action in enumerate(run):
-        dev = _device(action)
-        found = ifindex[dev]
+    for i, (action, target) in enumerate(zip(run, targets, strict=True)):
+        found = ifindex[target.device]
         if isinstance(found, KernelError):
-            outcomes[i] = KernelError(type(action).__name__, dev, found.errno, "no device")
+            outcomes[i] = KernelError(
+                type(action).__name__, target.device, found.errno, "no device"
+            )
             continue
-        entries.append(_entry(action, found))
+        fdb, add = _KINDS[type(action)]
+        addr = target.dst if isinstance(target, Fdb) else target.ip
+        entries.append(Entry(fdb, add, found, target.mac, addr))
         sent.append(i)
     try:
         codes = await asyncio.to_thread(batch.run, entries)
@@ -231,23 +241,21 @@ async def apply_run(batch: NetlinkBatch, run: Sequence[p.Action]) -> list[Kernel
     return outcomes
 
 
-def _device(action: p.Action) -> str:
-    """The VXLAN device of a batched action."""
-    match action:
-        case p.AddFdb(f) | p.DelFdb(f):
-            return f.device
-        case p.AddNeigh(n) | p.DelNeigh(n):
-            return n.device
-    raise TypeError(f"not a batched action: {action!r}")
+#: a batched action's request: (an FDB entry, an add)
+_KINDS: dict[type, tuple[bool, bool]] = {
+    p.AddFdb: (True, True),
+    p.DelFdb: (True, False),
+    p.AddNeigh: (False, True),
+    p.DelNeigh: (False, False),
+}
 
 
-def _entry(action: p.Action, ifindex: int) -> Entry:
-    """The batch request of a batched action."""
-    match action:
-        case p.AddFdb(f) | p.DelFdb(f):
-            return Entry(True, isinstance(action, p.AddFdb), ifindex, f.mac, f.dst)
-        case p.AddNeigh(n) | p.DelNeigh(n):
-            return Entry(False, isinstance(action, p.AddNeigh), ifindex, n.mac, n.ip)
+def _target(action: p.Action) -> Fdb | Neigh:
+    """The entry a batched action adds or deletes."""
+    if isinstance(action, p.AddFdb | p.DelFdb):
+        return action.fdb
+    if isinstance(action, p.AddNeigh | p.DelNeigh):
+        return action.neigh
     raise TypeError(f"not a batched action: {action!r}")
 
 

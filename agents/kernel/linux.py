@@ -3,9 +3,7 @@ neighbours; namespaces without forking (:mod:`.netns`). Netlink and OS errors ar
 translated here, once, into :class:`~agents.errors.KernelError`: EEXIST on an add and
 ENOENT/ENODEV on a delete are success (:func:`.netlink.ensure`).
 
-Beside this module: reading the owned state back (:mod:`.read`), a transparent
-network's uplink (:mod:`.uplink`), FDB and neighbour entries in batches
-(:mod:`.batch`), the nftables table (:mod:`.nft`)."""
+Beside it: :mod:`.read`, :mod:`.uplink`, :mod:`.batch`, :mod:`.dellinks`, :mod:`.nft`."""
 
 from __future__ import annotations
 
@@ -141,8 +139,7 @@ class LinuxKernel:
             self._view = view
 
     async def apply_many(self, actions: Sequence[p.Action]) -> list[KernelError | None]:
-        """Runs of FDB and neighbour actions go to the kernel as batches (1,024 a send),
-        veth deletes as one (:mod:`.dellinks`); every other action on its own, in order."""
+        """FDB/neighbour runs in batches, veth delete runs as one (:mod:`.dellinks`)."""
         outcomes: list[KernelError | None] = []
         for kind, group in itertools.groupby(actions, run_of):
             run = list(group)
@@ -175,7 +172,8 @@ class LinuxKernel:
                 tune = tune_router if names.is_router_netns(name) else tune_compartment
                 fd = await in_netns(name, tune, create=new)
                 inner = await self._in(name, fd)
-                await inner.link("set", index=1, state="up")
+                if not new:  # one made here has lo up already (netns._enter)
+                    await inner.link("set", index=1, state="up")
             case p.DelNamespace(name):
                 self._forget(name)
                 if name in listnetns():
@@ -244,10 +242,11 @@ class LinuxKernel:
                         ) from None
             case p.SetRoute(ns, gw):
                 inner = await self._in(ns)
-                async with ensure(*GONE):
-                    await inner.route("del", dst="0.0.0.0/0", table=254)
-                if gw is not None:
-                    await inner.route("add", dst="0.0.0.0/0", gateway=gw, table=254)
+                if gw is None:
+                    async with ensure(*GONE):
+                        await inner.route("del", dst="0.0.0.0/0", table=254)
+                else:  # one request, not a delete and an add
+                    await inner.route("replace", dst="0.0.0.0/0", gateway=gw, table=254)
             case p.AddFdb(f):
                 async with ensure(errno.EEXIST):
                     await ipr.fdb(

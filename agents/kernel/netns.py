@@ -15,11 +15,13 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import fcntl
 import os
 import socket
+import struct
 import threading
 from collections.abc import Callable, Collection, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as _pyroute2_netns
@@ -29,6 +31,8 @@ from proto import names
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
 NETLINK_ROUTE = 0
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+_IFREQ_LO = struct.pack("=16sH22x", b"lo", 0)  # struct ifreq: a name, its flags
 _libc = ctypes.CDLL(None, use_errno=True)
 
 listnetns = _pyroute2_netns.listnetns
@@ -107,40 +111,77 @@ def release(keep: Collection[str]) -> None:
         os.close(_pinned.pop(ns))
 
 
+def _enter(ns: str, create: bool) -> None:
+    """Move the calling thread into ``ns``; ``create``: into a new namespace, bound to
+    ``/run/netns/<ns>``, its ``lo`` up (an ioctl, not a netlink round trip)."""
+    if not create:
+        fd = open_ns(ns)
+        try:
+            _check(_libc.setns(fd, CLONE_NEWNET), f"setns {ns}")
+        finally:
+            os.close(fd)
+        return
+    _check(_libc.unshare(CLONE_NEWNET), f"unshare {ns}")
+    _pyroute2_netns.attach(ns, f"{os.getpid()}/task/{threading.get_native_id()}")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        flags = struct.unpack_from("=H", fcntl.ioctl(s, SIOCGIFFLAGS, _IFREQ_LO), 16)[0]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("=16sH22x", b"lo", flags | IFF_UP))
+
+
+def _thread(
+    ns: str, fn: Callable[[], T], create: bool, done: Callable[[Any, bool], object]
+) -> None:
+    """Start the thread that enters (or makes) ``ns``, runs ``fn`` and ends; it hands
+    ``done`` the result (True) or the exception (False)."""
+
+    def run() -> None:
+        try:
+            _enter(ns, create)
+            result = fn()
+        except BaseException as e:  # handed to the caller
+            done(e, False)
+        else:
+            done(result, True)
+
+    threading.Thread(target=run, name=f"netns-{ns}", daemon=True).start()
+
+
 def run_in(ns: str, fn: Callable[[], T], create: bool = False) -> T:
     """Run ``fn`` in network namespace ``ns`` (``/proc/sys/net`` is then that of
     ``ns``), on a thread of its own that enters ``ns`` and ends after, so no other work
     ever runs in the wrong namespace. ``create``: the thread makes ``ns`` (a new
-    namespace bound to ``/run/netns/<ns>``) instead of entering it. Blocks."""
-    result: list[T] = []
-    failure: list[BaseException] = []
+    namespace bound to ``/run/netns/<ns>``, ``lo`` up) instead of entering it. Blocks."""
+    out: list[tuple[Any, bool]] = []
+    finished = threading.Event()
 
-    def run() -> None:
-        try:
-            if create:
-                _check(_libc.unshare(CLONE_NEWNET), f"unshare {ns}")
-                _pyroute2_netns.attach(ns, f"{os.getpid()}/task/{threading.get_native_id()}")
-            else:
-                fd = open_ns(ns)
-                try:
-                    _check(_libc.setns(fd, CLONE_NEWNET), f"setns {ns}")
-                finally:
-                    os.close(fd)
-            result.append(fn())
-        except BaseException as e:  # handed to the caller
-            failure.append(e)
+    def done(value: Any, ok: bool) -> None:
+        out.append((value, ok))
+        finished.set()
 
-    thread = threading.Thread(target=run, name=f"netns-{ns}", daemon=True)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return result[0]
+    _thread(ns, fn, create, done)
+    finished.wait()
+    value, ok = out[0]
+    if not ok:
+        raise value
+    return cast(T, value)
 
 
 async def in_netns(ns: str, fn: Callable[[], T], create: bool = False) -> T:
-    """:func:`run_in` without blocking the event loop."""
-    return await asyncio.to_thread(run_in, ns, fn, create)
+    """:func:`run_in` without blocking the event loop: its thread hands the outcome to
+    the loop (not through the default executor: one thread per call, not two)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(value: Any, ok: bool) -> None:
+        if future.done():  # the caller was cancelled meanwhile
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    _thread(ns, fn, create, lambda value, ok: loop.call_soon_threadsafe(settle, value, ok))
+    return await future
 
 
 def netlink_socket() -> int:
@@ -151,12 +192,7 @@ def netlink_socket() -> int:
 
 def create(ns: str) -> None:
     """Make the named namespace ``ns`` (``ip netns add``), with ``lo`` up."""
-
-    def lo_up() -> None:
-        with IPRoute(fileno=netlink_socket()) as ipr:
-            ipr.link("set", index=1, state="up")
-
-    run_in(ns, lo_up, create=True)
+    run_in(ns, lambda: None, create=True)
 
 
 @contextlib.contextmanager

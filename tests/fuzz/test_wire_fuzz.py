@@ -24,7 +24,7 @@ from agents.agent import Agent
 from agents.kernel.memory import MemoryKernel
 from controller.config import ControllerSettings
 from controller.daemon import build
-from proto import topics
+from proto import rows, topics
 from proto.models import MAX_SHARDS
 from proto.rest import NetworkCreate
 from tests import samples
@@ -155,6 +155,29 @@ def test_the_codec_returns_a_valid_model_or_a_wire_error(data: bytes) -> None:
         assert e.reason and e.code
     else:
         assert proto.decode(proto.encode(msg)) == msg  # what it accepts, it can re-encode
+
+
+TABLE_FRAMES = [p.read_bytes() for p in GOLDEN if p.stem in ("snapshot", "change")]
+table_payloads = st.one_of(
+    st.sampled_from(TABLE_FRAMES),
+    byte_mutation(TABLE_FRAMES),
+    structure_mutation(TABLE_FRAMES),
+    payload_st,
+)
+
+
+@CASES
+@given(table_payloads, st.sampled_from([proto.NetworkSnapshot, proto.NetworkChange]))
+def test_decode_rows_accepts_and_refuses_what_decode_does(data: bytes, expect: Any) -> None:
+    """The agent decodes its tables with ``decode_rows``: the same verdict as
+    ``decode``, the same class of error, the same records (as rows)."""
+    try:
+        model = proto.decode(data, expect)
+    except proto.WireError as e:
+        with pytest.raises(type(e)):
+            proto.decode_rows(data, expect)
+    else:
+        assert proto.decode_rows(data, expect) == rows.of(model)
 
 
 # -- the agent --------------------------------------------------------------------------

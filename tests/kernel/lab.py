@@ -1,5 +1,5 @@
 """The netns lab of kernel tests: ``plexus lab``'s own underlay (hosts are namespaces
-on a bridge, a free /24 of 198.18.0.0/15), each host running a real ``plexus agent``
+on a bridge, a free /24 of 198.18.0.0/15), each host running a real ``plexus-agent``
 process that the test can kill and restart; a real Mosquitto listens on loopback (for
 an in-process controller) and on the underlay (for the agents). Host ids carry a unique
 suffix; everything is removed on close, even after a failure."""
@@ -18,10 +18,11 @@ from pyroute2 import IPRoute
 
 from agents.kernel import netns
 from lab import underlay
+from lab.procs import agent_command
 from lab.records import record, record_pid
 from lab.spec import LabSpec, free_subnet, machine_lock
 from proto import names
-from tests.support import PLEXUS, Mosquitto, need, stop_process
+from tests.support import Mosquitto, need, stop_process
 
 _seq = itertools.count(1)
 ECHO = str(Path(__file__).with_name("echo.py"))
@@ -92,8 +93,7 @@ class Lab:
         # agent a private mount namespace, hiding the compartments it creates from others
         cmd = [
             *self.nsenter(self.hostns[host]),
-            PLEXUS,
-            "agent",
+            *agent_command(),
             "--host-id",
             host,
             "--broker",

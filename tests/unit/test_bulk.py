@@ -124,7 +124,7 @@ def test_a_new_network_with_its_compartments_and_endpoints_is_one_commit(
     }
     kinds = [proto.topics.parse(p.topic).kind for p in pub.of(out.change).publish]
     assert kinds == ["network", "network_snapshot", "host_desired", "host_desired"]
-    snap = proto.decode(pub.snapshot("blue")[0].payload, proto.NetworkSnapshot)
+    snap = proto.decode_rows(pub.snapshot("blue")[0].payload, proto.NetworkSnapshot)
     assert sorted(r.id for r in snap.records) == [f"e{i}" for i in range(6)]
     doc = pub.desired("h1")
     assert [c.id for c in doc.compartments] == ["c0", "c2", "c4"]
@@ -142,7 +142,7 @@ def test_changes_of_an_existing_network_are_chunked_and_followed_without_a_gap(
     setup_blue(ctl, endpoints=4)
     pub = Publication(ctl.state)
     table = Table("blue")
-    snap = proto.decode(pub.snapshot("blue")[0].payload, proto.NetworkSnapshot)
+    snap = proto.decode_rows(pub.snapshot("blue")[0].payload, proto.NetworkSnapshot)
     assert table.on_snapshot(snap) == "applied"
     g = ctl.state.networks["blue"].table_gen
     ops = [delete("endpoint", f"e-old{i}") for i in range(3)]
@@ -153,7 +153,7 @@ def test_changes_of_an_existing_network_are_chunked_and_followed_without_a_gap(
     assert ctl.state.networks["blue"].table_gen == g + 4
     assert [ctl.state.endpoints[f"e-new{i}"].gen for i in range(4)] == [g + 2, g + 3, g + 3, g + 4]
     changes = [
-        proto.decode(p.payload, proto.NetworkChange)
+        proto.decode_rows(p.payload, proto.NetworkChange)
         for p in pub.of(out.change).publish
         if proto.topics.parse(p.topic).kind == "network_changes"
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from types import ModuleType
@@ -9,8 +10,11 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import proto
+from proto import types
 from tests import samples
 
 GOLDEN = Path(__file__).parent.parent / "golden"
@@ -185,6 +189,26 @@ def test_addresses_are_normalised() -> None:
     assert rec.mac == "02:aa:00:00:00:01"
 
 
+@given(
+    st.one_of(
+        st.tuples(*[st.integers(0, 300)] * 4).map(lambda t: ".".join(map(str, t))),
+        st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(f"{o:03d}" for o in t)),
+        st.from_regex(r"[0-9.\s٣+-]{1,17}", fullmatch=True),
+        st.text(max_size=17),
+    )
+)
+def test_an_address_is_normalised_as_ipaddress_does(value: str) -> None:
+    """The canonical form is returned as it is (no parse): the same verdict and value
+    as ``ipaddress`` gives, for any string."""
+    try:
+        slow = str(ipaddress.IPv4Address(value))
+    except ValueError:
+        with pytest.raises(ValueError):
+            types._ipv4(value)
+    else:
+        assert types._ipv4(value) == slow
+
+
 def test_exported_names_are_exactly_the_intended_ones() -> None:
     assert set(proto.__all__) == {
         "KINDS",
@@ -214,6 +238,7 @@ def test_exported_names_are_exactly_the_intended_ones() -> None:
         "WireError",
         "WrongKind",
         "decode",
+        "decode_rows",
         "encode",
         "pack",
         "pack_parts",

@@ -19,6 +19,8 @@ import yaml
 from typer._click.exceptions import UsageError
 
 from agents.config import AgentSettings
+from agents.main import load as agent_settings
+from agents.main import parser as agent_parser
 from cli.app import app
 from cli.apply import load
 from controller.config import ControllerSettings
@@ -30,7 +32,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
     """Parse a plexus command line exactly as ``plexus`` would, without running it:
-    returns the command path and its parameters (raises click's usage errors)."""
+    returns the command path and its parameters (raises click's usage errors; ``plexus
+    agent`` hands its arguments to the agent's own parser, whose errors exit 2)."""
+    if argv[:1] == ["agent"]:
+        return "plexus agent", agent_args(argv[1:])
     cmd = typer.main.get_command(app)
     ctx = cmd.make_context("plexus", list(argv))
     while hasattr(ctx.command, "resolve_command"):  # a group: descend
@@ -40,8 +45,13 @@ def parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
     return ctx.command_path, ctx.params
 
 
+def agent_args(argv: list[str]) -> dict[str, Any]:
+    """Parse a ``plexus-agent`` command line as it would (argparse: exits 2 on an error)."""
+    return vars(agent_parser().parse_args(argv))
+
+
 def test_the_parser_refuses_what_plexus_refuses() -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(SystemExit, match="2"):
         parse(["agent", "--no-such-flag"])
     with pytest.raises(UsageError):
         parse(["nonsense"])
@@ -118,7 +128,11 @@ def test_compose_services_and_their_commands(compose: dict[str, Any]) -> None:
     for name, svc in services.items():
         assert svc["image"] == "plexus:dev" and svc["build"] == ".", name
         assert svc["networks"] == ["underlay"], name
-        parse(svc["command"])  # every command is a valid plexus command line
+        # every command is a valid command line of its entrypoint: the image's
+        # `plexus`, or the agents' `plexus-agent` (`plexus agent`'s own parser)
+        program = svc.get("entrypoint", ["plexus"])
+        assert program in (["plexus"], ["plexus-agent"]), name
+        parse(svc["command"] if program == ["plexus"] else ["agent", *svc["command"]])
 
     # credentials and ACLs on: init (idempotent) before the broker, no anonymous run
     path, init = parse(services["broker-init"]["command"])
@@ -156,13 +170,13 @@ def test_compose_agents_are_hosts_with_least_privilege(compose: dict[str, Any], 
     # read-only in the container
     # (a list: every compose reads it; podman-compose 1.0.3 misreads a mapping)
     assert svc["sysctls"] == ["net.ipv4.ip_forward=1"]
-    path, agent = parse(svc["command"])
-    assert path == "plexus agent"
-    assert agent["host_id"] == host and agent["vtep_interface"] == "eth0"
-    assert agent["broker"] == "mqtt://broker:1883"
-    assert agent["broker_credentials"] == Path(f"/etc/plexus/broker/identities/{host}")
+    # the agent's own entry point: the image's `plexus agent` without the CLI's imports
+    assert svc["entrypoint"] == ["plexus-agent"]
+    agent = agent_settings(svc["command"])  # valid settings, as the agent loads them
+    assert agent.host_id == host and agent.vtep_interface == "eth0"
+    assert agent.broker == "mqtt://broker:1883"
+    assert agent.broker_credentials == Path(f"/etc/plexus/broker/identities/{host}")
     assert "broker:/etc/plexus/broker:ro" in svc["volumes"]
-    AgentSettings(host_id=agent["host_id"], broker=agent["broker"])  # valid settings
 
 
 def test_compose_demo_applies_the_lab_demo_topology(compose: dict[str, Any]) -> None:
@@ -198,7 +212,10 @@ def unit(name: str) -> configparser.ConfigParser:
 def test_systemd_units_run_plexus_with_the_example_config(name: str, command: str) -> None:
     u = unit(name)
     argv = shlex.split(u["Service"]["ExecStart"])
-    assert argv[0].endswith("/bin/plexus")
+    if command == "agent":  # the agent's own entry point, `plexus agent` without the CLI
+        assert argv[0].endswith("/bin/plexus-agent")
+        argv = ["plexus", "agent", *argv[1:]]
+    assert argv[0].endswith("/bin/plexus") or argv[0] == "plexus"
     path, params = parse(argv[1:])
     assert path == f"plexus {command}"
     if command == "broker run":

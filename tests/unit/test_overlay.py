@@ -13,7 +13,7 @@ from agents.desired import Changes
 from agents.kernel.memory import MemoryKernel
 from agents.model import FLOOD_MAC, Fdb, Neigh
 from agents.plan import Entries
-from proto import names, topics
+from proto import names, rows, topics
 from tests import samples
 
 H = "h1"
@@ -118,7 +118,7 @@ def test_changes_hand_the_planner_what_changed_since_the_last_clean_pass() -> No
     changes = Changes(H)
     blue = changes.table("blue")
     tables = {"blue": blue}
-    blue.on_snapshot(proto.NetworkSnapshot(network="blue", generation=2, records=(r1,)))
+    blue.on_snapshot(rows.of(proto.NetworkSnapshot(network="blue", generation=2, records=(r1,))))
     assert changes.remote(tables, VTEPS[H])["blue"].fdb == {
         Fdb(vx, r1.mac, VTEPS["h2"]),
         Fdb(vx, FLOOD_MAC, VTEPS["h2"]),
@@ -126,13 +126,13 @@ def test_changes_hand_the_planner_what_changed_since_the_last_clean_pass() -> No
     assert changes.scope(full=False) is None and not changes.settled
     changes.passed(clean=True)
     assert changes.settled and changes.scope(full=False) == Entries(frozenset(), frozenset())
-    blue.on_change(proto.NetworkChange(network="blue", generation=3, upserts=(r2,)))
+    blue.on_change(rows.of(proto.NetworkChange(network="blue", generation=3, upserts=(r2,))))
     changes.remote(tables, VTEPS[H])
     new = {Fdb(vx, r2.mac, VTEPS["h3"]), Fdb(vx, FLOOD_MAC, VTEPS["h3"])}
     assert changes.scope(full=False) == Entries(frozenset(new), frozenset({(vx, r2.ip)}))
     assert changes.scope(full=True) is None
     # that pass never ended (it raised): its entries are still to diff, with the next
-    blue.on_change(proto.NetworkChange(network="blue", generation=4, deletes=("e1",)))
+    blue.on_change(rows.of(proto.NetworkChange(network="blue", generation=4, deletes=("e1",))))
     changes.remote(tables, VTEPS[H])
     scope = changes.scope(full=False)
     assert scope is not None and scope.neigh == {(vx, r1.ip), (vx, r2.ip)}
@@ -142,6 +142,6 @@ def test_changes_hand_the_planner_what_changed_since_the_last_clean_pass() -> No
     changes.passed(clean=True)
     assert changes.scope(full=False) == Entries(frozenset(), frozenset())
     blue.complete = False  # a snapshot replaces the table: its overlay is rebuilt
-    blue.on_snapshot(proto.NetworkSnapshot(network="blue", generation=4, records=(r2,)))
+    blue.on_snapshot(rows.of(proto.NetworkSnapshot(network="blue", generation=4, records=(r2,))))
     assert changes.remote(tables, VTEPS[H])["blue"].neigh == {(vx, r2.ip): Neigh(vx, r2.ip, r2.mac)}
     assert changes.scope(full=False) is None

@@ -175,19 +175,22 @@ def test_agent_rejects_what_is_not_its_own() -> None:
 
 def test_tables_ignore_old_duplicate_and_out_of_order() -> None:
     from agents.tables import Table
+    from proto import rows
 
     t = Table("blue")
     rec = lambda i, g: proto.EndpointRecord(  # noqa: E731
         id=f"e{i}", host="h2", mac=f"02:00:00:00:00:{i:02x}", ip=f"10.1.0.{i}", gen=g
     )
-    ch = lambda g, *r, deletes=(): proto.NetworkChange(  # noqa: E731
-        network="blue", generation=g, upserts=r, deletes=deletes
+    ch = lambda g, *r, deletes=(): rows.of(  # noqa: E731
+        proto.NetworkChange(network="blue", generation=g, upserts=r, deletes=deletes)
     )
     assert t.on_change(ch(6, rec(6, 6))) == "buffered"  # before any snapshot
     assert (
         t.on_snapshot(
-            proto.NetworkSnapshot(
-                network="blue", generation=5, shard=0, shards=2, records=(rec(1, 3),)
+            rows.of(
+                proto.NetworkSnapshot(
+                    network="blue", generation=5, shard=0, shards=2, records=(rec(1, 3),)
+                )
             )
         )
         == "partial"
@@ -195,8 +198,10 @@ def test_tables_ignore_old_duplicate_and_out_of_order() -> None:
     assert not t.complete
     assert (
         t.on_snapshot(
-            proto.NetworkSnapshot(
-                network="blue", generation=5, shard=1, shards=2, records=(rec(2, 5),)
+            rows.of(
+                proto.NetworkSnapshot(
+                    network="blue", generation=5, shard=1, shards=2, records=(rec(2, 5),)
+                )
             )
         )
         == "applied"
@@ -207,7 +212,7 @@ def test_tables_ignore_old_duplicate_and_out_of_order() -> None:
     assert t.generation == 6
     assert t.on_change(ch(7, rec(7, 7))) == "applied"
     assert t.generation == 8 and "e1" not in t.records and "e7" in t.records
-    assert t.on_snapshot(proto.NetworkSnapshot(network="blue", generation=4)) == "stale"
+    assert t.on_snapshot(rows.of(proto.NetworkSnapshot(network="blue", generation=4))) == "stale"
     assert t.generation == 8
 
 

@@ -9,10 +9,10 @@ from prometheus_client import generate_latest
 
 import proto
 from agents import plan as p
-from agents.agent import AgentMetrics
 from agents.desired import desired_state
 from agents.kernel.memory import MemoryKernel
 from agents.kernel.nft import document
+from agents.metrics import AgentMetrics
 from agents.model import HostState
 from agents.rules import CHAINS, FORWARDING, host_rules, masquerade, router_masquerade
 from proto import names

@@ -1,0 +1,98 @@
+"""``plexus-agent`` (also ``python -m agents``, and ``plexus agent`` through the CLI):
+the host agent's entry point.
+
+Its flags are made from the fields of :class:`~agents.config.AgentSettings`
+(``host_id`` → ``--host-id``, help from the field's description) plus ``--config``;
+``plexus agent`` hands its arguments to :func:`main`, so both commands take the same
+flags, read the same configuration file and run the same daemon.
+
+The process loads what the agent runs and nothing else (:func:`lean`): neither the
+``plexus`` command tree (typer, rich, httpx), nor FastAPI, nor the parts of pyroute2 the
+driver does not use. ``tests/unit/test_agent_main.py`` holds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal, get_args, get_origin
+
+from proto.errors import PlexusError
+from proto.settings import load_settings, settings_error
+
+from .config import AgentSettings
+
+#: flags that differ from their field's name: a list field's flag names one item
+FLAGS = {"allowed_uplinks": "--allowed-uplink"}
+DESCRIPTION = "Run the host agent daemon (programs this host's kernel)."
+
+
+def parser(prog: str = "plexus-agent") -> argparse.ArgumentParser:
+    """The command line: a flag per settings field (given ones override the
+    environment and the file), and ``--config``."""
+    ap = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    for name, field in AgentSettings.model_fields.items():
+        flag = FLAGS.get(name, "--" + name.replace("_", "-"))
+        text = field.description or ""
+        tp = field.annotation
+        if tp is bool:
+            ap.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=text)
+            continue
+        metavar = flag[2:].upper().replace("-", "_")
+        if get_origin(tp) is list:
+            ap.add_argument(flag, dest=name, action="append", metavar=metavar, help=text)
+            continue
+        if field.default is not None and not field.is_required():
+            text = f"{text} (default: {field.default})".lstrip()
+        choices = get_args(tp) if get_origin(tp) is Literal else None
+        ap.add_argument(flag, dest=name, choices=choices, metavar=metavar, help=text)
+    ap.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get("PLEXUS_CONFIG") or None,
+        help="TOML file ([agent] table); also PLEXUS_CONFIG",
+    )
+    return ap
+
+
+def load(argv: Sequence[str] | None = None, prog: str = "plexus-agent") -> AgentSettings:
+    """The settings of a command line (flags > ``PLEXUS_*`` environment > ``--config``
+    file > defaults). Raises ValueError (pydantic's ValidationError is one) naming what
+    is wrong; a usage error exits 2 (argparse)."""
+    given = vars(parser(prog).parse_args(argv))
+    config = given.pop("config")
+    return load_settings(AgentSettings, "agent", config, **given)
+
+
+def lean() -> None:
+    """Keep out of this process what the agent does not run. structlog imports rich
+    when it can (for pretty tracebacks on a console); the agent's console log does
+    without. pyroute2 comes without its package ``__init__``
+    (:mod:`agents.kernel.lazy`). Neither applies once the module is imported (``plexus
+    agent`` has imported rich already)."""
+    from .kernel import lazy
+
+    sys.modules.setdefault("rich", None)  # type: ignore[arg-type]  # an import of it fails
+    lazy.install()
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "plexus-agent") -> None:
+    """Run the agent; a bad configuration exits 2, any other Plexus error 1, each with
+    its one line (as ``plexus`` commands do)."""
+    lean()
+    try:
+        settings = load(argv, prog)
+        settings.broker_url()  # its credentials are readable
+    except ValueError as e:
+        print(f"error: bad configuration: {settings_error(e)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    from .daemon import run
+
+    try:
+        run(settings)
+    except PlexusError as e:  # e.g. the VTEP interface has no address: one line
+        print(f"error: {e.reason}", file=sys.stderr)
+        raise SystemExit(1) from None

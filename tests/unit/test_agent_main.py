@@ -1,0 +1,174 @@
+"""``plexus-agent`` (:mod:`agents.main`): its flags are the settings' fields, ``plexus
+agent`` is the same program, and the agent's process loads neither the CLI nor the
+API nor rich (a real agent process, run until it stops on a VTEP interface that does
+not exist: past its settings, logging, the daemon's and the driver's imports)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from agents.config import AgentSettings
+from agents.main import FLAGS, load, parser
+
+BIN = Path(sys.executable).parent
+#: what the agent's process must not load: the command tree, the REST API's stack, rich
+#: (structlog imports it when it can), the parts of pyroute2 the driver does not use
+NOT_IN_AGENT = (
+    "typer",
+    "click",
+    "rich",
+    "pygments",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "httpx",
+    "cli",
+    "controller",
+    "sqlite3",
+    "pyroute2.ndb",
+    "pyroute2.ipdb",
+)
+#: a VTEP interface that does not exist: the agent stops at start, exit 1
+NO_VTEP = ["--host-id", "t1", "--vtep-interface", "pxnoneXYZ0", "--log-format", "console"]
+
+
+def test_every_setting_is_a_flag() -> None:
+    """The flags are made from the settings' fields: a field added is a flag."""
+    ap = parser()
+    dests = {a.dest for a in ap._actions if a.dest != "help"}
+    assert dests == {*AgentSettings.model_fields, "config"}
+    flags = {s for a in ap._actions for s in a.option_strings}
+    assert {"--host-id", "--broker", "--vtep-interface", "--metrics-port"} <= flags
+    assert FLAGS["allowed_uplinks"] in flags and "--allowed-uplinks" not in flags
+    assert {"--verify-view", "--no-verify-view", "--config"} <= flags
+
+
+def test_flags_over_environment_over_file_over_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "plexus.toml"
+    cfg.write_text(
+        '[agent]\nhost_id = "from-file"\nbroker = "mqtt://file:1"\nresync_interval = 5\n'
+        'allowed_uplinks = ["eth9"]\n'
+    )
+    monkeypatch.setenv("PLEXUS_BROKER", "mqtt://env:2")
+    monkeypatch.setenv("PLEXUS_METRICS_PORT", "9999")
+    s = load(["--config", str(cfg), "--resync-interval", "2", "--metrics-port", "9470"])
+    assert (s.host_id, s.broker, s.resync_interval) == ("from-file", "mqtt://env:2", 2.0)
+    assert s.metrics_port == 9470 and s.allowed_uplinks == ["eth9"]
+    assert (s.log_level, s.verify_view, s.vtep_address) == ("info", False, None)
+    monkeypatch.setenv("PLEXUS_CONFIG", str(cfg))  # --config's default
+    assert load([]).host_id == "from-file"
+
+
+def test_repeated_and_boolean_flags() -> None:
+    s = load(["--host-id", "h1", "--allowed-uplink", "eth1", "--allowed-uplink", "eth2"])
+    assert s.allowed_uplinks == ["eth1", "eth2"] and not s.verify_view
+    assert load(["--host-id", "h1", "--verify-view"]).verify_view
+    assert not load(["--host-id", "h1", "--no-verify-view"]).verify_view
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--host-id", "h1", "--resync-interval", "0"],
+        ["--host-id", "Not An Id"],
+        ["--host-id", "h1", "--broker", "http://h"],
+        ["--host-id", "h1", "--metrics-port", "many"],
+        ["--host-id", "h1", "--allowed-uplink", "a/b"],
+        ["--broker", "mqtt://h"],  # no host id anywhere
+    ],
+)
+def test_bad_settings_are_refused(argv: list[str]) -> None:
+    with pytest.raises(ValidationError):
+        load(argv)
+
+
+@pytest.mark.parametrize(
+    "argv", [["--host-id", "h1", "--log-level", "loud"], ["--no-such-flag"], ["stray"]]
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        load(argv)
+    assert e.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+def run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLEXUS_")}
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+@pytest.mark.parametrize("program", [["plexus-agent"], ["plexus", "agent"]])
+def test_a_bad_configuration_is_one_line_and_exit_2(program: list[str]) -> None:
+    proc = run([str(BIN / program[0]), *program[1:], "--host-id", "Not An Id"])
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: bad configuration: host_id:"), proc.stderr
+
+
+def test_plexus_agent_is_the_same_program() -> None:
+    """``plexus agent`` hands its arguments to the same parser: the same help, the
+    same refusals."""
+    lean = run([str(BIN / "plexus-agent"), "--help"])
+    via_cli = run([str(BIN / "plexus"), "agent", "--help"])
+    assert lean.returncode == via_cli.returncode == 0
+    assert "--allowed-uplink" in lean.stdout and "--config" in lean.stdout
+    assert via_cli.stdout == lean.stdout.replace("plexus-agent", "plexus agent")
+    bad = run([str(BIN / "plexus"), "agent", "--no-such-flag"])
+    assert bad.returncode == 2 and "unrecognized arguments: --no-such-flag" in bad.stderr
+    module = run([sys.executable, "-m", "agents", "--help"])
+    assert module.returncode == 0 and module.stdout == lean.stdout
+
+
+#: runs ``plexus-agent ARGS`` (or with ``--cli``, ``plexus ARGS``) in this interpreter
+#: and at its exit writes the names of the modules it loaded to the file in argv[1] (a
+#: module blocked from loading is None in ``sys.modules``)
+DUMP = """
+import atexit, json, runpy, sys
+out = sys.argv.pop(1)
+atexit.register(
+    lambda: open(out, "w").write(json.dumps([m for m, v in sys.modules.items() if v]))
+)
+if sys.argv[1:2] == ["--cli"]:
+    sys.argv = ["plexus", *sys.argv[2:]]
+    from cli.app import main
+    main()
+else:
+    sys.argv = ["plexus-agent", *sys.argv[1:]]
+    runpy.run_module("agents", run_name="__main__", alter_sys=True)
+"""
+
+
+def loaded(tmp_path: Path, *argv: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    out = tmp_path / "modules.json"
+    proc = run([sys.executable, "-c", DUMP, str(out), *argv], cwd=tmp_path)
+    return proc, set(json.loads(out.read_text()))
+
+
+def forbidden(modules: set[str]) -> set[str]:
+    return {m for m in modules if any(m == n or m.startswith(f"{n}.") for n in NOT_IN_AGENT)}
+
+
+def test_the_agent_process_loads_what_it_runs_only(tmp_path: Path) -> None:
+    proc, modules = loaded(tmp_path, *NO_VTEP)
+    # it got as far as the driver: the VTEP interface was looked up, and is not there
+    assert proc.returncode == 1, proc.stderr
+    assert "error: VTEP interface 'pxnoneXYZ0' does not exist" in proc.stderr
+    assert {"agents.daemon", "agents.kernel.linux", "structlog", "pydantic"} <= modules
+    assert "pyroute2.iproute.linux" in modules
+    assert forbidden(modules) == set()
+
+
+def test_the_check_sees_what_the_command_tree_loads(tmp_path: Path) -> None:
+    """Not vacuous: the same agent started through ``plexus agent`` has loaded the
+    command tree and rich (the price of that door; ``plexus-agent`` is the lean one)."""
+    proc, modules = loaded(tmp_path, "--cli", "agent", *NO_VTEP)
+    assert proc.returncode == 1, proc.stderr
+    assert "agents.kernel.linux" in modules
+    assert {"typer", "rich", "cli", "cli.app"} <= forbidden(modules)
