@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from agents.kernel import netns
 from lab.records import record
@@ -17,15 +18,17 @@ CHECK = Path(__file__).with_name("batch_check.py")
 DELLINKS = Path(__file__).with_name("dellinks_check.py")
 
 
-def test_fdb_and_neighbours_are_programmed_in_batches() -> None:
+def in_fresh_namespace(name: str, script: Path, *args: str) -> dict[str, Any]:
+    """Run ``script`` in a namespace of its own (made, recorded, removed), and return
+    the JSON of its last line."""
     require_root()
-    ns = f"pxtest-batch-{os.getpid()}"
+    ns = f"pxtest-{name}-{os.getpid()}"
     record("netns", ns)
     netns.create(ns)
     try:
         root = Path(__file__).parents[2]
         run = subprocess.run(
-            ["nsenter", f"--net=/run/netns/{ns}", sys.executable, str(CHECK), "3000"],
+            ["nsenter", f"--net=/run/netns/{ns}", sys.executable, str(script), *args],
             capture_output=True,
             text=True,
             timeout=120,
@@ -33,9 +36,14 @@ def test_fdb_and_neighbours_are_programmed_in_batches() -> None:
             env={**os.environ, "PYTHONPATH": str(root)},
         )
         assert run.returncode == 0, run.stderr
-        out = json.loads(run.stdout.strip().splitlines()[-1])
+        out: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
+        return out
     finally:
         netns.remove(ns)
+
+
+def test_fdb_and_neighbours_are_programmed_in_batches() -> None:
+    out = in_fresh_namespace("batch", CHECK, "3000")
     # 3,000 endpoints: 3,000 FDB + 5 flood entries + 3,000 neighbours; only the entry
     # on the missing device failed
     assert len(out["add_failed"]) == 1 and "pxvmissing" in out["add_failed"][0]
@@ -50,25 +58,9 @@ def test_a_run_of_veth_deletes_is_one_kernel_operation_and_touches_nothing_else(
     """:mod:`agents.kernel.dellinks`: 40 veths deleted in one run (one already gone),
     beside a veth and a bridge that are not the driver's, in a namespace of the test."""
     require_root()
-    ns = f"pxtest-dellinks-{os.getpid()}"
     host = f"dl{os.getpid()}"
-    record("netns", ns)
     record("netns-prefix", names.netns_prefix(host))
-    netns.create(ns)
-    try:
-        root = Path(__file__).parents[2]
-        run = subprocess.run(
-            ["nsenter", f"--net=/run/netns/{ns}", sys.executable, str(DELLINKS), host, "40"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=root,
-            env={**os.environ, "PYTHONPATH": str(root)},
-        )
-        assert run.returncode == 0, run.stderr
-        out = json.loads(run.stdout.strip().splitlines()[-1])
-    finally:
-        netns.remove(ns)
+    out = in_fresh_namespace("dellinks", DELLINKS, host, "40")
     assert out["made"] == 40
     assert out["failed"] == [] and out["veths_left"] == 0 and out["view_equals_kernel"]
     assert out["foreign_left"] == ["fgnveth0", "fgnveth1", "fgnbridge"]
