@@ -221,7 +221,7 @@ class Agent:
             actual = await self.kernel.read(full, frozenset(want_ns))
             if full:
                 self.metrics.rule_counters(actual.counters)
-            remote = self.changes.remote(self.tables, self.vtep)
+            remote = self.changes.remote(self.tables, self.vtep, actual)
             want = desired_state(
                 self.host, doc, remote, self.vtep, self.allowed_uplinks, self.tables, self.acl
             )

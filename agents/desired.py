@@ -45,24 +45,39 @@ class Overlay:
         self._vteps: dict[str, int] = {}
 
     @classmethod
-    def of(cls, host: str, network: str, vtep: str, records: Mapping[str, Row]) -> Overlay:
-        """The remote entries of ``network``'s whole table, on ``host`` at ``vtep``."""
+    def of(
+        cls,
+        host: str,
+        network: str,
+        vtep: str,
+        records: Mapping[str, Row],
+        known: HostState | None = None,
+    ) -> Overlay:
+        """The remote entries of ``network``'s whole table, on ``host`` at ``vtep``;
+        where ``known`` (the kernel's state, just read) holds an equal entry, that one
+        (memory only: a host's tens of thousands of entries are then held once)."""
         ov = cls(host, names.vxlan(network), vtep)
-        ov._build(records)
+        ov._build(records, known)
         return ov
 
-    def _build(self, records: Mapping[str, Row]) -> None:
+    def _build(self, records: Mapping[str, Row], known: HostState | None) -> None:
         """Fill an empty overlay from a whole table (:meth:`update` with every id, with
         no record of what changed: everything did)."""
         host, vx, vtep = self.key
         fdb, neigh, of, vteps = self.fdb, self.neigh, self._of, self._vteps
+        same = {f: f for f in known.fdb if f.device == vx} if known is not None else {}
+        had = known.neigh if known is not None else {}
         for rid, rec in records.items():
             dst = rec.vtep
             if rec.host == host or dst is None or dst == vtep:
                 continue
             of[rid] = rec
-            fdb.add(Fdb(vx, rec.mac, dst))
-            neigh[vx, rec.ip] = Neigh(vx, rec.ip, rec.mac)
+            f = Fdb(vx, rec.mac, dst)
+            fdb.add(same.get(f, f))
+            n = had.get((vx, rec.ip))
+            if n is None or n.mac != rec.mac:
+                n = Neigh(vx, rec.ip, rec.mac)
+            neigh[vx, rec.ip] = n
             vteps[dst] = vteps.get(dst, 0) + 1
         fdb.update(Fdb(vx, FLOOD_MAC, dst) for dst in vteps)
 
@@ -161,10 +176,13 @@ class Changes:
         if pending is not None:
             pending.update(ids)
 
-    def remote(self, tables: Mapping[str, Table], vtep: str | None) -> dict[str, Overlay]:
+    def remote(
+        self, tables: Mapping[str, Table], vtep: str | None, known: HostState | None = None
+    ) -> dict[str, Overlay]:
         """Bring each network's remote entries up to date with its table: by the
         records that changed, or in full after a snapshot replaced the table (or the
-        VTEP changed). Without a VTEP there are none."""
+        VTEP changed). Without a VTEP there are none. ``known``: the kernel's state, whose
+        equal entries an overlay made in full takes as its own (:meth:`Overlay.of`)."""
         changed, self._ids = self._ids, {}
         if vtep is None:
             self._whole |= bool(self.overlays)
@@ -177,7 +195,7 @@ class Changes:
             ov = self.overlays.get(net)
             ids = changed.get(net, ())
             if ov is None or ov.key != (self.host, names.vxlan(net), vtep) or ids is None:
-                ov = Overlay.of(self.host, net, vtep, table.records)
+                ov = Overlay.of(self.host, net, vtep, table.records, known)
                 self._whole = True
             elif ids:
                 ov.update(table.records, ids, self._fdb, self._neigh)

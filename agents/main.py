@@ -68,11 +68,10 @@ def load(argv: Sequence[str] | None = None, prog: str = "plexus-agent") -> Agent
 
 
 def lean() -> None:
-    """Keep out of this process what the agent does not run. structlog imports rich
-    when it can (for pretty tracebacks on a console); the agent's console log does
-    without. pyroute2 comes without its package ``__init__``
-    (:mod:`agents.kernel.lazy`). Neither applies once the module is imported (``plexus
-    agent`` has imported rich already)."""
+    """Keep out of this process what the agent does not run, before anything imports
+    it: rich, which structlog imports when it can (for pretty tracebacks on a console;
+    the agent's console log does without), and pyroute2's package ``__init__``
+    (:mod:`agents.kernel.lazy`). Through ``plexus agent`` rich is in already."""
     from .kernel import lazy
 
     sys.modules.setdefault("rich", None)  # type: ignore[arg-type]  # an import of it fails

@@ -224,7 +224,10 @@ def decode_rows(
     The frame is read twice: its own fields first, its records skipped, checked as
     :func:`decode` checks them (version, kind, the model's fields); then its records,
     each unpacked, validated by :class:`EndpointRecord` and kept as its row in turn,
-    and the rules over them. What :func:`decode` refuses, this refuses."""
+    and the rules over them. What :func:`decode` refuses, this refuses, with the same
+    error, but for one order: bytes that are not msgpack inside the records of a frame
+    whose own fields are wrong too are found after those (decode unpacks the whole
+    frame first)."""
     field = "records" if expect is NetworkSnapshot else "upserts"
     kind = _kind_of(expect)
     obj, at = _fields(data, field)
@@ -289,7 +292,7 @@ def _fields(data: bytes, field: str) -> tuple[dict[Any, Any], int | None]:
         for i in range(unpacker.read_map_header()):
             key = _key(unpacker)
             if key == field and data[unpacker.tell() : unpacker.tell() + 1] in _ARRAY_BYTES:
-                unpacker.skip()
+                unpacker.skip()  # unpacked by _rows
                 obj.pop(key, None)
                 at = i
             else:
@@ -306,9 +309,12 @@ def _rows(data: bytes, field: str, kind: str, at: int) -> tuple[Row, ...]:
     rows: list[Row] = []
     with _malformed():
         for i in range(unpacker.read_map_header()):
-            unpacker.skip()  # the key
+            key = unpacker.unpack()
             if i != at:
-                unpacker.skip()
+                if key == field:  # an array given before the last: unpacked as decode does
+                    unpacker.unpack()
+                else:
+                    unpacker.skip()
                 continue
             count = unpacker.read_array_header()
             if count > MAX_RECORDS:

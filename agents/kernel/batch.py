@@ -19,7 +19,7 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from .. import plan as p
@@ -115,10 +115,14 @@ class NetlinkBatch:
             self._sock.close()
             self._sock = None
 
-    def dump_neigh(self, family: int) -> list[tuple[int, int, str | None, str | None]]:
-        """Every neighbour (``AF_INET``) or forwarding entry (``AF_BRIDGE``) of the
-        namespace as (ifindex, state, lladdr, dst), parsed here: pyroute2 parses
-        ~10,000 entries a second, 20,000 took 2 s of an agent's start. Blocking."""
+    def dump_neigh(
+        self, family: int, devices: Mapping[int, str]
+    ) -> list[tuple[str, int, str, str]]:
+        """The neighbours (``AF_INET``) or forwarding entries (``AF_BRIDGE``) of the
+        namespace's ``devices`` (ifindex → name) with an address and a MAC, as
+        (device, state, lladdr, dst), parsed here: pyroute2 parses ~10,000 entries a
+        second, 20,000 took 2 s of an agent's start; the others' entries are skipped
+        without being made into objects. Blocking."""
         with self._lock:
             sock = self._socket()
             self._seq = self._seq + 1 if self._seq < 0xFFFFFFFF else 1
@@ -128,7 +132,7 @@ class NetlinkBatch:
                 _HDR.pack(_HDR.size + len(body), RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
                 + body
             )
-            out: list[tuple[int, int, str | None, str | None]] = []
+            out: list[tuple[str, int, str, str]] = []
             while True:
                 data = sock.recv(1 << 20)
                 off = 0
@@ -143,7 +147,9 @@ class NetlinkBatch:
                             code = -_ERR.unpack_from(data, off + _HDR.size)[0]
                             raise OSError(code, os.strerror(code))
                         if kind == RTM_NEWNEIGH:
-                            out.append(_parse_neigh(data, off + _HDR.size, off + size))
+                            entry = _parse_neigh(data, off + _HDR.size, off + size, devices)
+                            if entry is not None:
+                                out.append(entry)
                     off += (size + 3) & ~3
 
     def run(self, entries: Sequence[Entry]) -> list[int]:
@@ -172,9 +178,15 @@ class NetlinkBatch:
             return result
 
 
-def _parse_neigh(data: bytes, off: int, end: int) -> tuple[int, int, str | None, str | None]:
-    """ifindex, state, lladdr, dst of one RTM_NEWNEIGH message body."""
+def _parse_neigh(
+    data: bytes, off: int, end: int, devices: Mapping[int, str]
+) -> tuple[str, int, str, str] | None:
+    """device, state, lladdr, dst of one RTM_NEWNEIGH message body; None for another
+    device's, or one without an address or a MAC."""
     _, _, _, ifindex, state, _, _ = _ND.unpack_from(data, off)
+    device = devices.get(ifindex)
+    if device is None:
+        return None
     mac = dst = None
     off += _ND.size
     while off + _NLA.size <= end:
@@ -189,7 +201,7 @@ def _parse_neigh(data: bytes, off: int, end: int) -> tuple[int, int, str | None,
             family = socket.AF_INET if len(value) == 4 else socket.AF_INET6
             dst = socket.inet_ntop(family, value)
         off += (size + 3) & ~3
-    return ifindex, state, mac, dst
+    return (device, state, mac, dst) if mac and dst else None
 
 
 #: the actions :func:`apply_run` sends in batches

@@ -99,10 +99,10 @@ class LinuxKernel:
                 rescope(self._view, runtime, is_there)
                 self._let_go(self._view.runtime)
             return self._view
-        self._view = None
+        known, self._view = self._view, None
         try:
             state = await read_state(
-                await self._root(), self.prefix, self._in, self._batch, runtime
+                await self._root(), self.prefix, self._in, self._batch, runtime, known
             )
             state.resolv = await asyncio.to_thread(resolv.read, self.etc_netns, self.prefix)
         except NetlinkError as e:

@@ -41,11 +41,13 @@ async def read_state(
     inner_of: Callable[[str], Awaitable[AsyncIPRoute]],
     batch: NetlinkBatch,
     runtime: Collection[str] = (),
+    known: HostState | None = None,
 ) -> HostState:
     """The Plexus-owned objects of the host whose namespaces start with ``prefix``:
     ``ipr`` is a socket of the host's namespace, ``inner_of`` gives one of an owned
     namespace, ``batch`` dumps the entries. ``runtime``: the runtime namespaces to look
-    into, those that are still there (:func:`.netns.is_there`)."""
+    into, those that are still there (:func:`.netns.is_there`). ``known``: an earlier
+    state whose entries equal to those read are taken as they are (memory only)."""
     st = HostState()
     st.namespaces = {n for n in listnetns() if n.startswith(prefix)}
     st.runtime = {ns for ns in runtime if is_there(ns)}
@@ -145,23 +147,36 @@ async def read_state(
             st.veths[ln.get("ifname")] = _unseen(ln, bridge, by_index, addrs)
     if vx_index:
         try:
-            fdb = await asyncio.to_thread(batch.dump_neigh, socket.AF_BRIDGE)
-            neigh = await asyncio.to_thread(batch.dump_neigh, socket.AF_INET)
+            fdb = await asyncio.to_thread(batch.dump_neigh, socket.AF_BRIDGE, vx_index)
+            neigh = await asyncio.to_thread(batch.dump_neigh, socket.AF_INET, vx_index)
         except OSError as e:
             raise KernelError("read", "neighbours", e.errno or 0, str(e)) from None
-        for ifindex, _, mac, dst in fdb:
-            dev = vx_index.get(ifindex)
-            if dev is not None and mac and dst:
-                st.fdb.add(Fdb(dev, mac, dst))
-        for ifindex, state, mac, dst in neigh:
-            dev = vx_index.get(ifindex)
-            if dev is not None and state & NUD_PERMANENT and mac and dst:
-                st.neigh[dev, dst] = Neigh(dev, dst, mac)
+        _entries(st, fdb, neigh, known)
     st.rules, st.counters, st.elements = await nft.read()
     for key in SYSCTLS:
         with contextlib.suppress(OSError):
             st.sysctls[key] = sysctl_path(key).read_text().strip()
     return st
+
+
+def _entries(
+    st: HostState,
+    fdb: list[tuple[str, int, str, str]],
+    neigh: list[tuple[str, int, str, str]],
+    known: HostState | None,
+) -> None:
+    """The VXLAN devices' entries into ``st``; where ``known`` (the last read, or the
+    view) holds an equal one, that one: a host's tens of thousands of entries are not
+    held twice, once by the view and once by the desired state sharing the last's."""
+    same = {f: f for f in known.fdb} if known is not None else {}
+    had = known.neigh if known is not None else {}
+    for dev, _, mac, dst in fdb:
+        f = Fdb(dev, mac, dst)
+        st.fdb.add(same.get(f, f))
+    for dev, state, mac, dst in neigh:
+        if state & NUD_PERMANENT:
+            n = had.get((dev, dst))
+            st.neigh[dev, dst] = n if n is not None and n.mac == mac else Neigh(dev, dst, mac)
 
 
 def _unseen(ln: Any, bridge: str, by_index: dict[int, Any], addrs: dict[int, list[str]]) -> Veth:

@@ -142,6 +142,15 @@ def test_kernel_scale_quick() -> None:
     assert rows["cold: agent start → in sync"].endswith(" ms")
 
 
+@pytest.mark.kernel
+def test_kernel_pass_quick() -> None:
+    require_root()
+    result = run_benchmark("kernel_pass")
+    rows = {r["what"]: r["value"] for r in result["rows"]}  # type: ignore[attr-defined]
+    assert "errors" not in rows["cold pass"] and "errors" not in rows["teardown pass"]
+    assert {"  AddNamespace", "  AddVeth", "  FDB and neighbour batch"} <= rows.keys()
+
+
 @pytest.mark.broker
 def test_fanout_quick(tmp_path: Path) -> None:
     png = tmp_path / "fanout.png"

@@ -100,9 +100,9 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
     assert e.value.code == 2 and "error:" in capsys.readouterr().err
 
 
-def run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+def run(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLEXUS_")}
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, **kw)  # type: ignore[call-overload, no-any-return]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, cwd=cwd)
 
 
 @pytest.mark.parametrize("program", [["plexus-agent"], ["plexus", "agent"]])
@@ -172,3 +172,25 @@ def test_the_check_sees_what_the_command_tree_loads(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr
     assert "agents.kernel.linux" in modules
     assert {"typer", "rich", "cli", "cli.app"} <= forbidden(modules)
+
+
+LAZY = """
+import sys
+from agents.kernel import lazy
+assert lazy.install() and not lazy.install()  # once
+import pyroute2
+from pyroute2 import AsyncIPRoute, IPRoute, netns
+from pyroute2.netlink.exceptions import NetlinkError
+assert pyroute2.NetlinkError is NetlinkError and netns.listnetns
+assert "pyroute2.ndb" not in sys.modules and "sqlite3" not in sys.modules
+print(pyroute2.NDB.__name__, pyroute2.__version__)  # any other name: the real __init__
+assert "pyroute2.ndb" in sys.modules
+"""
+
+
+def test_pyroute2_without_its_init_still_has_every_name() -> None:
+    """The driver's names come from their modules; a submodule imports alone; anything
+    else asked of the package runs its real ``__init__`` then."""
+    proc = run([sys.executable, "-c", LAZY])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("NDB ")

@@ -145,3 +145,42 @@ def test_changes_hand_the_planner_what_changed_since_the_last_clean_pass() -> No
     blue.on_snapshot(rows.of(proto.NetworkSnapshot(network="blue", generation=4, records=(r2,))))
     assert changes.remote(tables, VTEPS[H])["blue"].neigh == {(vx, r2.ip): Neigh(vx, r2.ip, r2.mac)}
     assert changes.scope(full=False) is None
+
+
+def test_entries_equal_to_the_kernel_s_are_held_once() -> None:
+    """An overlay made in full takes the kernel's equal entries as its own (after a
+    restart its view and its desired state then share tens of thousands of them); a
+    full read takes the last read's (the view's) the same way. Values are unchanged."""
+    from agents.desired import Overlay
+    from agents.kernel.read import _entries
+    from agents.model import HostState
+
+    vx = names.vxlan("blue")
+    recs = {
+        f"e{i}": rows.Row(f"e{i}", "h2", f"02:00:00:00:00:{i:02x}", f"10.1.0.{i}", VTEPS["h2"], 1)
+        for i in range(1, 4)
+    }
+    kernel = HostState()
+    kernel.fdb = {Fdb(vx, "02:00:00:00:00:01", VTEPS["h2"]), Fdb(vx, "02:00:00:00:00:09", "x")}
+    kernel.neigh = {
+        (vx, "10.1.0.1"): Neigh(vx, "10.1.0.1", "02:00:00:00:00:01"),
+        (vx, "10.1.0.2"): Neigh(vx, "10.1.0.2", "02:00:00:00:00:99"),  # another MAC
+    }
+    ov = Overlay.of(H, "blue", VTEPS[H], recs, kernel)
+    assert (ov.fdb, ov.neigh) == (Overlay.of(H, "blue", VTEPS[H], recs).fdb, ov.neigh)
+    held = {f: f for f in ov.fdb}
+    for f in kernel.fdb & ov.fdb:
+        assert held[f] is next(k for k in kernel.fdb if k == f)
+    assert ov.neigh[vx, "10.1.0.1"] is kernel.neigh[vx, "10.1.0.1"]
+    assert ov.neigh[vx, "10.1.0.2"] == Neigh(vx, "10.1.0.2", "02:00:00:00:00:02")
+
+    read = HostState()
+    fdb_rows = [(f.device, 0x80, f.mac, f.dst) for f in sorted(ov.fdb)]
+    neigh_rows = [(vx, 0x80, n.mac, n.ip) for n in ov.neigh.values()]
+    neigh_rows.append((vx, 0x02, "02:00:00:00:00:42", "10.1.0.42"))  # not permanent: not ours
+    last = HostState(fdb=set(ov.fdb), neigh=dict(ov.neigh))
+    _entries(read, fdb_rows, neigh_rows, last)
+    assert read.fdb == ov.fdb and read.neigh == ov.neigh
+    held = {f: f for f in read.fdb}
+    assert all(held[f] is f for f in ov.fdb)
+    assert all(read.neigh[k] is n for k, n in ov.neigh.items())

@@ -135,7 +135,8 @@ def test_too_many_records_are_refused_before_any_is_validated() -> None:
 
 def test_the_last_of_a_key_given_twice_counts_as_in_a_map() -> None:
     """A map's key given twice: the last one counts, as msgpack's unpacking of a whole
-    map has it (a refused first ``records`` does not matter, a refused last one does)."""
+    map has it (a refused first ``records`` does not matter, a refused last one does;
+    bytes that are not msgpack refuse the frame wherever they are)."""
     good, bad = pack([record(1, 1)]), pack([{**record(1, 1), "mac": "bad"}])
     head = msgpack.Packer()
     fields = {k: v for k, v in valid("snapshot").items() if k != "records"}
@@ -150,6 +151,9 @@ def test_the_last_of_a_key_given_twice_counts_as_in_a_map() -> None:
         same(frame(good, bad), "snapshot")
     with pytest.raises(proto.SchemaViolation):
         same(frame(good, pack("e1")), "snapshot")
+    not_utf8 = b"\x91\xa1\x80"  # an array of one string whose byte is no UTF-8
+    with pytest.raises(proto.MalformedPayload):  # the first is unpacked all the same
+        same(frame(not_utf8, good), "snapshot")
 
 
 def test_records_are_never_all_models_at_once() -> None:
