@@ -46,7 +46,7 @@ async def inside(host: str, local: int, remote: int) -> dict[str, Any]:
 
     spent: Counter[str] = Counter()
     kernel = LinuxKernel(host)
-    apply_one, apply_batch = kernel._apply, kernel._apply_batch
+    apply_one, apply_run = kernel._apply, kernel._apply_run
 
     async def timed_one(action: Any) -> None:
         t = time.perf_counter()
@@ -55,15 +55,16 @@ async def inside(host: str, local: int, remote: int) -> dict[str, Any]:
         finally:
             spent[type(action).__name__] += time.perf_counter() - t
 
-    async def timed_batch(run: Any) -> Any:
+    async def timed_run(kind: str, run: Any) -> Any:
         t = time.perf_counter()
         try:
-            return await apply_batch(run)
+            return await apply_run(kind, run)
         finally:
-            spent["FDB and neighbour batch"] += time.perf_counter() - t
+            name = "FDB and neighbour batch" if kind == "batch" else "veth deletes as a group"
+            spent[name] += time.perf_counter() - t
 
     kernel._apply = timed_one  # type: ignore[method-assign]
-    kernel._apply_batch = timed_batch  # type: ignore[method-assign]
+    kernel._apply_run = timed_run  # type: ignore[method-assign]
     agent = Agent(host, kernel, "198.18.250.1")
     spec = proto.NetworkSpec(
         id=NET, mode="overlay", subnet="10.230.0.0/16", gateway="10.230.0.1", vni=4600, mtu=1450
