@@ -19,6 +19,9 @@ from proto import MAX_PAYLOAD
 from .errors import BadListen, BrokerError, BrokerFiles
 
 CONF_NAME = "mosquitto.conf"
+#: messages Mosquitto may queue for one client (in flight or not): the controller's
+#: share at N hosts is 2N + the networks' records, at once, when it (re)connects
+MAX_QUEUED = 200_000
 
 
 def parse_listen(value: str, default_port: int = 1883) -> tuple[str, int]:
@@ -58,6 +61,10 @@ def config(
         "persistence false",
         "set_tcp_nodelay true",
         f"max_packet_size {MAX_PAYLOAD + 4096}",
+        # the controller takes every host's retained status and desired document at once
+        # when it (re)connects: 2N messages. Mosquitto's default (1,000 queued a client)
+        # dropped those past it without a word (benchmarks.fanout, N = 1,000)
+        f"max_queued_messages {MAX_QUEUED}",
         "log_type error",
         "log_type warning",
         "log_type notice",
