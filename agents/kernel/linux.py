@@ -31,7 +31,7 @@ from .netns import in_netns, is_there, listnetns, netlink_socket, open_ns, relea
 from .netns import remove as remove_netns
 from .read import SYSCTLS, read_state, sysctl_path
 from .tune import tune_compartment, tune_interface, tune_router
-from .view import apply_to, rescope
+from .view import apply_all, apply_to, rescope
 
 
 class LinuxKernel:
@@ -155,13 +155,8 @@ class LinuxKernel:
             outcomes = await apply_run(self._batch, run)
         else:
             outcomes = await delete_veths(await self._root(), run)  # type: ignore[arg-type]
-        if view is not None and not any(outcomes):
-            try:
-                for action in run:
-                    apply_to(view, action)
-            except KernelError:
-                return outcomes
-            self._view = view
+        if view is not None and not any(outcomes) and not any(apply_all(view, run)):
+            self._view = view  # else the view and the kernel disagree: read in full next
         return outcomes
 
     async def _apply(self, action: p.Action) -> None:

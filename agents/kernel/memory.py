@@ -10,7 +10,7 @@ from .. import plan as p
 from ..errors import KernelError
 from ..model import HostState
 from . import apply_each
-from .view import apply_to
+from .view import apply_all, apply_to
 
 
 class MemoryKernel:
@@ -33,17 +33,10 @@ class MemoryKernel:
     async def apply_many(self, actions: Sequence[p.Action]) -> list[KernelError | None]:
         if self.fail:
             return await apply_each(self, actions)
-        outcomes: list[KernelError | None] = []
-        st, keep = self.state, self.applied.maxlen != 0
-        for action in actions:  # what apply() does, without a coroutine per action
-            try:
-                apply_to(st, action)
-            except KernelError as e:
-                outcomes.append(e)
-                continue
-            if keep:
-                self.applied.append(action)
-            outcomes.append(None)
+        # what apply() does, without a coroutine per action
+        outcomes = apply_all(self.state, actions)
+        if self.applied.maxlen != 0:
+            self.applied.extend(a for a, e in zip(actions, outcomes, strict=True) if e is None)
         return outcomes
 
     async def apply(self, action: p.Action) -> None:

@@ -5,13 +5,48 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 
 from proto import names
 
 from .. import plan as p
 from ..errors import KernelError
 from ..model import HANDOVER, HostState, Veth
+
+
+def apply_all(st: HostState, actions: Iterable[p.Action]) -> list[KernelError | None]:
+    """:func:`apply_to` for each action in turn, with each one's outcome (None, or the
+    :class:`KernelError` it raised). The FDB and neighbour entries (tens of thousands
+    at a cold start) are dispatched on their type, without a ``match`` each."""
+    fdb, neigh, vxlans = st.fdb, st.neigh, st.vxlans
+    out: list[KernelError | None] = []
+    done = out.append
+    for action in actions:
+        kind = type(action)
+        if kind is p.AddFdb:
+            f = action.fdb  # type: ignore[union-attr]
+            if f.device in vxlans:
+                fdb.add(f)
+                done(None)
+                continue
+        elif kind is p.AddNeigh:
+            n = action.neigh  # type: ignore[union-attr]
+            if n.device in vxlans:
+                neigh[n.device, n.ip] = n
+                done(None)
+                continue
+        elif kind is p.DelFdb:
+            fdb.discard(action.fdb)  # type: ignore[union-attr]
+            done(None)
+            continue
+        try:  # a refusal (no device) is apply_to's to word, and every other action
+            apply_to(st, action)
+        except KernelError as e:
+            done(e)
+            continue
+        done(None)
+        fdb, neigh = st.fdb, st.neigh  # a device's deletion makes them anew
+    return out
 
 
 def apply_to(st: HostState, action: p.Action) -> None:
