@@ -67,7 +67,10 @@ def build(settings: ControllerSettings) -> tuple[Runtime, uvicorn.Server]:
     broker = settings.broker_url()
     rt = Runtime(
         Controller(store),
-        connector(broker),
+        # an acknowledgement may wait behind the statuses of every host (N = 1,000: the
+        # 5 s default ran out under load and the session was rebuilt, a full reconcile);
+        # a broker that is gone is found by the keepalive, not by this
+        connector(broker, timeout=30.0),
         Metrics(),
         snapshot_interval=settings.snapshot_interval,
         broker=str(broker),
