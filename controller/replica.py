@@ -1,0 +1,125 @@
+"""Controllers that share a store: catching up with the others, and running a command
+again when one of them committed first.
+
+A command (a :class:`~controller.service.Controller` method that commits, those of
+:mod:`controller.policies` and :mod:`controller.pins`, a whole batch,
+:func:`controller.bulk.run`) validates against the state, builds its delta from it and
+commits. When the store answers :class:`~controller.errors.StoreConflict` (another
+controller committed since this one last read the store), nothing was written and the
+state was not touched. :func:`command` then catches up (:func:`catch_up`: the changes
+committed since, applied to the state in order) and runs the command again, against
+the state as it is now: validated again, addresses and MACs picked again. The command
+is the retry point because it is the narrowest unit that can run again: its delta is a
+function of the state and its arguments only, and nothing before it (an API route, the
+bus) saw a half-done result. A command run inside another (a batch's staged
+operations, which write nothing themselves) is retried by the outer one only.
+
+Catching up keeps this replica's own view of each agent (online, applied generations,
+errors, last seen): what the store holds of a host is its VTEP, version and desired
+generation (:mod:`controller.pgstore`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+from .errors import StoreConflict, StoreError
+from .state import Applied, Delta, HostRow, State
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: how many times a command runs before a conflict is the caller's (a 503)
+ATTEMPTS = 8
+
+#: the Controller methods that commit (the class is decorated with :func:`commands`)
+COMMANDS = (
+    "host_reported",
+    "decommission_host",
+    "create_network",
+    "delete_network",
+    "create_compartment",
+    "delete_compartment",
+    "collect",
+    "create_endpoint",
+    "set_ports",
+    "delete_endpoint",
+)
+
+#: the controllers (by id) running a command now: a command inside one is not retried
+_running: set[int] = set()
+
+
+def catch_up(ctl: Any) -> list[Applied]:
+    """Apply to ``ctl``'s state what other controllers committed since its store's
+    head, in order; what each change did (empty: nothing new)."""
+    out = []
+    for seq, delta in ctl.store.changes_since(ctl.store.head):
+        out.append(ctl.state.apply(_keep_runtime(ctl.state, delta)))
+        ctl.store.head = seq
+    return out
+
+
+def follow(ctl: Any, timeout: float) -> list[Applied]:
+    """What other controllers committed, applied: at once when there is some, else
+    after waiting up to ``timeout`` seconds for the store's notification."""
+    out = catch_up(ctl)
+    if not out and ctl.store.wait(timeout):
+        out = catch_up(ctl)
+    return out
+
+
+def _keep_runtime(state: State, delta: Delta) -> Delta:
+    """``delta`` with each host row it writes carrying this replica's runtime fields."""
+    if not any(isinstance(r, HostRow) for r in delta.puts):
+        return delta
+    puts = []
+    for row in delta.puts:
+        mine = state.hosts.get(row.id) if isinstance(row, HostRow) else None
+        if isinstance(row, HostRow) and mine is not None:
+            row = HostRow(
+                row.id, row.vtep, row.version, mine.state, row.desired_gen,
+                mine.applied_desired, mine.applied_networks, mine.errors, mine.last_seen,
+            )  # fmt: skip
+        puts.append(row)
+    return Delta(puts=puts, deletes=delta.deletes, floors=delta.floors)
+
+
+def command(fn: Callable[P, R]) -> Callable[P, R]:
+    """``fn(ctl, …)``, run again after catching up while the store reports conflicts."""
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        ctl = args[0]
+        key = id(ctl)
+        if key in _running or getattr(ctl, "staging", False):
+            return fn(*args, **kwargs)
+        _running.add(key)
+        try:
+            for _ in range(ATTEMPTS - 1):
+                try:
+                    return fn(*args, **kwargs)
+                except StoreConflict:
+                    catch_up(ctl)
+            try:
+                return fn(*args, **kwargs)
+            except StoreConflict as e:
+                raise StoreError(
+                    f"{e.reason}, {ATTEMPTS} times in a row: the store is too busy"
+                ) from e
+        finally:
+            _running.discard(key)
+
+    return run
+
+
+T = TypeVar("T", bound=type)
+
+
+def commands(cls: T) -> T:
+    """The class with each of :data:`COMMANDS` under :func:`command`."""
+    for name in COMMANDS:
+        setattr(cls, name, command(getattr(cls, name)))
+    return cls
