@@ -11,7 +11,10 @@ committed since, applied to the state in order) and runs the command again, agai
 the state as it is now: validated again, addresses and MACs picked again. The command
 is the retry point because it is the narrowest unit that can run again: its delta is a
 function of the state and its arguments only, and nothing before it (an API route, the
-bus) saw a half-done result. A command run inside another (a batch's staged
+bus) saw a half-done result. A command refused (a network not found, an address
+taken) may have been refused by a state that is behind: it runs again too when
+catching up brought anything (a SQLite store, with its one controller, never has news:
+no query). A command run inside another (a batch's staged
 operations, which write nothing themselves) is retried by the outer one only.
 
 Catching up keeps this replica's own view of each agent (online, applied generations,
@@ -25,7 +28,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from .errors import StoreConflict, StoreError
+from .errors import ControllerError, StoreConflict, StoreError
 from .state import Applied, Delta, HostRow, State
 
 P = ParamSpec("P")
@@ -87,6 +90,15 @@ def _keep_runtime(state: State, delta: Delta) -> Delta:
     return Delta(puts=puts, deletes=delta.deletes, floors=delta.floors)
 
 
+def _news(ctl: Any) -> bool:
+    """Catch up after a command was refused: whether another controller had committed
+    something (the refusal may be of a state that was behind: run it again)."""
+    try:
+        return bool(catch_up(ctl))
+    except StoreError:
+        return False  # the refusal stands; the store's trouble shows at the next write
+
+
 def command(fn: Callable[P, R]) -> Callable[P, R]:
     """``fn(ctl, …)``, run again after catching up while the store reports conflicts."""
 
@@ -98,19 +110,23 @@ def command(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         _running.add(key)
         try:
-            for _ in range(ATTEMPTS - 1):
+            for attempt in range(1, ATTEMPTS + 1):
                 try:
                     return fn(*args, **kwargs)
-                except StoreConflict:
+                except StoreConflict as e:
+                    if attempt == ATTEMPTS:
+                        raise StoreError(
+                            f"{e.reason}, {ATTEMPTS} times in a row: the store is too busy"
+                        ) from e
                     catch_up(ctl)
-            try:
-                return fn(*args, **kwargs)
-            except StoreConflict as e:
-                raise StoreError(
-                    f"{e.reason}, {ATTEMPTS} times in a row: the store is too busy"
-                ) from e
+                except StoreError:
+                    raise
+                except ControllerError:
+                    if attempt == ATTEMPTS or not _news(ctl):
+                        raise
         finally:
             _running.discard(key)
+        raise AssertionError("unreachable")
 
     return run
 
