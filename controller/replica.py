@@ -57,11 +57,15 @@ _running: set[int] = set()
 
 def catch_up(ctl: Any) -> list[Applied]:
     """Apply to ``ctl``'s state what other controllers committed since its store's
-    head, in order; what each change did (empty: nothing new)."""
+    head, in order; what each change did (empty: nothing new), also appended to
+    ``ctl.news``: the runtime publishes them before the next change
+    (:meth:`~controller.runtime.Runtime.publish`), which also keeps the publication's
+    caches true to the state."""
     out = []
     for seq, delta in ctl.store.changes_since(ctl.store.head):
         out.append(ctl.state.apply(_keep_runtime(ctl.state, delta)))
         ctl.store.head = seq
+    ctl.news.extend(out)
     return out
 
 

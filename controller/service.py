@@ -51,6 +51,7 @@ class Controller:
         self.clock = clock
         self.state = State()
         self.staging = False
+        self.news: list[Applied] = []  # other controllers' commits, caught up, to publish
         rows, floors = store.load()
         self.state.apply(Delta(puts=list(rows), floors=floors))
         for h in list(self.state.hosts.values()):
@@ -395,6 +396,5 @@ def _first_error(e: ValueError) -> str:
     if callable(errors):
         items = errors(include_url=False, include_input=False)
         if items:
-            msg = str(items[0]["msg"])
-            return msg.removeprefix("Value error, ")
+            return str(items[0]["msg"]).removeprefix("Value error, ")
     return str(e)

@@ -76,6 +76,11 @@ class Store(Protocol):
         """The changes committed after ``seq``, in order, with their numbers."""
         ...
 
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for another controller's commit; whether one
+        came (then read :meth:`changes_since`)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -175,6 +180,10 @@ class SqliteStore:
         if seq == self.head:
             return []
         raise StoreError(f"the SQLite store {self.path} keeps no change log (one controller)")
+
+    def wait(self, timeout: float) -> bool:
+        """Nobody else writes a SQLite store: nothing to wait for (at once, False)."""
+        return False
 
     def _put(self, db: sqlite3.Connection, row: Row) -> None:
         if isinstance(row, NetworkRow):

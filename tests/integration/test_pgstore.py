@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 import proto
-from controller import pins, policies, replica, schema
+from controller import bulk, pins, policies, replica, schema
 from controller.config import ControllerSettings
 from controller.daemon import build
 from controller.errors import Invalid, StoreConflict, StoreError
@@ -23,7 +23,7 @@ from controller.pgstore import PostgresStore, where
 from controller.service import Controller
 from controller.state import Delta, EndpointRow, State
 from controller.store import open_store
-from proto.rest import CompartmentCreate, EndpointCreate, NetworkCreate, PolicyCreate
+from proto.rest import BatchOp, CompartmentCreate, EndpointCreate, NetworkCreate, PolicyCreate
 from tests.pg import Cluster
 
 
@@ -200,11 +200,42 @@ def test_two_controllers_creating_endpoints_alternately_never_share_an_address(
     ips = [e.ip for e in made]
     assert len(set(ips)) == len(ips) == 20
     assert sa.conflicts + sb.conflicts >= 19  # each one's first write after the other's
+    assert a.news and b.news  # what each caught up with, for its runtime to publish
     assert all(ipaddress.ip_address(ip) in ipaddress.ip_network("10.1.0.0/24") for ip in ips)
     replica.catch_up(a)
     replica.catch_up(b)
     assert tables(a.state) == tables(b.state) == tables(Controller(PostgresStore(pg_url)).state)
     assert a.state.networks["blue"].table_gen == b.state.networks["blue"].table_gen
+
+
+def test_a_batch_behind_the_other_controller_runs_again_as_one_commit(pg_url: str) -> None:
+    a, b = Controller(PostgresStore(pg_url)), Controller(PostgresStore(pg_url))
+    a.host_reported(status("h1", "198.18.0.1"))
+    a.create_network(NetworkCreate.model_validate({"id": "blue", "subnet": "10.1.0.0/24"}))
+    b.host_reported(status("h1", "198.18.0.1"))  # b catches up here
+    a.create_compartment(CompartmentCreate(id="taken", host="h1"))
+    a.create_endpoint(EndpointCreate(network="blue", compartment="taken"))  # type: ignore[call-arg]
+    ops = [
+        BatchOp.model_validate(
+            {"op": "create", "kind": "compartment", "body": {"id": f"k{i}", "host": "h1"}}
+        )
+        for i in range(3)
+    ] + [
+        BatchOp.model_validate(
+            {
+                "op": "create",
+                "kind": "endpoint",
+                "body": {"network": "blue", "compartment": f"k{i}"},
+            }
+        )
+        for i in range(3)
+    ]
+    head = a.store.head
+    out = bulk.run(b, ops)
+    assert b.store.head == head + 1  # one commit, after catching up
+    ips = {d.row.ip for d in out.value if isinstance(d.row, EndpointRow)}
+    assert len(ips) == 3 and a.state.endpoints  # and none is the address a took
+    assert not ips & {e.ip for e in a.state.endpoints.values()}
 
 
 def test_a_refusal_by_a_state_that_is_up_to_date_stands(pg_url: str) -> None:
