@@ -233,8 +233,9 @@ class PostgresStore:
                     head=head,
                 )
             seq = head + 1
-            puts = self._write(conn, delta)
-            with conn.cursor() as cur:
+            # one round trip for the rest (libpq's pipeline mode), not one per statement
+            with conn.pipeline(), conn.cursor() as cur:
+                puts = self._write(cur, delta)
                 cur.execute(
                     "INSERT INTO changes (seq, delta) VALUES (%s, %s)",
                     (seq, encode_delta(puts, delta)),
@@ -243,29 +244,28 @@ class PostgresStore:
                 cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(seq)))
         self.head = seq
 
-    def _write(self, conn: psycopg.Connection[Any], delta: Delta) -> list[tuple[Table, str]]:
+    def _write(self, cur: psycopg.Cursor[Any], delta: Delta) -> list[tuple[Table, str]]:
         """Write the rows of ``delta``; returns them as written (for the log)."""
-        with conn.cursor() as cur:
-            gone: dict[Table, list[str]] = {}
-            for table, ident in sorted(delta.deletes, key=lambda d: ORDER[d[0]]):
-                gone.setdefault(table, []).append(ident)
-            for table, idents in gone.items():
-                cur.execute(f"DELETE FROM {table} WHERE id = ANY(%s)", (idents,))
-                if table == "networks":
-                    for ident in idents:
-                        self._specs.pop(ident, None)
-                        self._host_local.pop(ident, None)
-            written: list[tuple[Table, str]] = []
-            params: dict[Table, list[tuple[Any, ...]]] = {}
-            for row in sorted(delta.puts, key=lambda r: -ORDER[TABLE_OF[type(r)]]):
-                table = TABLE_OF[type(row)]
-                data, values = self._values(cur, row)
-                written.append((table, data))
-                params.setdefault(table, []).append(values)
-            for table, rows in params.items():
-                cur.executemany(_PUT[table], rows)
-            for key, value in delta.floors.items():
-                cur.execute(_FLOOR, (key, value))
+        gone: dict[Table, list[str]] = {}
+        for table, ident in sorted(delta.deletes, key=lambda d: ORDER[d[0]]):
+            gone.setdefault(table, []).append(ident)
+        for table, idents in gone.items():
+            cur.execute(f"DELETE FROM {table} WHERE id = ANY(%s)", (idents,))
+            if table == "networks":
+                for ident in idents:
+                    self._specs.pop(ident, None)
+                    self._host_local.pop(ident, None)
+        written: list[tuple[Table, str]] = []
+        params: dict[Table, list[tuple[Any, ...]]] = {}
+        for row in sorted(delta.puts, key=lambda r: -ORDER[TABLE_OF[type(r)]]):
+            table = TABLE_OF[type(row)]
+            data, values = self._values(cur, row)
+            written.append((table, data))
+            params.setdefault(table, []).append(values)
+        for table, rows in params.items():
+            cur.executemany(_PUT[table], rows)
+        for key, value in delta.floors.items():
+            cur.execute(_FLOOR, (key, value))
         return written
 
     def _values(self, cur: psycopg.Cursor[Any], row: Row) -> tuple[str, tuple[Any, ...]]:
