@@ -94,10 +94,20 @@ def _reason(e: psycopg.Error) -> str:
 class PostgresStore:
     """A PostgreSQL database shared by every controller replica (module docstring)."""
 
-    def __init__(self, url: str, *, connect_timeout: int = 5) -> None:
+    def __init__(self, url: str, *, connect_timeout: int = 5, lock_timeout: float = 5.0) -> None:
         self.url = url
         self.where = where(url)
-        self.connect_timeout = connect_timeout
+        #: what the URL does not say: a commit blocks the event loop, so nothing may wait
+        #: for long (a server gone quiet, a replica stalled holding the head row)
+        self.defaults: dict[str, Any] = {
+            "connect_timeout": connect_timeout,
+            "tcp_user_timeout": 10_000,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "options": f"-c lock_timeout={int(lock_timeout * 1000)} "
+            "-c statement_timeout=30000 -c idle_in_transaction_session_timeout=30000",
+        }
         self._conn: psycopg.Connection[Any] | None = None
         self._listener: psycopg.Connection[Any] | None = None
         #: network id -> (its spec, the spec's JSON): unchanged specs are encoded once
@@ -112,7 +122,9 @@ class PostgresStore:
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=self.connect_timeout)
+            given = conninfo.conninfo_to_dict(self.url)
+            params = {k: v for k, v in self.defaults.items() if k not in given}
+            return psycopg.connect(self.url, autocommit=True, **params)
         except psycopg.Error as e:
             raise StoreError(f"cannot reach PostgreSQL at {self.where}: {_reason(e)}") from e
 

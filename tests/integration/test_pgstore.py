@@ -330,3 +330,17 @@ async def test_the_api_answers_503_with_the_reason_while_postgresql_is_gone(
         r = await client.post("/v1/compartments", json={"id": "c1", "host": "h1"})
         assert r.status_code == 201, r.text
     rt.controller.store.close()
+
+
+def test_a_controller_stalled_holding_the_head_fails_the_others_writes_not_forever(
+    pg_url: str,
+) -> None:
+    a = Controller(PostgresStore(pg_url, lock_timeout=0.3))
+    a.host_reported(status("h1", "198.18.0.1"))
+    with psycopg.connect(pg_url) as stalled:  # a transaction that holds the head row
+        stalled.execute("SELECT seq FROM head FOR UPDATE")
+        start = time.monotonic()
+        with pytest.raises(StoreError, match="lock timeout"):
+            a.create_compartment(CompartmentCreate(id="c1", host="h1"))
+        assert time.monotonic() - start < 5
+    a.create_compartment(CompartmentCreate(id="c1", host="h1"))
