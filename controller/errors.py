@@ -11,8 +11,8 @@
             │                     :mod:`controller.store` and :mod:`controller.pgstore`)
             └── StoreConflict 503 another controller committed first: the caller
                                   catches up and runs the command again
-                                  (:mod:`controller.replica`); 503 only if that
-                                  keeps failing
+                                  (:mod:`controller.replica`), holding the log's
+                                  head: never seen by the API
 
 The broker's failures are :class:`proto.errors.BrokerUnavailable`, handled by the bus.
 """

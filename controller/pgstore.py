@@ -71,6 +71,7 @@ _FLOOR = (
     "INSERT INTO meta (key, value) VALUES (%s, %s) "
     "ON CONFLICT (key) DO UPDATE SET value = GREATEST(meta.value, EXCLUDED.value)"
 )
+_IDLE = psycopg.pq.TransactionStatus.IDLE
 _TABLES: tuple[Table, ...] = ("hosts", "networks", "compartments", "endpoints", "policies")
 
 
@@ -110,6 +111,8 @@ class PostgresStore:
         }
         self._conn: psycopg.Connection[Any] | None = None
         self._listener: psycopg.Connection[Any] | None = None
+        #: whether this store holds the head in an open transaction (:meth:`exclusive`)
+        self._held = False
         #: network id -> (its spec, the spec's JSON): unchanged specs are encoded once
         self._specs: dict[str, tuple[Any, str]] = {}
         #: network id -> IPAM scope kind (an endpoint's ``scope`` column)
@@ -145,16 +148,41 @@ class PostgresStore:
         """One transaction; every psycopg error as a StoreError saying ``what`` failed."""
         conn = self._connection()
         try:
-            with conn.transaction():
+            with conn.transaction():  # a savepoint while the head is held (exclusive)
                 yield conn
         except psycopg.Error as e:
-            if conn.closed or conn.broken:
-                self._drop()
-                raise StoreError(
-                    f"{what} failed: lost the connection to PostgreSQL at {self.where} "
-                    f"({_reason(e)}); the next call connects again"
-                ) from e
-            raise StoreError(f"{what} failed: {_reason(e)}") from e
+            raise self._error(conn, what, e) from e
+
+    def _error(self, conn: psycopg.Connection[Any], what: str, e: psycopg.Error) -> StoreError:
+        if conn.closed or conn.broken:
+            self._drop()
+            return StoreError(
+                f"{what} failed: lost the connection to PostgreSQL at {self.where} "
+                f"({_reason(e)}); the next call connects again"
+            )
+        return StoreError(f"{what} failed: {_reason(e)}")
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the log's head from now until the block's write commits (or the block
+        ends: rolled back). No other controller commits in between, so a command that
+        catches up in the block and runs again cannot conflict (controller.replica)."""
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN")
+            conn.execute("SELECT seq FROM head FOR UPDATE")
+        except psycopg.Error as e:
+            raise self._error(conn, "holding the head", e) from e
+        self._held = True
+        try:
+            yield
+        finally:
+            self._held = False
+            if not (conn.closed or conn.broken) and conn.info.transaction_status != _IDLE:
+                try:
+                    conn.execute("ROLLBACK")
+                except psycopg.Error:
+                    self._drop()
 
     def close(self) -> None:
         self._drop()
@@ -254,6 +282,12 @@ class PostgresStore:
                 )
                 cur.execute("UPDATE head SET seq = %s", (seq,))
                 cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(seq)))
+        if self._held:  # the write was a savepoint of the held transaction: commit it
+            self._held = False
+            try:
+                conn.execute("COMMIT")
+            except psycopg.Error as e:
+                raise self._error(conn, "store write", e) from e
         self.head = seq
 
     def _write(self, cur: psycopg.Cursor[Any], delta: Delta) -> list[tuple[Table, str]]:

@@ -6,9 +6,14 @@ A command (a :class:`~controller.service.Controller` method that commits, those 
 :func:`controller.bulk.run`) validates against the state, builds its delta from it and
 commits. When the store answers :class:`~controller.errors.StoreConflict` (another
 controller committed since this one last read the store), nothing was written and the
-state was not touched. :func:`command` then catches up (:func:`catch_up`: the changes
-committed since, applied to the state in order) and runs the command again, against
-the state as it is now: validated again, addresses and MACs picked again. The command
+state was not touched. :func:`command` then takes the log's head
+(:meth:`~controller.store.Store.exclusive`: no other controller commits until this
+command's write has), catches up (:func:`catch_up`: the changes committed since,
+applied to the state in order) and runs the command again, against the state as it is
+now: validated again, addresses and MACs picked again. The first run is optimistic
+(no lock, one round trip for the head check in the commit); the second cannot
+conflict, so a controller that keeps losing the race to a busier one still gets its
+write in at the second run, not after a number of tries. The command
 is the retry point because it is the narrowest unit that can run again: its delta is a
 function of the state and its arguments only, and nothing before it (an API route, the
 bus) saw a half-done result. A command refused (a network not found, an address
@@ -33,9 +38,6 @@ from .state import Applied, Delta, HostRow, State
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-#: how many times a command runs before a conflict is the caller's (a 503)
-ATTEMPTS = 8
 
 #: the Controller methods that commit (the class is decorated with :func:`commands`)
 COMMANDS = (
@@ -104,33 +106,31 @@ def _news(ctl: Any) -> bool:
 
 
 def command(fn: Callable[P, R]) -> Callable[P, R]:
-    """``fn(ctl, …)``, run again after catching up while the store reports conflicts."""
+    """``fn(ctl, …)``, run again after catching up when the store reports a conflict
+    (or the state was behind), holding the log's head the second time."""
 
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        ctl = args[0]
+        ctl: Any = args[0]
         key = id(ctl)
         if key in _running or getattr(ctl, "staging", False):
             return fn(*args, **kwargs)
         _running.add(key)
         try:
-            for attempt in range(1, ATTEMPTS + 1):
-                try:
-                    return fn(*args, **kwargs)
-                except StoreConflict as e:
-                    if attempt == ATTEMPTS:
-                        raise StoreError(
-                            f"{e.reason}, {ATTEMPTS} times in a row: the store is too busy"
-                        ) from e
-                    catch_up(ctl)
-                except StoreError:
+            try:
+                return fn(*args, **kwargs)
+            except StoreConflict:
+                pass
+            except StoreError:
+                raise
+            except ControllerError:
+                if not _news(ctl):
                     raise
-                except ControllerError:
-                    if attempt == ATTEMPTS or not _news(ctl):
-                        raise
+            with ctl.store.exclusive():  # nobody commits until this command has
+                catch_up(ctl)
+                return fn(*args, **kwargs)
         finally:
             _running.discard(key)
-        raise AssertionError("unreachable")
 
     return run
 

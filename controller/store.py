@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -79,6 +79,11 @@ class Store(Protocol):
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for another controller's commit; whether one
         came (then read :meth:`changes_since`)."""
+        ...
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        """While the block runs, no other controller commits: catching up in it and
+        then writing cannot conflict. Held until the block's write commits."""
         ...
 
     def close(self) -> None: ...
@@ -184,6 +189,10 @@ class SqliteStore:
     def wait(self, timeout: float) -> bool:
         """Nobody else writes a SQLite store: nothing to wait for (at once, False)."""
         return False
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        """Nobody else writes a SQLite store: nothing to hold."""
+        return nullcontext()
 
     def _put(self, db: sqlite3.Connection, row: Row) -> None:
         if isinstance(row, NetworkRow):
