@@ -47,12 +47,16 @@ class Cluster:
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"
         self.sudo: list[str] = []
-        if os.geteuid() == 0:
-            user = pwd.getpwnam("postgres")
-            os.chown(self.dir, user.pw_uid, user.pw_gid)
-            self.sudo = ["runuser", "-u", "postgres", "--"]
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "plexus",
-                  "-E", "UTF8", "--no-sync")  # fmt: skip
+        try:
+            if os.geteuid() == 0:
+                user = pwd.getpwnam("postgres")
+                os.chown(self.dir, user.pw_uid, user.pw_gid)
+                self.sudo = ["runuser", "-u", "postgres", "--"]
+            self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "plexus",
+                      "-E", "UTF8", "--no-sync")  # fmt: skip
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
 
     def _run(self, tool: str, *args: str) -> None:
         done = subprocess.run(
