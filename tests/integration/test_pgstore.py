@@ -25,6 +25,7 @@ from controller.state import Delta, EndpointRow, State
 from controller.store import open_store
 from proto.rest import BatchOp, CompartmentCreate, EndpointCreate, NetworkCreate, PolicyCreate
 from tests.pg import Cluster
+from tests.support import ControllerProcess, Mosquitto
 
 
 def status(host: str, vtep: str, version: str = "t") -> proto.HostStatus:
@@ -376,3 +377,38 @@ def test_two_controllers_writing_at_once_each_get_every_write_in(pg_url: str) ->
     ips = [e.ip for e in final.endpoints.values()]
     assert len(ips) == len(set(ips)) == 80
     assert sa.conflicts + sb.conflicts > 0  # they did meet
+
+
+def test_two_controller_processes_on_one_database_share_the_networks(
+    mosquitto: Mosquitto, pg_url: str, tmp_path: Path
+) -> None:
+    """``plexus controller --store postgresql://…`` twice: networks made through either
+    API get distinct VNIs, and each controller serves what the other made once it has
+    caught up (at its next write)."""
+    token = ["--api-token-file", str(tmp_path / "api-token")]
+    procs = [
+        ControllerProcess(mosquitto.url, pg_url, tmp_path / f"c{i}.log", extra=token)
+        for i in (1, 2)
+    ]
+    try:
+        for p in procs:
+            p.start()
+        vnis = []
+        for i in range(6):
+            p = procs[i % 2]
+            body = {"id": f"n{i}", "subnet": f"10.{i}.0.0/24"}
+            r = httpx.post(f"{p.url}/v1/networks", json=body, timeout=10)
+            assert r.status_code == 201, r.text
+            vnis.append(r.json()["vni"])
+        assert len(set(vnis)) == 6
+        for p in procs:  # the last writer knows all; the other after its next write
+            body = {"id": f"x{p.port}", "subnet": "10.99.0.0/24"}
+            r = httpx.post(f"{p.url}/v1/networks", json=body, timeout=10)
+            assert r.status_code == 201, r.text
+        seen = [
+            {n["id"] for n in httpx.get(f"{p.url}/v1/networks", timeout=10).json()} for p in procs
+        ]
+        assert {f"n{i}" for i in range(6)} <= seen[0] & seen[1]
+    finally:
+        for p in procs:
+            p.stop()
