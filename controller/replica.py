@@ -16,7 +16,8 @@ conflict, so a controller that keeps losing the race to a busier one still gets 
 write in at the second run, not after a number of tries. The command
 is the retry point because it is the narrowest unit that can run again: its delta is a
 function of the state and its arguments only, and nothing before it (an API route, the
-bus) saw a half-done result. A command refused (a network not found, an address
+bus) saw a half-done result; ``Controller._commit``, where the conflict shows, cannot
+run again what built its delta. A command refused (a network not found, an address
 taken) may have been refused by a state that is behind: it runs again too when
 catching up brought anything (a SQLite store, with its one controller, never has news:
 no query). A command run inside another (a batch's staged
@@ -33,8 +34,12 @@ import functools
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
+import structlog
+
 from .errors import ControllerError, StoreConflict, StoreError
 from .state import Applied, Delta, HostRow, State
+
+log = structlog.get_logger("plexus.controller")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -119,8 +124,8 @@ def command(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             try:
                 return fn(*args, **kwargs)
-            except StoreConflict:
-                pass
+            except StoreConflict as e:
+                log.debug("store_conflict", command=fn.__name__, expected=e.expected, head=e.head)
             except StoreError:
                 raise
             except ControllerError:
