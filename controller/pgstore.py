@@ -172,17 +172,22 @@ class PostgresStore:
             conn.execute("BEGIN")
             conn.execute("SELECT seq FROM head FOR UPDATE")
         except psycopg.Error as e:
+            self._end(conn)
             raise self._error(conn, "holding the head", e) from e
         self._held = True
         try:
             yield
         finally:
             self._held = False
-            if not (conn.closed or conn.broken) and conn.info.transaction_status != _IDLE:
-                try:
-                    conn.execute("ROLLBACK")
-                except psycopg.Error:
-                    self._drop()
+            self._end(conn)
+
+    def _end(self, conn: psycopg.Connection[Any]) -> None:
+        """Roll back what is left open on ``conn`` (the held transaction, not committed)."""
+        if not (conn.closed or conn.broken) and conn.info.transaction_status != _IDLE:
+            try:
+                conn.execute("ROLLBACK")
+            except psycopg.Error:
+                self._drop()
 
     def close(self) -> None:
         self._drop()

@@ -412,3 +412,14 @@ def test_two_controller_processes_on_one_database_share_the_networks(
     finally:
         for p in procs:
             p.stop()
+
+
+def test_holding_the_head_that_times_out_leaves_the_connection_usable(pg_url: str) -> None:
+    store = PostgresStore(pg_url, lock_timeout=0.2)
+    with psycopg.connect(pg_url) as other:
+        other.execute("SELECT seq FROM head FOR UPDATE")
+        refused = pytest.raises(StoreError, match=r"holding the head failed: .*lock timeout")
+        with refused, store.exclusive():
+            pass
+    store.apply(Delta(floors={"net:x": 1}))
+    assert store.load()[1] == {"net:x": 1}
