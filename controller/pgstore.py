@@ -6,17 +6,21 @@ only after its COMMIT, and any failure is a :class:`~controller.errors.StoreErro
 with the reason (503 on the API). A lost connection (PostgreSQL restarted) fails the
 call in progress; the next call connects again by itself.
 
-**The change log.** Every commit is one transaction that locks the ``head`` row
-(``SELECT … FOR UPDATE``), checks that it is still the head the caller's state is at,
-writes the rows, appends the delta to ``changes`` as ``seq = head + 1``, advances the
-head and ``NOTIFY plexus_changes, 'seq'`` (sent at COMMIT). The locked head row orders
+**The change log.** Every commit is one statement, ``SELECT plexus_commit(expect,
+rows, delta)`` (a PL/pgSQL function of the schema, :mod:`controller.schema`: one round
+trip, its own transaction). It locks the ``head`` row (``SELECT … FOR UPDATE``),
+checks that it is still the head the caller's state is at, writes the rows, appends
+the delta to ``changes`` as ``seq = head + 1``, advances the head and ``NOTIFY
+plexus_changes, 'seq'`` (sent at COMMIT). The locked head row orders
 the writers, so sequence numbers have no gaps and follow commit order: whoever reads
 the changes after N misses none (a ``BIGSERIAL`` would leave gaps on rollback, and two
 writers could commit out of their numbers' order). When another controller committed
 first, :class:`~controller.errors.StoreConflict` is raised and nothing is written; the
-caller reads :meth:`~PostgresStore.changes_since` its head, applies them, and runs its
-command again (:mod:`controller.replica`). Generation floors are raised with
-``GREATEST``: never backwards, whichever replica writes.
+caller holds the head (:meth:`~PostgresStore.exclusive`: the commit function then runs
+in that transaction, committed after it), reads :meth:`~PostgresStore.changes_since`
+its head, applies them, and runs its command again (:mod:`controller.replica`).
+Generation floors are raised with ``GREATEST``: never backwards, whichever replica
+writes.
 
 **Host rows.** Every replica follows every agent's retained status. A status writes a
 host row only when what is kept changes (a new host, its VTEP or its version,
@@ -42,6 +46,7 @@ from typing import Any
 
 import psycopg
 from psycopg import conninfo
+from psycopg.types.json import Jsonb
 
 from . import schema
 from .errors import StoreConflict, StoreError
@@ -54,23 +59,6 @@ CHANNEL = "plexus_changes"
 #: the advisory lock held while migrating (controllers starting together)
 _MIGRATION_LOCK = 0x706C6578  # "plex"
 
-_PUT: dict[Table, str] = {
-    "hosts": "INSERT INTO hosts (id, data) VALUES (%s, %s) "
-    "ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data",
-    "networks": "INSERT INTO networks (id, vni, data) VALUES (%s, %s, %s) "
-    "ON CONFLICT (id) DO UPDATE SET vni = EXCLUDED.vni, data = EXCLUDED.data",
-    "compartments": "INSERT INTO compartments (id, host, data) VALUES (%s, %s, %s) "
-    "ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, data = EXCLUDED.data",
-    "endpoints": "INSERT INTO endpoints (id, network, compartment, scope, ip, mac, idx, data) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
-    "ip = EXCLUDED.ip, mac = EXCLUDED.mac, idx = EXCLUDED.idx, data = EXCLUDED.data",
-    "policies": "INSERT INTO policies (id, network, data) VALUES (%s, %s, %s) "
-    "ON CONFLICT (id) DO UPDATE SET network = EXCLUDED.network, data = EXCLUDED.data",
-}
-_FLOOR = (
-    "INSERT INTO meta (key, value) VALUES (%s, %s) "
-    "ON CONFLICT (key) DO UPDATE SET value = GREATEST(meta.value, EXCLUDED.value)"
-)
 _IDLE = psycopg.pq.TransactionStatus.IDLE
 _TABLES: tuple[Table, ...] = ("hosts", "networks", "compartments", "endpoints", "policies")
 
@@ -269,57 +257,50 @@ class PostgresStore:
 
     def apply(self, delta: Delta, expect: int | None = None) -> None:
         expect = self.head if expect is None else expect
-        with self._transaction("store write") as conn:
-            head = _one(conn, "SELECT seq FROM head FOR UPDATE")
-            if head != expect:
+        conn = self._connection()
+        work, puts = self._work(conn, delta)
+        try:
+            # one statement, its own transaction (or in the held one, committed after)
+            found = conn.execute(
+                "SELECT plexus_commit(%s, %s, %s)", (expect, Jsonb(work), encode_delta(puts, delta))
+            ).fetchone()
+            if self._held:
+                self._held = False
+                conn.execute("COMMIT")
+        except psycopg.Error as e:
+            if e.sqlstate == schema.HEAD_MOVED:
+                head = int(e.diag.message_detail or 0)
                 raise StoreConflict(
                     f"another controller committed change {head}; this one had read up to {expect}",
                     expected=expect,
                     head=head,
-                )
-            seq = head + 1
-            # one round trip for the rest (libpq's pipeline mode), not one per statement
-            with conn.pipeline(), conn.cursor() as cur:
-                puts = self._write(cur, delta)
-                cur.execute(
-                    "INSERT INTO changes (seq, delta) VALUES (%s, %s)",
-                    (seq, encode_delta(puts, delta)),
-                )
-                cur.execute("UPDATE head SET seq = %s", (seq,))
-                cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(seq)))
-        if self._held:  # the write was a savepoint of the held transaction: commit it
-            self._held = False
-            try:
-                conn.execute("COMMIT")
-            except psycopg.Error as e:
-                raise self._error(conn, "store write", e) from e
-        self.head = seq
+                ) from None
+            raise self._error(conn, "store write", e) from e
+        assert found is not None
+        self.head = int(found[0])
 
-    def _write(self, cur: psycopg.Cursor[Any], delta: Delta) -> list[tuple[Table, str]]:
-        """Write the rows of ``delta``; returns them as written (for the log)."""
-        gone: dict[Table, list[str]] = {}
-        for table, ident in sorted(delta.deletes, key=lambda d: ORDER[d[0]]):
+    def _work(
+        self, conn: psycopg.Connection[Any], delta: Delta
+    ) -> tuple[dict[str, Any], list[tuple[Table, str]]]:
+        """What ``plexus_commit`` gets of ``delta`` (each table's deletes, and its puts
+        as columns, the last of each row), and the rows as written (for the log)."""
+        gone: dict[str, list[str]] = {}
+        for table, ident in delta.deletes:
             gone.setdefault(table, []).append(ident)
-        for table, idents in gone.items():
-            cur.execute(f"DELETE FROM {table} WHERE id = ANY(%s)", (idents,))
             if table == "networks":
-                for ident in idents:
-                    self._specs.pop(ident, None)
-                    self._host_local.pop(ident, None)
+                self._specs.pop(ident, None)
+                self._host_local.pop(ident, None)
         written: list[tuple[Table, str]] = []
-        params: dict[Table, list[tuple[Any, ...]]] = {}
+        put: dict[str, dict[str, tuple[Any, ...]]] = {}
         for row in sorted(delta.puts, key=lambda r: -ORDER[TABLE_OF[type(r)]]):
             table = TABLE_OF[type(row)]
-            data, values = self._values(cur, row)
+            data, values = self._values(conn, row)
             written.append((table, data))
-            params.setdefault(table, []).append(values)
-        for table, rows in params.items():
-            cur.executemany(_PUT[table], rows)
-        for key, value in delta.floors.items():
-            cur.execute(_FLOOR, (key, value))
-        return written
+            put.setdefault(table, {})[row.id] = values
+        rows = {t: list(by_id.values()) for t, by_id in put.items()}
+        return {"del": gone, "put": rows, "floors": delta.floors}, written
 
-    def _values(self, cur: psycopg.Cursor[Any], row: Row) -> tuple[str, tuple[Any, ...]]:
+    def _values(self, conn: psycopg.Connection[Any], row: Row) -> tuple[str, tuple[Any, ...]]:
         """A row's JSON and its table's columns."""
         if isinstance(row, NetworkRow):
             cached = self._specs.get(row.id)
@@ -333,7 +314,7 @@ class PostgresStore:
             return data, (row.id, data)
         data = encode(row)
         if isinstance(row, EndpointRow):
-            scope = row.host if self._is_host_local(cur, row.network) else ""
+            scope = row.host if self._is_host_local(conn, row.network) else ""
             return data, (
                 row.id, row.network, row.compartment, scope, row.ip, row.mac, row.index, data,
             )  # fmt: skip
@@ -341,10 +322,10 @@ class PostgresStore:
             return data, (row.id, row.host, data)
         return data, (row.id, row.network, data)
 
-    def _is_host_local(self, cur: psycopg.Cursor[Any], network: str) -> bool:
+    def _is_host_local(self, conn: psycopg.Connection[Any], network: str) -> bool:
         known = self._host_local.get(network)
         if known is None:  # made by another replica before this one caught up
-            found = cur.execute("SELECT data FROM networks WHERE id = %s", (network,)).fetchone()
+            found = conn.execute("SELECT data FROM networks WHERE id = %s", (network,)).fetchone()
             known = found is not None and decode("networks", found[0]).host_local  # type: ignore[union-attr]
             if found is not None:
                 self._host_local[network] = known
