@@ -423,3 +423,11 @@ def test_holding_the_head_that_times_out_leaves_the_connection_usable(pg_url: st
             pass
     store.apply(Delta(floors={"net:x": 1}))
     assert store.load()[1] == {"net:x": 1}
+
+
+def test_a_row_put_twice_in_one_delta_is_written_as_the_last_put(pg_url: str) -> None:
+    c = Controller(PostgresStore(pg_url))
+    populate(c)
+    e1 = c.state.endpoints["e1"]
+    c.store.apply(Delta(puts=[dataclasses.replace(e1, gen=90), dataclasses.replace(e1, gen=91)]))
+    assert Controller(PostgresStore(pg_url)).state.endpoints["e1"].gen == 91
