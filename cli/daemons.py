@@ -25,7 +25,10 @@ broker_app = typer.Typer(help="The MQTT broker Plexus runs (Mosquitto).", no_arg
 
 def controller(
     broker: Annotated[str | None, typer.Option(help="mqtt://HOST:PORT")] = None,
-    store: Annotated[str | None, typer.Option(help="SQLite file")] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(help="SQLite file, or postgresql://… (a database several controllers share)"),
+    ] = None,
     listen: Annotated[str | None, typer.Option(help="HOST:PORT of the REST API")] = None,
     config: Annotated[
         Path | None, typer.Option(help="TOML file ([controller] table)", envvar="PLEXUS_CONFIG")

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from proto.rest import BatchOp, CompartmentCreate, EndpointCreate, NetworkCreate, PolicyCreate
 
-from . import policies, publication
+from . import policies, publication, replica
 from .errors import ControllerError, Invalid
 from .service import Controller, Outcome
 from .state import TABLE_OF, Applied, Delta, EndpointRow, Row, Table
@@ -75,6 +75,7 @@ class Refused(ControllerError):
         self.items = items
 
 
+@replica.command
 def run(ctl: Controller, ops: Sequence[BatchOp]) -> Outcome[list[Done]]:
     """Run ``ops`` as one change (see the module's docstring); raises :class:`Refused`,
     or :class:`~controller.errors.StoreError` when the store refuses the commit."""

@@ -18,6 +18,8 @@ class ControllerSettings(BaseSettings):
     broker: str = "mqtt://127.0.0.1:1883"
     #: the identity directory ``plexus broker init`` issued to the controller
     broker_credentials: Path | None = None
+    #: a SQLite file, or a PostgreSQL database shared by several controllers
+    #: (``postgresql://USER:PASSWORD@HOST:PORT/DB``, or ``postgres://…``)
     store: str = "plexus.db"
     store_sync: Literal["normal", "full"] = "normal"
     listen: str = "127.0.0.1:8470"
@@ -69,9 +71,22 @@ class ControllerSettings(BaseSettings):
         return self.api_auth == "token" or (self.api_auth == "auto" and not self.loopback_only)
 
     @property
+    def store_name(self) -> str:
+        """The store, fit for a log line: a database URL without its password."""
+        if not self.store.startswith(("postgresql://", "postgres://")):
+            return self.store
+        scheme, _, rest = self.store.partition("://")
+        user, at, host = rest.rpartition("@")
+        return f"{scheme}://{user.partition(':')[0]}{at}{host}"
+
+    @property
     def token_path(self) -> Path:
+        """Default: beside a SQLite store; for a database, in the working directory
+        (controllers sharing a database must share the token: set ``api_token_file``)."""
         if self.api_token_file is not None:
             return self.api_token_file
+        if self.store.startswith(("postgresql://", "postgres://")):
+            return Path.cwd() / "api-token"
         return Path(self.store).resolve().parent / "api-token"
 
     def broker_url(self) -> BrokerURL:

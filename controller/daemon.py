@@ -22,7 +22,7 @@ from .config import ControllerSettings
 from .metrics import Metrics
 from .runtime import Runtime
 from .service import Controller
-from .store import SqliteStore
+from .store import open_store
 
 log = structlog.get_logger("plexus.controller")
 
@@ -63,7 +63,7 @@ class Server(uvicorn.Server):
 
 
 def build(settings: ControllerSettings) -> tuple[Runtime, uvicorn.Server]:
-    store = SqliteStore(settings.store, sync=settings.store_sync)
+    store = open_store(settings.store, sync=settings.store_sync)
     broker = settings.broker_url()
     rt = Runtime(
         Controller(store),
@@ -96,7 +96,7 @@ async def serve(settings: ControllerSettings) -> None:
         api_token=str(settings.token_path),
         token_required=settings.token_required,
         broker=settings.broker,
-        store=settings.store,
+        store=settings.store_name,
         hosts=len(state.hosts),
         networks=len(state.networks),
         endpoints=len(state.endpoints),

@@ -6,8 +6,13 @@
         ├── NotFound         404  the object (or one it names) does not exist
         ├── Conflict         409  duplicate name/VNI/IP/MAC, pool exhausted, still in use
         ├── Invalid          422  well-formed but not acceptable (IP outside subnet, …)
-        └── StoreError       503  the store could not read or write (sqlite3's errors,
-                                  translated once in :mod:`controller.store`)
+        └── StoreError       503  the store could not read or write (sqlite3's and
+            │                     psycopg's errors, translated once in
+            │                     :mod:`controller.store` and :mod:`controller.pgstore`)
+            └── StoreConflict 503 another controller committed first: the caller
+                                  catches up and runs the command again
+                                  (:mod:`controller.replica`), holding the log's
+                                  head: never seen by the API
 
 The broker's failures are :class:`proto.errors.BrokerUnavailable`, handled by the bus.
 """
@@ -54,3 +59,13 @@ class StoreError(ControllerError):
 
     status = 503
     error = "unavailable"
+
+
+class StoreConflict(StoreError):
+    """Another controller committed to the shared store since this one last read it:
+    nothing was written. ``head`` is the store's head now, ``expected`` the caller's."""
+
+    def __init__(self, reason: str, *, expected: int, head: int) -> None:
+        super().__init__(reason)
+        self.expected = expected
+        self.head = head

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import checks
+from . import checks, replica
 from .service import Controller, Outcome
 from .state import Applied, Delta, NetworkRow
 
 
+@replica.command
 def pin(ctl: Controller, network: str, host: str) -> Outcome[NetworkRow]:
     """Hold ``network`` on ``host`` (idempotent: pinned already, nothing changes)."""
     net = ctl.network(network)
@@ -29,6 +30,7 @@ def pin(ctl: Controller, network: str, host: str) -> Outcome[NetworkRow]:
     return _write(ctl, dataclasses.replace(net, hosts=tuple(sorted({*net.hosts, host}))), host)
 
 
+@replica.command
 def unpin(ctl: Controller, network: str, host: str) -> Outcome[NetworkRow]:
     """Stop holding ``network`` on ``host`` for its own sake (its endpoints still hold
     it there; not pinned: nothing changes)."""

@@ -16,6 +16,7 @@ import dataclasses
 
 from proto.policy import Policy, PolicyFields, selects
 
+from . import replica
 from .errors import Conflict, Invalid, NotFound
 from .service import Controller, Outcome
 from .state import Applied, Delta, EndpointRow, HostRow, PolicyRow, State
@@ -28,6 +29,7 @@ def policy(ctl: Controller, ident: str) -> PolicyRow:
     return row
 
 
+@replica.command
 def create_policy(ctl: Controller, req: PolicyFields) -> Outcome[PolicyRow]:
     """A new policy: 409 for an id in use, 422 for a network that does not exist."""
     if req.id in ctl.state.policies:
@@ -36,6 +38,7 @@ def create_policy(ctl: Controller, req: PolicyFields) -> Outcome[PolicyRow]:
     return _write(ctl, req, None)
 
 
+@replica.command
 def replace_policy(ctl: Controller, ident: str, req: PolicyFields) -> Outcome[PolicyRow]:
     """Replace a policy whole, at its next generation (it may move to another network)."""
     old = policy(ctl, ident)
@@ -45,6 +48,7 @@ def replace_policy(ctl: Controller, ident: str, req: PolicyFields) -> Outcome[Po
     return _write(ctl, req, old)
 
 
+@replica.command
 def delete_policy(ctl: Controller, ident: str) -> Outcome[str]:
     old = policy(ctl, ident)
     delta = Delta()
@@ -70,6 +74,7 @@ def _bump_holders(ctl: Controller, delta: Delta, networks: set[str]) -> None:
         ctl._bump_host(delta, host, bumped)
 
 
+@replica.command
 def set_labels(ctl: Controller, ident: str, labels: tuple[str, ...]) -> Outcome[EndpointRow]:
     """Replace an endpoint's labels (sorted ``key=value``): a new record generation in
     its network's table and its host's document; nothing when they are the same."""

@@ -55,7 +55,13 @@ class Runtime:
 
     def publish(self, outcome: Outcome[Any]) -> None:
         """Hand what a committed change needs to the bus (a status that changed no row,
-        the most frequent message, needs nothing)."""
+        the most frequent message, needs nothing). What catching up with other
+        controllers brought goes first (:func:`controller.replica.catch_up`): published
+        again, which duplicate delivery allows, and the publication's caches follow it."""
+        if self.controller.news:
+            for change in self.controller.news:
+                self.bus.submit(self.publication.of(change))
+            self.controller.news.clear()
         if outcome.change:
             self.bus.submit(self.publication.of(outcome.change))
 

@@ -24,7 +24,7 @@ from proto import names
 from proto.parts import Netns
 from proto.rest import CompartmentCreate, EndpointCreate, NetworkCreate, PublishedPort, label_tuple
 
-from . import checks
+from . import checks, replica
 from .errors import Conflict, Invalid, NotFound
 from .ipam import random_mac
 from .state import Applied, CompartmentRow, Delta, EndpointRow, HostRow, NetworkRow, State
@@ -42,6 +42,7 @@ class Outcome(Generic[T]):
     change: Applied
 
 
+@replica.commands
 class Controller:
     """Owner of the desired state. Not thread-safe: call from one event loop."""
 
@@ -50,6 +51,7 @@ class Controller:
         self.clock = clock
         self.state = State()
         self.staging = False
+        self.news: list[Applied] = []  # other controllers' commits, caught up, to publish
         rows, floors = store.load()
         self.state.apply(Delta(puts=list(rows), floors=floors))
         for h in list(self.state.hosts.values()):
@@ -221,8 +223,7 @@ class Controller:
             id=ident, host=host.id, created=self.clock(), netns=req.netns, handover=req.handover
         )
         delta = Delta(puts=[row])
-        bumped: dict[str, HostRow] = {}
-        self._bump_host(delta, host.id, bumped)
+        self._bump_host(delta, host.id, {})
         return Outcome(row, self._commit(delta))
 
     def delete_compartment(self, ident: str, *, force: bool = False) -> Outcome[str]:
@@ -395,6 +396,5 @@ def _first_error(e: ValueError) -> str:
     if callable(errors):
         items = errors(include_url=False, include_input=False)
         if items:
-            msg = str(items[0]["msg"])
-            return msg.removeprefix("Value error, ")
+            return str(items[0]["msg"]).removeprefix("Value error, ")
     return str(e)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.pg import Cluster
 from tests.support import ControllerProcess, Mosquitto
 
 
@@ -39,3 +40,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped under CI: {report.longrepr}"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One private PostgreSQL cluster for the session (tests/pg.py), removed at its end."""
+    cluster = Cluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster) -> str:
+    """A new database of the session's cluster."""
+    return pg_cluster.database()

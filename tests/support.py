@@ -203,7 +203,7 @@ class ControllerProcess:
     def __init__(
         self,
         broker_url: str,
-        store: Path,
+        store: Path | str,
         log: Path,
         extra: list[str] | None = None,
         env: dict[str, str] | None = None,

@@ -36,6 +36,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": schemas.ErrorBody},
     409: {"model": schemas.ErrorBody},
     422: {"model": schemas.ErrorBody},
+    503: {"model": schemas.ErrorBody},  # the store could not write (StoreError)
 }
 
 

@@ -163,6 +163,16 @@ def test_fanout_quick(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_store_writes_quick() -> None:
+    result = run_benchmark("store_writes")
+    whats = [r["what"] for r in result["rows"]]  # type: ignore[attr-defined]
+    assert whats == [
+        "SQLite (WAL, synchronous=normal)",
+        "PostgreSQL, one controller",
+        "PostgreSQL, two controllers taking turns",
+    ]
+
+
 def test_agent_pass_quick() -> None:
     result = run_benchmark("agent_pass")
     rows = {r["what"]: r for r in result["rows"]}  # type: ignore[attr-defined]
