@@ -62,6 +62,16 @@ pattern read {topics.ROOT}/networks/#
 """
 
 
+#: a relay's identity is ``@relay-NAME`` (:mod:`broker.relays`); what its bridge may
+#: read and write on the root broker
+RELAY_PREFIX = "@relay-"
+RELAY_TOPICS = (
+    (f"{topics.ROOT}/hosts/+/desired", "read"),
+    (f"{topics.ROOT}/networks/#", "read"),
+    (f"{topics.ROOT}/hosts/+/status", "write"),
+    (f"{topics.ROOT}/hosts/+/events", "write"),
+)
+
 #: options Mosquitto applies to the listener they follow: the client id is the user
 #: name, so no host can take over another's session by claiming its client id
 PER_LISTENER = ("use_username_as_clientid true",)
@@ -88,7 +98,7 @@ def _translated(op: Callable[P, R]) -> Callable[P, R]:
 
 
 def check_name(name: str) -> str:
-    if name != CONTROLLER and not is_id(name):
+    if name != CONTROLLER and not is_id(name) and not is_relay(name):
         raise IdentityError(f"{name!r} is not a host id ([a-z0-9][a-z0-9._-]{{0,62}})")
     return name
 
@@ -135,6 +145,29 @@ class BrokerDir:
 
 
 # -- files ------------------------------------------------------------------------------
+
+
+def is_relay(name: str) -> bool:
+    """A relay's identity on the root broker (:mod:`broker.relays`): ``@relay-NAME``,
+    which no host id can be."""
+    return name.startswith(RELAY_PREFIX) and is_id(name[len(RELAY_PREFIX) :])
+
+
+def relay_acl(relays: Iterable[str]) -> str:
+    """The root's ACL block of each relay: what its bridge carries down (every host's
+    desired document, the network topics) and up (every host's status and events)."""
+    return "".join(
+        f"# relay {n}: its bridge\nuser {n}\n"
+        + "".join(f"topic {access} {t}\n" for t, access in RELAY_TOPICS)
+        for n in sorted(set(relays))
+    )
+
+
+def _write_acl(bd: BrokerDir, revoked: Iterable[str]) -> None:
+    """``acl`` as a function of the revoked names and the live relays' identities."""
+    gone = set(revoked)
+    relays = [n for n in bd.names() if is_relay(n) and n not in gone]
+    _write(bd.path / "acl", acl(gone) + relay_acl(relays))
 
 
 def acl(revoked: Iterable[str]) -> str:
@@ -233,7 +266,7 @@ def init(
         pki.make_ca(bd.path, [*names, *tls_names, "localhost", "127.0.0.1"])
     for name in (CONTROLLER, *hosts):
         _new_identity(bd, name)
-    _write(bd.path / "acl", acl([]))
+    _write_acl(bd, [])
     _write_passwd(bd)
     if bd.tls:
         pki.write_crl(bd.path)
@@ -271,7 +304,7 @@ def add_hosts(directory: Path, hosts: Sequence[str]) -> list[Path]:
             out.append(bd.identity(h))
     still = revoked - set(hosts)
     _write(bd.revoked_file, "".join(f"{n}\n" for n in sorted(still)))
-    _write(bd.path / "acl", acl(still))
+    _write_acl(bd, still)
     _write_passwd(bd)
     return out
 
@@ -297,7 +330,7 @@ def revoke(directory: Path, names: Sequence[str]) -> None:
     for n in names:
         shutil.rmtree(bd.identity(n))
     _write(bd.revoked_file, "".join(f"{n}\n" for n in revoked))
-    _write(bd.path / "acl", acl(revoked))
+    _write_acl(bd, revoked)
     _write_passwd(bd)
     if bd.tls:
         pki.write_crl(bd.path)

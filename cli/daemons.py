@@ -1,5 +1,6 @@
 """The daemons ``plexus`` runs (``controller``, ``agent``) and the broker's
-administration (``plexus broker run | init | add-host | revoke``).
+administration (``plexus broker run | init | add-host | revoke | add-relay |
+sync-identities``).
 
 Each daemon's package is imported inside its command, so that ``plexus network list``
 loads neither FastAPI nor pyroute2 (a test holds it). Errors of the broker package
@@ -132,17 +133,37 @@ def broker_init(
     exist_ok: Annotated[
         bool, typer.Option(help="an initialised --dir is kept as it is (for automation)")
     ] = False,
+    relay_of: Annotated[
+        str | None,
+        typer.Option(help="mqtt[s]://HOST:PORT of the root broker: make a relay bridged to it"),
+    ] = None,
+    relay_credentials: Annotated[
+        Path | None,
+        typer.Option(help="the relay's identity directory (`plexus broker add-relay` on the root)"),
+    ] = None,
+    identities_from: Annotated[
+        Path | None,
+        typer.Option(help="the root broker's directory: its hosts' credentials are copied"),
+    ] = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Make a broker configuration with authentication and ACLs on: one credential for
-    the controller and one per host; with --tls-listen, a CA and client certificates."""
-    from broker import identities, mosquitto
+    the controller and one per host; with --tls-listen, a CA and client certificates.
+    With --relay-of, a relay: the root's host credentials and a bridge to the root."""
+    from broker import identities, mosquitto, relays
 
     plain = [mosquitto.parse_listen(v) for v in listen or []]
     tls = [mosquitto.parse_listen(v, 8883) for v in tls_listen or []]
     if not plain and not tls:
         plain = [("127.0.0.1", 1883)]
-    if not (exist_ok and identities.BrokerDir(directory).initialised()):
+    if relay_of is not None:
+        if relay_credentials is None or identities_from is None:
+            raise CliError("--relay-of needs --relay-credentials and --identities-from", 2)
+        if tls or host or tls_name:
+            raise CliError("a relay takes plain --listen only (its hosts are the root's)", 2)
+        if not (exist_ok and identities.BrokerDir(directory).initialised()):
+            relays.init_relay(directory, relay_of, relay_credentials, identities_from, plain)
+    elif not (exist_ok and identities.BrokerDir(directory).initialised()):
         identities.init(
             directory, plain, list(host or []), tls_listeners=tls, tls_names=tls_name or []
         )
@@ -155,9 +176,12 @@ def broker_add_host(
     directory: BrokerDirOpt = DEFAULT_BROKER_DIR,
     output: OutputOpt = Output.table,
 ) -> None:
-    """Issue credentials for hosts and reload the running broker."""
-    from broker import identities
+    """Issue credentials for hosts and reload the running broker (on the root; then
+    `plexus broker sync-identities` on each relay)."""
+    from broker import identities, relays
 
+    if (directory / relays.RELAY_OF).exists():
+        raise CliError(f"{directory} is a relay: add hosts on the root, then sync-identities", 2)
     identities.add_hosts(directory, hosts)
     identities.reload(directory)
     _identities_out(directory, output)
@@ -174,6 +198,39 @@ def broker_revoke(
     from broker import identities
 
     identities.revoke(directory, hosts)
+    identities.reload(directory)
+    _identities_out(directory, output)
+
+
+@broker_app.command("add-relay")
+def broker_add_relay(
+    name: Annotated[str, typer.Argument(help="the relay's name (its identity: @relay-NAME)")],
+    directory: BrokerDirOpt = DEFAULT_BROKER_DIR,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Issue a relay's credential on the root broker (reads every host's desired
+    document and the networks, writes their status and events) and reload it."""
+    from broker import identities, relays
+
+    relays.add_relay(directory, name)
+    identities.reload(directory)
+    _identities_out(directory, output)
+
+
+@broker_app.command("sync-identities")
+def broker_sync_identities(
+    directory: BrokerDirOpt = DEFAULT_BROKER_DIR,
+    root: Annotated[
+        Path | None,
+        typer.Option("--from", help="the root broker's directory (default: as at init)"),
+    ] = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Copy the root's host credentials and revoked list to a relay again (after
+    `add-host` or `revoke` on the root) and reload the relay."""
+    from broker import identities, relays
+
+    relays.sync_identities(directory, root)
     identities.reload(directory)
     _identities_out(directory, output)
 
