@@ -4,11 +4,12 @@ once: each field is also a flag of ``plexus-agent`` and ``plexus agent``
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from proto.mqtt import BrokerURL
 from proto.types import is_id
@@ -18,7 +19,12 @@ class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PLEXUS_", extra="ignore")
 
     host_id: str = Field(description="this host's id")
-    broker: str = Field("mqtt://127.0.0.1:1883", description="mqtt://HOST:PORT or mqtts://")
+    #: a list; a string (PLEXUS_BROKER, the TOML file) may name several, comma-separated
+    broker: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["mqtt://127.0.0.1:1883"],
+        description="mqtt://HOST:PORT or mqtts://… (repeatable: a root broker and its relays; "
+        "the agent starts on a random one and moves to the next on failure)",
+    )
     broker_credentials: Path | None = Field(
         None, description="the identity directory `plexus broker init` issued to this host"
     )
@@ -52,10 +58,25 @@ class AgentSettings(BaseSettings):
             raise ValueError(f"host id {v!r} must match [a-z0-9][a-z0-9._-]{{0,62}}")
         return v
 
+    @field_validator("broker", mode="before")
+    @classmethod
+    def _brokers(cls, v: Any) -> Any:
+        """A string is one URL, several comma-separated, or a JSON list; so is each
+        item of a list (``--broker A,B`` is ``--broker A --broker B``)."""
+        if isinstance(v, str):
+            v = json.loads(v) if v.lstrip().startswith("[") else [v]
+        if isinstance(v, list):
+            v = [p.strip() if isinstance(p, str) else p for u in v for p in _split(u)]
+            v = [u for u in v if u != ""]
+        return v
+
     @field_validator("broker")
     @classmethod
-    def _broker(cls, v: str) -> str:
-        BrokerURL.parse(v)
+    def _broker(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one broker URL")
+        for url in v:
+            BrokerURL.parse(url)
         return v
 
     @field_validator("allowed_uplinks")
@@ -66,6 +87,11 @@ class AgentSettings(BaseSettings):
                 raise ValueError(f"{name!r} is not an interface name")
         return v
 
-    def broker_url(self) -> BrokerURL:
-        """The broker with this daemon's credentials; ValueError names what is wrong."""
-        return BrokerURL.parse(self.broker).with_credentials(self.broker_credentials)
+    def broker_urls(self) -> list[BrokerURL]:
+        """The brokers with this daemon's credentials (a host has the same credentials
+        on the root broker and on its relays); ValueError names what is wrong."""
+        return [BrokerURL.parse(u).with_credentials(self.broker_credentials) for u in self.broker]
+
+
+def _split(item: object) -> list[object]:
+    return list(item.split(",")) if isinstance(item, str) else [item]

@@ -27,6 +27,7 @@ import proto
 from proto import logs, topics
 from proto.backoff import Backoff
 from proto.errors import BrokerUnavailable
+from proto.failover import Broker, Brokers
 from proto.mqtt import Connect, Session, Will, cancel_and_wait, connector
 from proto.signals import on_signals
 
@@ -39,9 +40,12 @@ log = structlog.get_logger("plexus.agent")
 
 
 class AgentDaemon:
-    def __init__(self, agent: Agent, connect: Connect, resync_interval: float = 30.0) -> None:
+    def __init__(
+        self, agent: Agent, connect: Connect | Brokers, resync_interval: float = 30.0
+    ) -> None:
         self.agent = agent
-        self.connect = connect
+        #: one broker, or several (a root and its relays) to fail over between
+        self.brokers = connect if isinstance(connect, Brokers) else Brokers([Broker("", connect)])
         self.resync_interval = resync_interval
         self.wake = asyncio.Event()
         self._mqtt: Session | None = None
@@ -125,12 +129,13 @@ class AgentDaemon:
         host = self.agent.host
         will = Will(topics.host_status(host), proto.encode(self.agent.status("offline")))
         while True:
+            broker = self.brokers.current
             try:
-                async with self.connect(
+                async with broker.connect(
                     f"plexus-agent-{host}", will=will, on_drop=self.agent.on_dropped
                 ) as mqtt:
                     backoff.reset()
-                    log.info("broker_connected", host=host)
+                    log.info("broker_connected", host=host, broker=broker.name)
                     self._following = set()
                     self._snapshots = set()
                     self.agent.on_session()
@@ -145,11 +150,14 @@ class AgentDaemon:
                         if self.agent.dirty:
                             self.wake.set()
             except BrokerUnavailable as e:
-                log.warning("broker_disconnected", host=host, error=e.reason)
+                log.warning("broker_disconnected", host=host, broker=broker.name, error=e.reason)
             except Exception:
-                log.exception("session_failed", host=host)
+                log.exception("session_failed", host=host, broker=broker.name)
             finally:
                 self._mqtt = None
+            # a failed connect or a dropped session: the next broker (the same one when
+            # there is only one), after a jittered delay that a session which came up reset
+            self.brokers.advance()
             await asyncio.sleep(backoff.next())
 
     async def _follow(self, mqtt: Session) -> None:
@@ -223,13 +231,14 @@ async def serve(settings: AgentSettings, kernel: Kernel | None = None) -> None:
     vtep = await resolve_vtep(settings)
     agent = Agent(settings.host_id, kernel, vtep, frozenset(settings.allowed_uplinks))
     agent.verify_view = settings.verify_view
-    broker = settings.broker_url()
-    daemon = AgentDaemon(agent, connector(broker), settings.resync_interval)
+    urls = settings.broker_urls()
+    brokers = Brokers.of((str(u), connector(u)) for u in urls)
+    daemon = AgentDaemon(agent, brokers, settings.resync_interval)
     if settings.metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(settings.metrics_port, registry=agent.metrics.registry)
-    log.info("agent_starting", host=settings.host_id, broker=str(broker), vtep=vtep)
+    log.info("agent_starting", host=settings.host_id, brokers=[str(u) for u in urls], vtep=vtep)
     stop = asyncio.Event()
     install_stop_handlers(asyncio.get_running_loop(), stop)
     try:

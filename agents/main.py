@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "plexus-agent") -> None:
     lean()
     try:
         settings = load(argv, prog)
-        settings.broker_url()  # its credentials are readable
+        settings.broker_urls()  # its credentials are readable
     except ValueError as e:
         print(f"error: bad configuration: {settings_error(e)}", file=sys.stderr)
         raise SystemExit(2) from None

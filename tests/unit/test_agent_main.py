@@ -61,11 +61,32 @@ def test_flags_over_environment_over_file_over_defaults(
     monkeypatch.setenv("PLEXUS_BROKER", "mqtt://env:2")
     monkeypatch.setenv("PLEXUS_METRICS_PORT", "9999")
     s = load(["--config", str(cfg), "--resync-interval", "2", "--metrics-port", "9470"])
-    assert (s.host_id, s.broker, s.resync_interval) == ("from-file", "mqtt://env:2", 2.0)
+    assert (s.host_id, s.broker, s.resync_interval) == ("from-file", ["mqtt://env:2"], 2.0)
     assert s.metrics_port == 9470 and s.allowed_uplinks == ["eth9"]
     assert (s.log_level, s.verify_view, s.vtep_address) == ("info", False, None)
     monkeypatch.setenv("PLEXUS_CONFIG", str(cfg))  # --config's default
     assert load([]).host_id == "from-file"
+
+
+def test_several_brokers_from_flags_environment_and_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A root broker and its relays: --broker repeated, PLEXUS_BROKER comma-separated
+    (or a JSON list), a TOML list or string; one URL alone stays a list of one."""
+    a, b = "mqtt://relay-a:1883", "mqtts://relay-b:8883"
+    assert load(["--host-id", "h1", "--broker", a, "--broker", b]).broker == [a, b]
+    assert load(["--host-id", "h1"]).broker == ["mqtt://127.0.0.1:1883"]
+    cfg = tmp_path / "plexus.toml"
+    cfg.write_text(f'[agent]\nhost_id = "h1"\nbroker = ["{a}", "{b}"]\n')
+    assert load(["--config", str(cfg)]).broker == [a, b]
+    cfg.write_text(f'[agent]\nhost_id = "h1"\nbroker = "{a}"\n')
+    assert load(["--config", str(cfg)]).broker == [a]
+    monkeypatch.setenv("PLEXUS_BROKER", f"{a}, {b}")
+    assert load(["--host-id", "h1"]).broker == [a, b]
+    monkeypatch.setenv("PLEXUS_BROKER", f'["{b}"]')
+    assert load(["--host-id", "h1"]).broker == [b]
+    urls = load(["--host-id", "h1", "--broker", a, "--broker", b]).broker_urls()
+    assert [str(u) for u in urls] == ["mqtt://relay-a:1883", "mqtts://relay-b:8883"]
 
 
 def test_repeated_and_boolean_flags() -> None:
@@ -81,6 +102,8 @@ def test_repeated_and_boolean_flags() -> None:
         ["--host-id", "h1", "--resync-interval", "0"],
         ["--host-id", "Not An Id"],
         ["--host-id", "h1", "--broker", "http://h"],
+        ["--host-id", "h1", "--broker", "mqtt://h", "--broker", "http://h"],
+        ["--host-id", "h1", "--broker", ","],
         ["--host-id", "h1", "--metrics-port", "many"],
         ["--host-id", "h1", "--allowed-uplink", "a/b"],
         ["--broker", "mqtt://h"],  # no host id anywhere

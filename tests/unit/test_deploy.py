@@ -174,7 +174,7 @@ def test_compose_agents_are_hosts_with_least_privilege(compose: dict[str, Any], 
     assert svc["entrypoint"] == ["plexus-agent"]
     agent = agent_settings(svc["command"])  # valid settings, as the agent loads them
     assert agent.host_id == host and agent.vtep_interface == "eth0"
-    assert agent.broker == "mqtt://broker:1883"
+    assert agent.broker == ["mqtt://broker:1883"]
     assert agent.broker_credentials == Path(f"/etc/plexus/broker/identities/{host}")
     assert "broker:/etc/plexus/broker:ro" in svc["volumes"]
 
