@@ -278,3 +278,44 @@ async def test_through_a_relay_a_host_reads_only_its_own_desired_and_its_will_go
                         break
     finally:
         stop_process(proc, 1)
+
+
+async def test_a_relay_bridges_to_a_tls_root_with_its_client_certificate(tmp_path: Path) -> None:
+    """``--relay-of mqtts://…``: the bridge authenticates with the relay's certificate
+    (the root's TLS listener takes the user name from it) and verifies the root's."""
+    ports = {b: free_port() for b in ("root", "ra")}
+    tls_port = free_port()
+    root = tmp_path / "root"
+    plexus(
+        "init", "--dir", str(root), "--listen", f"127.0.0.1:{ports['root']}",
+        "--tls-listen", f"127.0.0.1:{tls_port}", "--host", "h1",
+    )  # fmt: skip
+    plexus("add-relay", "a", "--dir", str(root))
+    plexus(
+        "init", "--dir", str(tmp_path / "ra"), "--listen", f"127.0.0.1:{ports['ra']}",
+        "--relay-of", f"mqtts://127.0.0.1:{tls_port}",
+        "--relay-credentials", str(root / "identities" / "@relay-a"),
+        "--identities-from", str(root),
+    )  # fmt: skip
+    assert "bridge_certfile" in (tmp_path / "ra" / "mosquitto.conf").read_text()
+    topo = Topology(root, ports, tmp_path)
+    try:
+        for b in ("root", "ra"):
+            topo.start(b)
+        async with connect(topo.url("root", "@controller")) as ctl:
+            await ctl.subscribe(topics.host_status("h1"), qos=1)
+            t = topics.host_desired("h1")
+            await ctl.publish(t, b"over-tls", qos=1, retain=True)
+            got = await wait_for(
+                lambda: readable(topo.url("ra", "h1"), [], t), what="h1's document on ra"
+            )
+            assert got == {t: b"over-tls"}
+            async with connect(topo.url("ra", "h1")) as h1:
+                await h1.publish(topics.host_status("h1"), b"up-over-tls", qos=1, retain=True)
+            async with asyncio.timeout(5):
+                async for m in ctl.messages:
+                    assert bytes(m.payload) == b"up-over-tls"  # type: ignore[arg-type]
+                    break
+    finally:
+        for p in topo.procs.values():
+            stop_process(p, 5)
