@@ -167,7 +167,10 @@ async def test_agents_on_two_relays_converge_fail_over_and_a_relay_restarts_whol
     ctl.start()
     placement = {"h1": "ra", "h2": "rb", "h3": "ra", "h4": "rb"}
     try:
-        async with agents(topo, placement) as daemons, httpx.AsyncClient(base_url=ctl.url) as api:
+        async with (
+            agents(topo, placement) as daemons,
+            httpx.AsyncClient(base_url=ctl.url, timeout=30) as api,
+        ):
             await wait_for(
                 lambda: all(on(topo, d, placement[h]) for h, d in daemons.items()),
                 what="every agent on its relay",
@@ -225,6 +228,9 @@ async def test_agents_on_two_relays_converge_fail_over_and_a_relay_restarts_whol
                     what=f"e-failover on {d.agent.host}",
                 )
 
+            # the probes below use the controller's identity (its client id): the
+            # controller goes first, so that neither takes the other's session over
+            ctl.stop()
             # ra restarted (no persistence): the bridge fetches the retained records anew
             topo.start("ra")
             root_view = await readable(
@@ -243,6 +249,21 @@ async def test_agents_on_two_relays_converge_fail_over_and_a_relay_restarts_whol
                 return got == root_view
 
             await wait_for(relay_has_all, timeout=10, what="ra holds the root's records again")
+
+            # the root restarted (no persistence): the agents, on the relays, see nothing;
+            # the relays' bridges send their retained statuses up again on reconnecting
+            stop_process(topo.procs["root"], 5)
+            topo.start("root")
+
+            async def statuses() -> bool:
+                got = await readable(
+                    topo.url("root", "@controller"),
+                    [topics.host_status(h) for h in HOSTS[1:]],
+                    topics.host_status(HOSTS[0]),
+                )
+                return got is not None and len(got) == len(HOSTS)
+
+            await wait_for(statuses, timeout=15, what="every host's status on the new root")
     finally:
         ctl.stop()
 
