@@ -14,8 +14,10 @@ rewritten as a whole on every change, then the running broker is told to reload 
 
 The ACL: a host reads only its own desired document and the network topics, and writes
 only its own status and events; the controller (user ``@controller``, a name no host id
-can take) reads and writes everything under ``plexus/v1/``; a revoked name is denied
-everything, also on a connection it still holds.
+can take) reads and writes everything under ``plexus/v1/``; a relay (``@relay-NAME``,
+:mod:`broker.relays`) reads every desired document and the network topics and writes
+every status and events; a revoked name is denied everything, also on a connection it
+still holds.
 
 The certificates are :mod:`broker.pki`'s; the errors (:class:`IdentityError` and the
 rest of the tree) :mod:`broker.errors`'s. The operations below (``init``,
