@@ -26,6 +26,7 @@ import pytest
 from agents.agent import Agent
 from agents.daemon import AgentDaemon
 from agents.kernel.memory import MemoryKernel
+from lab.records import record_pid
 from proto import topics
 from proto.failover import Brokers
 from proto.mqtt import BrokerURL, cancel_and_wait, client, connector
@@ -68,6 +69,7 @@ class Topology:
             self.procs[broker] = subprocess.Popen(
                 [need("mosquitto"), "-c", str(self.conf(broker))], stdout=log, stderr=log
             )
+        record_pid(self.procs[broker].pid)  # for scripts/cleanup-records after a crash
         wait_port(self.ports[broker])
 
 
