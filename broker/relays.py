@@ -35,7 +35,6 @@ from proto.types import is_id
 
 from .errors import IdentityError
 from .identities import (
-    CONTROLLER,
     RELAY_PREFIX,
     BrokerDir,
     _existing,
@@ -184,7 +183,9 @@ def sync_identities(directory: Path, root_dir: Path | None = None) -> tuple[list
 
 
 def _hosts(bd: BrokerDir) -> list[str]:
-    return [n for n in bd.names() if n != CONTROLLER and not is_relay(n)]
+    """Host identities only: not the controller's, not a relay's, nor any other name
+    starting with ``@`` (no host id does)."""
+    return [n for n in bd.names() if is_id(n)]
 
 
 def _sync(bd: BrokerDir, root: BrokerDir) -> tuple[list[str], list[str]]:
