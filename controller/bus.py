@@ -6,7 +6,8 @@ One session (:class:`proto.mqtt.Session`), four named tasks while connected:
 
 - ``reader``: host status (and Last Will), host events, and during a reconciliation
   the broker's retained state;
-- ``publisher``: publishes, in commit order, what each committed change needs;
+- ``publisher``: publishes, in commit order, what each committed change needs — only
+  while this replica leads (:mod:`controller.leader`);
 - ``snapshotter``: refreshes network snapshots, coalesced (at most one per network per
   ``snapshot_interval``; the first after a quiet spell goes at once);
 - ``status``: hands the newest status of each host that reported to ``on_status``.
@@ -14,6 +15,15 @@ One session (:class:`proto.mqtt.Session`), four named tasks while connected:
 After every (re)connect the broker's retained state is reconciled with the store
 (:meth:`Publication.reconcile`): missing or stale records republished, records the
 store no longer has cleared.
+
+**One rule: publish iff leader with a live lease**, decided here, per batch. Every
+replica connects and follows the hosts' statuses; a follower's bus queues nothing
+(:meth:`Bus.submit`) and publishes nothing, not even the reconciliation's fence. When
+the lease gives this replica a new epoch, the publisher first has the runtime catch up
+with the log (``on_lead``), then reconciles the broker's retained state, then publishes
+new commits. Before each batch it checks the lease (:meth:`Bus._may_publish`): live, it
+publishes; not confirmed yet (a renewal late), it holds the batch; deposed (the epoch is
+no longer its own), it drops the batch and everything queued.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from proto.errors import BrokerUnavailable
 from proto.mqtt import Connect, Session
 
 from .errors import StoreError
+from .leader import Leadership, Sole
 from .metrics import Metrics
 from .publication import Batch, Publication, Publish
 
@@ -60,6 +71,8 @@ class Bus:
         snapshot_interval: float = 0.1,
         identifier: str | None = None,
         broker: str = "",
+        lease: Leadership | None = None,
+        on_lead: Callable[[], bool] = lambda: True,
     ) -> None:
         self.connect = connect
         self.publication = publication
@@ -69,6 +82,8 @@ class Bus:
         self.broker = broker  # for logs
         self.snapshot_interval = snapshot_interval
         self.identifier = identifier or f"plexus-controller-{secrets.token_hex(3)}"
+        self.lease: Leadership = lease or Sole(self.identifier)
+        self.on_lead = on_lead
         self.connected = asyncio.Event()
         self._queue: asyncio.Queue[Publish] = asyncio.Queue()
         self._dirty: set[str] = set()
@@ -85,7 +100,11 @@ class Bus:
 
     def submit(self, batch: Batch) -> None:
         """Queue what a committed change must publish (never blocks, never drops
-        silently: on overflow the next reconciliation republishes everything)."""
+        silently: on overflow the next reconciliation republishes everything). A
+        follower queues nothing: its publication's caches followed the change, which
+        is all it needs to take over."""
+        if not self.lease.epoch:
+            return
         for pub in batch.publish:
             if self._queue.qsize() >= MAX_QUEUE:
                 self._overflow = True
@@ -122,24 +141,35 @@ class Bus:
         self._overflow = False
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._reader(mqtt), name="controller-reader")
-            await self._reconcile(mqtt)
+            await mqtt.subscribe(topics.ALL_HOST_STATUS, qos=1)
+            await mqtt.subscribe(topics.ALL_HOST_EVENTS, qos=0)
+            await mqtt.subscribe(FENCE, qos=1)
+            epoch = await self._lead(mqtt) if self.lease.epoch else 0
             self.connected.set()
             self.metrics.broker_connected.set(1)
-            tg.create_task(self._publisher(mqtt), name="controller-publisher")
+            tg.create_task(self._publisher(mqtt, epoch), name="controller-publisher")
             tg.create_task(self._snapshotter(), name="controller-snapshotter")
             tg.create_task(self._status_folder(), name="controller-status")
 
     # -- reconciliation of retained state -------------------------------------------
 
-    async def _reconcile(self, mqtt: Session) -> None:
+    async def _lead(self, mqtt: Session) -> int:
+        """A new epoch of this replica's lease: catch up with the log, reconcile the
+        broker's retained state; the epoch now published for (0: none, deposed since)."""
+        epoch = self.lease.epoch
+        log.info("leading", replica=self.lease.replica, epoch=epoch)
+        if not self.on_lead():  # behind the log: a plan from it could go backwards
+            await asyncio.sleep(0.2)
+            return 0
+        await self._reconcile(mqtt, epoch)
+        return epoch if self.lease.epoch == epoch else 0
+
+    async def _reconcile(self, mqtt: Session, epoch: int) -> None:
         start = time.monotonic()
         self._retained = {}
         nonce = secrets.token_hex(8)
         fenced = asyncio.Event()
         self._fence = (nonce, fenced)
-        await mqtt.subscribe(topics.ALL_HOST_STATUS, qos=1)
-        await mqtt.subscribe(topics.ALL_HOST_EVENTS, qos=0)
-        await mqtt.subscribe(FENCE, qos=1)
         await mqtt.subscribe(topics.ALL_HOST_DESIRED, qos=1)
         await mqtt.subscribe(topics.ALL_NETWORKS, qos=1)
         # retained messages are queued by the broker at subscribe time, before the fence
@@ -152,8 +182,15 @@ class Bus:
         retained, self._retained, self._fence = self._retained, None, None
         await mqtt.unsubscribe(topics.ALL_HOST_DESIRED)
         await mqtt.unsubscribe(topics.ALL_NETWORKS)
+        # what was queued until now is in the state the plan is made from: its retained
+        # documents are superseded (one of them could be older than the plan's), its
+        # table changes still go
+        kept = [p for p in self._drain() if not p.retain]
         plan = self.publication.reconcile(retained)
-        await self._publish_many(mqtt, plan)
+        if not await self._publish_many(mqtt, plan, epoch):
+            return
+        for pub in kept:
+            self._queue.put_nowait(pub)
         self.metrics.reconciles.inc()
         log.info(
             "broker_reconciled",
@@ -256,15 +293,45 @@ class Bus:
         except Exception:  # a daemon never dies of a message
             log.exception("message_handler_failed", topic=topic)
 
-    async def _publisher(self, mqtt: Session) -> None:
+    def _drain(self) -> list[Publish]:
+        out = []
+        while not self._queue.empty():
+            out.append(self._queue.get_nowait())
+        return out
+
+    async def _publisher(self, mqtt: Session, epoch: int) -> None:
+        """Publishes for ``epoch`` of the lease; a new epoch is led first (module
+        docstring); a follower drops what it was given."""
         while True:
-            batch = [await self._queue.get()]
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            if not self.lease.epoch:
+                epoch = 0
+                self._drain()
+                await asyncio.sleep(0.02)
+                continue
+            if self.lease.epoch != epoch:
+                epoch = await self._lead(mqtt)
+                continue
+            try:
+                async with asyncio.timeout(0.1):
+                    batch = [await self._queue.get()]
+            except TimeoutError:
+                continue
+            batch.extend(self._drain())
             if self._overflow:
                 self._overflow = False
                 batch = self.publication.reconcile({})
-            await self._publish_many(mqtt, self._coalesce(batch))
+            await self._publish_many(mqtt, self._coalesce(batch), epoch)
+
+    async def _may_publish(self, epoch: int) -> bool:
+        """The fence, before each batch: whether the lease is live at ``epoch``; held
+        while it is not confirmed (a late renewal), False once deposed."""
+        while not self.lease.live():
+            if self.lease.epoch != epoch:
+                dropped = len(self._drain())
+                log.warning("publish_fenced", epoch=epoch, dropped=dropped)
+                return False
+            await asyncio.sleep(0.01)
+        return self.lease.epoch == epoch
 
     def _coalesce(self, batch: list[Publish]) -> list[Publish]:
         """Drop a lazy publish (a host's desired document, built now from the current
@@ -283,9 +350,13 @@ class Bus:
             out.append(p)
         return out
 
-    async def _publish_many(self, mqtt: Session, batch: list[Publish]) -> None:
+    async def _publish_many(self, mqtt: Session, batch: list[Publish], epoch: int) -> bool:
+        """Publish ``batch`` if the lease is live at ``epoch`` (whether it was)."""
+        if not await self._may_publish(epoch):
+            return False
         # publishes start in list order (paho sends in call order); acks are awaited together
         await asyncio.gather(*(self._publish(mqtt, p) for p in batch))
+        return True
 
     async def _publish(self, mqtt: Session, pub: Publish) -> None:
         kind = _topic_kind(pub.topic)

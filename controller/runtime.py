@@ -6,11 +6,20 @@ A write: API → :class:`~controller.service.Controller` (validate, commit: an
 :class:`~controller.convergence.Tracker` then answers ``wait=true`` from the hosts'
 reports. A report: bus → :meth:`Runtime.on_status` → the service → the same path. No part
 calls back into the one before it.
+
+Several controllers on one PostgreSQL store: every replica serves the API and commits;
+:meth:`Runtime.follow` applies the others' commits from the log (woken by the store's
+``NOTIFY``, and a poll), so reads and ``wait=true`` on any replica see every write; only
+the leader's bus publishes (:mod:`controller.leader`, :mod:`controller.bus`), in commit
+order: what it caught up with before what it commits, each change through
+:meth:`Runtime.publish`. Every replica runs every change through the publication, so a
+follower's caches are true to its state when it takes over.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import asyncio
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import structlog
@@ -20,8 +29,11 @@ from proto.errors import PlexusError
 from proto.mqtt import Connect
 from proto.rest import Convergence
 
+from . import replica
 from .bus import Bus
 from .convergence import Tracker, target_of
+from .errors import StoreError
+from .leader import Leadership
 from .metrics import Metrics
 from .publication import Publication
 from .service import Controller, Outcome
@@ -38,6 +50,7 @@ class Runtime:
         *,
         snapshot_interval: float = 0.1,
         broker: str = "",
+        lease: Leadership | None = None,
     ) -> None:
         self.controller = controller
         self.metrics = metrics
@@ -51,9 +64,41 @@ class Runtime:
             known_host=controller.state.hosts.__contains__,
             snapshot_interval=snapshot_interval,
             broker=broker,
+            lease=lease,
+            on_lead=self.catch_up,
         )
+        self.lease = self.bus.lease
 
-    def publish(self, outcome: Outcome[Any]) -> None:
+    def catch_up(self) -> bool:
+        """Apply what the other replicas committed, and hand it to the bus (which
+        publishes it only when leading); whether this replica is now at the log's head."""
+        try:
+            replica.catch_up(self.controller)
+        except StoreError as e:
+            log.error("catch_up_failed", error=e.reason)
+            return False
+        finally:
+            self.publish(None)
+        return True
+
+    async def follow(self, listen: Callable[[], Awaitable[Any]], poll: float = 1.0) -> None:
+        """Catch up whenever the store notifies a commit, and every ``poll`` seconds;
+        ``listen`` makes the connection that listens (:func:`controller.leader.notified`),
+        made again when it is lost."""
+        conn: Any = None
+        while True:
+            try:
+                if conn is None or conn.closed or conn.broken:
+                    conn = await listen()
+                async for _ in conn.notifies(timeout=poll, stop_after=1):
+                    pass
+            except Exception as e:  # PostgreSQL gone: poll until it is back
+                log.warning("follow_listen_failed", error=str(e)[:300])
+                conn = None
+                await asyncio.sleep(poll)
+            self.catch_up()
+
+    def publish(self, outcome: Outcome[Any] | None) -> None:
         """Hand what a committed change needs to the bus (a status that changed no row,
         the most frequent message, needs nothing). What catching up with other
         controllers brought goes first (:func:`controller.replica.catch_up`): published
@@ -62,7 +107,7 @@ class Runtime:
             for change in self.controller.news:
                 self.bus.submit(self.publication.of(change))
             self.controller.news.clear()
-        if outcome.change:
+        if outcome is not None and outcome.change:
             self.bus.submit(self.publication.of(outcome.change))
 
     async def commit(

@@ -11,6 +11,7 @@ from proto import __version__
 from proto import rest as schemas
 
 from ..convergence import HostTarget, behind
+from ..leader import Sole
 from ..runtime import Runtime
 
 
@@ -66,4 +67,8 @@ def add(app: FastAPI, rt: Runtime) -> None:
             and all(n["in_sync"] for n in nets),
             hosts=hosts,
             networks=nets,
+            store="sqlite" if isinstance(rt.lease, Sole) else "postgresql",
+            replica=rt.lease.replica,
+            leader=rt.lease.leader[0],
+            epoch=rt.lease.leader[1],
         )
