@@ -81,8 +81,11 @@ class Bus:
         self.known_host = known_host
         self.broker = broker  # for logs
         self.snapshot_interval = snapshot_interval
-        self.identifier = identifier or f"plexus-controller-{secrets.token_hex(3)}"
-        self.lease: Leadership = lease or Sole(self.identifier)
+        self.lease: Leadership = lease or Sole("")
+        #: the MQTT client id: the replica's name in it, for the broker's log
+        self.identifier = identifier or "-".join(
+            p for p in ("plexus-controller", self.lease.replica, secrets.token_hex(3)) if p
+        )
         self.on_lead = on_lead
         self.connected = asyncio.Event()
         self._queue: asyncio.Queue[Publish] = asyncio.Queue()
