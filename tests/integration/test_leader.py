@@ -27,6 +27,8 @@ import pytest
 
 import proto
 from controller.bus import FENCE
+from controller.leader import Lease
+from controller.pgstore import PostgresStore
 from proto import topics
 from tests.support import ControllerProcess, LogWatch, Mosquitto, SimAgent, mqtt_client, wait_for
 
@@ -263,3 +265,34 @@ async def test_a_stopped_leader_that_wakes_up_publishes_nothing(
     assert published == []
     assert len(acked) == 26
     assert rec.problems == []
+
+
+async def test_the_lease_goes_to_one_and_to_another_only_after_the_first_is_fenced(
+    pg_url: str,
+) -> None:
+    """Two leases on one store: one takes it, renews it; when it stops renewing, its own
+    check (``live``) turns false before the deadline lets the other take it; its next
+    renewal finds the epoch gone (deposed); resigning hands the lease over at once."""
+    PostgresStore(pg_url).close()  # the schema
+    a, b = (Lease(pg_url, {}, n, ttl=0.6, renew=0.1, poll=0.1, margin=0.2) for n in "ab")
+    try:
+        await a.step()
+        await b.step()
+        assert (a.epoch, b.epoch, a.live(), b.live()) == (1, 0, True, False)
+        assert a.leader == b.leader == ("a", 1)
+        await a.step()  # renewed
+        assert a.epoch == 1 and a.live()
+        while not b.epoch:  # a stops renewing
+            await b.step()
+            if b.epoch:
+                assert not a.live()  # fenced before anybody else could lead
+            await asyncio.sleep(0.05)
+        assert (b.epoch, b.leader) == (2, ("b", 2))
+        await a.step()
+        assert (a.epoch, a.live(), a.leader) == (0, False, ("b", 2))
+        await b.resign()
+        await a.step()  # at once, no deadline to wait for
+        assert a.epoch == 3 and a.live()
+    finally:
+        await a.resign()
+        await b.resign()
