@@ -17,13 +17,12 @@ After every (re)connect the broker's retained state is reconciled with the store
 store no longer has cleared.
 
 **One rule: publish iff leader with a live lease**, decided here, per batch. Every
-replica connects and follows the hosts' statuses; a follower's bus queues nothing
-(:meth:`Bus.submit`) and publishes nothing, not even the reconciliation's fence. When
-the lease gives this replica a new epoch, the publisher first has the runtime catch up
-with the log (``on_lead``), then reconciles the broker's retained state, then publishes
-new commits. Before each batch it checks the lease (:meth:`Bus._may_publish`): live, it
-publishes; not confirmed yet (a renewal late), it holds the batch; deposed (the epoch is
-no longer its own), it drops the batch and everything queued.
+replica connects and follows the hosts' statuses; a follower queues and publishes
+nothing, not even the reconciliation's fence. At a new epoch of its lease the publisher
+has the runtime catch up with the log (``on_lead``), publishes the table changes after
+the previous leader's mark, reconciles the retained state, then publishes new commits.
+Before each batch it checks the lease (:meth:`Bus._may_publish`): live, it publishes;
+unconfirmed (a renewal late), it holds the batch; deposed, it drops everything queued.
 """
 
 from __future__ import annotations
@@ -72,7 +71,7 @@ class Bus:
         identifier: str | None = None,
         broker: str = "",
         lease: Leadership | None = None,
-        on_lead: Callable[[], bool] = lambda: True,
+        on_lead: Callable[[int], list[Publish] | None] = lambda after: [],
     ) -> None:
         self.connect = connect
         self.publication = publication
@@ -95,19 +94,22 @@ class Bus:
         self._retained: dict[str, bytes] | None = None
         self._fence: tuple[str, asyncio.Event] | None = None
         self._overflow = False
+        #: the last change submitted (the log's sequence number)
+        self._seq = 0
         #: statuses received and not yet folded in: the newest per host
         self._statuses: dict[str, proto.HostStatus] = {}
         self._status_event = asyncio.Event()
 
     # -- called by the runtime -------------------------------------------------------
 
-    def submit(self, batch: Batch) -> None:
+    def submit(self, batch: Batch, seq: int = 0) -> None:
         """Queue what a committed change must publish (never blocks, never drops
         silently: on overflow the next reconciliation republishes everything). A
         follower queues nothing: its publication's caches followed the change, which
         is all it needs to take over."""
         if not self.lease.epoch:
             return
+        self._seq = max(self._seq, seq)
         for pub in batch.publish:
             if self._queue.qsize() >= MAX_QUEUE:
                 self._overflow = True
@@ -138,9 +140,7 @@ class Bus:
 
     async def _session(self, mqtt: Session) -> None:
         log.info("broker_connected", broker=self.broker)
-        # what was queued while disconnected is superseded by the reconciliation
-        while not self._queue.empty():
-            self._queue.get_nowait()
+        self._drain()  # what was queued while disconnected: superseded (_lead)
         self._overflow = False
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._reader(mqtt), name="controller-reader")
@@ -159,12 +159,18 @@ class Bus:
     async def _lead(self, mqtt: Session) -> int:
         """A new epoch of this replica's lease: catch up with the log, reconcile the
         broker's retained state; the epoch now published for (0: none, deposed since)."""
-        epoch = self.lease.epoch
-        log.info("leading", replica=self.lease.replica, epoch=epoch)
-        if not self.on_lead():  # behind the log: a plan from it could go backwards
+        epoch, after = self.lease.epoch, self.lease.published
+        tail = self.on_lead(after)
+        if tail is None:  # behind the log: a plan from it could go backwards
             await asyncio.sleep(0.2)
             return 0
+        self._drain()  # the tail has its table changes, the plan the rest
+        log.info("leading", replica=self.lease.replica, epoch=epoch, after=after, tail=len(tail))
+        through = self._seq
+        if not await self._publish_many(mqtt, tail, epoch):
+            return 0
         await self._reconcile(mqtt, epoch)
+        self.lease.published = max(self.lease.published, through)
         return epoch if self.lease.epoch == epoch else 0
 
     async def _reconcile(self, mqtt: Session, epoch: int) -> None:
@@ -297,10 +303,7 @@ class Bus:
             log.exception("message_handler_failed", topic=topic)
 
     def _drain(self) -> list[Publish]:
-        out = []
-        while not self._queue.empty():
-            out.append(self._queue.get_nowait())
-        return out
+        return [self._queue.get_nowait() for _ in range(self._queue.qsize())]
 
     async def _publisher(self, mqtt: Session, epoch: int) -> None:
         """Publishes for ``epoch`` of the lease; a new epoch is led first (module
@@ -320,10 +323,12 @@ class Bus:
             except TimeoutError:
                 continue
             batch.extend(self._drain())
+            through = self._seq
             if self._overflow:
                 self._overflow = False
                 batch = self.publication.reconcile({})
-            await self._publish_many(mqtt, self._coalesce(batch), epoch)
+            if await self._publish_many(mqtt, self._coalesce(batch), epoch):
+                self.lease.published = max(self.lease.published, through)
 
     async def _may_publish(self, epoch: int) -> bool:
         """The fence, before each batch: whether the lease is live at ``epoch``; held

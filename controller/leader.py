@@ -17,6 +17,17 @@ write connection, which a long commit may hold):
 So a killed leader is replaced within ``ttl + poll`` (1.2 + 0.25 s) of its last
 renewal, and a stopped controller hands the lease over at once (:meth:`Lease.resign`).
 
+**Resuming.** Each renewal also writes ``published``: the change (the log's sequence
+number) the leader has published through (:attr:`Lease.published`, set by the bus after
+a batch's acknowledgements). A new leader reads it as it takes the lease
+(:attr:`Lease.published`) and publishes again the table changes of the commits after it
+before anything else (the runtime keeps the recent ones, :mod:`controller.runtime`):
+what the old leader had committed or acknowledged but not published, and what the other
+replicas committed while nobody led, reach the agents that follow the changes; then it
+reconciles the retained state. The mark lags by a renewal at most, so a few changes may
+go out twice, byte for byte the same (QoS 1 allows it; agents ignore a generation they
+hold).
+
 **The fence.** Before each publish batch the bus asks :meth:`Lease.live`: a local
 check, no round trip. A renewal sent at local monotonic time ``t0`` that succeeds
 gives a deadline of at least ``t0 + ttl`` in real time (the database's ``now()`` is
@@ -58,6 +69,9 @@ class Leadership(Protocol):
     epoch: int
     #: the leader as last read from the store: its replica id ("" when none) and epoch
     leader: tuple[str, int]
+    #: the change published through: set by the bus while leading; at a takeover,
+    #: the previous leader's, read from the store
+    published: int
 
     def live(self) -> bool:
         """Whether this replica may publish now (it leads, its lease confirmed)."""
@@ -71,6 +85,7 @@ class Sole:
         self.replica = replica
         self.epoch = 1
         self.leader = (replica, 1)
+        self.published = 0
 
     def live(self) -> bool:
         return True
@@ -97,6 +112,7 @@ class Lease:
         self.ttl, self.renew, self.poll, self.margin = ttl, renew, poll, margin
         self.epoch = 0
         self.leader: tuple[str, int] = ("", 0)
+        self.published = 0
         self._until = 0.0  # local monotonic time up to which the lease is live
         self._conn: Any = None
 
@@ -122,9 +138,10 @@ class Lease:
         sent = time.monotonic()
         if self.epoch:
             cur = await conn.execute(
-                "UPDATE leader SET deadline = now() + make_interval(secs => %s)"
+                "UPDATE leader SET deadline = now() + make_interval(secs => %s),"
+                " published = GREATEST(published, %s)"
                 " WHERE replica = %s AND epoch = %s RETURNING epoch",
-                (self.ttl, self.replica, self.epoch),
+                (self.ttl, self.published, self.replica, self.epoch),
             )
             if await cur.fetchone() is None:
                 log.warning("leader_deposed", replica=self.replica, epoch=self.epoch)
@@ -135,11 +152,12 @@ class Lease:
             cur = await conn.execute(
                 "UPDATE leader SET replica = %s, epoch = epoch + 1,"
                 " deadline = now() + make_interval(secs => %s)"
-                " WHERE deadline < now() RETURNING epoch",
+                " WHERE deadline < now() RETURNING epoch, published",
                 (self.replica, self.ttl),
             )
             row = await cur.fetchone()
             if row is not None:
+                self.published = int(row[1])
                 self.epoch = int(row[0])
                 self._until = sent + self.ttl - self.margin
                 log.info("leader_elected", replica=self.replica, epoch=self.epoch)
@@ -173,8 +191,9 @@ class Lease:
             if epoch:
                 conn = await self._connection()
                 await conn.execute(
-                    "UPDATE leader SET deadline = '-infinity' WHERE replica = %s AND epoch = %s",
-                    (self.replica, epoch),
+                    "UPDATE leader SET deadline = '-infinity',"
+                    " published = GREATEST(published, %s) WHERE replica = %s AND epoch = %s",
+                    (self.published, self.replica, epoch),
                 )
                 log.info("leader_resigned", replica=self.replica, epoch=epoch)
         except (psycopg.Error, OSError) as e:

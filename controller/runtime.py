@@ -13,12 +13,15 @@ Several controllers on one PostgreSQL store: every replica serves the API and co
 the leader's bus publishes (:mod:`controller.leader`, :mod:`controller.bus`), in commit
 order: what it caught up with before what it commits, each change through
 :meth:`Runtime.publish`. Every replica runs every change through the publication, so a
-follower's caches are true to its state when it takes over.
+follower's caches are true to its state when it takes over, and each replica keeps the
+table changes of the last :data:`RECENT` commits, which a new leader publishes again
+from where the previous one stopped (:mod:`controller.leader`, "Resuming").
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
@@ -35,10 +38,14 @@ from .convergence import Tracker, target_of
 from .errors import StoreError
 from .leader import Leadership
 from .metrics import Metrics
-from .publication import Publication
+from .publication import Publication, Publish
 from .service import Controller, Outcome
+from .state import Applied
 
 log = structlog.get_logger("plexus.controller")
+
+#: commits whose table changes each replica keeps, to resume a leader's publishing
+RECENT = 1000
 
 
 class Runtime:
@@ -65,8 +72,10 @@ class Runtime:
             snapshot_interval=snapshot_interval,
             broker=broker,
             lease=lease,
-            on_lead=self.catch_up,
+            on_lead=self.take_over,
         )
+        #: (sequence number, its table changes) of the last RECENT commits
+        self.recent: collections.deque[tuple[int, list[Publish]]] = collections.deque(maxlen=RECENT)
         self.lease = self.bus.lease
 
     def catch_up(self) -> bool:
@@ -80,6 +89,14 @@ class Runtime:
         finally:
             self.publish(None)
         return True
+
+    def take_over(self, after: int) -> list[Publish] | None:
+        """This replica leads from now on: catch up with the log fully, and return the
+        table changes of the commits after ``after`` (the change the previous leader
+        published through), in commit order; None when the log cannot be read."""
+        if not self.catch_up():
+            return None
+        return [p for seq, pubs in self.recent if seq > after for p in pubs]
 
     async def follow(self, listen: Callable[[], Awaitable[Any]], poll: float = 1.0) -> None:
         """Catch up whenever the store notifies a commit, and every ``poll`` seconds;
@@ -104,11 +121,16 @@ class Runtime:
         controllers brought goes first (:func:`controller.replica.catch_up`): published
         again, which duplicate delivery allows, and the publication's caches follow it."""
         if self.controller.news:
-            for change in self.controller.news:
-                self.bus.submit(self.publication.of(change))
+            for seq, change in self.controller.news:
+                self._submit(seq, change)
             self.controller.news.clear()
         if outcome is not None and outcome.change:
-            self.bus.submit(self.publication.of(outcome.change))
+            self._submit(self.controller.store.head, outcome.change)
+
+    def _submit(self, seq: int, change: Applied) -> None:
+        batch = self.publication.of(change)
+        self.recent.append((seq, [p for p in batch.publish if not p.retain]))
+        self.bus.submit(batch, seq)
 
     async def commit(
         self,

@@ -6,8 +6,8 @@ log's ``head`` (both databases), the log itself, ``changes``, and the function t
 commits, ``plexus_commit`` (PostgreSQL only: a SQLite store serves one controller,
 which has nobody to catch up with). Version 3 adds the ``leader`` row (PostgreSQL
 only; nothing for SQLite, whose one controller always leads): which replica publishes
-to the broker, its epoch (one more at every takeover) and the deadline of its lease,
-in the database's clock (:mod:`controller.leader`). At start a
+to the broker, its epoch (one more at every takeover), the deadline of its lease, in
+the database's clock, and the change it has published through (:mod:`controller.leader`). At start a
 store runs the migrations after its version, in order, in one transaction; a store
 whose version is newer than :data:`LATEST` is refused (:func:`pending`).
 """
@@ -113,8 +113,10 @@ POSTGRES: list[list[str]] = [
     ],
     [
         "CREATE TABLE leader (one INTEGER PRIMARY KEY CHECK (one = 1),"
-        " replica TEXT NOT NULL, epoch BIGINT NOT NULL, deadline TIMESTAMPTZ NOT NULL)",
-        "INSERT INTO leader (one, replica, epoch, deadline) VALUES (1, '', 0, '-infinity')",
+        " replica TEXT NOT NULL, epoch BIGINT NOT NULL, deadline TIMESTAMPTZ NOT NULL,"
+        " published BIGINT NOT NULL)",
+        "INSERT INTO leader (one, replica, epoch, deadline, published)"
+        " VALUES (1, '', 0, '-infinity', 0)",
     ],
 ]
 
