@@ -36,13 +36,15 @@ true until ``t0 + ttl - margin``. A leader stopped past that (SIGSTOP, a stall) 
 waking that it is not live and publishes nothing until a renewal confirms it still
 holds the same epoch; if another replica took over, the renewal updates no row and it
 is a follower. The margin (0.4 s) covers what lies between the check and the broker
-receiving the batch: the batch's publishes are handed to the MQTT client in the loop
-iteration after the check, so a publish can reach the broker after the deadline only if
-the process is stopped for longer than the margin exactly between the check and the
-client writing to its socket (there is no broker-side fence: MQTT has none, and Plexus
-uses no broker extension). Such a late publish is one batch at most; what it carries
-is generation-stamped, so no agent goes backwards, and a retained document it put
-back is corrected at the next change or the next leader's reconciliation.
+receiving the batch: the check is made once per batch, and its publishes reach the
+socket a few turns of the event loop later (the publish tasks start, the MQTT client
+queues each packet, the socket is written when writable). A publish reaches the broker
+after the deadline only if the process is stopped for longer than the margin exactly
+in that window, with a batch checked and not yet written; it then leaves when the
+process resumes (there is no broker-side fence: MQTT has none, and Plexus uses no
+broker extension). That is one batch at most, the one the leader had checked; what it
+carries is generation-stamped, so no agent goes backwards, and a retained document it
+put back is replaced at the next change of that document (or the next reconciliation).
 
 A leader that is not live but not deposed either (a renewal late on a busy machine)
 holds its batches until it knows (:meth:`~controller.bus.Bus`), rather than dropping

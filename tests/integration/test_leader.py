@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -30,7 +31,15 @@ from controller.bus import FENCE
 from controller.leader import Lease
 from controller.pgstore import PostgresStore
 from proto import topics
-from tests.support import ControllerProcess, LogWatch, Mosquitto, SimAgent, mqtt_client, wait_for
+from tests.support import (
+    PLEXUS,
+    ControllerProcess,
+    LogWatch,
+    Mosquitto,
+    SimAgent,
+    mqtt_client,
+    wait_for,
+)
 
 
 @dataclass
@@ -248,13 +257,30 @@ async def test_a_stopped_leader_that_wakes_up_publishes_nothing(
         acked: list[str] = []
         for i in range(9):
             await write(cl, names[i % 3], i, acked)
+        # stopped once what it had to publish is out: a publish already handed to the
+        # MQTT client when the process stops leaves when it resumes (controller.leader)
+        await converged(cl, agents, acked)
         old = cl.procs[first[0]]
         assert old.proc is not None
         os.kill(old.proc.pid, signal.SIGSTOP)
         rest = [n for n in names if n != first[0]]
-        await wait_for(lambda: cl.leader(rest, above=first[1]), 15, "a new leader")
+        now = await wait_for(lambda: cl.leader(rest, above=first[1]), 15, "a new leader")
         for i in range(9, 20):  # the stopped one's state is behind these
             await write(cl, rest[i % 2], i, acked)
+        # wait=true answered by a follower: it follows the hosts' statuses too
+        follower = next(n for n in rest if n != now[0])
+        r = await cl.http.post(
+            f"{cl.procs[follower].url}/v1/compartments?wait=true&timeout=10",
+            json={"id": "kw", "host": "h1"},
+            timeout=15,
+        )
+        assert r.status_code == 201 and r.json()["convergence"]["converged"], r.text
+        cli = [PLEXUS, "--controller", cl.procs[follower].url, "status"]
+        done = await asyncio.to_thread(
+            subprocess.run, cli, capture_output=True, text=True, timeout=30
+        )
+        shown = done.stdout
+        assert f"store postgresql, replica {follower}, leader {now[0]} (epoch {now[1]})" in shown
         broker_log = LogWatch(debug_broker.workdir / "mosquitto.log")
         own_log = LogWatch(old.log)
         os.kill(old.proc.pid, signal.SIGCONT)
