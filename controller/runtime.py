@@ -14,8 +14,9 @@ the leader's bus publishes (:mod:`controller.leader`, :mod:`controller.bus`), in
 order: what it caught up with before what it commits, each change through
 :meth:`Runtime.publish`. Every replica runs every change through the publication, so a
 follower's caches are true to its state when it takes over, and each replica keeps the
-table changes of the last :data:`RECENT` commits, which a new leader publishes again
-from where the previous one stopped (:mod:`controller.leader`, "Resuming").
+table changes of its last commits (up to :data:`RECENT` bytes), which a new leader
+publishes again from where the previous one stopped (:mod:`controller.leader`,
+"Resuming"; a SQLite store's sole controller keeps none).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from . import replica
 from .bus import Bus
 from .convergence import Tracker, target_of
 from .errors import StoreError
-from .leader import Leadership
+from .leader import Leadership, Sole
 from .metrics import Metrics
 from .publication import Publication, Publish
 from .service import Controller, Outcome
@@ -45,7 +46,7 @@ from .state import Applied
 log = structlog.get_logger("plexus.controller")
 
 #: commits whose table changes each replica keeps, to resume a leader's publishing
-RECENT = 1000
+RECENT = 64 << 20  # bytes; a tail that reaches further back: agents use the snapshot
 
 
 class Runtime:
@@ -74,8 +75,9 @@ class Runtime:
             lease=lease,
             on_lead=self.take_over,
         )
-        #: (sequence number, its table changes) of the last RECENT commits
-        self.recent: collections.deque[tuple[int, list[Publish]]] = collections.deque(maxlen=RECENT)
+        #: (sequence number, its table changes) of the last commits, up to RECENT bytes
+        self.recent: collections.deque[tuple[int, list[Publish]]] = collections.deque()
+        self._recent_bytes = 0
         self.lease = self.bus.lease
 
     def catch_up(self) -> bool:
@@ -129,8 +131,14 @@ class Runtime:
 
     def _submit(self, seq: int, change: Applied) -> None:
         batch = self.publication.of(change)
-        self.recent.append((seq, [p for p in batch.publish if not p.retain]))
         self.bus.submit(batch, seq)
+        if isinstance(self.lease, Sole):
+            return
+        changes = [p for p in batch.publish if not p.retain]
+        self.recent.append((seq, changes))
+        self._recent_bytes += sum(len(p.payload) for p in changes)
+        while self._recent_bytes > RECENT:
+            self._recent_bytes -= sum(len(p.payload) for p in self.recent.popleft()[1])
 
     async def commit(
         self,
