@@ -94,7 +94,7 @@ class Bus:
         self._retained: dict[str, bytes] | None = None
         self._fence: tuple[str, asyncio.Event] | None = None
         self._overflow = False
-        #: the last change submitted (the log's sequence number)
+        #: the last change submitted (the log's sequence number), leading or not
         self._seq = 0
         #: statuses received and not yet folded in: the newest per host
         self._statuses: dict[str, proto.HostStatus] = {}
@@ -107,9 +107,9 @@ class Bus:
         silently: on overflow the next reconciliation republishes everything). A
         follower queues nothing: its publication's caches followed the change, which
         is all it needs to take over."""
+        self._seq = max(self._seq, seq)
         if not self.lease.epoch:
             return
-        self._seq = max(self._seq, seq)
         for pub in batch.publish:
             if self._queue.qsize() >= MAX_QUEUE:
                 self._overflow = True
@@ -174,6 +174,8 @@ class Bus:
         return epoch if self.lease.epoch == epoch else 0
 
     async def _reconcile(self, mqtt: Session, epoch: int) -> None:
+        if not await self._may_publish(epoch):  # the fence is a publish too
+            return
         start = time.monotonic()
         self._retained = {}
         nonce = secrets.token_hex(8)
@@ -191,9 +193,8 @@ class Bus:
         retained, self._retained, self._fence = self._retained, None, None
         await mqtt.unsubscribe(topics.ALL_HOST_DESIRED)
         await mqtt.unsubscribe(topics.ALL_NETWORKS)
-        # what was queued until now is in the state the plan is made from: its retained
-        # documents are superseded (one of them could be older than the plan's), its
-        # table changes still go
+        # what was queued is in the state the plan is made from: its retained documents
+        # are superseded (one could be older than the plan's), its table changes still go
         kept = [p for p in self._drain() if not p.retain]
         plan = self.publication.reconcile(retained)
         if not await self._publish_many(mqtt, plan, epoch):
@@ -306,8 +307,7 @@ class Bus:
         return [self._queue.get_nowait() for _ in range(self._queue.qsize())]
 
     async def _publisher(self, mqtt: Session, epoch: int) -> None:
-        """Publishes for ``epoch`` of the lease; a new epoch is led first (module
-        docstring); a follower drops what it was given."""
+        """Publishes for ``epoch``; a new epoch is led first; a follower drops all."""
         while True:
             if not self.lease.epoch:
                 epoch = 0
