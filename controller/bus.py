@@ -16,13 +16,13 @@ After every (re)connect the broker's retained state is reconciled with the store
 (:meth:`Publication.reconcile`): missing or stale records republished, records the
 store no longer has cleared.
 
-**One rule: publish iff leader with a live lease**, decided here, per batch. Every
-replica connects and follows the hosts' statuses; a follower queues and publishes
-nothing, not even the reconciliation's fence. At a new epoch of its lease the publisher
-has the runtime catch up with the log (``on_lead``), publishes the table changes after
-the previous leader's mark, reconciles the retained state, then publishes new commits.
-Before each batch it checks the lease (:meth:`Bus._may_publish`): live, it publishes;
-unconfirmed (a renewal late), it holds the batch; deposed, it drops everything queued.
+**One rule: publish iff leader with a live lease**, decided here. Every replica follows
+the hosts' statuses; a follower publishes nothing, not even a fence. At a new epoch the
+publisher has the runtime catch up with the log (``on_lead``), publishes the table
+changes after the previous leader's mark, reconciles, then publishes new commits. Before
+each batch it checks the lease (:meth:`Bus._may_publish`): live, it publishes;
+unconfirmed, it holds the batch; deposed, it drops all queued. Each publish checks again
+as it is handed to the client; one fenced there has its batch led again (tail, plan).
 """
 
 from __future__ import annotations
@@ -105,8 +105,7 @@ class Bus:
     def submit(self, batch: Batch, seq: int = 0) -> None:
         """Queue what a committed change must publish (never blocks, never drops
         silently: on overflow the next reconciliation republishes everything). A
-        follower queues nothing: its publication's caches followed the change, which
-        is all it needs to take over."""
+        follower queues nothing (its publication's caches followed the change)."""
         self._seq = max(self._seq, seq)
         if not self.lease.epoch:
             return
@@ -157,25 +156,22 @@ class Bus:
     # -- reconciliation of retained state -------------------------------------------
 
     async def _lead(self, mqtt: Session) -> int:
-        """A new epoch of this replica's lease: catch up with the log, reconcile the
-        broker's retained state; the epoch now published for (0: none, deposed since)."""
+        """A new epoch: catch up, the tail, reconcile; the epoch led (0: none, fenced)."""
         epoch, after = self.lease.epoch, self.lease.published
         tail = self.on_lead(after)
-        if tail is None:  # behind the log: a plan from it could go backwards
-            await asyncio.sleep(0.2)
-            return 0
+        if tail is None:  # behind the log: a plan from it could go backwards; soon again
+            return await asyncio.sleep(0.2, 0)
         self._drain()  # the tail has its table changes, the plan the rest
         log.info("leading", replica=self.lease.replica, epoch=epoch, after=after, tail=len(tail))
         through = self._seq
-        if not await self._publish_many(mqtt, tail, epoch):
+        if not (await self._publish_many(mqtt, tail, epoch) and await self._reconcile(mqtt, epoch)):
             return 0
-        await self._reconcile(mqtt, epoch)
         self.lease.published = max(self.lease.published, through)
         return epoch if self.lease.epoch == epoch else 0
 
-    async def _reconcile(self, mqtt: Session, epoch: int) -> None:
+    async def _reconcile(self, mqtt: Session, epoch: int) -> bool:
         if not await self._may_publish(epoch):  # the fence is a publish too
-            return
+            return False
         start = time.monotonic()
         self._retained = {}
         nonce = secrets.token_hex(8)
@@ -198,7 +194,7 @@ class Bus:
         kept = [p for p in self._drain() if not p.retain]
         plan = self.publication.reconcile(retained)
         if not await self._publish_many(mqtt, plan, epoch):
-            return
+            return False
         for pub in kept:
             self._queue.put_nowait(pub)
         self.metrics.reconciles.inc()
@@ -209,6 +205,7 @@ class Bus:
             cleared=sum(1 for p in plan if not p.payload),
             duration_ms=round((time.monotonic() - start) * 1000, 1),
         )
+        return True
 
     # -- tasks -----------------------------------------------------------------------
 
@@ -329,10 +326,11 @@ class Bus:
                 batch = self.publication.reconcile({})
             if await self._publish_many(mqtt, self._coalesce(batch), epoch):
                 self.lease.published = max(self.lease.published, through)
+            else:  # fenced: led again (the tail, the reconciliation) if it still leads
+                epoch = 0
 
     async def _may_publish(self, epoch: int) -> bool:
-        """The fence, before each batch: whether the lease is live at ``epoch``; held
-        while it is not confirmed (a late renewal), False once deposed."""
+        """The fence: live at ``epoch`` (held while unconfirmed, False once deposed)."""
         while not self.lease.live():
             if self.lease.epoch != epoch:
                 dropped = len(self._drain())
@@ -359,18 +357,20 @@ class Bus:
         return out
 
     async def _publish_many(self, mqtt: Session, batch: list[Publish], epoch: int) -> bool:
-        """Publish ``batch`` if the lease is live at ``epoch`` (whether it was)."""
+        """Publish ``batch`` if live at ``epoch`` (checked per batch and per publish)."""
         if not await self._may_publish(epoch):
             return False
         # publishes start in list order (paho sends in call order); acks are awaited together
-        await asyncio.gather(*(self._publish(mqtt, p) for p in batch))
-        return True
+        return all(await asyncio.gather(*(self._publish(mqtt, p, epoch) for p in batch)))
 
-    async def _publish(self, mqtt: Session, pub: Publish) -> None:
+    async def _publish(self, mqtt: Session, pub: Publish, epoch: int) -> bool:
         kind = _topic_kind(pub.topic)
+        if not (self.lease.epoch == epoch and self.lease.live()):
+            return False  # no await between this check and the client taking the publish
         await mqtt.publish(pub.topic, pub.payload, qos=1, retain=pub.retain)
         self.metrics.publishes.labels(kind).inc()
         self.metrics.publish_bytes.labels(kind).inc(len(pub.payload))
+        return True
 
     async def _snapshotter(self) -> None:
         while True:

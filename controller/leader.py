@@ -36,15 +36,17 @@ true until ``t0 + ttl - margin``. A leader stopped past that (SIGSTOP, a stall) 
 waking that it is not live and publishes nothing until a renewal confirms it still
 holds the same epoch; if another replica took over, the renewal updates no row and it
 is a follower. The margin (0.4 s) covers what lies between the check and the broker
-receiving the batch: the check is made once per batch, and its publishes reach the
-socket a few turns of the event loop later (the publish tasks start, the MQTT client
-queues each packet, the socket is written when writable). A publish reaches the broker
-after the deadline only if the process is stopped for longer than the margin exactly
-in that window, with a batch checked and not yet written; it then leaves when the
-process resumes (there is no broker-side fence: MQTT has none, and Plexus uses no
-broker extension). That is one batch at most, the one the leader had checked; what it
-carries is generation-stamped, so no agent goes backwards, and a retained document it
-put back is replaced at the next change of that document (or the next reconciliation).
+receiving the publish: the check is made before each batch and again as each publish
+is handed to the MQTT client (no await in between), which writes it to the socket in a
+following turn of the event loop. A publish reaches the broker after the deadline only
+if the process is stopped for longer than the margin exactly in that window, a publish
+taken by the client and not yet written; it then leaves when the process resumes (there
+is no broker-side fence: MQTT has none, and Plexus uses no broker extension). That is
+at most the publishes of one batch already handed over; what they carry is
+generation-stamped, so no agent goes backwards, and a retained document put back is
+replaced at the next change of that document (or the next reconciliation). A publish
+fenced as it is handed over has its batch led again, if the replica still leads: the
+table changes after the published mark, then the reconciliation.
 
 A leader that is not live but not deposed either (a renewal late on a busy machine)
 holds its batches until it knows (:meth:`~controller.bus.Bus`), rather than dropping
