@@ -33,6 +33,7 @@ def add(app: FastAPI, rt: Runtime) -> None:
         online = [h for h in state.hosts.values() if h.state == "online"]
         rt.metrics.hosts_online.set(len(online))
         rt.metrics.hosts_in_sync.set(sum(1 for h in online if not behind(state, h)))
+        rt.metrics.leader_epoch.set(rt.lease.epoch if rt.lease.live() else 0)
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/status", tags=["status"], response_model=schemas.Status)

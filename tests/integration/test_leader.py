@@ -269,6 +269,9 @@ async def test_a_stopped_leader_that_wakes_up_publishes_nothing(
             await write(cl, rest[i % 2], i, acked)
         # wait=true answered by a follower: it follows the hosts' statuses too
         follower = next(n for n in rest if n != now[0])
+        for name, epoch in ((now[0], now[1]), (follower, 0)):
+            r = await cl.http.get(f"{cl.procs[name].url}/metrics", timeout=5)
+            assert f"plexus_leader_epoch {float(epoch)}" in r.text
         r = await cl.http.post(
             f"{cl.procs[follower].url}/v1/compartments?wait=true&timeout=10",
             json={"id": "kw", "host": "h1"},
