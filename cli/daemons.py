@@ -132,6 +132,12 @@ def broker_init(
     exist_ok: Annotated[
         bool, typer.Option(help="an initialised --dir is kept as it is (for automation)")
     ] = False,
+    controllers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="controller credentials (several controllers on one PostgreSQL store)"
+        ),
+    ] = 1,
     output: OutputOpt = Output.table,
 ) -> None:
     """Make a broker configuration with authentication and ACLs on: one credential for
@@ -144,7 +150,12 @@ def broker_init(
         plain = [("127.0.0.1", 1883)]
     if not (exist_ok and identities.BrokerDir(directory).initialised()):
         identities.init(
-            directory, plain, list(host or []), tls_listeners=tls, tls_names=tls_name or []
+            directory,
+            plain,
+            list(host or []),
+            tls_listeners=tls,
+            tls_names=tls_name or [],
+            controllers=controllers,
         )
     _identities_out(directory, output)
 
@@ -159,6 +170,21 @@ def broker_add_host(
     from broker import identities
 
     identities.add_hosts(directory, hosts)
+    identities.reload(directory)
+    _identities_out(directory, output)
+
+
+@broker_app.command("add-controller")
+def broker_add_controller(
+    names: Annotated[list[str], typer.Argument(help="replica names: @controller-NAME each")],
+    directory: BrokerDirOpt = DEFAULT_BROKER_DIR,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Issue a credential for each further controller replica (its own client id) and
+    reload the running broker."""
+    from broker import identities
+
+    identities.add_controllers(directory, names)
     identities.reload(directory)
     _identities_out(directory, output)
 

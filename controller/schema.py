@@ -4,7 +4,10 @@ Version 1 is the schema SQLite stores had before versions were kept (a store wit
 the row tables and no ``schema_version`` is at version 1). Version 2 adds the change
 log's ``head`` (both databases), the log itself, ``changes``, and the function that
 commits, ``plexus_commit`` (PostgreSQL only: a SQLite store serves one controller,
-which has nobody to catch up with). At start a
+which has nobody to catch up with). Version 3 adds the ``leader`` row (PostgreSQL
+only; nothing for SQLite, whose one controller always leads): which replica publishes
+to the broker, its epoch (one more at every takeover), the deadline of its lease, in
+the database's clock, and the change it has published through (:mod:`controller.leader`). At start a
 store runs the migrations after its version, in order, in one transaction; a store
 whose version is newer than :data:`LATEST` is refused (:func:`pending`).
 """
@@ -46,6 +49,7 @@ _HEAD = [
 SQLITE: list[list[str]] = [
     [s.format(int="INTEGER") for s in _ROWS],
     [s.format(int="INTEGER") for s in _HEAD],
+    [],  # the leader row: one controller always leads
 ]
 
 #: one write in one statement (one round trip, and no transaction to open and close
@@ -106,6 +110,13 @@ POSTGRES: list[list[str]] = [
         " seq BIGINT PRIMARY KEY, delta TEXT NOT NULL,"
         " committed TIMESTAMPTZ NOT NULL DEFAULT now())",
         _COMMIT,
+    ],
+    [
+        "CREATE TABLE leader (one INTEGER PRIMARY KEY CHECK (one = 1),"
+        " replica TEXT NOT NULL, epoch BIGINT NOT NULL, deadline TIMESTAMPTZ NOT NULL,"
+        " published BIGINT NOT NULL)",
+        "INSERT INTO leader (one, replica, epoch, deadline, published)"
+        " VALUES (1, '', 0, '-infinity', 0)",
     ],
 ]
 
