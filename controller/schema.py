@@ -14,6 +14,8 @@ whose version is newer than :data:`LATEST` is refused (:func:`pending`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from .errors import StoreError
 
 _ROWS = [
@@ -139,3 +141,27 @@ def pending(found: int, where: str) -> range:
             f"{LATEST}: run the controller version that wrote it (or a newer one)"
         )
     return range(found, LATEST)
+
+
+def migrate(
+    run: Callable[..., object],
+    version: int | None,
+    unversioned: int,
+    steps: Sequence[Sequence[str]],
+    where: str,
+    mark: str,
+) -> None:
+    """Bring a store to :data:`LATEST` in the caller's transaction: ``run(sql[, params])``
+    executes; ``version`` is the store's (None: no version recorded, then
+    ``unversioned``: 1 when the row tables are there, 0 when the store is new);
+    ``steps`` the store's statements of each migration; ``mark`` its driver's
+    placeholder."""
+    found = version if version is not None else unversioned
+    todo = pending(found, where)
+    for i in todo:
+        for statement in steps[i]:
+            run(statement)
+    if version is None:
+        run(f"INSERT INTO schema_version VALUES ({mark})", (LATEST,))
+    elif todo:
+        run(f"UPDATE schema_version SET version = {mark}", (LATEST,))
