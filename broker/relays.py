@@ -37,10 +37,10 @@ from .errors import IdentityError
 from .identities import (
     RELAY_PREFIX,
     BrokerDir,
+    _acl,
     _existing,
     _new_identity,
     _translated,
-    _write_acl,
     _write_passwd,
     config,
     is_relay,
@@ -81,7 +81,7 @@ def add_relay(directory: Path, name: str) -> Path:
         _new_identity(bd, ident)
     still = revoked - {ident}
     _write(bd.revoked_file, "".join(f"{n}\n" for n in sorted(still)))
-    _write_acl(bd, still)
+    _acl(bd, still)
     _write_passwd(bd)
     return bd.identity(ident)
 
@@ -205,6 +205,6 @@ def _sync(bd: BrokerDir, root: BrokerDir) -> tuple[list[str], list[str]]:
         shutil.rmtree(bd.identity(n))
     revoked = [n for n in root.revoked() if is_id(n)]
     _write(bd.revoked_file, "".join(f"{n}\n" for n in revoked))
-    _write_acl(bd, revoked)
+    _acl(bd, revoked)
     _write_passwd(bd)
     return changed, removed

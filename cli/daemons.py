@@ -145,6 +145,12 @@ def broker_init(
         Path | None,
         typer.Option(help="the root broker's directory: its hosts' credentials are copied"),
     ] = None,
+    controllers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="controller credentials (several controllers on one PostgreSQL store)"
+        ),
+    ] = 1,
     output: OutputOpt = Output.table,
 ) -> None:
     """Make a broker configuration with authentication and ACLs on: one credential for
@@ -165,7 +171,12 @@ def broker_init(
             relays.init_relay(directory, relay_of, relay_credentials, identities_from, plain)
     elif not (exist_ok and identities.BrokerDir(directory).initialised()):
         identities.init(
-            directory, plain, list(host or []), tls_listeners=tls, tls_names=tls_name or []
+            directory,
+            plain,
+            list(host or []),
+            tls_listeners=tls,
+            tls_names=tls_name or [],
+            controllers=controllers,
         )
     _identities_out(directory, output)
 
@@ -183,6 +194,21 @@ def broker_add_host(
     if (directory / relays.RELAY_OF).exists():
         raise CliError(f"{directory} is a relay: add hosts on the root, then sync-identities", 2)
     identities.add_hosts(directory, hosts)
+    identities.reload(directory)
+    _identities_out(directory, output)
+
+
+@broker_app.command("add-controller")
+def broker_add_controller(
+    names: Annotated[list[str], typer.Argument(help="replica names: @controller-NAME each")],
+    directory: BrokerDirOpt = DEFAULT_BROKER_DIR,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Issue a credential for each further controller replica (its own client id) and
+    reload the running broker."""
+    from broker import identities
+
+    identities.add_controllers(directory, names)
     identities.reload(directory)
     _identities_out(directory, output)
 

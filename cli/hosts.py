@@ -107,6 +107,9 @@ def status(
             ["id", "generation", "hosts", "hosts_in_sync", "in_sync"],
             title="networks",
         )
+        if data.get("replica"):
+            leader = f"{data['leader']} (epoch {data['epoch']})" if data.get("leader") else "none"
+            out.print(f"store {data['store']}, replica {data['replica']}, leader {leader}")
         out.print("in sync" if data["in_sync"] else "[yellow]not in sync[/yellow]")
     if not data["in_sync"]:
         raise typer.Exit(4)

@@ -6,7 +6,8 @@ One session (:class:`proto.mqtt.Session`), four named tasks while connected:
 
 - ``reader``: host status (and Last Will), host events, and during a reconciliation
   the broker's retained state;
-- ``publisher``: publishes, in commit order, what each committed change needs;
+- ``publisher``: publishes, in commit order, what each committed change needs — only
+  while this replica leads (:mod:`controller.leader`);
 - ``snapshotter``: refreshes network snapshots, coalesced (at most one per network per
   ``snapshot_interval``; the first after a quiet spell goes at once);
 - ``status``: hands the newest status of each host that reported to ``on_status``.
@@ -14,6 +15,14 @@ One session (:class:`proto.mqtt.Session`), four named tasks while connected:
 After every (re)connect the broker's retained state is reconciled with the store
 (:meth:`Publication.reconcile`): missing or stale records republished, records the
 store no longer has cleared.
+
+**One rule: publish iff leader with a live lease**, decided here. Every replica follows
+the hosts' statuses; a follower publishes nothing, not even a fence. At a new epoch the
+publisher has the runtime catch up with the log (``on_lead``), publishes the table
+changes after the previous leader's mark, reconciles, then publishes new commits. Before
+each batch it checks the lease (:meth:`Bus._may_publish`): live, it publishes;
+unconfirmed, it holds the batch; deposed, it drops all queued. Each publish checks again
+as it is handed to the client; one fenced there has its batch led again (tail, plan).
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from proto.errors import BrokerUnavailable
 from proto.mqtt import Connect, Session
 
 from .errors import StoreError
+from .leader import Leadership, Sole
 from .metrics import Metrics
 from .publication import Batch, Publication, Publish
 
@@ -60,6 +70,8 @@ class Bus:
         snapshot_interval: float = 0.1,
         identifier: str | None = None,
         broker: str = "",
+        lease: Leadership | None = None,
+        on_lead: Callable[[int], list[Publish] | None] = lambda after: [],
     ) -> None:
         self.connect = connect
         self.publication = publication
@@ -68,7 +80,12 @@ class Bus:
         self.known_host = known_host
         self.broker = broker  # for logs
         self.snapshot_interval = snapshot_interval
-        self.identifier = identifier or f"plexus-controller-{secrets.token_hex(3)}"
+        self.lease: Leadership = lease or Sole("")
+        #: the MQTT client id: the replica's name in it, for the broker's log
+        self.identifier = identifier or "-".join(
+            p for p in ("plexus-controller", self.lease.replica, secrets.token_hex(3)) if p
+        )
+        self.on_lead = on_lead
         self.connected = asyncio.Event()
         self._queue: asyncio.Queue[Publish] = asyncio.Queue()
         self._dirty: set[str] = set()
@@ -77,15 +94,21 @@ class Bus:
         self._retained: dict[str, bytes] | None = None
         self._fence: tuple[str, asyncio.Event] | None = None
         self._overflow = False
+        #: the last change submitted (the log's sequence number), leading or not
+        self._seq = 0
         #: statuses received and not yet folded in: the newest per host
         self._statuses: dict[str, proto.HostStatus] = {}
         self._status_event = asyncio.Event()
 
     # -- called by the runtime -------------------------------------------------------
 
-    def submit(self, batch: Batch) -> None:
+    def submit(self, batch: Batch, seq: int = 0) -> None:
         """Queue what a committed change must publish (never blocks, never drops
-        silently: on overflow the next reconciliation republishes everything)."""
+        silently: on overflow the next reconciliation republishes everything). A
+        follower queues nothing (its publication's caches followed the change)."""
+        self._seq = max(self._seq, seq)
+        if not self.lease.epoch:
+            return
         for pub in batch.publish:
             if self._queue.qsize() >= MAX_QUEUE:
                 self._overflow = True
@@ -116,30 +139,44 @@ class Bus:
 
     async def _session(self, mqtt: Session) -> None:
         log.info("broker_connected", broker=self.broker)
-        # what was queued while disconnected is superseded by the reconciliation
-        while not self._queue.empty():
-            self._queue.get_nowait()
+        self._drain()  # what was queued while disconnected: superseded (_lead)
         self._overflow = False
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._reader(mqtt), name="controller-reader")
-            await self._reconcile(mqtt)
+            await mqtt.subscribe(topics.ALL_HOST_STATUS, qos=1)
+            await mqtt.subscribe(topics.ALL_HOST_EVENTS, qos=0)
+            await mqtt.subscribe(FENCE, qos=1)
+            epoch = await self._lead(mqtt) if self.lease.epoch else 0
             self.connected.set()
             self.metrics.broker_connected.set(1)
-            tg.create_task(self._publisher(mqtt), name="controller-publisher")
+            tg.create_task(self._publisher(mqtt, epoch), name="controller-publisher")
             tg.create_task(self._snapshotter(), name="controller-snapshotter")
             tg.create_task(self._status_folder(), name="controller-status")
 
     # -- reconciliation of retained state -------------------------------------------
 
-    async def _reconcile(self, mqtt: Session) -> None:
+    async def _lead(self, mqtt: Session) -> int:
+        """A new epoch: catch up, the tail, reconcile; the epoch led (0: none, fenced)."""
+        epoch, after = self.lease.epoch, self.lease.published
+        tail = self.on_lead(after)
+        if tail is None:  # behind the log: a plan from it could go backwards; soon again
+            return await asyncio.sleep(0.2, 0)
+        self._drain()  # the tail has its table changes, the plan the rest
+        log.info("leading", replica=self.lease.replica, epoch=epoch, after=after, tail=len(tail))
+        through = self._seq
+        if not (await self._publish_many(mqtt, tail, epoch) and await self._reconcile(mqtt, epoch)):
+            return 0
+        self.lease.published = max(self.lease.published, through)
+        return epoch if self.lease.epoch == epoch else 0
+
+    async def _reconcile(self, mqtt: Session, epoch: int) -> bool:
+        if not await self._may_publish(epoch):  # the fence is a publish too
+            return False
         start = time.monotonic()
         self._retained = {}
         nonce = secrets.token_hex(8)
         fenced = asyncio.Event()
         self._fence = (nonce, fenced)
-        await mqtt.subscribe(topics.ALL_HOST_STATUS, qos=1)
-        await mqtt.subscribe(topics.ALL_HOST_EVENTS, qos=0)
-        await mqtt.subscribe(FENCE, qos=1)
         await mqtt.subscribe(topics.ALL_HOST_DESIRED, qos=1)
         await mqtt.subscribe(topics.ALL_NETWORKS, qos=1)
         # retained messages are queued by the broker at subscribe time, before the fence
@@ -152,8 +189,14 @@ class Bus:
         retained, self._retained, self._fence = self._retained, None, None
         await mqtt.unsubscribe(topics.ALL_HOST_DESIRED)
         await mqtt.unsubscribe(topics.ALL_NETWORKS)
+        # what was queued is in the state the plan is made from: its retained documents
+        # are superseded (one could be older than the plan's), its table changes still go
+        kept = [p for p in self._drain() if not p.retain]
         plan = self.publication.reconcile(retained)
-        await self._publish_many(mqtt, plan)
+        if not await self._publish_many(mqtt, plan, epoch):
+            return False
+        for pub in kept:
+            self._queue.put_nowait(pub)
         self.metrics.reconciles.inc()
         log.info(
             "broker_reconciled",
@@ -162,6 +205,7 @@ class Bus:
             cleared=sum(1 for p in plan if not p.payload),
             duration_ms=round((time.monotonic() - start) * 1000, 1),
         )
+        return True
 
     # -- tasks -----------------------------------------------------------------------
 
@@ -256,15 +300,44 @@ class Bus:
         except Exception:  # a daemon never dies of a message
             log.exception("message_handler_failed", topic=topic)
 
-    async def _publisher(self, mqtt: Session) -> None:
+    def _drain(self) -> list[Publish]:
+        return [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+
+    async def _publisher(self, mqtt: Session, epoch: int) -> None:
+        """Publishes for ``epoch``; a new epoch is led first; a follower drops all."""
         while True:
-            batch = [await self._queue.get()]
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            if not self.lease.epoch:
+                epoch = 0
+                self._drain()
+                await asyncio.sleep(0.02)
+                continue
+            if self.lease.epoch != epoch:
+                epoch = await self._lead(mqtt)
+                continue
+            try:
+                async with asyncio.timeout(0.1):
+                    batch = [await self._queue.get()]
+            except TimeoutError:
+                continue
+            batch.extend(self._drain())
+            through = self._seq
             if self._overflow:
                 self._overflow = False
                 batch = self.publication.reconcile({})
-            await self._publish_many(mqtt, self._coalesce(batch))
+            if await self._publish_many(mqtt, self._coalesce(batch), epoch):
+                self.lease.published = max(self.lease.published, through)
+            else:  # fenced: led again (the tail, the reconciliation) if it still leads
+                epoch = 0
+
+    async def _may_publish(self, epoch: int) -> bool:
+        """The fence: live at ``epoch`` (held while unconfirmed, False once deposed)."""
+        while not self.lease.live():
+            if self.lease.epoch != epoch:
+                dropped = len(self._drain())
+                log.warning("publish_fenced", epoch=epoch, dropped=dropped)
+                return False
+            await asyncio.sleep(0.01)
+        return self.lease.epoch == epoch
 
     def _coalesce(self, batch: list[Publish]) -> list[Publish]:
         """Drop a lazy publish (a host's desired document, built now from the current
@@ -283,15 +356,21 @@ class Bus:
             out.append(p)
         return out
 
-    async def _publish_many(self, mqtt: Session, batch: list[Publish]) -> None:
+    async def _publish_many(self, mqtt: Session, batch: list[Publish], epoch: int) -> bool:
+        """Publish ``batch`` if live at ``epoch`` (checked per batch and per publish)."""
+        if not await self._may_publish(epoch):
+            return False
         # publishes start in list order (paho sends in call order); acks are awaited together
-        await asyncio.gather(*(self._publish(mqtt, p) for p in batch))
+        return all(await asyncio.gather(*(self._publish(mqtt, p, epoch) for p in batch)))
 
-    async def _publish(self, mqtt: Session, pub: Publish) -> None:
+    async def _publish(self, mqtt: Session, pub: Publish, epoch: int) -> bool:
         kind = _topic_kind(pub.topic)
+        if not (self.lease.epoch == epoch and self.lease.live()):
+            return False  # no await between this check and the client taking the publish
         await mqtt.publish(pub.topic, pub.payload, qos=1, retain=pub.retain)
         self.metrics.publishes.labels(kind).inc()
         self.metrics.publish_bytes.labels(kind).inc(len(pub.payload))
+        return True
 
     async def _snapshotter(self) -> None:
         while True:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +32,9 @@ class ControllerSettings(BaseSettings):
     #: where the token is kept (made at first start, mode 0600, also with ``none``: it
     #: signs the host tokens); default: beside the store
     api_token_file: Path | None = None
+    #: this replica's name among the controllers of one PostgreSQL store (who leads
+    #: shows it); default: HOSTNAME:PORT of the API
+    replica: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -47,6 +51,10 @@ class ControllerSettings(BaseSettings):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"listen address {v!r} is not HOST:PORT")
         return v
+
+    @property
+    def replica_name(self) -> str:
+        return self.replica or f"{socket.gethostname()}:{self.listen_port}"
 
     @property
     def listen_host(self) -> str:

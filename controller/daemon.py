@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import threading
@@ -19,10 +20,11 @@ from proto.signals import on_signals
 
 from .api import create_app
 from .config import ControllerSettings
+from .leader import Leadership, Lease, Sole, notified
 from .metrics import Metrics
 from .runtime import Runtime
 from .service import Controller
-from .store import open_store
+from .store import Store, open_store
 
 log = structlog.get_logger("plexus.controller")
 
@@ -62,6 +64,14 @@ class Server(uvicorn.Server):
         yield
 
 
+def lease_of(store: Store, replica: str) -> Leadership:
+    """A PostgreSQL store's lease (several replicas), or the sole controller's."""
+    url, defaults = getattr(store, "url", None), getattr(store, "defaults", None)
+    if url is None or defaults is None:
+        return Sole(replica)
+    return Lease(url, defaults, replica)
+
+
 def build(settings: ControllerSettings) -> tuple[Runtime, uvicorn.Server]:
     store = open_store(settings.store, sync=settings.store_sync)
     broker = settings.broker_url()
@@ -74,6 +84,7 @@ def build(settings: ControllerSettings) -> tuple[Runtime, uvicorn.Server]:
         Metrics(),
         snapshot_interval=settings.snapshot_interval,
         broker=str(broker),
+        lease=lease_of(store, settings.replica_name),
     )
     app = create_app(rt, api_token(settings.token_path), token_required=settings.token_required)
     config = uvicorn.Config(
@@ -100,12 +111,23 @@ async def serve(settings: ControllerSettings) -> None:
         hosts=len(state.hosts),
         networks=len(state.networks),
         endpoints=len(state.endpoints),
+        replica=rt.lease.replica,
     )
+    lease = rt.lease
     try:
         async with asyncio.TaskGroup() as tg:
-            bus = tg.create_task(rt.bus.run(), name="controller-bus")
+            tasks = [tg.create_task(rt.bus.run(), name="controller-bus")]
+            if isinstance(lease, Lease):  # several replicas: lead or follow
+                tasks.append(tg.create_task(lease.run(), name="controller-lease"))
+                from .pgstore import CHANNEL
+
+                listen = functools.partial(notified, lease.url, lease.defaults, CHANNEL)
+                tasks.append(tg.create_task(rt.follow(listen), name="controller-follow"))
             await server.serve()
-            await cancel_and_wait(bus)
+            for task in tasks:
+                await cancel_and_wait(task)
+            if isinstance(lease, Lease):
+                await lease.resign()
     finally:
         rt.controller.store.close()
         log.info("controller_stopped")

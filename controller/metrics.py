@@ -54,6 +54,11 @@ class Metrics:
         self.broker_connected = Gauge(
             "plexus_broker_connected", "1 while connected to the broker", registry=r
         )
+        self.leader_epoch = Gauge(
+            "plexus_leader_epoch",
+            "the epoch this replica leads at (publishes), 0 while it follows",
+            registry=r,
+        )
         self.reconciles = Counter(
             "plexus_broker_reconciles_total", "retained-state reconciliations", registry=r
         )

@@ -191,18 +191,9 @@ class PostgresStore:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             conn.execute(schema.VERSION_TABLE)
             row = conn.execute("SELECT version FROM schema_version").fetchone()
-            if row is not None:
-                found = int(row[0])
-            else:  # the row tables without a version: version 1
-                found = 1 if _one(conn, "SELECT to_regclass('meta') IS NOT NULL") else 0
-            steps = schema.pending(found, self.where)
-            for i in steps:
-                for statement in schema.POSTGRES[i]:
-                    conn.execute(statement)
-            if row is None:
-                conn.execute("INSERT INTO schema_version VALUES (%s)", (schema.LATEST,))
-            elif steps:
-                conn.execute("UPDATE schema_version SET version = %s", (schema.LATEST,))
+            tables = row is None and _one(conn, "SELECT to_regclass('meta') IS NOT NULL")
+            version = None if row is None else int(row[0])
+            schema.migrate(conn.execute, version, int(tables), schema.POSTGRES, self.where, "%s")
 
     # -- reading -------------------------------------------------------------------
 

@@ -71,8 +71,8 @@ def catch_up(ctl: Any) -> list[Applied]:
     out = []
     for seq, delta in ctl.store.changes_since(ctl.store.head):
         out.append(ctl.state.apply(_keep_runtime(ctl.state, delta)))
+        ctl.news.append((seq, out[-1]))
         ctl.store.head = seq
-    ctl.news.extend(out)
     return out
 
 

@@ -4,12 +4,17 @@ Version 1 is the schema SQLite stores had before versions were kept (a store wit
 the row tables and no ``schema_version`` is at version 1). Version 2 adds the change
 log's ``head`` (both databases), the log itself, ``changes``, and the function that
 commits, ``plexus_commit`` (PostgreSQL only: a SQLite store serves one controller,
-which has nobody to catch up with). At start a
+which has nobody to catch up with). Version 3 adds the ``leader`` row (PostgreSQL
+only; nothing for SQLite, whose one controller always leads): which replica publishes
+to the broker, its epoch (one more at every takeover), the deadline of its lease, in
+the database's clock, and the change it has published through (:mod:`controller.leader`). At start a
 store runs the migrations after its version, in order, in one transaction; a store
 whose version is newer than :data:`LATEST` is refused (:func:`pending`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 from .errors import StoreError
 
@@ -46,6 +51,7 @@ _HEAD = [
 SQLITE: list[list[str]] = [
     [s.format(int="INTEGER") for s in _ROWS],
     [s.format(int="INTEGER") for s in _HEAD],
+    [],  # the leader row: one controller always leads
 ]
 
 #: one write in one statement (one round trip, and no transaction to open and close
@@ -107,6 +113,13 @@ POSTGRES: list[list[str]] = [
         " committed TIMESTAMPTZ NOT NULL DEFAULT now())",
         _COMMIT,
     ],
+    [
+        "CREATE TABLE leader (one INTEGER PRIMARY KEY CHECK (one = 1),"
+        " replica TEXT NOT NULL, epoch BIGINT NOT NULL, deadline TIMESTAMPTZ NOT NULL,"
+        " published BIGINT NOT NULL)",
+        "INSERT INTO leader (one, replica, epoch, deadline, published)"
+        " VALUES (1, '', 0, '-infinity', 0)",
+    ],
 ]
 
 #: the SQLSTATE ``plexus_commit`` raises when the head is not the one expected
@@ -128,3 +141,27 @@ def pending(found: int, where: str) -> range:
             f"{LATEST}: run the controller version that wrote it (or a newer one)"
         )
     return range(found, LATEST)
+
+
+def migrate(
+    run: Callable[..., object],
+    version: int | None,
+    unversioned: int,
+    steps: Sequence[Sequence[str]],
+    where: str,
+    mark: str,
+) -> None:
+    """Bring a store to :data:`LATEST` in the caller's transaction: ``run(sql[, params])``
+    executes; ``version`` is the store's (None: no version recorded, then
+    ``unversioned``: 1 when the row tables are there, 0 when the store is new);
+    ``steps`` the store's statements of each migration; ``mark`` its driver's
+    placeholder."""
+    found = version if version is not None else unversioned
+    todo = pending(found, where)
+    for i in todo:
+        for statement in steps[i]:
+            run(statement)
+    if version is None:
+        run(f"INSERT INTO schema_version VALUES ({mark})", (LATEST,))
+    elif todo:
+        run(f"UPDATE schema_version SET version = {mark}", (LATEST,))

@@ -51,7 +51,7 @@ class Controller:
         self.clock = clock
         self.state = State()
         self.staging = False
-        self.news: list[Applied] = []  # other controllers' commits, caught up, to publish
+        self.news: list[tuple[int, Applied]] = []  # others' commits caught up: (seq, change)
         rows, floors = store.load()
         self.state.apply(Delta(puts=list(rows), floors=floors))
         for h in list(self.state.hosts.values()):

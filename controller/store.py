@@ -131,19 +131,10 @@ class SqliteStore:
         with self._transaction() as db:
             db.execute(schema.VERSION_TABLE)
             row = db.execute("SELECT version FROM schema_version").fetchone()
-            if row is not None:
-                found = row[0]
-            else:  # the row tables without a version: version 1
-                meta = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-                found = 1 if db.execute(meta).fetchone() else 0
-            steps = schema.pending(found, self.path)
-            for i in steps:
-                for statement in schema.SQLITE[i]:
-                    db.execute(statement)
-            if row is None:
-                db.execute("INSERT INTO schema_version VALUES (?)", (schema.LATEST,))
-            elif steps:
-                db.execute("UPDATE schema_version SET version = ?", (schema.LATEST,))
+            meta = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+            tables = row is None and db.execute(meta).fetchone() is not None
+            version = None if row is None else int(row[0])
+            schema.migrate(db.execute, version, int(tables), schema.SQLITE, self.path, "?")
 
     def load(self) -> tuple[list[Row], dict[str, int]]:
         rows: list[Row] = []

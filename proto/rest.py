@@ -308,6 +308,12 @@ class Status(Body):
     in_sync: bool
     hosts: list[HostSync]
     networks: list[NetworkStatus]
+    store: Literal["sqlite", "postgresql"] = Field(
+        default="sqlite", description="the store's kind (postgresql: several replicas)"
+    )
+    replica: str = Field(default="", description="the replica that answered")
+    leader: str = Field(default="", description="the replica that publishes ('' while none)")
+    epoch: int = Field(default=0, description="the leader's epoch: one more at every takeover")
 
 
 class NamedCompartment(CompartmentCreate):

@@ -27,6 +27,7 @@ from broker import mosquitto
 from controller.config import ControllerSettings
 from controller.daemon import build
 from controller.runtime import Runtime
+from lab.records import record_pid
 from proto import topics
 from proto.mqtt import BrokerURL, cancel_and_wait, client
 
@@ -155,6 +156,7 @@ class Mosquitto:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        record_pid(self.proc.pid)
         wait_port(self.port)
 
     def stop(self) -> None:
@@ -232,6 +234,7 @@ class ControllerProcess:
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(self.args, stdout=log, stderr=log, env=self.env)
+        record_pid(self.proc.pid)  # removed by scripts/cleanup-records after a killed run
         try:
             self._wait_healthy()
         except BaseException:

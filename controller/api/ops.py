@@ -11,6 +11,7 @@ from proto import __version__
 from proto import rest as schemas
 
 from ..convergence import HostTarget, behind
+from ..leader import Sole
 from ..runtime import Runtime
 
 
@@ -32,6 +33,7 @@ def add(app: FastAPI, rt: Runtime) -> None:
         online = [h for h in state.hosts.values() if h.state == "online"]
         rt.metrics.hosts_online.set(len(online))
         rt.metrics.hosts_in_sync.set(sum(1 for h in online if not behind(state, h)))
+        rt.metrics.leader_epoch.set(rt.lease.epoch if rt.lease.live() else 0)
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/status", tags=["status"], response_model=schemas.Status)
@@ -66,4 +68,8 @@ def add(app: FastAPI, rt: Runtime) -> None:
             and all(n["in_sync"] for n in nets),
             hosts=hosts,
             networks=nets,
+            store="sqlite" if isinstance(rt.lease, Sole) else "postgresql",
+            replica=rt.lease.replica,
+            leader=rt.lease.leader[0],
+            epoch=rt.lease.leader[1],
         )

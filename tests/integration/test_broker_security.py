@@ -18,6 +18,7 @@ import aiomqtt
 import pytest
 
 from broker import identities
+from broker.errors import IdentityError
 from broker.identities import CONTROLLER
 from proto import topics
 from proto.mqtt import BrokerURL, client
@@ -228,3 +229,34 @@ async def test_revoking_a_host_cuts_its_live_connection_and_its_credential(
     with pytest.raises(aiomqtt.MqttError):
         async with connect(old):
             pass
+
+
+async def test_controller_replicas_each_have_a_session_of_their_own(
+    broker: SecureBroker,
+) -> None:
+    """``add-controller``: a second controller credential with the controller's ACL;
+    two replicas connected at once (each claiming the same client id: the user name is
+    used) keep both sessions, and each reads statuses and writes desired state."""
+    log = LogWatch(broker.log)
+    identities.add_controllers(broker.dir.path, ["b"])
+    assert identities.reload(broker.dir.path)
+    await log.wait("Reloading config.")
+    second = f"{CONTROLLER}-b"
+    async with (
+        client(broker.url(CONTROLLER), "plexus-controller") as a,
+        client(broker.url(second), "plexus-controller") as b,
+    ):
+        for c in (a, b):
+            await c.subscribe(topics.host_status("h1"), qos=1)
+        async with connect(broker.url("h1")) as h1:
+            await h1.subscribe(topics.host_desired("h1"), qos=1)
+            await b.publish(topics.host_desired("h1"), b"from-b", qos=1)
+            assert await collect(h1, topics.host_desired("h1")) == [
+                (topics.host_desired("h1"), b"from-b")
+            ]
+            await h1.publish(topics.host_status("h1"), b"up", qos=1)
+        for c in (a, b):  # both sessions are alive: neither took the other over
+            assert await collect(c, topics.host_status("h1")) == [(topics.host_status("h1"), b"up")]
+    assert not [ln for ln in log.lines() if "already connected" in ln or "taken over" in ln]
+    with pytest.raises(IdentityError, match="is not a controller name"):
+        identities.add_controllers(broker.dir.path, ["Bad Name"])

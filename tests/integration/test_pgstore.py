@@ -136,7 +136,7 @@ def test_a_version_1_database_is_migrated_with_its_rows(pg_url: str) -> None:
     c = Controller(PostgresStore(pg_url))
     populate(c)
     with psycopg.connect(pg_url) as conn:  # back to version 1, as it was made then
-        conn.execute("DROP TABLE schema_version, head, changes")
+        conn.execute("DROP TABLE schema_version, head, changes, leader")
     store = PostgresStore(pg_url)
     assert _version(pg_url) == schema.LATEST
     assert store.head == 0

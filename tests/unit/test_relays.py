@@ -55,7 +55,7 @@ def test_a_relay_directory_has_the_roots_host_credentials_and_a_bridge(
         assert (rd.identity(h) / "password").read_text() == (
             root / "identities" / h / "password"
         ).read_text()
-    assert (rd.path / "acl").read_text() == identities.acl([])  # the per-host ACL
+    assert (rd.path / "acl").read_text() == identities.acl([], [])  # the per-host ACL
     conf = rd.conf.read_text()
     assert rd.conf.stat().st_mode & 0o077 == 0  # it holds the relay's password
     bridge = conf[conf.index("connection plexus-root") :].splitlines()
