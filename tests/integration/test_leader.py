@@ -197,21 +197,30 @@ async def converged(cl: Cluster, agents: list[SimAgent], acked: list[str]) -> No
     await wait_for(done, 30, "every acknowledged endpoint at every host")
 
 
+async def started(
+    cl: Cluster, broker: Mosquitto
+) -> tuple[list[str], tuple[str, int], list[SimAgent]]:
+    """The replicas' names, the first leader (name, epoch), two hosts' simulated agents
+    started, and network ``blue`` made through the first replica."""
+    names = list(cl.procs)
+    first = await wait_for(lambda: cl.leader(names), 15, "one leader")
+    agents = [SimAgent(f"h{i}", broker.url, f"198.18.0.{i}") for i in (1, 2)]
+    for a in agents:
+        await a.start()
+    r = await cl.http.post(
+        f"{cl.procs[names[0]].url}/v1/networks",
+        json={"id": "blue", "subnet": "10.1.0.0/22"},
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    return names, first, agents
+
+
 async def test_a_killed_leader_is_replaced_and_every_acknowledged_write_arrives(
     debug_broker: Mosquitto, pg_url: str, tmp_path: Path
 ) -> None:
     async with three(debug_broker, pg_url, tmp_path) as cl, recording(debug_broker.url) as rec:
-        names = list(cl.procs)
-        first = await wait_for(lambda: cl.leader(names), 15, "one leader")
-        agents = [SimAgent(f"h{i}", debug_broker.url, f"198.18.0.{i}") for i in (1, 2)]
-        for a in agents:
-            await a.start()
-        r = await cl.http.post(
-            f"{cl.procs[names[0]].url}/v1/networks",
-            json={"id": "blue", "subnet": "10.1.0.0/22"},
-            timeout=10,
-        )
-        assert r.status_code == 201, r.text
+        names, first, agents = await started(cl, debug_broker)
         acked: list[str] = []
         for i in range(30):  # spread over the three
             await write(cl, names[i % 3], i, acked)
@@ -243,17 +252,7 @@ async def test_a_stopped_leader_that_wakes_up_publishes_nothing(
     debug_broker: Mosquitto, pg_url: str, tmp_path: Path
 ) -> None:
     async with three(debug_broker, pg_url, tmp_path) as cl, recording(debug_broker.url) as rec:
-        names = list(cl.procs)
-        first = await wait_for(lambda: cl.leader(names), 15, "one leader")
-        agents = [SimAgent(f"h{i}", debug_broker.url, f"198.18.0.{i}") for i in (1, 2)]
-        for a in agents:
-            await a.start()
-        r = await cl.http.post(
-            f"{cl.procs[names[0]].url}/v1/networks",
-            json={"id": "blue", "subnet": "10.1.0.0/22"},
-            timeout=10,
-        )
-        assert r.status_code == 201, r.text
+        names, first, agents = await started(cl, debug_broker)
         acked: list[str] = []
         for i in range(9):
             await write(cl, names[i % 3], i, acked)
