@@ -22,7 +22,7 @@ at N = 1,000 the simulated agents' own passes are most of the CPU a change costs
 Figures grow with N in a table and in a PNG plot (``--plot``).
 
     .venv/bin/python -m benchmarks.fanout [--hosts 100,300,1000] [--endpoints 20000]
-        [--changes 100] [--workers 4] [--plot benchmarks/fanout.png] [--quick]
+        [--changes 100] [--workers 4] [--relays K] [--plot benchmarks/fanout.png] [--quick]
 """
 
 from __future__ import annotations
@@ -46,9 +46,11 @@ from agents.kernel.memory import MemoryKernel
 from broker import identities
 from cli.client import AsyncClient
 from proto import logs, topics
+from proto.failover import Brokers
 from proto.mqtt import BrokerURL, cancel_and_wait, client, connector
 from proto.signals import exit_on_signals
 
+from . import relaylab
 from .api_throughput import controller_with_broker
 from .common import cpu_seconds, percentile, report, rss_mib, summary
 
@@ -87,19 +89,22 @@ def shared_decoder(size: int = 64) -> dict[str, Any]:
 
 
 async def simulate(first: int, count: int, broker: str, ids: Path) -> None:
+    """Agents ``first`` … on the brokers ``broker`` (comma-separated: each agent starts
+    on a random one, as a real agent given several)."""
     decoder = shared_decoder()
-    base = BrokerURL.parse(broker)
+    bases = [BrokerURL.parse(b) for b in broker.split(",")]
     daemons = []
     for i in range(first, first + count):
         agent = Agent(host(i), MemoryKernel(keep=0), vtep(i), **decoder)
         # periodic full passes every 300 s, not 30 s: on real hosts each costs its own
         # host ~15 ms a period; here N of them would share 2 cores at the same moments
-        url = base.with_credentials(ids / host(i))
+        urls = [b.with_credentials(ids / host(i)) for b in bases]
         # keepalive 120 s, not 10: a process's hundreds of agents share one event loop,
         # where a round of their cold passes takes longer than 1.5 x 10 s, and the broker
         # dropped their sessions (each then synchronised again); a real host's pass is
         # the only work on its agent's loop
-        daemons.append(AgentDaemon(agent, connector(url, keepalive=120, timeout=60), RESYNC))
+        ring = Brokers.of((str(u), connector(u, keepalive=120, timeout=60)) for u in urls)
+        daemons.append(AgentDaemon(agent, ring, RESYNC))
     tasks = [asyncio.create_task(d.session()) for d in daemons]
     tasks += [asyncio.create_task(d.reconciler()) for d in daemons]
     try:
@@ -186,14 +191,14 @@ async def changes_applied(url: str, endpoints: int, changes: int) -> list[float]
     return out
 
 
-def start_workers(n: int, workers: int, broker: BrokerURL, ids: Path, log: Path) -> list[Any]:
+def start_workers(n: int, workers: int, broker: str, ids: Path, log: Path) -> list[Any]:
     procs = []
     per = -(-n // workers)
     with open(log, "ab") as out:
         for first in range(0, n, per):
             cmd = [sys.executable, "-m", "benchmarks.fanout", "--worker"]
             cmd += ["--first", str(first), "--count", str(min(per, n - first))]
-            cmd += ["--broker", str(broker), "--identities", str(ids)]
+            cmd += ["--broker", broker, "--identities", str(ids)]
             procs.append(subprocess.Popen(cmd, stdout=out, stderr=out))
     return procs
 
@@ -214,17 +219,22 @@ def sessions(log: Path, n: int) -> dict[str, int]:
     session lost means a client synchronised again."""
     made = {"agents": -2 * n, "controller": -1}  # report_online made one each too
     for line in log.read_bytes().splitlines():
-        if b"New client connected" in line:
+        if b"New client connected" in line and b"@relay-" not in line:
             made["controller" if line.endswith(b"'@controller').") else "agents"] += 1
     return made
 
 
-def one_n(n: int, endpoints: int, changes: int, workers: int) -> dict[str, Any]:
-    print(f"fanout: N={n}: broker, controller, {endpoints} endpoints …", flush=True)
+def one_n(n: int, endpoints: int, changes: int, workers: int, k: int = 0) -> dict[str, Any]:
+    """One N; with ``k`` relays the agents are on them (each given all k), not on the
+    root broker the controller publishes on."""
+    print(f"fanout: N={n}: broker, {k} relays, controller, {endpoints} endpoints …", flush=True)
     with tempfile.TemporaryDirectory(prefix="plexus-fanout-") as d:
         work = Path(d)
         hosts = [host(i) for i in range(n)]
-        with controller_with_broker(work, hosts) as svc:
+        with (
+            controller_with_broker(work, hosts) as svc,
+            relaylab.running(work, work / "broker", svc.broker, k) as relays,
+        ):
             ids = identities.BrokerDir(work / "broker").identities
             asyncio.run(report_online(svc.broker, ids, n))
             loaded = asyncio.run(populate(svc.url, n, endpoints, changes))
@@ -235,12 +245,14 @@ def one_n(n: int, endpoints: int, changes: int, workers: int) -> dict[str, Any]:
                 f"{loaded['endpoints']:.1f} s; agents start …",
                 flush=True,
             )
-            procs = start_workers(n, workers, svc.broker, ids, work / "workers.log")
+            brokers = ",".join(str(r.url) for r in relays) or str(svc.broker)
+            procs = start_workers(n, workers, brokers, ids, work / "workers.log")
 
             def cpu() -> dict[str, float]:
                 return {
                     "controller": cpu_seconds(svc.pid),
                     "broker": cpu_seconds(svc.broker_pid),
+                    **({"relays": sum(cpu_seconds(r.pid) for r in relays)} if relays else {}),
                     "simulators": sum(cpu_seconds(p.pid) for p in procs),
                 }
 
@@ -262,6 +274,7 @@ def one_n(n: int, endpoints: int, changes: int, workers: int) -> dict[str, Any]:
                     "change_ms": lat,
                     "controller_rss_mib": rss_mib(svc.pid),
                     "broker_rss_mib": rss_mib(svc.broker_pid),
+                    "relays": k,
                     "sim_rss_mib": round(sim_rss, 1),
                     "cold_cpu_s": {k: round(mid[k] - cpu0[k], 2) for k in mid},
                     "changes_cpu_s": {k: round(end[k] - mid[k], 2) for k in end},
@@ -311,6 +324,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--endpoints", type=int, default=20_000)
     ap.add_argument("--changes", type=int, default=100)
     ap.add_argument("--workers", type=int, default=4, help="simulator processes")
+    ap.add_argument("--relays", type=int, default=0, help="agents behind this many relays")
     ap.add_argument("--plot", type=Path, default=Path("benchmarks/fanout.png"))
     ap.add_argument("--quick", action="store_true", help="N=4,8; 200 endpoints; 5 changes")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -326,27 +340,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.hosts, args.endpoints, args.changes, args.workers = "4,8", 200, 5, 2
     exit_on_signals()
     results = [
-        one_n(int(n), args.endpoints, args.changes, args.workers) for n in args.hosts.split(",")
+        one_n(int(n), args.endpoints, args.changes, args.workers, args.relays)
+        for n in args.hosts.split(",")
     ]
     rows: list[dict[str, Any]] = []
     for r in results:
         n = r["n"]
+        tag = f"N={n}" + (f" behind {r['relays']} relays" if r["relays"] else "")
         loaded = r["loaded_s"]
         rows.append(
             {
-                "what": f"N={n}: loaded: compartments / endpoints, one batch each",
+                "what": f"{tag}: loaded: compartments / endpoints, one batch each",
                 "value": f"{loaded['compartments']:.2f} s / {loaded['endpoints']:.2f} s",
             }
         )
-        rows.append({"what": f"N={n}: change → all applied", **summary(r["change_ms"])})
-        rows.append({"what": f"N={n}: cold start → all in sync", "value": f"{r['cold_s']:.1f} s"})
-        rows.append({"what": f"N={n}: controller RSS", "value": f"{r['controller_rss_mib']} MiB"})
-        rows.append({"what": f"N={n}: broker RSS", "value": f"{r['broker_rss_mib']} MiB"})
-        rows.append({"what": f"N={n}: simulators' RSS", "value": f"{r['sim_rss_mib']} MiB"})
+        rows.append({"what": f"{tag}: change → all applied", **summary(r["change_ms"])})
+        rows.append({"what": f"{tag}: cold start → all in sync", "value": f"{r['cold_s']:.1f} s"})
+        rows.append({"what": f"{tag}: controller RSS", "value": f"{r['controller_rss_mib']} MiB"})
+        rows.append({"what": f"{tag}: broker RSS", "value": f"{r['broker_rss_mib']} MiB"})
+        rows.append({"what": f"{tag}: simulators' RSS", "value": f"{r['sim_rss_mib']} MiB"})
         again = r["sessions"]
         rows.append(
             {
-                "what": f"N={n}: broker sessions made again (agents / controller)",
+                "what": f"{tag}: broker sessions made again (agents / controller)",
                 "value": f"{again['agents']} / {again['controller']}",
             }
         )
@@ -354,9 +370,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cpu = r[f"{phase}_cpu_s"]
             took = r["cold_s"] if phase == "cold" else r["changes_wall_s"]
             used = ", ".join(f"{who} {s} s" for who, s in cpu.items())
-            rows.append({"what": f"N={n}: CPU during {phase} ({took:.1f} s)", "value": used})
+            rows.append({"what": f"{tag}: CPU during {phase} ({took:.1f} s)", "value": used})
     plot(results, args.plot, args.endpoints)
     extra = {"endpoints": args.endpoints, "changes": args.changes, "workers": args.workers}
+    extra["relays"] = args.relays
     return report("fanout", rows, extra, TARGETS)
 
 

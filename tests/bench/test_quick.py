@@ -163,6 +163,19 @@ def test_fanout_quick(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.broker
+def test_fanout_quick_behind_relays(tmp_path: Path) -> None:
+    """The agents on two relays (Mosquitto bridges of the root broker the controller
+    publishes on): each change converges through them, and no session is lost."""
+    result = run_benchmark("fanout", "--relays", "2", "--plot", str(tmp_path / "f.png"))
+    rows = {r["what"]: r for r in result["rows"]}  # type: ignore[attr-defined]
+    assert rows["N=8 behind 2 relays: change → all applied"]["n"] == 5
+    again = rows["N=8 behind 2 relays: broker sessions made again (agents / controller)"]
+    assert again["value"] == "0 / 0"
+    (cpu,) = (r for w, r in rows.items() if w.startswith("N=8 behind 2 relays: CPU during ch"))
+    assert "relays" in cpu["value"]  # the relays' own CPU is a figure of its own
+
+
 def test_store_writes_quick() -> None:
     result = run_benchmark("store_writes")
     whats = [r["what"] for r in result["rows"]]  # type: ignore[attr-defined]
