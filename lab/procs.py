@@ -94,7 +94,7 @@ def stop(spec: LabSpec, grace: float = 5.0) -> list[int]:
     """SIGTERM every process of the lab (agents first), SIGKILL what outlives ``grace``."""
     procs = find(spec)
     rank = {str(spec.agent_config(h)): 0 for h in spec.hosts}
-    rank[str(spec.controller_config)] = 1
+    rank.update({str(spec.controller_config_of(c)): 1 for c in spec.controllers})
     order = sorted(procs, key=lambda p: min((rank.get(a, 2) for a in procs[p]), default=2))
     for pid in order:
         with contextlib.suppress(ProcessLookupError):
