@@ -1,7 +1,8 @@
 """End to end, the highly available lab: ``plexus lab up --controllers 3 --store
 postgresql --relays 2`` (a private PostgreSQL cluster, 3 controller processes, a root
 Mosquitto and 2 relays, an agent per host on the real kernel), its leader and a relay
-SIGKILLed under it, then ``lab down`` leaving nothing behind. One lab, in file order."""
+SIGKILLed under it, then ``lab down`` leaving nothing behind: one lab, in file order.
+Last, another lab whose ``lab up`` is SIGKILLed half-way, removed by ``lab down``."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from proto import names
 from tests.e2e.test_lab import Before, lab_namespaces, plexus, plexus_json, processes
 from tests.kernel.lab import require_root
 from tests.pg import bindir
+from tests.support import PLEXUS
 
 pytestmark = pytest.mark.kernel
 
@@ -212,3 +214,43 @@ def test_lab_down_leaves_nothing_behind(ha: HaLab) -> None:
     with IPRoute() as ipr:
         assert not ipr.link_lookup(ifname=bridge)
     ha.before.assert_restored()
+
+
+def test_lab_down_after_lab_up_was_killed_midway() -> None:
+    """``lab up`` SIGKILLed once PostgreSQL, the relays and a controller run: ``lab
+    down`` still stops them all and removes the cluster with the lab's directory."""
+    require_root()
+    bindir()
+    base = Path(tempfile.mkdtemp(prefix="plexus-labha-", dir="/tmp"))
+    base.chmod(0o755)
+    record("dir", str(base))
+    lab = HaLab(base)
+    up = subprocess.Popen(
+        [PLEXUS, "lab", "up", "--hosts", "2", "--dir", str(lab.dir), "--host-prefix",
+         lab.prefix, "--controllers", "3", "--store", "postgresql", "--relays", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "controller" not in json.loads(_read(lab.dir / "lab.json") or "{}").get("pids", {}):
+            assert up.poll() is None and time.monotonic() < deadline, "lab up ended early"
+            time.sleep(0.05)
+        up.kill()
+        up.wait()
+        assert any("postgres" in c for c in processes(lab.dir).values())
+        plexus("lab", "down", "--dir", str(lab.dir))
+        assert not lab.dir.exists() and processes(lab.dir) == {}
+        lab.before.assert_restored()
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        plexus("lab", "down", "--dir", str(lab.dir), check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
