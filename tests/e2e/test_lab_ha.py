@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,15 @@ class HaLab:
             if '"broker_connected"' in line:
                 found = json.loads(line)["broker"]
         return found
+
+    def moved_after(self, host: str, since: float) -> float | None:
+        """Seconds from ``since`` (wall clock) to the agent's first connection after it."""
+        for line in (self.dir / "logs" / f"agent-{host}.log").read_text().splitlines():
+            if '"broker_connected"' in line:
+                at = datetime.fromisoformat(json.loads(line)["timestamp"]).timestamp()
+                if at >= since:
+                    return at - since
+        return None
 
     def create(self, url: str, host: str, name: str) -> dict[str, Any]:
         """A compartment on ``host`` with an endpoint on demo, through ``url``."""
@@ -184,6 +194,7 @@ def test_killing_a_relay_moves_its_agents_and_loses_no_ping(ha: HaLab) -> None:
     try:
         time.sleep(1)  # pings flowing before the kill
         os.kill(relays[victim]["pid"], signal.SIGKILL)
+        killed = time.time()
         # the relay's absence does not stop a change from converging
         live = next(s["url"] for s in ha.status()["services"] if s["name"].startswith("controller")
                     and s["running"])  # fmt: skip
@@ -202,6 +213,9 @@ def test_killing_a_relay_moves_its_agents_and_loses_no_ping(ha: HaLab) -> None:
     assert sent == 600 and received == sent, out
     for h in moved:
         assert ha.broker_of(h) == relays[survivor]["url"], (h, ha.broker_of(h))
+    took = sorted(t for h in moved if (t := ha.moved_after(h, killed)) is not None)
+    assert len(took) == len(moved)
+    print(f"{len(moved)} agents of {victim} on {survivor} after {took[0]:.2f} to {took[-1]:.2f} s")
     assert ping(names.netns(h1, f"{h1}-c1"), made["ip"], "-c", "1", "-W", "2").returncode == 0
 
 
