@@ -1,8 +1,9 @@
 """``plexus lab up | down | status``: the lab's life cycle.
 
 ``up`` fixes the spec, saves it, then builds the underlay and starts a real Mosquitto,
-the controller and one ``plexus-agent`` process per host namespace, each detached
-from the CLI and logging to ``DIR/logs``. ``down`` stops every process of the lab and
+its relays, a private PostgreSQL (:mod:`.ha`), the controller replicas and one
+``plexus-agent`` process per host namespace, each detached from the CLI and logging
+to ``DIR/logs``. ``down`` stops every process of the lab and
 removes every namespace, link and file it made; it is idempotent and works after a
 crash, because the spec was saved before anything was made.
 """
