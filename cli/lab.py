@@ -35,6 +35,20 @@ PrefixOpt = Annotated[str, typer.Option("--host-prefix", help="host ids are PREF
 TlsOpt = Annotated[
     bool, typer.Option("--tls", help="the broker speaks TLS; clients present certificates")
 ]
+ControllersOpt = Annotated[
+    int, typer.Option("--controllers", help="controller replicas (more than 1: a shared store)")
+]
+StoreOpt = Annotated[
+    str,
+    typer.Option(
+        "--store",
+        help="sqlite, postgresql (a private cluster made by initdb in the lab directory) "
+        "or a postgresql:// URL",
+    ),
+]
+RelaysOpt = Annotated[
+    int, typer.Option("--relays", help="relays bridged to the root broker; agents use them")
+]
 
 
 class Steps:
@@ -71,14 +85,30 @@ def _interrupt(signum: int) -> None:
     raise KeyboardInterrupt
 
 
-def _up(directory: Path, hosts: int, host_prefix: str, tls: bool) -> LabSpec:
+def _up(
+    directory: Path,
+    hosts: int,
+    host_prefix: str,
+    tls: bool,
+    controllers: int = 1,
+    store: str = "sqlite",
+    relays: int = 0,
+) -> LabSpec:
     from lab import core
 
     core.require_root()  # before the machine's lock, which only root may take
     on_signals(_interrupt)  # SIGTERM too removes what was made (this process only)
     try:
         with machine_lock():
-            spec = core.plan(directory, hosts, host_prefix, tls)
+            spec = core.plan(
+                directory,
+                hosts,
+                host_prefix,
+                tls,
+                controllers=controllers,
+                store=store,
+                relays=relays,
+            )
             with Steps() as step:
                 return core.up(spec, step)
     except KeyboardInterrupt:
@@ -105,7 +135,13 @@ def _summary(spec: LabSpec) -> None:
         f"broker      {spec.local_broker_url} (agents: {spec.broker_url}); {auth} and ACLs, "
         f"credentials in {spec.broker_dir / 'identities'}"
     )
-    say(f"controller  {spec.controller_url}   logs: {spec.dir / 'logs'}")
+    for relay in spec.relays:
+        say(f"{relay:<11} {spec.relay_url(relay)}, bridged to the root broker")
+    if spec.store == "postgresql":
+        say(f"postgresql  {spec.store_url}")
+    for replica, url in zip(spec.controllers, spec.controller_urls, strict=True):
+        say(f"{replica:<11} {url}")
+    say(f"logs        {spec.dir / 'logs'}")
     say(f"underlay    {spec.subnet} on bridge {spec.bridge}")
     say(f"\nexport PLEXUS_CONTROLLER={spec.controller_url}")
 
@@ -116,11 +152,14 @@ def lab_up(
     directory: DirOpt = DEFAULT_DIR,
     host_prefix: PrefixOpt = "h",
     tls: TlsOpt = False,
+    controllers: ControllersOpt = 1,
+    store: StoreOpt = "sqlite",
+    relays: RelaysOpt = 0,
     output: OutputOpt = Output.table,
 ) -> None:
-    """Bring a lab up: underlay, broker (credentials and ACLs on), controller and one
-    agent per host."""
-    spec = _up(directory, hosts, host_prefix, tls)
+    """Bring a lab up: underlay, broker (credentials and ACLs on), its relays, the store,
+    the controller replicas and one agent per host."""
+    spec = _up(directory, hosts, host_prefix, tls, controllers, store, relays)
     if output is Output.json:
         show(spec.model_dump(mode="json"), output, [])
     else:
@@ -153,7 +192,7 @@ def lab_status(directory: DirOpt = DEFAULT_DIR, output: OutputOpt = Output.table
     if output is Output.json:
         show(data, output, [])
     else:
-        show(data["services"], output, ["name", "url", "pid", "running", "log"])
+        show(data["services"], output, ["name", "role", "url", "pid", "running", "log"])
         out.print()
         show(
             data["hosts"],
@@ -169,16 +208,19 @@ def lab_status(directory: DirOpt = DEFAULT_DIR, output: OutputOpt = Output.table
 
 @lab_app.command("logs")
 def lab_logs(
-    target: Annotated[str, typer.Argument(help="a host id, `controller` or `broker`")],
+    target: Annotated[
+        str, typer.Argument(help="a host id, `controller[-N]`, `relay-N` or `broker`")
+    ],
     lines: Annotated[int, typer.Option("--lines", "-n", help="how many lines")] = 50,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing")] = False,
     directory: DirOpt = DEFAULT_DIR,
 ) -> None:
     """Print the log of a host's agent, the controller or the broker."""
     spec = _load(directory)
-    if target not in (*spec.hosts, "controller", "broker"):
+    if target not in (*spec.hosts, *spec.controllers, *spec.relays, "broker"):
         raise CliError(
-            f"no {target!r} in this lab: a host ({', '.join(spec.hosts)}), controller or broker"
+            f"no {target!r} in this lab: a host ({', '.join(spec.hosts)}), "
+            f"{', '.join([*spec.controllers, *spec.relays])} or broker"
         )
     path = spec.log(target)
     try:
@@ -250,7 +292,7 @@ def lab_demo(
 ) -> None:
     """A lab (brought up if none runs), an overlay network with two compartments per host
     made through the API, and a ping matrix. The lab stays up for you to explore."""
-    from lab import demo, procs
+    from lab import core, demo, procs
 
     from .apply import apply, wait_hosts
     from .client import Client
@@ -261,14 +303,19 @@ def lab_demo(
         if output is not Output.json:
             _summary(spec)
             out.print()
-    down = [name for name, pid in spec.pids.items() if not procs.alive(pid)]
+    # replicas and relays may be down (the lab is HA), as long as one of each runs
+    spare = (*spec.controllers, *spec.relays)
+    down = [name for name, pid in spec.pids.items() if not procs.alive(pid) and name not in spare]
+    if spec.relays and not any(procs.alive(spec.pids.get(r, 0)) for r in spec.relays):
+        down.append("every relay")
     if down:
         raise LabError(
             f"the lab in {directory} is not healthy ({', '.join(down)} not running): "
             "`plexus lab down`, then `plexus lab demo` again"
         )
     topo = demo.topology(spec.hosts)
-    with Steps() as step, Client(spec.controller_url) as api:
+    url = core.live_controller(spec)
+    with Steps() as step, Client(url) as api:
         step("hosts online")
         wait_hosts(api, spec.hosts, 30)
         step(
@@ -288,7 +335,7 @@ def lab_demo(
     if output is Output.json:
         show(
             {
-                "controller_url": spec.controller_url,
+                "controller_url": url,
                 "network": demo.NETWORK,
                 "endpoints": [vars(t) for t in targets],
                 "probes": [vars(p) for p in probes],
@@ -303,7 +350,7 @@ def lab_demo(
         first, second = targets[0], targets[-1]
         say(
             f"\n{reached}/{len(probes)} pairs reachable. The lab stays up; try:\n"
-            f"  export PLEXUS_CONTROLLER={spec.controller_url}\n"
+            f"  export PLEXUS_CONTROLLER={url}\n"
             f"  plexus endpoint list\n"
             f"  plexus lab exec {first.host} {first.compartment} -- ping -c 3 {second.ip}\n"
             f"  plexus lab down"

@@ -1,8 +1,9 @@
 """``plexus lab up | down | status``: the lab's life cycle.
 
 ``up`` fixes the spec, saves it, then builds the underlay and starts a real Mosquitto,
-the controller and one ``plexus-agent`` process per host namespace, each detached
-from the CLI and logging to ``DIR/logs``. ``down`` stops every process of the lab and
+its relays, a private PostgreSQL (:mod:`.ha`), the controller replicas and one
+``plexus-agent`` process per host namespace, each detached from the CLI and logging
+to ``DIR/logs``. ``down`` stops every process of the lab and
 removes every namespace, link and file it made; it is idempotent and works after a
 crash, because the spec was saved before anything was made.
 """
@@ -15,6 +16,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from cli.errors import CliError
 from proto import names
 from proto.types import is_id
 
-from . import procs, underlay
+from . import ha, procs, underlay
 from .records import record
 from .spec import AGENT_METRICS_PORT, LabError, LabSpec, free_subnet
 
@@ -48,12 +50,22 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _free_port(preferred: int) -> int:
-    if _port_free(preferred):
+def _free_port(preferred: int, taken: tuple[int, ...] = ()) -> int:
+    if preferred not in taken and _port_free(preferred):
         return preferred
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
+    while True:
+        with socket.socket() as s:
+            s.bind(("0.0.0.0", 0))
+            port = int(s.getsockname()[1])
+        if port not in taken:
+            return port
+
+
+def _free_ports(count: int, first: int, taken: tuple[int, ...]) -> list[int]:
+    ports: list[int] = []
+    for i in range(count):
+        ports.append(_free_port(first + i, (*taken, *ports)))
+    return ports
 
 
 def host_ids(count: int, prefix: str) -> list[str]:
@@ -66,22 +78,44 @@ def host_ids(count: int, prefix: str) -> list[str]:
     return hosts
 
 
-def plan(directory: Path, hosts: int, host_prefix: str = "h", tls: bool = False) -> LabSpec:
+def plan(
+    directory: Path,
+    hosts: int,
+    host_prefix: str = "h",
+    tls: bool = False,
+    *,
+    controllers: int = 1,
+    store: str = "sqlite",
+    relays: int = 0,
+) -> LabSpec:
     """The spec of a new lab in ``directory``; refuses when one is there already."""
     require_root()
+    if not 1 <= controllers <= 9:
+        raise LabError("--controllers must be between 1 and 9")
+    if not 0 <= relays <= 9:
+        raise LabError("--relays must be between 0 and 9")
+    if controllers > 1 and ha.check_store(store) == "sqlite":
+        raise LabError("several controllers share a PostgreSQL store: add --store postgresql")
+    if relays and tls:
+        raise LabError("--relays with --tls: not in the lab yet (relays listen in plain MQTT)")
     existing = LabSpec.load(directory)
     if existing is not None:
         raise LabError(
             f"a lab is already up in {directory} ({len(existing.hosts)} hosts): "
             f"see `plexus lab status`, or remove it with `plexus lab down`"
         )
+    broker_port = _free_port(1883)
+    api = _free_ports(controllers, 8470, (broker_port,))
     spec = LabSpec.new(
         directory,
         host_ids(hosts, host_prefix),
         free_subnet(underlay.addresses_in_use()),
-        broker_port=_free_port(1883),
-        controller_port=_free_port(8470),
+        broker_port=broker_port,
+        controller_port=api[0],
         tls=tls,
+        store=ha.check_store(store),
+        more_controller_ports=api[1:],
+        relay_ports=_free_ports(relays, 1884, (broker_port, *api)),
     )
     taken = underlay.conflicts(spec)
     if taken:
@@ -93,21 +127,16 @@ def plan(directory: Path, hosts: int, host_prefix: str = "h", tls: bool = False)
 
 
 def _configs(spec: LabSpec) -> None:
-    spec.controller_config.write_text(
-        "[controller]\n"
-        f'broker = "{spec.local_broker_url}"\n'
-        f'broker_credentials = "{spec.identity(identities.CONTROLLER)}"\n'
-        f'store = "{spec.dir / "plexus.db"}"\n'
-        f'listen = "127.0.0.1:{spec.controller_port}"\n'
-        'log_format = "json"\n'
-    )
+    for replica in spec.controllers:
+        spec.controller_config_of(replica).write_text(ha.controller_config(spec, replica))
+    brokers = ", ".join(f'"{u}"' for u in spec.agent_brokers)
     for h in spec.hosts:
         path = spec.agent_config(h)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
             "[agent]\n"
             f'host_id = "{h}"\n'
-            f'broker = "{spec.broker_url}"\n'
+            f"broker = [{brokers}]\n"
             f'broker_credentials = "{spec.identity(h)}"\n'
             f'vtep_address = "{spec.vtep(h)}"\n'
             f"metrics_port = {AGENT_METRICS_PORT}\n"
@@ -129,9 +158,11 @@ def up(spec: LabSpec, step: Step, timeout: float = 30.0) -> LabSpec:
                 [] if spec.tls else listeners,
                 spec.hosts,
                 tls_listeners=listeners if spec.tls else [],
+                controllers=len(spec.controllers),
             )
         except BrokerError as e:
             raise LabError(f"cannot make the broker's credentials: {e}") from None
+        ha.make_relays(spec)
         _configs(spec)
 
         step(
@@ -140,10 +171,18 @@ def up(spec: LabSpec, step: Step, timeout: float = 30.0) -> LabSpec:
         )
         start(spec, "broker")
         _until(spec, "broker", timeout, lambda: _listening(spec.broker_port))
-
-        step(f"controller on {spec.controller_url}")
-        start(spec, "controller")
-        _until(spec, "controller", timeout, lambda: _healthy(spec))
+        for relay, port in zip(spec.relays, spec.relay_ports, strict=True):
+            step(f"{relay} on {spec.relay_url(relay)}, bridged to the root broker")
+            start(spec, relay)
+            _until(spec, relay, timeout, partial(_listening, port))
+        if spec.store == "postgresql":
+            step(f"PostgreSQL (initdb) on a unix socket in {spec.postgres_dir}")
+            spec.pids["postgres"] = ha.start_postgres(spec)
+            spec.save()
+        for replica, url in zip(spec.controllers, spec.controller_urls, strict=True):
+            step(f"{replica} on {url}")
+            start(spec, replica)
+            _until(spec, replica, timeout, partial(_healthy, url))
 
         step(f"agents: {', '.join(spec.hosts)}")
         for h in spec.hosts:
@@ -159,12 +198,15 @@ def up(spec: LabSpec, step: Step, timeout: float = 30.0) -> LabSpec:
 
 
 def command(spec: LabSpec, process: str) -> list[str]:
-    """How the lab runs ``process``: ``broker``, ``controller`` or ``agent:HOST``."""
+    """How the lab runs ``process``: ``broker``, ``relay-N``, ``controller``,
+    ``controller-N`` or ``agent:HOST``."""
     plexus = procs.plexus_command()
     if process == "broker":
         return [*plexus, "broker", "run", "--dir", str(spec.broker_dir)]
-    if process == "controller":
-        return [*plexus, "controller", "--config", str(spec.controller_config)]
+    if process in spec.relays:
+        return [*plexus, "broker", "run", "--dir", str(spec.relay_dir(process))]
+    if process in spec.controllers:
+        return [*plexus, "controller", "--config", str(spec.controller_config_of(process))]
     host = process.removeprefix("agent:")
     if process.startswith("agent:") and host in spec.hosts:
         return [
@@ -191,18 +233,34 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _get(spec: LabSpec, path: str, timeout: float) -> Any:
-    """The lab controller's answer to ``GET path``; None while it cannot give one (not
-    up yet, or gone): the lab polls, and a failure is only "not yet"."""
+def _get_from(url: str, path: str, timeout: float) -> Any:
     try:
-        with Client(spec.controller_url, timeout=timeout) as api:
+        with Client(url, timeout=timeout) as api:
             return api.get(path)
     except CliError:
         return None
 
 
-def _healthy(spec: LabSpec) -> bool:
-    health = _get(spec, "/healthz", 1)
+def _get(spec: LabSpec, path: str, timeout: float) -> Any:
+    """The answer to ``GET path`` of the first lab controller that gives one; None
+    while none can (not up yet, or gone): the lab polls, and a failure is "not yet"."""
+    for url in spec.controller_urls:
+        answer = _get_from(url, path, timeout)
+        if answer is not None:
+            return answer
+    return None
+
+
+def live_controller(spec: LabSpec) -> str:
+    """The URL of the first controller replica that answers."""
+    for url in spec.controller_urls:
+        if _get_from(url, "/healthz", 1) is not None:
+            return url
+    raise LabError(f"no controller of the lab answers ({', '.join(spec.controller_urls)})")
+
+
+def _healthy(url: str) -> bool:
+    health = _get_from(url, "/healthz", 1)
     return isinstance(health, dict) and bool(health.get("broker_connected"))
 
 
@@ -281,19 +339,33 @@ def status(spec: LabSpec) -> dict[str, Any]:
                 "log": str(spec.log(h)),
             }
         )
+    overall = _get(spec, "/v1/status", 2) or {}
+    leader, epoch = overall.get("leader"), overall.get("epoch")
     services = []
-    for name, url in (("broker", spec.local_broker_url), ("controller", spec.controller_url)):
+    for name, url, role in (
+        ("broker", spec.local_broker_url, "root broker"),
+        *((r, spec.relay_url(r), "relay") for r in spec.relays),
+        *(("postgres", spec.store_url, "store") for _ in spec.pids.keys() & {"postgres"}),
+        *(
+            (c, u, f"leader (epoch {epoch})" if c == leader else "replica")
+            for c, u in zip(spec.controllers, spec.controller_urls, strict=True)
+        ),
+    ):
         pid = spec.pids.get(name)
+        log = spec.postgres_dir / "server.log" if name == "postgres" else spec.log(name)
         services.append(
             {
                 "name": name,
+                "role": role,
                 "url": url,
                 "pid": pid,
                 "running": pid is not None and procs.alive(pid),
-                "log": str(spec.log(name)),
+                "log": str(log),
             }
         )
     return {
+        "leader": leader,
+        "epoch": epoch,
         "dir": str(spec.dir),
         "underlay": spec.subnet,
         "bridge": spec.bridge,

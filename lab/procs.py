@@ -91,14 +91,18 @@ def find(spec: LabSpec) -> dict[int, list[str]]:
 
 
 def stop(spec: LabSpec, grace: float = 5.0) -> list[int]:
-    """SIGTERM every process of the lab (agents first), SIGKILL what outlives ``grace``."""
+    """SIGTERM every process of the lab (agents first, then controllers), SIGKILL what
+    outlives ``grace``."""
     procs = find(spec)
     rank = {str(spec.agent_config(h)): 0 for h in spec.hosts}
-    rank[str(spec.controller_config)] = 1
+    rank.update({str(spec.controller_config_of(c)): 1 for c in spec.controllers})
     order = sorted(procs, key=lambda p: min((rank.get(a, 2) for a in procs[p]), default=2))
+    postgres = str(spec.postgres_dir / "data")
     for pid in order:
+        # PostgreSQL: SIGINT is its fast shutdown (SIGTERM waits for every client to go)
+        sig = signal.SIGINT if postgres in procs[pid] else signal.SIGTERM
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, sig)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and any(alive(p) for p in order):
         time.sleep(0.05)

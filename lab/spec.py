@@ -52,8 +52,15 @@ class LabSpec(BaseModel):
     controller_port: int
     #: the broker's listeners are TLS with client certificates (else passwords)
     tls: bool = False
+    #: ``sqlite``, ``postgresql`` (a private cluster in ``DIR/postgres``) or a URL
+    store: str = "sqlite"
+    #: the API ports of further controller replicas (``controller-2``…)
+    more_controller_ports: list[int] = Field(default_factory=list)
+    #: the ports of the relays ``relay-1``… (agents connect to them, not to the root)
+    relay_ports: list[int] = Field(default_factory=list)
     created: float = Field(default_factory=time.time)
-    #: pid of every process the lab started: "broker", "controller", "agent:HOST"
+    #: pid of every process the lab started: "broker", "postgres", "relay-N",
+    #: "controller", "controller-N", "agent:HOST"
     pids: dict[str, int] = Field(default_factory=dict)
 
     @classmethod
@@ -65,6 +72,9 @@ class LabSpec(BaseModel):
         broker_port: int,
         controller_port: int,
         tls: bool = False,
+        store: str = "sqlite",
+        more_controller_ports: list[int] | None = None,
+        relay_ports: list[int] | None = None,
     ) -> LabSpec:
         directory = directory.resolve()
         return cls(
@@ -75,6 +85,9 @@ class LabSpec(BaseModel):
             broker_port=broker_port,
             controller_port=controller_port,
             tls=tls,
+            store=store,
+            more_controller_ports=more_controller_ports or [],
+            relay_ports=relay_ports or [],
         )
 
     # -- names and addresses -----------------------------------------------------------
@@ -109,8 +122,58 @@ class LabSpec(BaseModel):
 
     @property
     def broker_url(self) -> str:
-        """Where the agents, inside their host namespaces, reach the broker."""
+        """Where the agents, inside their host namespaces, reach the root broker."""
         return f"{self.scheme}://{self.gateway}:{self.broker_port}"
+
+    @property
+    def relays(self) -> list[str]:
+        return [f"relay-{i + 1}" for i in range(len(self.relay_ports))]
+
+    def relay_dir(self, relay: str) -> Path:
+        return self.dir / relay
+
+    def relay_url(self, relay: str) -> str:
+        """Where the agents reach ``relay``."""
+        port = self.relay_ports[self.relays.index(relay)]
+        return f"{self.scheme}://{self.gateway}:{port}"
+
+    @property
+    def agent_brokers(self) -> list[str]:
+        """The agents' broker URLs: every relay, or the root broker without relays."""
+        return [self.relay_url(r) for r in self.relays] or [self.broker_url]
+
+    @property
+    def controllers(self) -> list[str]:
+        """The controller replicas' process names: ``controller``, ``controller-2``…"""
+        more = range(2, len(self.more_controller_ports) + 2)
+        return ["controller", *(f"controller-{i}" for i in more)]
+
+    def controller_port_of(self, replica: str) -> int:
+        return [self.controller_port, *self.more_controller_ports][self.controllers.index(replica)]
+
+    @property
+    def controller_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{self.controller_port_of(c)}" for c in self.controllers]
+
+    def controller_config_of(self, replica: str) -> Path:
+        return self.dir / f"{replica}.toml"
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.dir / "postgres"
+
+    @property
+    def store_url(self) -> str:
+        """What the controllers get as ``store``."""
+        if self.store == "sqlite":
+            return str(self.dir / "plexus.db")
+        if self.store == "postgresql":
+            return f"postgresql://plexus@/postgres?host={self.postgres_dir}"
+        return self.store
+
+    @property
+    def api_token_file(self) -> Path:
+        return self.dir / "api-token"
 
     @property
     def local_broker_url(self) -> str:
@@ -136,8 +199,8 @@ class LabSpec(BaseModel):
         return self.dir / "agents" / f"{host}.toml"
 
     def log(self, process: str) -> Path:
-        """``broker``, ``controller`` or a host id."""
-        if process in ("broker", "controller"):
+        """``broker``, ``controller``, ``controller-N``, ``relay-N``, or a host id."""
+        if process in ("broker", *self.controllers, *self.relays):
             return self.dir / "logs" / f"{process}.log"
         return self.dir / "logs" / f"agent-{process}.log"
 
@@ -147,6 +210,10 @@ class LabSpec(BaseModel):
             str(self.broker_dir),
             str(self.broker_dir / "mosquitto.conf"),
             str(self.controller_config),
+            *(str(self.controller_config_of(c)) for c in self.controllers),
+            *(str(self.relay_dir(r)) for r in self.relays),
+            *(str(self.relay_dir(r) / "mosquitto.conf") for r in self.relays),
+            str(self.postgres_dir / "data"),
             *(str(self.agent_config(h)) for h in self.hosts),
         }
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from broker import mosquitto
+from lab import ha
 from lab.core import MAX_HOSTS, host_ids
 from lab.spec import LabError, LabSpec, bridge_name, free_subnet
 
@@ -38,6 +39,35 @@ def test_a_lab_is_found_by_files_only_its_processes_name(tmp_path: Path) -> None
     marks = s.marks()
     assert str(s.agent_config("h2")) in marks and str(s.controller_config) in marks
     assert str(s.dir) not in marks  # `plexus lab down --dir DIR` itself is not the lab's
+
+
+def test_an_ha_lab_names_its_replicas_relays_and_store(tmp_path: Path) -> None:
+    s = LabSpec.new(
+        tmp_path / "lab", ["h1", "h2"], "198.18.7.0/24", 1883, 8470,
+        store="postgresql", more_controller_ports=[8471, 8472], relay_ports=[1884, 1885],
+    )  # fmt: skip
+    assert s.controllers == ["controller", "controller-2", "controller-3"]
+    assert s.controller_urls == [f"http://127.0.0.1:{p}" for p in (8470, 8471, 8472)]
+    assert s.controller_config_of("controller") == s.controller_config
+    assert ha.controller_identity(s, "controller-3") == "@controller-3"
+    assert s.relays == ["relay-1", "relay-2"]
+    # the agents get every relay, not the root broker
+    assert s.agent_brokers == ["mqtt://198.18.7.254:1884", "mqtt://198.18.7.254:1885"]
+    assert s.store_url == f"postgresql://plexus@/postgres?host={s.dir / 'postgres'}"
+    conf = ha.controller_config(s, "controller-2")
+    assert 'replica = "controller-2"' in conf and "127.0.0.1:8471" in conf
+    assert f'api_token_file = "{s.dir / "api-token"}"' in conf
+    marks = s.marks()
+    assert {str(s.controller_config_of("controller-3")), str(s.relay_dir("relay-2"))} <= marks
+    assert str(s.postgres_dir / "data") in marks  # the postmaster's -D
+    assert s.log("relay-1").name == "relay-1.log" and s.log("controller-2").name.endswith(".log")
+
+
+def test_a_lab_store_is_sqlite_postgresql_or_a_url() -> None:
+    assert ha.check_store("postgresql") == "postgresql"
+    assert ha.check_store("postgresql://u@db/plexus") == "postgresql://u@db/plexus"
+    with pytest.raises(LabError, match="--store"):
+        ha.check_store("mysql")
 
 
 def test_state_file_round_trip(tmp_path: Path) -> None:
