@@ -62,6 +62,9 @@ def test_the_parser_refuses_what_plexus_refuses() -> None:
             "directory": Path("/run/plexus/lab"),
             "host_prefix": "h",
             "tls": False,
+            "controllers": 1,
+            "store": "sqlite",
+            "relays": 0,
             "output": "table",
         },
     )
