@@ -31,7 +31,7 @@ from proto import topics
 from proto.mqtt import BrokerURL, client
 
 from .api import healthy, online
-from .common import cpu_seconds, report, rss_mib
+from .common import cpu_seconds, report, rss_mib, stop_all
 from .rawhttp import Connection, post_all
 
 HOSTS = [f"s{i}" for i in range(1, 5)]
@@ -100,13 +100,7 @@ def controller_with_broker(work: Path, hosts: Sequence[str] = HOSTS) -> Iterator
         wait_until(lambda: healthy(url), "the controller")
         yield Services(url, broker.with_credentials(None), procs[1].pid, procs[0].pid)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         log.close()
 
 

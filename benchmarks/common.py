@@ -142,3 +142,15 @@ def lab_run(hosts: int, prefix: str, measure: Callable[[Any], Coroutine[Any, Any
     finally:
         core.down(directory / "lab")
         directory.rmdir()
+
+
+def stop_all(procs: Sequence[subprocess.Popen[Any]], grace: float = 10.0) -> None:
+    """SIGTERM to every process, then each waited for ``grace`` seconds (SIGKILL after)."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -52,7 +52,7 @@ from proto.signals import exit_on_signals
 
 from . import relaylab
 from .api_throughput import controller_with_broker
-from .common import cpu_seconds, percentile, report, rss_mib, summary
+from .common import cpu_seconds, percentile, report, rss_mib, stop_all, summary
 
 NET = "fo"
 RESYNC = 300.0
@@ -203,17 +203,6 @@ def start_workers(n: int, workers: int, broker: str, ids: Path, log: Path) -> li
     return procs
 
 
-def stop(procs: list[Any]) -> None:
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
 def sessions(log: Path, n: int) -> dict[str, int]:
     """Broker sessions made beyond the first of each client (the broker's log): a
     session lost means a client synchronised again."""
@@ -282,7 +271,7 @@ def one_n(n: int, endpoints: int, changes: int, workers: int, k: int = 0) -> dic
                     "sessions": sessions(work / "processes.log", n),
                 }
             finally:
-                stop(procs)
+                stop_all(procs, 5)
     return result
 
 

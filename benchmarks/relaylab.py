@@ -16,6 +16,7 @@ from broker import identities, relays
 from proto.mqtt import BrokerURL
 
 from .api_throughput import free_port, listening, plexus, wait_until
+from .common import stop_all
 
 
 class Relay(NamedTuple):
@@ -47,12 +48,5 @@ def running(work: Path, root_dir: Path, root: BrokerURL, k: int) -> Iterator[lis
             out.append(Relay(BrokerURL.parse(f"mqtt://127.0.0.1:{port}"), proc.pid))
         yield out
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_all(procs)
         log.close()
