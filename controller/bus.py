@@ -13,8 +13,7 @@ One session (:class:`proto.mqtt.Session`), four named tasks while connected:
 - ``status``: hands the newest status of each host that reported to ``on_status``.
 
 After every (re)connect the broker's retained state is reconciled with the store
-(:meth:`Publication.reconcile`): missing or stale records republished, records the
-store no longer has cleared.
+(:meth:`Publication.reconcile`): missing or stale records republished, gone ones cleared.
 
 **One rule: publish iff leader with a live lease**, decided here. Every replica follows
 the hosts' statuses; a follower publishes nothing, not even a fence. At a new epoch the
@@ -190,12 +189,13 @@ class Bus:
         await mqtt.unsubscribe(topics.ALL_HOST_DESIRED)
         await mqtt.unsubscribe(topics.ALL_NETWORKS)
         # what was queued is in the state the plan is made from: its retained documents
-        # are superseded (one could be older than the plan's), its table changes still go
+        # are superseded (one could be older than the plan's), its table changes still go,
+        # before those committed while the plan went out (never a generation backwards)
         kept = [p for p in self._drain() if not p.retain]
         plan = self.publication.reconcile(retained)
         if not await self._publish_many(mqtt, plan, epoch):
             return False
-        for pub in kept:
+        for pub in kept + self._drain():
             self._queue.put_nowait(pub)
         self.metrics.reconciles.inc()
         log.info(
