@@ -36,6 +36,12 @@ class AgentSettings(BaseSettings):
     vtep_address: str | None = Field(None, description="underlay address for VXLAN")
     vtep_interface: str | None = Field(None, description="take the VTEP from this link")
     resync_interval: float = Field(default=30.0, gt=0, description="seconds between full passes")
+    broker_return_interval: float = Field(
+        default=30.0,
+        ge=0,
+        description="with several brokers: seconds between probes of the first one while on"
+        " another (back once it answers; 0: stay)",
+    )
     verify_view: bool = Field(
         False,
         description="after every pass on the driver's view of the kernel, compare it with a "

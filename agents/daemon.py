@@ -28,7 +28,7 @@ from proto import logs, topics
 from proto.backoff import Backoff
 from proto.errors import BrokerUnavailable
 from proto.failover import Broker, Brokers
-from proto.mqtt import Connect, Session, Will, cancel_and_wait, connector
+from proto.mqtt import BrokerURL, Connect, Session, Will, cancel_and_wait, connector
 from proto.signals import on_signals
 
 from .acllog import AclLog
@@ -41,12 +41,18 @@ log = structlog.get_logger("plexus.agent")
 
 class AgentDaemon:
     def __init__(
-        self, agent: Agent, connect: Connect | Brokers, resync_interval: float = 30.0
+        self,
+        agent: Agent,
+        connect: Connect | Brokers,
+        resync_interval: float = 30.0,
+        return_interval: float = 30.0,
     ) -> None:
         self.agent = agent
         #: one broker, or several (a root and its relays) to fail over between
         self.brokers = connect if isinstance(connect, Brokers) else Brokers([Broker("", connect)])
         self.resync_interval = resync_interval
+        #: away from its home broker, how often to probe it (0: never go back)
+        self.return_interval = return_interval
         self.wake = asyncio.Event()
         self._mqtt: Session | None = None
         self._following: set[str] = set()
@@ -142,23 +148,60 @@ class AgentDaemon:
                     await mqtt.subscribe(topics.host_desired(host), qos=1)
                     self._mqtt = mqtt
                     await self.publish_status(force=True)
-                    async for msg in mqtt.messages():
-                        self.agent.on_message(msg.topic, msg.payload)
-                        if not msg.retain:
-                            self.agent.on_live(msg.topic)
-                        await self._follow(mqtt)
-                        if self.agent.dirty:
-                            self.wake.set()
+                    if await self._read_until_home(mqtt):
+                        log.info("broker_returning", host=host, broker=self.brokers.home.name)
             except BrokerUnavailable as e:
                 log.warning("broker_disconnected", host=host, broker=broker.name, error=e.reason)
             except Exception:
                 log.exception("session_failed", host=host, broker=broker.name)
             finally:
                 self._mqtt = None
+            if self.brokers.current is not broker:  # left for home (a clean disconnect)
+                continue
             # a failed connect or a dropped session: the next broker (the same one when
             # there is only one), after a jittered delay that a session which came up reset
             self.brokers.advance()
             await asyncio.sleep(backoff.next())
+
+    async def _read_until_home(self, mqtt: Session) -> bool:
+        """Fold messages in until the session ends (False, or its error raised) or, away
+        from home, home answers a TCP connect (True: home is current; the caller
+        disconnects cleanly, so no Last Will, and connects there)."""
+
+        async def read() -> None:
+            async for msg in mqtt.messages():
+                self.agent.on_message(msg.topic, msg.payload)
+                if not msg.retain:
+                    self.agent.on_live(msg.topic)
+                await self._follow(mqtt)
+                if self.agent.dirty:
+                    self.wake.set()
+
+        tasks = [asyncio.create_task(read(), name="agent-read")]
+        if self.brokers.away and self.return_interval > 0:
+            tasks.append(asyncio.create_task(self._home_answers(), name="agent-homeward"))
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                await cancel_and_wait(t)
+        if tasks[0] in done:
+            tasks[0].result()  # the session dropped: its error
+            return False
+        self.brokers.go_home()
+        return True
+
+    async def _home_answers(self) -> None:
+        """Returns once the home broker accepts a TCP connection (probed every
+        ``return_interval`` seconds, jittered, so that a fleet does not move in step)."""
+        home = BrokerURL.parse(self.brokers.home.name)
+        while True:
+            await asyncio.sleep(self.return_interval * random.uniform(0.5, 1.5))
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(2):
+                    _, writer = await asyncio.open_connection(home.host, home.port)
+                writer.close()
+                return
 
     async def _follow(self, mqtt: Session) -> None:
         """Changes of every network followed; its snapshot only while its table is
@@ -233,7 +276,7 @@ async def serve(settings: AgentSettings, kernel: Kernel | None = None) -> None:
     agent.verify_view = settings.verify_view
     urls = settings.broker_urls()
     brokers = Brokers.of((str(u), connector(u)) for u in urls)
-    daemon = AgentDaemon(agent, brokers, settings.resync_interval)
+    daemon = AgentDaemon(agent, brokers, settings.resync_interval, settings.broker_return_interval)
     if settings.metrics_port:
         from prometheus_client import start_http_server
 

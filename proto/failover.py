@@ -4,6 +4,9 @@ spreads over them, and moves to the next whenever a connect fails or a session d
 The delay before each attempt is :class:`proto.backoff.Backoff`'s (jittered, reset by
 a session that came up), so a client whose broker died is on the next one within a
 fraction of a second, and a fleet that lost a broker together does not arrive in step.
+The broker a client started on is its **home**: away from it, the client goes back
+once home answers again (``AgentDaemon``: a TCP probe every ``broker_return_interval``
+seconds, jittered), so that a fleet spreads again after a relay returns.
 
     brokers = Brokers.of([(str(url), connector(url)) for url in urls])
     while True:
@@ -41,7 +44,7 @@ class Brokers:
         self.ring = tuple(brokers)
         if not self.ring:
             raise ValueError("no broker to connect to")
-        self._i = (rng or random.Random()).randrange(len(self.ring))
+        self._i = self._home = (rng or random.Random()).randrange(len(self.ring))
 
     @classmethod
     def of(
@@ -52,6 +55,21 @@ class Brokers:
     @property
     def current(self) -> Broker:
         return self.ring[self._i]
+
+    @property
+    def home(self) -> Broker:
+        """The broker this client started on (chosen at random)."""
+        return self.ring[self._home]
+
+    @property
+    def away(self) -> bool:
+        """On another broker than its home."""
+        return self._i != self._home
+
+    def go_home(self) -> Broker:
+        """Home answers again: it is the one to try."""
+        self._i = self._home
+        return self.current
 
     def advance(self) -> Broker:
         """The current broker failed (or its session dropped): the next one."""

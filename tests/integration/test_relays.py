@@ -137,12 +137,14 @@ def ring(topo: Topology, first: str, host: str) -> Brokers:
 
 
 @contextlib.asynccontextmanager
-async def agents(topo: Topology, hosts: dict[str, str]) -> AsyncIterator[dict[str, AgentDaemon]]:
+async def agents(
+    topo: Topology, hosts: dict[str, str], return_interval: float = 600
+) -> AsyncIterator[dict[str, AgentDaemon]]:
     daemons: dict[str, AgentDaemon] = {}
     tasks: list[asyncio.Task[None]] = []
     for i, (h, relay) in enumerate(hosts.items()):
         agent = Agent(h, MemoryKernel(), f"198.18.0.{i + 1}")
-        d = AgentDaemon(agent, ring(topo, relay, h), resync_interval=600)
+        d = AgentDaemon(agent, ring(topo, relay, h), 600, return_interval)
         daemons[h] = d
         tasks += [asyncio.create_task(d.session()), asyncio.create_task(d.reconciler())]
     try:
@@ -268,6 +270,33 @@ async def test_agents_on_two_relays_converge_fail_over_and_a_relay_restarts_whol
             await wait_for(statuses, timeout=15, what="every host's status on the new root")
     finally:
         ctl.stop()
+
+
+async def test_agents_go_back_to_their_relay_once_it_answers_again(topology: Topology) -> None:
+    """h1 and h3 start on ra (their home), h2 on rb. ra SIGKILLed: h1 and h3 move to rb
+    and stay there while ra is down (probed every 0.2-0.6 s, refused); ra restarted: h1
+    and h3 are back on it, h2 never moved."""
+    topo = topology
+    placement = {"h1": "ra", "h2": "rb", "h3": "ra"}
+    async with agents(topo, placement, return_interval=0.4) as daemons:
+        await wait_for(
+            lambda: all(on(topo, d, placement[h]) for h, d in daemons.items()),
+            what="every agent on its relay",
+        )
+        topo.procs["ra"].send_signal(signal.SIGKILL)
+        topo.procs["ra"].wait()
+        await wait_for(lambda: all(on(topo, d, "rb") for d in daemons.values()), what="all on rb")
+        await asyncio.sleep(2)  # ra refuses: nobody leaves rb
+        assert all(on(topo, d, "rb") for d in daemons.values())
+        t0 = time.monotonic()
+        topo.start("ra")
+        await wait_for(
+            lambda: all(on(topo, d, placement[h]) for h, d in daemons.items()),
+            what="h1 and h3 back on ra",
+        )
+        print(f"\nrelay back -> its agents on it again: {time.monotonic() - t0:.2f} s")
+        await asyncio.sleep(1)  # and there they stay (home is not left again)
+        assert all(on(topo, d, placement[h]) for h, d in daemons.items())
 
 
 async def test_through_a_relay_a_host_reads_only_its_own_desired_and_its_will_goes_up(

@@ -42,6 +42,15 @@ def test_the_ring_starts_at_random_and_goes_round() -> None:
         Brokers.of([])
 
 
+def test_home_is_where_the_ring_started() -> None:
+    ring = Brokers.of([(n, nowhere) for n in ("mqtt://a:1", "mqtt://b:1")], random.Random(1))
+    home = ring.current
+    assert ring.home is home and not ring.away
+    ring.advance()
+    assert ring.away and ring.current is not home and ring.home is home
+    assert ring.go_home() is home and not ring.away
+
+
 async def test_the_agent_moves_to_the_next_broker_and_rebuilds_its_session() -> None:
     """Its broker dies (the session drops, the broker refuses connections): the agent is
     on the other one, subscribed again, its tables unverified, its status online there."""
