@@ -4,8 +4,8 @@ to ``on_status`` (the runtime folds them into the service).
 
 One session (:class:`proto.mqtt.Session`), four named tasks while connected:
 
-- ``reader``: host status (and Last Will), host events, relays' bridge states (handed
-  to ``on_relay``), and during a reconciliation the broker's retained state;
+- ``reader``: host status (and Last Will), host events, relays' bridge states (to the
+  :class:`~controller.fleet.Fleet`), and during a reconciliation the broker's retained state;
 - ``publisher``: publishes, in commit order, what each committed change needs — only
   while this replica leads (:mod:`controller.leader`);
 - ``snapshotter``: refreshes network snapshots, coalesced (at most one per network per
@@ -41,6 +41,7 @@ from proto.errors import BrokerUnavailable
 from proto.mqtt import Connect, Session
 
 from .errors import StoreError
+from .fleet import Fleet
 from .leader import Leadership, Sole
 from .metrics import Metrics
 from .publication import Batch, Publication, Publish
@@ -65,7 +66,7 @@ class Bus:
         broker: str = "",
         lease: Leadership | None = None,
         on_lead: Callable[[int], list[Publish] | None] = lambda after: [],
-        on_relay: Callable[[str, bytes], None] = lambda topic, payload: None,
+        fleet: Fleet | None = None,
     ) -> None:
         self.connect = connect
         self.publication = publication
@@ -80,7 +81,7 @@ class Bus:
             p for p in ("plexus-controller", self.lease.replica, secrets.token_hex(3)) if p
         )
         self.on_lead = on_lead
-        self.on_relay = on_relay  # a relay's bridge state (controller.fleet)
+        self.fleet = fleet or Fleet()  # relays' bridge states, and hosts' brokers
         self.connected = asyncio.Event()
         self._queue: asyncio.Queue[Publish] = asyncio.Queue()
         self._dirty: set[str] = set()
@@ -141,6 +142,7 @@ class Bus:
             await mqtt.subscribe(topics.ALL_HOST_STATUS, qos=1)
             await mqtt.subscribe(topics.ALL_HOST_EVENTS, qos=0)
             await mqtt.subscribe(FENCE, qos=1)
+            self.fleet.on_session()  # the relays' states as this broker holds them
             await mqtt.subscribe(topics.ALL_RELAYS, qos=1)
             epoch = await self._lead(mqtt) if self.lease.epoch else 0
             self.connected.set()
@@ -215,7 +217,7 @@ class Bus:
                 self._fence[1].set()
             return
         if topic.startswith(topics.RELAYS + "/"):
-            return self.on_relay(topic, payload)
+            return self.fleet.on_relay(topic, payload, retain)
         try:
             parsed = topics.parse(topic)
         except proto.BadTopic as e:

@@ -58,23 +58,37 @@ class Fleet:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self.relays: dict[str, Relay] = {}
+        #: the states before the broker session began: kept (with their ``since``) for
+        #: the relays whose retained state, the same, comes with the new subscription
+        self._before: dict[str, Relay] = {}
         #: host → the broker its last status named ("" when it named none)
         self.brokers: dict[str, str] = {}
 
-    def on_relay(self, topic: str, payload: bytes) -> None:
-        """Fold a message of ``plexus/relays/+`` in (never raises: logged and ignored)."""
+    def on_session(self) -> None:
+        """A new broker session, about to subscribe: what the broker holds now replaces
+        what was known (a root restarted meanwhile holds only the bridges that connected
+        to it again; a relay that died meanwhile is not left connected here)."""
+        self._before, self.relays = self.relays, {}
+
+    def on_relay(self, topic: str, payload: bytes, retained: bool = False) -> None:
+        """Fold a message of ``plexus/relays/+`` in (never raises: logged and ignored);
+        ``retained``: the broker's stored state, sent as the subscription was made."""
         try:
             name, state = relay_state(topic, payload)
         except WireError as e:
             log.warning("relay_state_rejected", topic=topic[:256], reason=e.reason)
             return
         old = self.relays.get(name)
+        if old is None and retained:
+            old = self._before.get(name)
         if state is None:
             if self.relays.pop(name, None) is not None:
                 log.info("relay_forgotten", relay=name)
         elif old is None or old.state != state:
             self.relays[name] = Relay(name, state, self.clock())
             log.info("relay_state", relay=name, state=state)
+        else:
+            self.relays[name] = old
 
     def on_status(self, host: str, broker: str) -> None:
         self.brokers[host] = broker

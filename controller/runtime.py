@@ -77,7 +77,7 @@ class Runtime:
             broker=broker,
             lease=lease,
             on_lead=self.take_over,
-            on_relay=self.fleet.on_relay,
+            fleet=self.fleet,
         )
         #: (sequence number, its table changes) of the last commits, up to RECENT bytes
         self.recent: collections.deque[tuple[int, list[Publish]]] = collections.deque()

@@ -132,6 +132,23 @@ def test_the_fleet_keeps_each_relays_state_and_since_when() -> None:
     assert [r["name"] for r in fleet.view()] == ["a"]
 
 
+def test_a_new_broker_session_shows_the_relays_that_broker_holds() -> None:
+    """After a reconnect (perhaps to a root restarted meanwhile) the relays are those
+    whose state the broker sends with the subscription: one that died meanwhile is not
+    left connected; one whose retained state is the same keeps its ``since``."""
+    now = [100.0]
+    fleet = Fleet(clock=lambda: now[0])
+    fleet.on_relay("plexus/relays/a", b"1")
+    fleet.on_relay("plexus/relays/b", b"1")
+    now[0] = 200.0
+    fleet.on_session()
+    assert fleet.view() == []
+    fleet.on_relay("plexus/relays/a", b"1", retained=True)
+    assert fleet.view() == [{"name": "a", "state": "connected", "since": 100.0}]
+    fleet.on_relay("plexus/relays/b", b"1")  # live: b's bridge back on the new root
+    assert fleet.relays["b"].since == 200.0
+
+
 async def test_the_bus_hands_relay_states_and_host_brokers_to_the_fleet(tmp_path: Path) -> None:
     """Through the controller's own bus (in-memory broker): a relay's state retained
     before the controller connected arrives with its subscription; a malformed one is
