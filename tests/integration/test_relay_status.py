@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
+from proto import topics
 from tests.integration import test_relays as relays
-from tests.support import PLEXUS, ControllerProcess, wait_for
+from tests.support import PLEXUS, ControllerProcess, free_port, stop_process, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -176,3 +177,38 @@ async def test_every_replica_follows_relays_and_hosts_brokers(
     finally:
         for p in procs:
             p.stop()
+
+
+async def test_on_the_root_a_relay_writes_only_its_own_state_and_controllers_only_read(
+    tmp_path: Path,
+) -> None:
+    """The root's ACL, with the real Mosquitto: relay a sets and clears its own state;
+    what it writes on b's is dropped, and so is what a controller writes there."""
+    port = free_port()
+    root = tmp_path / "root"
+    relays.plexus("init", "--dir", str(root), "--listen", f"127.0.0.1:{port}")
+    for r in ("a", "b"):
+        relays.plexus("add-relay", r, "--dir", str(root))
+    topo = relays.Topology(root, {"root": port}, tmp_path)
+    try:
+        topo.start("root")
+        async with relays.connect(topo.url("root", "@relay-a"), "@relay-a") as a:
+            await a.publish(topics.relay_state("a"), b"1", qos=1, retain=True)
+            await a.publish(topics.relay_state("b"), b"1", qos=1, retain=True)
+        # a retained record the controller reads after the relays' states: all sent
+        until = topics.host_desired("h0")
+        async with relays.connect(topo.url("root", "@controller"), "@controller") as c:
+            await c.publish(topics.relay_state("b"), b"0", qos=1, retain=True)
+            await c.publish(until, b"sentinel", qos=1, retain=True)
+
+        async def held() -> dict[str, bytes] | None:
+            got = await relays.readable(topo.url("root", "@controller"), [topics.ALL_RELAYS], until)
+            return None if got is None else {t: p for t, p in got.items() if t != until}
+
+        assert await held() == {topics.relay_state("a"): b"1"}
+        async with relays.connect(topo.url("root", "@relay-a"), "@relay-a") as a:
+            await a.publish(topics.relay_state("a"), b"", qos=1, retain=True)
+        assert await held() == {}
+    finally:
+        for p in topo.procs.values():
+            stop_process(p, 5)
