@@ -2,10 +2,11 @@
 ``broker`` of its status) and each relay's bridge to the root broker.
 
 A relay's state is Mosquitto's own bridge notification (:mod:`broker.relays` writes it
-into the relay's configuration): on ``plexus/relays/NAME`` (:func:`proto.topics.relay_state`),
-retained, ``1`` once the relay's bridge is connected to the root, ``0`` published by the
-root as the bridge's Last Will when the connection is lost (a relay killed, or stopped:
-its bridge sends ``0`` itself). The payload is Mosquitto's plain text, not a Plexus
+into the relay's configuration): on ``plexus/relays/NAME``
+(:func:`proto.topics.relay_state`), retained, ``1`` once the relay's bridge is
+connected to the root, ``0`` published by the root as the bridge's Last Will when the
+connection is lost (a relay killed; a relay stopped cleanly sends ``0`` too: both
+checked with Mosquitto 2.0.11). The payload is Mosquitto's plain text, not a Plexus
 message, which is why the topic is outside ``plexus/v1/``. It is validated as strictly:
 anything but ``1``, ``0`` or empty (a cleared retained message: the relay is forgotten)
 is logged and ignored. Every replica follows it, as it follows the hosts' statuses.
@@ -76,7 +77,7 @@ class Fleet:
         try:
             name, state = relay_state(topic, payload)
         except WireError as e:
-            log.warning("relay_state_rejected", topic=topic[:256], reason=e.reason)
+            log.warning("relay_state_rejected", topic=topic[:256], reason=e.reason[:512])
             return
         old = self.relays.get(name)
         if old is None and retained:
