@@ -129,6 +129,14 @@ async def test_relays_and_each_hosts_broker_in_status_through_a_kill_and_a_resta
                 what="relay a connected again",
             )
             assert relay(st, "a")["since"] > up_since  # type: ignore[index]
+
+            # stopped cleanly (SIGTERM): disconnected too
+            stop_process(topo.procs["ra"], 5)
+            await wait_for(
+                lambda: shows({"a": "disconnected"}, {}),
+                timeout=5,
+                what="relay a disconnected after a clean stop",
+            )
     finally:
         ctl.stop()
 
