@@ -74,6 +74,8 @@ class Agent:
     errors: list[str] = field(default_factory=list)
     #: runtime-owned compartments whose namespace the last pass found gone → that one
     gone: dict[str, Netns] = field(default_factory=dict)
+    #: the broker the session is on now (its URL, no credentials; the daemon sets it)
+    broker: str = ""
     #: set whenever something arrived that a pass should look at
     dirty: bool = True
     #: after each pass on the driver's view, check it against a full read (tests)
@@ -317,6 +319,7 @@ class Agent:
             errors=tuple(e[:1024] for e in self.errors),
             time=time.time(),
             gone=dict(self.gone),
+            broker=self.broker,
         )
 
 

@@ -133,9 +133,12 @@ class AgentDaemon:
     async def session(self) -> None:
         backoff = Backoff()
         host = self.agent.host
-        will = Will(topics.host_status(host), proto.encode(self.agent.status("offline")))
         while True:
             broker = self.brokers.current
+            # the status names the broker the session is on: a failover reports the new
+            # one; the Last Will (offline) the one the host was on when it was lost
+            self.agent.broker = broker.url
+            will = Will(topics.host_status(host), proto.encode(self.agent.status("offline")))
             try:
                 async with broker.connect(
                     f"plexus-agent-{host}", will=will, on_drop=self.agent.on_dropped

@@ -67,6 +67,13 @@ def relay_identity(name: str) -> str:
     return RELAY_PREFIX + name
 
 
+def relay_name(identity: str) -> str:
+    """``@relay-NAME`` → ``NAME``."""
+    if not is_relay(identity):
+        raise IdentityError(f"{identity!r} is not a relay's identity (@relay-NAME)")
+    return identity[len(RELAY_PREFIX) :]
+
+
 @_translated
 def add_relay(directory: Path, name: str) -> Path:
     """Issue the identity of relay ``name`` on the root broker of ``directory`` (kept
@@ -105,9 +112,13 @@ def bridge_config(bd: BrokerDir, root: BrokerURL) -> str:
         # a bridge-aware root is a Mosquitto feature; plain MQTT 5 (retained records
         # arrive retained and stay so here: tests/integration/test_relays.py)
         "try_private false",
-        # no $SYS/broker/connection/... state topic: the root's ACL grants relays no more
-        # than what they carry
-        "notifications false",
+        # the bridge's state, on the root (and here): retained "1" once connected, and
+        # "0" by the bridge's Last Will on the root when the connection is lost (a
+        # Mosquitto bridge feature; the root needs only plain MQTT); the controllers
+        # read it (plexus status). Not local only: that would keep it on this relay
+        "notifications true",
+        f"notification_topic {topics.relay_state(relay_name(user))}",
+        "notifications_local_only false",
         "start_type automatic",
         "restart_timeout 1 5",
         "keepalive_interval 10",

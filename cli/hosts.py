@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import typer
 
@@ -31,10 +32,12 @@ COLUMNS = [
     "applied_generation",
     "in_sync",
     "compartments",
+    "broker",
     "errors",
 ]
 OPTIONAL = (
     "applied_networks",
+    "broker",
     "version",
     "desired_generation",
     "applied_generation",
@@ -100,16 +103,25 @@ def status(
     if output is Output.json:
         show(data, output, [])
     else:
-        show(data["hosts"], output, ["id", "state", "in_sync", "behind"], title="hosts")
+        hosts = ["id", "state", "in_sync", "behind", "broker"]
+        show(data["hosts"], output, hosts, title="hosts", optional=("broker",))
         show(
             data["networks"],
             output,
             ["id", "generation", "hosts", "hosts_in_sync", "in_sync"],
             title="networks",
         )
+        if data.get("relays"):
+            relays = [{**r, "since": _when(r["since"])} for r in data["relays"]]
+            show(relays, output, ["name", "state", "since"], title="relays")
         if data.get("replica"):
             leader = f"{data['leader']} (epoch {data['epoch']})" if data.get("leader") else "none"
             out.print(f"store {data['store']}, replica {data['replica']}, leader {leader}")
         out.print("in sync" if data["in_sync"] else "[yellow]not in sync[/yellow]")
     if not data["in_sync"]:
         raise typer.Exit(4)
+
+
+def _when(t: float) -> str:
+    """A controller's Unix time, in UTC to the second (``2026-12-03 06:40:12Z``)."""
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t))

@@ -194,11 +194,8 @@ def lab_status(directory: DirOpt = DEFAULT_DIR, output: OutputOpt = Output.table
     else:
         show(data["services"], output, ["name", "role", "url", "pid", "running", "log"])
         out.print()
-        show(
-            data["hosts"],
-            output,
-            ["host", "vtep", "agent_pid", "agent_running", "state", "in_sync", "compartments"],
-        )
+        hosts = ["host", "vtep", "agent_pid", "agent_running", "state", "in_sync"]
+        show(data["hosts"], output, [*hosts, "compartments", "broker"], optional=("broker",))
     healthy = all(s["running"] for s in data["services"]) and all(
         h["agent_running"] and h["in_sync"] for h in data["hosts"]
     )

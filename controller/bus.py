@@ -4,8 +4,8 @@ to ``on_status`` (the runtime folds them into the service).
 
 One session (:class:`proto.mqtt.Session`), four named tasks while connected:
 
-- ``reader``: host status (and Last Will), host events, and during a reconciliation
-  the broker's retained state;
+- ``reader``: host status (and Last Will), host events, relays' bridge states (to the
+  :class:`~controller.fleet.Fleet`), and during a reconciliation the broker's retained state;
 - ``publisher``: publishes, in commit order, what each committed change needs — only
   while this replica leads (:mod:`controller.leader`);
 - ``snapshotter``: refreshes network snapshots, coalesced (at most one per network per
@@ -40,6 +40,7 @@ from proto.errors import BrokerUnavailable
 from proto.mqtt import Connect, Session
 
 from .errors import StoreError
+from .fleet import Fleet
 from .leader import Leadership, Sole
 from .metrics import Metrics
 from .publication import Batch, Publication, Publish
@@ -48,13 +49,6 @@ log = structlog.get_logger("plexus.controller.bus")
 
 FENCE = f"{topics.ROOT}/controller/fence"
 MAX_QUEUE = 100_000
-
-
-def _topic_kind(topic: str) -> str:
-    try:
-        return proto.topics.parse(topic).kind
-    except proto.BadTopic:
-        return "other"
 
 
 class Bus:
@@ -71,6 +65,7 @@ class Bus:
         broker: str = "",
         lease: Leadership | None = None,
         on_lead: Callable[[int], list[Publish] | None] = lambda after: [],
+        fleet: Fleet | None = None,
     ) -> None:
         self.connect = connect
         self.publication = publication
@@ -85,6 +80,7 @@ class Bus:
             p for p in ("plexus-controller", self.lease.replica, secrets.token_hex(3)) if p
         )
         self.on_lead = on_lead
+        self.fleet = fleet or Fleet()  # relays' bridge states, and hosts' brokers
         self.connected = asyncio.Event()
         self._queue: asyncio.Queue[Publish] = asyncio.Queue()
         self._dirty: set[str] = set()
@@ -145,6 +141,8 @@ class Bus:
             await mqtt.subscribe(topics.ALL_HOST_STATUS, qos=1)
             await mqtt.subscribe(topics.ALL_HOST_EVENTS, qos=0)
             await mqtt.subscribe(FENCE, qos=1)
+            self.fleet.on_session()  # the relays' states as this broker holds them
+            await mqtt.subscribe(topics.ALL_RELAYS, qos=1)
             epoch = await self._lead(mqtt) if self.lease.epoch else 0
             self.connected.set()
             self.metrics.broker_connected.set(1)
@@ -218,6 +216,8 @@ class Bus:
             if self._fence is not None and payload == self._fence[0].encode():
                 self._fence[1].set()
             return
+        if topic.startswith(topics.RELAYS + "/"):
+            return self.fleet.on_relay(topic, payload, retain)
         try:
             parsed = topics.parse(topic)
         except proto.BadTopic as e:
@@ -364,7 +364,7 @@ class Bus:
         return all(await asyncio.gather(*(self._publish(mqtt, p, epoch) for p in batch)))
 
     async def _publish(self, mqtt: Session, pub: Publish, epoch: int) -> bool:
-        kind = _topic_kind(pub.topic)
+        kind = topics.kind_of(pub.topic)
         if not (self.lease.epoch == epoch and self.lease.live()):
             return False  # no await between this check and the client taking the publish
         await mqtt.publish(pub.topic, pub.payload, qos=1, retain=pub.retain)

@@ -37,6 +37,7 @@ from . import replica
 from .bus import Bus
 from .convergence import Tracker, target_of
 from .errors import StoreError
+from .fleet import Fleet
 from .leader import Leadership, Sole
 from .metrics import Metrics
 from .publication import Publication, Publish
@@ -64,6 +65,8 @@ class Runtime:
         self.metrics = metrics
         self.publication = Publication(controller.state)
         self.tracker = Tracker(controller.state)
+        #: relays' bridge states and the broker each host is on
+        self.fleet = Fleet()
         self.bus = Bus(
             connect,
             self.publication,
@@ -74,6 +77,7 @@ class Runtime:
             broker=broker,
             lease=lease,
             on_lead=self.take_over,
+            fleet=self.fleet,
         )
         #: (sequence number, its table changes) of the last commits, up to RECENT bytes
         self.recent: collections.deque[tuple[int, list[Publish]]] = collections.deque()
@@ -163,13 +167,16 @@ class Runtime:
         """Fold a host's report in (from the bus), publish what it changed, wake waits."""
         was = self.controller.state.hosts.get(status.host)
         self.publish(self.controller.host_reported(status))
-        if was is None or was.state != status.state:
+        moved = self.fleet.brokers.get(status.host) != status.broker
+        self.fleet.on_status(status.host, status.broker)
+        if was is None or was.state != status.state or moved:
             log.info(
                 "host_state",
                 host=status.host,
                 state=status.state,
                 vtep=status.vtep,
                 version=status.version,
+                broker=status.broker,
             )
         if status.gone:
             self.collect(status)

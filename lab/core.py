@@ -331,6 +331,7 @@ def status(spec: LabSpec) -> dict[str, Any]:
                 "agent_running": pid is not None and procs.alive(pid),
                 "state": known.get("state", "unknown"),
                 "in_sync": known.get("in_sync", False),
+                "broker": known.get("broker", ""),
                 "compartments": sum(
                     1
                     for ns in namespaces
@@ -341,10 +342,11 @@ def status(spec: LabSpec) -> dict[str, Any]:
         )
     overall = _get(spec, "/v1/status", 2) or {}
     leader, epoch = overall.get("leader"), overall.get("epoch")
+    bridges = {f"relay-{r['name']}": r["state"] for r in overall.get("relays", ())}
     services = []
     for name, url, role in (
         ("broker", spec.local_broker_url, "root broker"),
-        *((r, spec.relay_url(r), "relay") for r in spec.relays),
+        *((r, spec.relay_url(r), f"relay ({bridges.get(r, 'unknown')})") for r in spec.relays),
         *(("postgres", spec.store_url, "store") for _ in spec.pids.keys() & {"postgres"}),
         *(
             (c, u, f"leader (epoch {epoch})" if c == leader else "replica")

@@ -23,9 +23,11 @@ seconds, jittered), so that a fleet spreads again after a relay returns.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .models import BROKER_URL
 from .mqtt import Connect
 
 
@@ -35,6 +37,12 @@ class Broker:
 
     name: str
     connect: Connect
+
+    @property
+    def url(self) -> str:
+        """The name as a host's status carries it (``HostStatus.broker``): empty unless
+        it is a broker URL without credentials."""
+        return self.name if len(self.name) <= 256 and re.fullmatch(BROKER_URL, self.name) else ""
 
 
 class Brokers:

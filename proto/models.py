@@ -33,6 +33,8 @@ SCHEMA_VERSION: Literal[1] = 1
 MAX_SHARDS = 1024
 MAX_RECORDS = 10_000  # per snapshot shard or change
 MAX_ERRORS = 64
+#: a broker's URL as a status names it: scheme, host, port; never a user or password
+BROKER_URL = r"^(mqtts?://[^@/\s]+)?$"
 
 NetworkMode = Literal["overlay", "nat", "transparent", "internal"]
 #: modes whose endpoint table every participating host follows (remote endpoints)
@@ -356,6 +358,10 @@ class HostStatus(Wire):
     gone: Annotated[dict[Id, Netns], Field(max_length=16_384)] = Field(
         default_factory=dict, exclude_if=_empty
     )
+    #: the broker the agent's session is on (a root broker or a relay): its URL, no
+    #: credentials; left out while empty, so a frame of an agent that names none is as
+    #: before (but a controller older than this field refuses one that names it)
+    broker: Annotated[str, Field(max_length=256, pattern=BROKER_URL)] = Field("", exclude_if=_empty)
 
 
 class Event(Wire):

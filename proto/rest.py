@@ -200,6 +200,7 @@ class Host(Body):
     errors: list[str]
     last_seen: float
     compartments: int
+    broker: str = Field(default="", description="the broker its agent is on ('' unknown)")
 
 
 class HostToken(Body):
@@ -302,6 +303,15 @@ class HostSync(Body):
     state: Literal["online", "offline"]
     in_sync: bool
     behind: list[str]
+    broker: str = Field(default="", description="the broker its agent is on ('' unknown)")
+
+
+class RelayStatus(Body):
+    name: str
+    state: Literal["connected", "disconnected"] = Field(
+        description="its bridge to the root broker, as the bridge's notification says"
+    )
+    since: float = Field(description="when this controller saw it so (Unix time)")
 
 
 class Status(Body):
@@ -314,6 +324,7 @@ class Status(Body):
     replica: str = Field(default="", description="the replica that answered")
     leader: str = Field(default="", description="the replica that publishes ('' while none)")
     epoch: int = Field(default=0, description="the leader's epoch: one more at every takeover")
+    relays: list[RelayStatus] = Field(default_factory=list, description="the broker relays")
 
 
 class NamedCompartment(CompartmentCreate):

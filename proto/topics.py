@@ -6,6 +6,10 @@ plexus/v1/hosts/{host}/events             not retained, agent -> controller
 plexus/v1/networks/{net}                  retained, the network's spec
 plexus/v1/networks/{net}/snapshot/{shard} retained, endpoint table at generation G
 plexus/v1/networks/{net}/changes          not retained, one change per generation
+
+Outside the versioned root, because its payload is Mosquitto's, not a Plexus message:
+
+plexus/relays/{relay}                     retained, a relay's bridge: "1" up, "0" down
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ ALL_HOST_STATUS = f"{ROOT}/hosts/+/status"
 ALL_HOST_EVENTS = f"{ROOT}/hosts/+/events"
 ALL_HOST_DESIRED = f"{ROOT}/hosts/+/desired"
 ALL_NETWORKS = f"{ROOT}/networks/#"
+
+#: a relay's bridge state (Mosquitto's bridge notification: plain "1" or "0")
+RELAYS = "plexus/relays"
+ALL_RELAYS = f"{RELAYS}/+"
 
 
 def host_desired(host: str) -> str:
@@ -59,6 +67,30 @@ def network_snapshots(net: str) -> str:
 
 def network_changes(net: str) -> str:
     return f"{ROOT}/networks/{_checked(net)}/changes"
+
+
+def relay_state(relay: str) -> str:
+    return f"{RELAYS}/{_checked(relay)}"
+
+
+def relay_of(topic: str) -> str | None:
+    """The relay a ``plexus/relays/{relay}`` topic names; None for any other topic;
+    :class:`BadTopic` when it is one but the name does not parse."""
+    prefix = RELAYS + "/"
+    if not topic.startswith(prefix):
+        return None
+    name = topic[len(prefix) :]
+    if not is_id(name):
+        raise BadTopic(topic, f"relay name {name[:64]!r} does not parse")
+    return name
+
+
+def kind_of(topic: str) -> str:
+    """A topic's kind, or ``other`` (for metrics' labels)."""
+    try:
+        return parse(topic).kind
+    except BadTopic:
+        return "other"
 
 
 def _checked(ident: str) -> str:

@@ -26,11 +26,12 @@ def add(app: FastAPI, rt: Runtime) -> None:
 
     @app.get(path, tags=tags, response_model=list[schemas.Host])
     async def list_hosts() -> list[dict[str, Any]]:
-        return [views.host(state, h) for _, h in sorted(state.hosts.items())]
+        brokers = rt.fleet.brokers
+        return [views.host(state, h, brokers.get(h.id, "")) for _, h in sorted(state.hosts.items())]
 
     @app.get(path + "/{host_id}", tags=tags, response_model=schemas.Host)
     async def show_host(host_id: str) -> dict[str, Any]:
-        return views.host(state, ctl.host(host_id))
+        return views.host(state, ctl.host(host_id), rt.fleet.brokers.get(host_id, ""))
 
     @app.delete(path + "/{host_id}", tags=tags, response_model=schemas.Deleted)
     async def decommission_host(host_id: str, force: Force = False) -> dict[str, Any]:

@@ -42,7 +42,10 @@ def add(app: FastAPI, rt: Runtime) -> None:
         for _, row in sorted(state.hosts.items()):
             late = behind(state, row)
             in_sync = not late and row.state == "online"
-            hosts.append(dict(id=row.id, state=row.state, in_sync=in_sync, behind=late))
+            broker = rt.fleet.brokers.get(row.id, "")
+            hosts.append(
+                dict(id=row.id, state=row.state, in_sync=in_sync, behind=late, broker=broker)
+            )
         nets = []
         for _, n in sorted(state.networks.items()):
             parts = sorted(state.participants(n.id))
@@ -72,4 +75,5 @@ def add(app: FastAPI, rt: Runtime) -> None:
             replica=rt.lease.replica,
             leader=rt.lease.leader[0],
             epoch=rt.lease.leader[1],
+            relays=rt.fleet.view(),
         )

@@ -79,7 +79,8 @@ def policy(state: State, p: PolicyRow, conv: Convergence | None = None) -> dict[
     }
 
 
-def host(state: State, h: HostRow) -> dict[str, Any]:
+def host(state: State, h: HostRow, broker: str = "") -> dict[str, Any]:
+    """``broker``: the one its agent is on (:class:`controller.fleet.Fleet`)."""
     return {
         "id": h.id,
         "state": h.state,
@@ -92,4 +93,5 @@ def host(state: State, h: HostRow) -> dict[str, Any]:
         "errors": list(h.errors),
         "last_seen": h.last_seen,
         "compartments": len(state.comps_by_host.get(h.id, {})),
+        "broker": broker,
     }

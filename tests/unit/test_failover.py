@@ -82,6 +82,17 @@ async def test_the_agent_moves_to_the_next_broker_and_rebuilds_its_session() -> 
             ]
 
         await wait_for(lambda: "online" in states(), what="status online on the other broker")
+        # and it names the broker it is on now (its Last Will there too)
+        other_name = "mqtt://b:1" if other is b else "mqtt://a:1"
+        names = [
+            proto.decode(m.payload, proto.HostStatus).broker
+            for m in other.published
+            if m.topic == topics.host_status("h1")
+        ]
+        assert names and set(names) == {other_name}
+        will = other.sessions[client].will
+        assert will is not None
+        assert proto.decode(will.payload, proto.HostStatus).broker == other_name
         # the session was rebuilt as after any reconnect: the desired document again
         assert agent.applied_desired == samples.DESIRED.generation
         assert ring.current.connect == other.connect

@@ -27,12 +27,16 @@ def test_a_relay_identity_reads_desired_and_networks_and_writes_status_up(root: 
     assert creds.name == "@relay-a" and (creds / "password").exists()
     acl = (root / "acl").read_text()
     block = acl[acl.index("user @relay-a") :]
-    assert block.splitlines()[1:5] == [
+    assert block.splitlines()[1:6] == [
         "topic read plexus/v1/hosts/+/desired",
         "topic read plexus/v1/networks/#",
         "topic write plexus/v1/hosts/+/status",
         "topic write plexus/v1/hosts/+/events",
+        "topic write plexus/relays/a",  # its own state (the bridge's notification) only
     ]
+    # the controllers read every relay's state, beside everything under plexus/v1/
+    head = acl[acl.index("user @controller") :].splitlines()
+    assert head[1:3] == ["topic readwrite plexus/v1/#", "topic read plexus/relays/+"]
     assert "@relay-a:" in (root / "passwd").read_text()
     # kept on an add-host, gone once revoked
     identities.add_hosts(root, ["h3"])
@@ -66,6 +70,10 @@ def test_a_relay_directory_has_the_roots_host_credentials_and_a_bridge(
         "remote_clientid @relay-a",
         "cleansession true",
         "try_private false",
+        # the bridge's state, on the root too (not local only): "1" up, "0" its Last Will
+        "notifications true",
+        "notification_topic plexus/relays/a",
+        "notifications_local_only false",
         "topic plexus/v1/hosts/+/desired in 1",
         "topic plexus/v1/networks/# in 1",
         "topic plexus/v1/hosts/+/status out 1",
