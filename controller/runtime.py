@@ -164,8 +164,15 @@ class Runtime:
         return result
 
     def on_status(self, status: proto.HostStatus) -> None:
-        """Fold a host's report in (from the bus), publish what it changed, wake waits."""
+        """Fold a host's report in (from the bus), publish what it changed, wake waits.
+        A Last Will from a broker the host has left (it is online on another: a relay
+        that lost it to a partition drops its session a keepalive later) is ignored."""
         was = self.controller.state.hosts.get(status.host)
+        now = self.fleet.brokers.get(status.host, "")
+        stale = status.broker and now and status.broker != now
+        if stale and status.state == "offline" and was is not None and was.state == "online":
+            log.info("stale_will_ignored", host=status.host, broker=status.broker, on=now)
+            return
         self.publish(self.controller.host_reported(status))
         moved = self.fleet.brokers.get(status.host) != status.broker
         self.fleet.on_status(status.host, status.broker)

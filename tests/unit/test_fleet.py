@@ -171,3 +171,24 @@ async def test_the_bus_hands_relay_states_and_host_brokers_to_the_fleet(tmp_path
         with contextlib.suppress(asyncio.CancelledError):
             await task
         rt.controller.store.close()
+
+
+def test_a_last_will_from_a_broker_the_host_has_left_is_ignored(tmp_path: Path) -> None:
+    """h1 online on relay a, then on relay b (a partition: a still holds its session);
+    a's Last Will for it, a keepalive later, names a: the host stays online. Its Will
+    from b, where it is, takes it offline."""
+    rt = Runtime(Controller(SqliteStore(tmp_path / "plexus.db")), MemoryBroker().connect, Metrics())
+
+    def report(state: str, on: str) -> str:
+        rt.on_status(proto.HostStatus(host="h1", state=state, vtep="198.18.0.1", broker=on))  # type: ignore[arg-type]
+        return rt.controller.state.hosts["h1"].state
+
+    try:
+        assert report("online", "mqtt://relay-a:1883") == "online"
+        assert report("online", "mqtt://relay-b:1883") == "online"
+        assert report("offline", "mqtt://relay-a:1883") == "online"
+        assert rt.fleet.brokers["h1"] == "mqtt://relay-b:1883"
+        assert report("offline", "mqtt://relay-b:1883") == "offline"
+        assert report("online", "mqtt://relay-a:1883") == "online"  # back, anywhere
+    finally:
+        rt.controller.store.close()
