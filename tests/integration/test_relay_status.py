@@ -63,13 +63,7 @@ async def test_relays_and_each_hosts_broker_in_status_through_a_kill_and_a_resta
     topology: relays.Topology, tmp_path: Path
 ) -> None:
     topo = topology
-    ctl = ControllerProcess(
-        topo.url("root"),
-        tmp_path / "plexus.db",
-        tmp_path / "controller.log",
-        extra=["--broker-credentials", str(topo.root / "identities" / "@controller")],
-    )
-    ctl.start()
+    ctl = topo.controller(tmp_path)
     placement = {"h1": "ra", "h2": "rb"}
     try:
         async with (

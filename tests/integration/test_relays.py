@@ -64,6 +64,17 @@ class Topology:
     def conf(self, broker: str) -> Path:
         return (self.root if broker == "root" else self.root.parent / broker) / "mosquitto.conf"
 
+    def controller(self, workdir: Path) -> ControllerProcess:
+        """A controller process on the root broker (SQLite in ``workdir``), started."""
+        ctl = ControllerProcess(
+            self.url("root"),
+            workdir / "plexus.db",
+            workdir / "controller.log",
+            extra=["--broker-credentials", str(self.root / "identities" / "@controller")],
+        )
+        ctl.start()
+        return ctl
+
     def start(self, broker: str) -> None:
         with open(self.logs / f"{broker}.log", "ab") as log:
             self.procs[broker] = subprocess.Popen(
@@ -162,13 +173,7 @@ async def test_agents_on_two_relays_converge_fail_over_and_a_relay_restarts_whol
     topology: Topology, tmp_path: Path
 ) -> None:
     topo = topology
-    ctl = ControllerProcess(
-        topo.url("root"),
-        tmp_path / "plexus.db",
-        tmp_path / "controller.log",
-        extra=["--broker-credentials", str(topo.root / "identities" / "@controller")],
-    )
-    ctl.start()
+    ctl = topo.controller(tmp_path)
     placement = {"h1": "ra", "h2": "rb", "h3": "ra", "h4": "rb"}
     try:
         async with (
