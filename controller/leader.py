@@ -58,6 +58,7 @@ A SQLite store has one controller, always the leader at epoch 1: :class:`Sole`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any, Protocol
 
@@ -118,6 +119,7 @@ class Lease:
         self.leader: tuple[str, int] = ("", 0)
         self.published = 0
         self._until = 0.0  # local monotonic time up to which the lease is live
+        self._read = 0.0  # local monotonic time of the last round that reached the store
         self._conn: Any = None
 
     def live(self) -> bool:
@@ -169,10 +171,18 @@ class Lease:
         found = await cur.fetchone()
         if found is not None:
             self.leader = (str(found[0]), int(found[1]))
+        self._read = sent
 
     async def run(self) -> None:
-        """Renew or take the lease until cancelled; a database error is logged and the
-        lease left to expire (:meth:`live` turns false by itself)."""
+        """Renew or take the lease until cancelled; a database error (PostgreSQL
+        restarted, unreachable) is logged, the connection made again at the next round,
+        and the lease left to expire: :meth:`live` turns false by itself, so the bus
+        holds what it would publish. The epoch is kept: when the store is back, a
+        renewal that finds it still this replica's leads on (nobody else took it
+        meanwhile, so nobody else published); one that finds it gone deposes this
+        replica. Once no round has reached the store for ``ttl``, the leader shown
+        (:attr:`leader`, ``/v1/status``) is none: whoever led, its lease has run out
+        unless renewed where this replica cannot see."""
         import psycopg
 
         while True:
@@ -181,8 +191,11 @@ class Lease:
             except (psycopg.Error, OSError) as e:
                 log.warning("lease_failed", replica=self.replica, error=str(e)[:300])
                 if self._conn is not None:
-                    await self._conn.close()
+                    with contextlib.suppress(psycopg.Error, OSError):
+                        await self._conn.close()
                     self._conn = None
+                if time.monotonic() - self._read > self.ttl:
+                    self.leader = ("", 0)
             await asyncio.sleep(self.renew if self.epoch else self.poll)
 
     async def resign(self) -> None:
