@@ -237,7 +237,7 @@ class Lease:
         while True:
             try:
                 await self.step()
-            except (psycopg.Error, OSError) as e:
+            except Exception as e:  # the store gone (psycopg.Error, OSError): never dies
                 log.warning("lease_failed", replica=self.replica, error=str(e)[:300])
                 if self._conn is not None:
                     with contextlib.suppress(psycopg.Error, OSError):
