@@ -55,8 +55,9 @@ them.
 **Trimming the log.** The leader also keeps the change log (``changes``) short: every
 tenth of the retention (between a renewal and 10 s) it samples the log's head, and
 deletes the changes up to the head it sampled ``retention`` seconds ago or more (a
-prefix, by the primary key: one cheap DELETE), never past the lease's ``published``
-mark (a new leader republishes what follows it, and its first trim waits a retention).
+prefix, by the primary key: one cheap DELETE of at most ``trim_rows``), never past the
+lease's ``published`` mark (a new leader republishes what follows it, and its first trim
+waits a retention).
 A replica whose next change is gone reloads its state from the tables
 (:func:`controller.replica.catch_up`).
 
@@ -124,6 +125,7 @@ class Lease:
         margin: float = 0.4,
         retention: float = 300.0,
         trim_every: float | None = None,
+        trim_rows: int = 10_000,
     ) -> None:
         assert margin + renew < ttl
         self.url = url
@@ -131,7 +133,7 @@ class Lease:
         self.replica = replica
         self.ttl, self.renew, self.poll, self.margin = ttl, renew, poll, margin
         #: the change log kept, in seconds; trimmed every tenth of it (0.3 s to 10 s)
-        self.retention = retention
+        self.retention, self.trim_rows = retention, trim_rows
         self.trim_every = (
             min(max(retention / 10, renew), 10.0) if trim_every is None else trim_every
         )
@@ -200,25 +202,35 @@ class Lease:
     async def _trim(self, conn: Any, now: float) -> None:
         """The leader's trimming of the change log, every :attr:`trim_every` seconds:
         one DELETE of the changes up to the head sampled :attr:`retention` seconds ago
-        or more (a prefix of the log, by its primary key), and never past the lease's
-        ``published`` mark (a new leader republishes what follows it). A follower
-        whose next change is gone reloads its state (:func:`controller.replica.catch_up`)."""
+        or more (a prefix of the log, by its primary key; at most :attr:`trim_rows`,
+        the rest at the next rounds), and never past the lease's ``published`` mark (a
+        new leader republishes what follows it). A failed trim is logged, the lease
+        untouched. A follower whose next change is gone reloads its state
+        (:func:`controller.replica.catch_up`)."""
+        import psycopg
+
         last = self._heads[-1][0] if self._heads else float("-inf")
         if now - last < self.trim_every:
             return
-        cur = await conn.execute("SELECT seq FROM head")
-        found = await cur.fetchone()
-        self._heads.append((now, int(found[0])))
-        upto = None
-        while self._heads and self._heads[0][0] <= now - self.retention:
-            upto = self._heads.popleft()[1]
-        if upto is None:
+        try:
+            cur = await conn.execute("SELECT seq FROM head")
+            found = await cur.fetchone()
+            self._heads.append((now, int(found[0])))
+            upto = None
+            while self._heads and self._heads[0][0] <= now - self.retention:
+                upto = self._heads.popleft()[1]
+            if upto is None:
+                return
+            cur = await conn.execute(
+                "DELETE FROM changes WHERE seq <= %s AND seq <= (SELECT published FROM leader"
+                " WHERE replica = %s AND epoch = %s) AND seq < (SELECT min(seq) FROM changes) + %s",
+                (upto, self.replica, self.epoch, self.trim_rows),
+            )
+        except psycopg.Error as e:
+            log.warning("change_log_trim_failed", replica=self.replica, error=str(e)[:300])
             return
-        cur = await conn.execute(
-            "DELETE FROM changes WHERE seq <= %s AND seq <= (SELECT published FROM leader"
-            " WHERE replica = %s AND epoch = %s)",
-            (upto, self.replica, self.epoch),
-        )
+        if cur.rowcount >= self.trim_rows:  # more to delete: again at the next round
+            self._heads.appendleft((now - self.retention, upto))
         if cur.rowcount:
             log.info("change_log_trimmed", replica=self.replica, through=upto, rows=cur.rowcount)
 

@@ -122,6 +122,27 @@ async def test_the_log_is_trimmed_only_past_the_retention_and_the_published_mark
         await lease.resign()
 
 
+async def test_a_long_log_is_trimmed_a_bounded_number_of_rows_a_round(pg_url: str) -> None:
+    """At most ``trim_rows`` a DELETE (statements on the lease's connection are short);
+    the rest at the next rounds."""
+    a = Controller(PostgresStore(pg_url))
+    populate(a)
+    head = a.store.head
+    lease = Lease(pg_url, {}, "trimmer", retention=0, trim_every=0, trim_rows=4)
+    try:
+        await lease.step()
+        lease.published = head
+        await lease.step()
+        assert logged(pg_url) == list(range(5, head + 1))
+        await lease.step()
+        assert logged(pg_url) == list(range(9, head + 1))
+        while logged(pg_url):
+            await lease.step()
+        assert lease.live()
+    finally:
+        await lease.resign()
+
+
 async def test_a_follower_does_not_trim(pg_url: str) -> None:
     a = Controller(PostgresStore(pg_url))
     populate(a)
