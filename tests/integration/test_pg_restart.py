@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+import proto
 from controller.pgstore import CHANNEL, PostgresStore
 from controller.state import EndpointRow
 from proto import topics
@@ -55,16 +56,24 @@ async def epoch_metric(cl: Cluster, name: str) -> float:
     return float(line.split()[1])
 
 
-def listeners(url: str) -> int:
-    """Connections of the database listening to the change log's channel."""
+def connections(url: str) -> list[tuple[int, str, str]]:
+    """The database's connections: pid, state, last query."""
     with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute(
+        return conn.execute(
             "SELECT pid, state, query FROM pg_stat_activity WHERE datname = current_database()"
         ).fetchall()
-    found = sum(1 for _, _, q in rows if q == f"LISTEN {CHANNEL}")
-    if found != 3:
-        print("listeners:", rows)
-    return found
+
+
+async def every_replica_listening(url: str) -> None:
+    """Three connections whose last statement is ``LISTEN`` (one per replica)."""
+
+    def listening() -> bool:
+        return sum(1 for *_, q in connections(url) if q == f"LISTEN {CHANNEL}") == 3
+
+    try:
+        await wait_for(listening, 15, "every replica listening", interval=0.05)
+    except TimeoutError:
+        raise AssertionError(f"not every replica listening: {connections(url)}") from None
 
 
 async def test_postgresql_restarted_under_three_controllers(
@@ -75,10 +84,11 @@ async def test_postgresql_restarted_under_three_controllers(
         names, first, agents = await started(cl, debug_broker)
         acked: list[str] = []
         for i in range(30):  # spread over the three
-            await write(cl, names[i % 3], i, acked)
-        assert len(acked) == 30
+            r = await attempt(cl, names[i % 3], i)
+            assert r.status_code == 201, (names[i % 3], i, r.status_code, r.text)
+            acked.append(f"e{i}")
         await converged(cl, agents, acked)
-        await wait_for(lambda: listeners(pg_url) == 3, 15, "every replica listening")
+        await every_replica_listening(pg_url)
         pids = {n: p.proc.pid for n, p in cl.procs.items() if p.proc is not None}
         cpu = {n: cpu_seconds(pid) for n, pid in pids.items()}
         # writes go on through the three while PostgreSQL stops and starts again
@@ -168,7 +178,8 @@ async def test_postgresql_restarted_under_three_controllers(
         led = time.monotonic() - up
         await wait_for(lambda: [t for t, *_ in rec.seen if t > up], 15, "a publish again")
         first_publish = min(t for t, *_ in rec.seen if t > up) - up
-        await wait_for(lambda: listeners(pg_url) == 3, 15, "every replica listening again")
+        await every_replica_listening(pg_url)
+        listening = time.monotonic() - up
 
         # followers follow again: a write through one replica is read on the others
         i = 3000
@@ -200,7 +211,12 @@ async def test_postgresql_restarted_under_three_controllers(
     assert set(acked) <= stored, sorted(set(acked) - stored)
     changes = rec.generations(topics.network_changes("blue"))
     assert changes == list(range(changes[0], table + 1)), changes
-    assert rec.problems == [], rec.problems
+    order = [  # what went out on the table changes' topic after the return, for a failure
+        (round((t - up) * 1000), int(proto.decode(p).generation))  # type: ignore[union-attr]
+        for t, topic, p in rec.seen
+        if topic == topics.network_changes("blue") and t > up - 1
+    ]
+    assert rec.problems == [], (rec.problems, order)
     assert len(acked) >= 30 + 3 + 6 + 30
     print(f"\nPostgreSQL stopped -> every replica not leading: {lapsed * 1000:.0f} ms")
     print(f"PostgreSQL stopped -> /v1/status shows no leader on each: {shown * 1000:.0f} ms")
@@ -215,6 +231,7 @@ async def test_postgresql_restarted_under_three_controllers(
         f"PostgreSQL back -> leader {now[0]} (epoch {now[1]}, was {first[0]} epoch {first[1]}):"
         f" {led * 1000:.0f} ms; first publish: {first_publish * 1000:.0f} ms"
     )
+    print(f"PostgreSQL back -> every replica listening again: {listening * 1000:.0f} ms")
     assert max(resumed.values()) < RESUMED_WITHIN
 
 
