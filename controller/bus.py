@@ -91,6 +91,7 @@ class Bus:
         self._overflow = False
         #: the last change submitted (the log's sequence number), leading or not
         self._seq = 0
+        self._sent: dict[str, int] = {}  # topic -> generation of the last shard sent
         #: statuses received and not yet folded in: the newest per host
         self._statuses: dict[str, proto.HostStatus] = {}
         self._status_event = asyncio.Event()
@@ -367,6 +368,10 @@ class Bus:
         kind = topics.kind_of(pub.topic)
         if not (self.lease.epoch == epoch and self.lease.live()):
             return False  # no await between this check and the client taking the publish
+        if pub.generation and pub.generation < self._sent.get(pub.topic, 0):
+            return True  # a snapshot queued before a newer one went (a reconcile's)
+        if pub.generation or pub.topic in self._sent:  # a clear (0): the topic starts over
+            self._sent[pub.topic] = pub.generation
         await mqtt.publish(pub.topic, pub.payload, qos=1, retain=pub.retain)
         self.metrics.publishes.labels(kind).inc()
         self.metrics.publish_bytes.labels(kind).inc(len(pub.payload))
@@ -377,11 +382,8 @@ class Bus:
             await self._dirty_event.wait()
             self._dirty_event.clear()
             now = time.monotonic()
-            due = [
-                n
-                for n in self._dirty
-                if now - self._last_snapshot.get(n, 0.0) >= self.snapshot_interval
-            ]
+            last, every = self._last_snapshot, self.snapshot_interval
+            due = [n for n in self._dirty if now - last.get(n, 0.0) >= every]
             for net in due:
                 self._dirty.discard(net)
                 publishes = self.publication.snapshot(net)  # nothing if it went
@@ -392,9 +394,6 @@ class Bus:
                 for pub in publishes:
                     self._queue.put_nowait(pub)
             if self._dirty:
-                wait = min(
-                    self.snapshot_interval - (now - self._last_snapshot.get(n, 0.0))
-                    for n in self._dirty
-                )
+                wait = min(every - (now - last.get(n, 0.0)) for n in self._dirty)
                 await asyncio.sleep(max(wait, 0.001))
                 self._dirty_event.set()

@@ -35,6 +35,9 @@ class ControllerSettings(BaseSettings):
     #: this replica's name among the controllers of one PostgreSQL store (who leads
     #: shows it); default: HOSTNAME:PORT of the API
     replica: str = ""
+    #: seconds of the PostgreSQL change log kept (``changes``): the leader deletes what
+    #: is older, never past what it has published; a replica further behind reloads
+    change_log_retention: float = Field(default=300.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 

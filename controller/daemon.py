@@ -64,12 +64,13 @@ class Server(uvicorn.Server):
         yield
 
 
-def lease_of(store: Store, replica: str) -> Leadership:
-    """A PostgreSQL store's lease (several replicas), or the sole controller's."""
+def lease_of(store: Store, replica: str, retention: float = 300.0) -> Leadership:
+    """A PostgreSQL store's lease (several replicas; its leader trims the change log
+    to ``retention`` seconds), or the sole controller's."""
     url, defaults = getattr(store, "url", None), getattr(store, "defaults", None)
     if url is None or defaults is None:
         return Sole(replica)
-    return Lease(url, defaults, replica)
+    return Lease(url, defaults, replica, retention=retention)
 
 
 def build(settings: ControllerSettings) -> tuple[Runtime, uvicorn.Server]:
@@ -84,7 +85,7 @@ def build(settings: ControllerSettings) -> tuple[Runtime, uvicorn.Server]:
         Metrics(),
         snapshot_interval=settings.snapshot_interval,
         broker=str(broker),
-        lease=lease_of(store, settings.replica_name),
+        lease=lease_of(store, settings.replica_name, settings.change_log_retention),
     )
     app = create_app(rt, api_token(settings.token_path), token_required=settings.token_required)
     config = uvicorn.Config(

@@ -9,10 +9,15 @@
         └── StoreError       503  the store could not read or write (sqlite3's and
             │                     psycopg's errors, translated once in
             │                     :mod:`controller.store` and :mod:`controller.pgstore`)
-            └── StoreConflict 503 another controller committed first: the caller
-                                  catches up and runs the command again
-                                  (:mod:`controller.replica`), holding the log's
-                                  head: never seen by the API
+            ├── StoreConflict 503 another controller committed first: the caller
+            │                     catches up and runs the command again
+            │                     (:mod:`controller.replica`), holding the log's
+            │                     head: never seen by the API
+            └── LogTrimmed    503 the change log no longer holds the changes after
+                                  the caller's head (trimmed by the leader): the
+                                  caller reloads its state from the tables
+                                  (:func:`controller.replica.catch_up`): never seen
+                                  by the API
 
 The broker's failures are :class:`proto.errors.BrokerUnavailable`, handled by the bus.
 """
@@ -69,3 +74,14 @@ class StoreConflict(StoreError):
         super().__init__(reason)
         self.expected = expected
         self.head = head
+
+
+class LogTrimmed(StoreError):
+    """The change log no longer holds change ``wanted`` (the one after the caller's
+    head): the leader trimmed it (:mod:`controller.leader`). ``oldest`` is the oldest
+    change still logged (0: none)."""
+
+    def __init__(self, reason: str, *, wanted: int, oldest: int) -> None:
+        super().__init__(reason)
+        self.wanted = wanted
+        self.oldest = oldest

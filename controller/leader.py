@@ -52,12 +52,27 @@ A leader that is not live but not deposed either (a renewal late on a busy machi
 holds its batches until it knows (:meth:`~controller.bus.Bus`), rather than dropping
 them.
 
+**Trimming the log.** The leader also keeps the change log (``changes``) short: every
+tenth of the retention (between a renewal and 10 s) it samples the log's head, and
+deletes the changes up to the head it sampled ``retention`` seconds ago or more (a
+prefix, by the primary key: one cheap DELETE of at most ``trim_rows``), never past the
+lease's ``published`` mark (a new leader republishes what follows it, and its first trim
+waits a retention).
+A replica whose next change is gone reloads its state from the tables
+(:func:`controller.replica.catch_up`).
+
+**The store gone** (PostgreSQL restarted): :meth:`Lease.run` logs each failed round and
+connects again at the next; the lease lapses by itself (:meth:`live`), so nothing is
+published, and no task dies of it.
+
 A SQLite store has one controller, always the leader at epoch 1: :class:`Sole`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import time
 from typing import Any, Protocol
 
@@ -108,16 +123,27 @@ class Lease:
         renew: float = 0.3,
         poll: float = 0.25,
         margin: float = 0.4,
+        retention: float = 300.0,
+        trim_every: float | None = None,
+        trim_rows: int = 10_000,
     ) -> None:
         assert margin + renew < ttl
         self.url = url
         self.defaults = defaults
         self.replica = replica
         self.ttl, self.renew, self.poll, self.margin = ttl, renew, poll, margin
+        #: the change log kept, in seconds; trimmed every tenth of it (0.3 s to 10 s)
+        self.retention, self.trim_rows = retention, trim_rows
+        self.trim_every = (
+            min(max(retention / 10, renew), 10.0) if trim_every is None else trim_every
+        )
+        #: while leading: (local monotonic time, the log's head then), one a trim round
+        self._heads: collections.deque[tuple[float, int]] = collections.deque()
         self.epoch = 0
         self.leader: tuple[str, int] = ("", 0)
         self.published = 0
         self._until = 0.0  # local monotonic time up to which the lease is live
+        self._read = 0.0  # local monotonic time of the last round that reached the store
         self._conn: Any = None
 
     def live(self) -> bool:
@@ -150,8 +176,10 @@ class Lease:
             if await cur.fetchone() is None:
                 log.warning("leader_deposed", replica=self.replica, epoch=self.epoch)
                 self.epoch, self._until = 0, 0.0
+                self._heads.clear()
             else:
                 self._until = sent + self.ttl - self.margin
+                await self._trim(conn, sent)
         else:
             cur = await conn.execute(
                 "UPDATE leader SET replica = %s, epoch = epoch + 1,"
@@ -169,20 +197,66 @@ class Lease:
         found = await cur.fetchone()
         if found is not None:
             self.leader = (str(found[0]), int(found[1]))
+        self._read = sent
+
+    async def _trim(self, conn: Any, now: float) -> None:
+        """The leader's trimming of the change log, every :attr:`trim_every` seconds:
+        one DELETE of the changes up to the head sampled :attr:`retention` seconds ago
+        or more (a prefix of the log, by its primary key; at most :attr:`trim_rows`,
+        the rest at the next rounds), and never past the lease's ``published`` mark (a
+        new leader republishes what follows it). A failed trim is logged, the lease
+        untouched. A follower whose next change is gone reloads its state
+        (:func:`controller.replica.catch_up`)."""
+        import psycopg
+
+        last = self._heads[-1][0] if self._heads else float("-inf")
+        if now - last < self.trim_every:
+            return
+        try:
+            cur = await conn.execute("SELECT seq FROM head")
+            found = await cur.fetchone()
+            self._heads.append((now, int(found[0])))
+            upto = None
+            while self._heads and self._heads[0][0] <= now - self.retention:
+                upto = self._heads.popleft()[1]
+            if upto is None:
+                return
+            cur = await conn.execute(
+                "DELETE FROM changes WHERE seq <= %s AND seq <= (SELECT published FROM leader"
+                " WHERE replica = %s AND epoch = %s) AND seq < (SELECT min(seq) FROM changes) + %s",
+                (upto, self.replica, self.epoch, self.trim_rows),
+            )
+        except psycopg.Error as e:
+            log.warning("change_log_trim_failed", replica=self.replica, error=str(e)[:300])
+            return
+        if cur.rowcount >= self.trim_rows:  # more to delete: again at the next round
+            self._heads.appendleft((now - self.retention, upto))
+        if cur.rowcount:
+            log.info("change_log_trimmed", replica=self.replica, through=upto, rows=cur.rowcount)
 
     async def run(self) -> None:
-        """Renew or take the lease until cancelled; a database error is logged and the
-        lease left to expire (:meth:`live` turns false by itself)."""
+        """Renew or take the lease until cancelled; a database error (PostgreSQL
+        restarted, unreachable) is logged, the connection made again at the next round,
+        and the lease left to expire: :meth:`live` turns false by itself, so the bus
+        holds what it would publish. The epoch is kept: when the store is back, a
+        renewal that finds it still this replica's leads on (nobody else took it
+        meanwhile, so nobody else published); one that finds it gone deposes this
+        replica. Once no round has reached the store for ``ttl``, the leader shown
+        (:attr:`leader`, ``/v1/status``) is none: whoever led, its lease has run out
+        unless renewed where this replica cannot see."""
         import psycopg
 
         while True:
             try:
                 await self.step()
-            except (psycopg.Error, OSError) as e:
+            except Exception as e:  # the store gone (psycopg.Error, OSError): never dies
                 log.warning("lease_failed", replica=self.replica, error=str(e)[:300])
                 if self._conn is not None:
-                    await self._conn.close()
+                    with contextlib.suppress(psycopg.Error, OSError):
+                        await self._conn.close()
                     self._conn = None
+                if time.monotonic() - self._read > self.ttl:
+                    self.leader = ("", 0)
             await asyncio.sleep(self.renew if self.epoch else self.poll)
 
     async def resign(self) -> None:

@@ -20,7 +20,8 @@ caller holds the head (:meth:`~PostgresStore.exclusive`: the commit function the
 in that transaction, committed after it), reads :meth:`~PostgresStore.changes_since`
 its head, applies them, and runs its command again (:mod:`controller.replica`).
 Generation floors are raised with ``GREATEST``: never backwards, whichever replica
-writes.
+writes. The leader trims the log (:mod:`controller.leader`); :meth:`~PostgresStore.changes_since`
+a change no longer logged raises :class:`~controller.errors.LogTrimmed`.
 
 **Host rows.** Every replica follows every agent's retained status. A status writes a
 host row only when what is kept changes (a new host, its VTEP or its version,
@@ -49,7 +50,7 @@ from psycopg import conninfo
 from psycopg.types.json import Jsonb
 
 from . import schema
-from .errors import StoreConflict, StoreError
+from .errors import LogTrimmed, StoreConflict, StoreError
 from .rowcodec import decode, decode_delta, encode, encode_delta, spec_json
 from .state import TABLE_OF, CompartmentRow, Delta, EndpointRow, HostRow, NetworkRow, Row, Table
 from .store import ORDER
@@ -200,7 +201,8 @@ class PostgresStore:
     def load(self) -> tuple[list[Row], dict[str, int]]:
         rows: list[Row] = []
         with self._transaction("reading the store") as conn:
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            if not self._held:  # held: nobody commits meanwhile (one snapshot anyway)
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             for table in _TABLES:
                 for (data,) in conn.execute(f"SELECT data FROM {table} ORDER BY id"):
                     rows.append(decode(table, data))
@@ -211,14 +213,23 @@ class PostgresStore:
         return rows, floors
 
     def changes_since(self, seq: int) -> list[tuple[int, Delta]]:
+        """The changes after ``seq``, in order; :class:`LogTrimmed` when the log no
+        longer holds the next one (the caller reloads, :func:`controller.replica.catch_up`)."""
         with self._transaction("reading the change log") as conn:
             found = conn.execute(
                 "SELECT seq, delta FROM changes WHERE seq > %s ORDER BY seq", (seq,)
             ).fetchall()
+            if not found:  # one statement, one snapshot: a commit since is no gap
+                head, oldest = conn.execute(
+                    "SELECT (SELECT seq FROM head), (SELECT min(seq) FROM changes WHERE seq > %s)",
+                    (seq,),
+                ).fetchone() or (seq, None)
+                if head > seq and (oldest is None or oldest > seq + 1):
+                    raise _trimmed(seq + 1, oldest or 0)
         out = [(int(n), decode_delta(text)) for n, text in found]
         for i, (n, delta) in enumerate(out):
             if n != seq + 1 + i:
-                raise StoreError(f"the change log has no change {seq + 1 + i} (next: {n})")
+                raise _trimmed(seq + 1 + i, n)
             for table, ident in delta.deletes:
                 if table == "networks":
                     self._host_local.pop(ident, None)
@@ -321,6 +332,15 @@ class PostgresStore:
             if found is not None:
                 self._host_local[network] = known
         return known
+
+
+def _trimmed(wanted: int, oldest: int) -> LogTrimmed:
+    since = f"the oldest logged is {oldest}" if oldest else "none is logged"
+    return LogTrimmed(
+        f"the change log no longer holds change {wanted} ({since}): trimmed",
+        wanted=wanted,
+        oldest=oldest,
+    )
 
 
 def _one(conn: psycopg.Connection[Any], query: str) -> Any:

@@ -32,7 +32,7 @@ class Publish:
     it: a host's desired document is built when the bus sends it, from the state as it
     is then, so that many changes of one host in quick succession cost one document."""
 
-    __slots__ = ("_build", "_payload", "retain", "topic")
+    __slots__ = ("_build", "_payload", "generation", "retain", "topic")
 
     def __init__(
         self,
@@ -40,13 +40,12 @@ class Publish:
         payload: bytes | None,
         retain: bool,
         build: Callable[[], bytes] | None = None,
+        generation: int = 0,  # a snapshot shard's: the bus never sends one below one sent
     ) -> None:
         if payload is None and build is None:
             raise ValueError("a publish needs a payload or a way to build it")
-        self.topic = topic
-        self.retain = retain
-        self._payload = payload
-        self._build = build
+        self.topic, self.retain, self.generation = topic, retain, generation
+        self._payload, self._build = payload, build
 
     @property
     def lazy(self) -> bool:
@@ -241,7 +240,8 @@ class Publication:
             )
             part = frames[i * SHARD_RECORDS : (i + 1) * SHARD_RECORDS]
             frame = proto.pack_parts(head.model_dump(mode="json"), {"records": part})
-            out.append(Publish(topics.network_snapshot(net_id, i), frame, True))
+            topic = topics.network_snapshot(net_id, i)
+            out.append(Publish(topic, frame, True, generation=net.table_gen))
         for i in range(count, self.shards.get(net_id, count)):
             out.append(Publish(topics.network_snapshot(net_id, i), b"", True))
         self.shards[net_id] = count

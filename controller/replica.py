@@ -23,6 +23,10 @@ catching up brought anything (a SQLite store, with its one controller, never has
 no query). A command run inside another (a batch's staged
 operations, which write nothing themselves) is retried by the outer one only.
 
+A replica behind the trimmed part of the log (its next change deleted by the leader,
+:mod:`controller.leader`) is told so by the store (:class:`~controller.errors.LogTrimmed`)
+and reloads: :func:`reload` reads every table and applies the difference as one change.
+
 Catching up keeps this replica's own view of each agent (online, applied generations,
 errors, last seen): what the store holds of a host is its VTEP, version and desired
 generation (:mod:`controller.pgstore`).
@@ -36,8 +40,8 @@ from typing import Any, ParamSpec, TypeVar
 
 import structlog
 
-from .errors import ControllerError, StoreConflict, StoreError
-from .state import Applied, Delta, HostRow, State
+from .errors import ControllerError, LogTrimmed, StoreConflict, StoreError
+from .state import TABLE_OF, Applied, Delta, HostRow, Row, State, Table
 
 log = structlog.get_logger("plexus.controller")
 
@@ -58,6 +62,9 @@ COMMANDS = (
     "delete_endpoint",
 )
 
+#: the tables, each before those whose rows refer to its rows
+_TABLES: tuple[Table, ...] = ("hosts", "networks", "compartments", "endpoints", "policies")
+
 #: the controllers (by id) running a command now: a command inside one is not retried
 _running: set[int] = set()
 
@@ -69,11 +76,56 @@ def catch_up(ctl: Any) -> list[Applied]:
     (:meth:`~controller.runtime.Runtime.publish`), which also keeps the publication's
     caches true to the state."""
     out = []
-    for seq, delta in ctl.store.changes_since(ctl.store.head):
+    try:
+        changes = ctl.store.changes_since(ctl.store.head)
+    except LogTrimmed as e:
+        out.append(reload(ctl, e))
+        changes = ctl.store.changes_since(ctl.store.head)
+    for seq, delta in changes:
         out.append(ctl.state.apply(_keep_runtime(ctl.state, delta)))
         ctl.news.append((seq, out[-1]))
         ctl.store.head = seq
     return out
+
+
+def reload(ctl: Any, trimmed: LogTrimmed) -> Applied:
+    """This replica is behind the trimmed part of the log: read the whole store and
+    apply the difference to the state as one change (rows that differ put, rows gone
+    deleted, floors raised), appended to ``ctl.news`` like a change of the log, so the
+    publication's caches follow it and a leader publishes it."""
+    behind = ctl.store.head
+    rows, floors = ctl.store.load()  # the tables and the head, in one snapshot
+    delta = Delta(floors=floors)
+    state = ctl.state
+    found: dict[Table, set[str]] = {t: set() for t in _TABLES}
+    for row in sorted(rows, key=lambda r: _TABLES.index(TABLE_OF[type(r)])):
+        table = TABLE_OF[type(row)]
+        found[table].add(row.id)
+        if not _same(getattr(state, table).get(row.id), row):
+            delta.put(row)
+    for table in reversed(_TABLES):  # what refers to a row before the row
+        for ident in getattr(state, table).keys() - found[table]:
+            delta.delete(table, ident)
+    change: Applied = state.apply(_keep_runtime(state, delta))
+    ctl.news.append((ctl.store.head, change))
+    log.warning(
+        "change_log_trimmed_reloaded",
+        behind=behind,
+        wanted=trimmed.wanted,
+        oldest=trimmed.oldest,
+        head=ctl.store.head,
+        puts=len(delta.puts),
+        deletes=len(delta.deletes),
+    )
+    return change
+
+
+def _same(mine: Row | None, stored: Row) -> bool:
+    """Whether this replica's row is the stored one (of a host: what the store keeps)."""
+    if isinstance(mine, HostRow) and isinstance(stored, HostRow):
+        kept = (mine.vtep, mine.version, mine.desired_gen)
+        return kept == (stored.vtep, stored.version, stored.desired_gen)
+    return mine == stored
 
 
 def follow(ctl: Any, timeout: float) -> list[Applied]:

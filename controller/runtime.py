@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
@@ -117,9 +118,15 @@ class Runtime:
                     pass
             except Exception as e:  # PostgreSQL gone: poll until it is back
                 log.warning("follow_listen_failed", error=str(e)[:300])
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
                 conn = None
                 await asyncio.sleep(poll)
-            self.catch_up()
+            try:
+                self.catch_up()
+            except Exception:  # the controller never dies of the log; the next round retries
+                log.exception("follow_failed")
 
     def publish(self, outcome: Outcome[Any] | None) -> None:
         """Hand what a committed change needs to the bus (a status that changed no row,

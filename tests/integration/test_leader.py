@@ -1,13 +1,11 @@
 """Three ``plexus controller`` processes on one PostgreSQL database, a real Mosquitto:
 one elected leader publishes, a killed leader is replaced, a stopped one is fenced.
 
-A recorder subscribes to everything the controllers publish (hosts' desired documents,
-network specs, snapshots, table changes, and the reconciliation's fence, which only a
-leader taking over publishes) and checks every message: on each topic, a generation is
-either new and higher than every one before it, or a repeat of a message already seen
-with the very same bytes (QoS 1 is at-least-once). Which replica published what is read
-from the broker's own log (``Received PUBLISH from CLIENT``: each controller's client
-id carries its replica name), nothing added to the wire.
+Every message the controllers publish is checked by the recorder of
+:mod:`tests.integration.replicas` (never backwards; a generation seen twice has the
+same bytes). Which replica published what is read from the broker's own log
+(``Received PUBLISH from CLIENT``: each controller's client id carries its replica
+name), nothing added to the wire.
 """
 
 from __future__ import annotations
@@ -19,205 +17,24 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
-import msgpack
-import pytest
 
-from controller.bus import FENCE
 from controller.leader import Lease
 from controller.pgstore import PostgresStore
 from controller.service import Controller
 from proto import topics
-from tests.support import (
-    PLEXUS,
-    ControllerProcess,
-    LogWatch,
-    Mosquitto,
-    SimAgent,
-    mqtt_client,
-    wait_for,
+from tests.integration.replicas import (
+    Cluster,
+    converged,
+    recording,
+    started,
+    three,
+    write,
 )
-
-
-@dataclass
-class Recorder:
-    """Every message the controllers publish, checked as it arrives."""
-
-    #: (arrival, topic, payload)
-    seen: list[tuple[float, str, bytes]] = field(default_factory=list)
-    fences: list[float] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    _top: dict[str, int] = field(default_factory=dict)
-    _payloads: dict[tuple[str, int], bytes] = field(default_factory=dict)
-
-    def generations(self, topic: str) -> list[int]:
-        return sorted(g for t, g in self._payloads if t == topic)
-
-    def add(self, topic: str, payload: bytes) -> None:
-        now = time.monotonic()
-        if topic == FENCE:
-            self.fences.append(now)
-            return
-        if not payload:
-            return  # a cleared retained message
-        self.seen.append((now, topic, payload))
-        gen = int(msgpack.unpackb(payload)["generation"])  # no validation: cheap
-        before = self._payloads.get((topic, gen))
-        if before is not None:
-            if before != payload:
-                self.problems.append(f"{topic} generation {gen} published with other content")
-            return
-        top = self._top.get(topic, 0)
-        if gen <= top:
-            self.problems.append(f"{topic} generation {gen} after {top}")
-        self._top[topic] = max(top, gen)
-        self._payloads[(topic, gen)] = payload
-
-
-@contextlib.asynccontextmanager
-async def recording(url: str) -> AsyncIterator[Recorder]:
-    rec = Recorder()
-    async with mqtt_client(url, "recorder") as c:
-        for filt in (topics.ALL_HOST_DESIRED, topics.ALL_NETWORKS, FENCE):
-            await c.subscribe(filt, qos=1)
-
-        async def read() -> None:
-            async for msg in c.messages:
-                rec.add(str(msg.topic), bytes(msg.payload))  # type: ignore[arg-type]
-
-        task = asyncio.create_task(read(), name="recorder")
-        try:
-            yield rec
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
-@dataclass
-class Cluster:
-    procs: dict[str, ControllerProcess]
-    http: httpx.AsyncClient
-
-    async def status(self, name: str) -> dict[str, Any] | None:
-        try:
-            r = await self.http.get(f"{self.procs[name].url}/v1/status", timeout=2)
-        except httpx.HTTPError:
-            return None
-        out: dict[str, Any] = r.json()
-        return out
-
-    async def leader(self, among: list[str], above: int = 0) -> tuple[str, int] | None:
-        """The leader every one of ``among`` names, at an epoch above ``above``."""
-        found = set()
-        for name in among:
-            s = await self.status(name)
-            if s is None:
-                return None
-            found.add((s["leader"], s["epoch"]))
-        if len(found) == 1:
-            leader, epoch = found.pop()
-            if leader and epoch > above:
-                return leader, epoch
-        return None
-
-
-@pytest.fixture
-def debug_broker(tmp_path: Path) -> Any:
-    broker = Mosquitto(tmp_path)
-    # "Received PUBLISH from CLIENT": who published what, from the broker's side
-    broker.conf.write_text(broker.conf.read_text() + "log_type debug\n")
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
-@contextlib.asynccontextmanager
-async def three(broker: Mosquitto, pg_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    token = ["--api-token-file", str(tmp_path / "api-token")]
-    procs = {
-        f"c{i}": ControllerProcess(
-            broker.url, pg_url, tmp_path / f"c{i}.log", extra=token, env={"PLEXUS_REPLICA": f"c{i}"}
-        )
-        for i in (1, 2, 3)
-    }
-    try:
-        for p in procs.values():
-            p.start()
-        async with httpx.AsyncClient() as http:
-            yield Cluster(procs, http)
-    finally:
-        for p in procs.values():
-            if p.proc is not None and p.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.proc.pid, signal.SIGCONT)
-            p.stop()
-
-
-async def write(cl: Cluster, name: str, i: int, acked: list[str]) -> None:
-    """Compartment k{i} (on h1 or h2) and its endpoint, through replica ``name``."""
-    url = cl.procs[name].url
-    try:
-        r = await cl.http.post(
-            f"{url}/v1/compartments", json={"id": f"k{i}", "host": f"h{i % 2 + 1}"}, timeout=10
-        )
-        if r.status_code != 201:
-            return
-        r = await cl.http.post(
-            f"{url}/v1/endpoints",
-            json={"id": f"e{i}", "network": "blue", "compartment": f"k{i}"},
-            timeout=10,
-        )
-        if r.status_code == 201:
-            acked.append(f"e{i}")
-    except httpx.HTTPError:
-        pass  # the replica was killed: not acknowledged
-
-
-async def converged(cl: Cluster, agents: list[SimAgent], acked: list[str]) -> None:
-    """Every acknowledged endpoint in every agent's table, and in its host's document."""
-
-    def done() -> bool:
-        for a in agents:
-            if not set(acked) <= set(a.tables.get("blue", {})):
-                return False
-            eps = {
-                ep.id for c in (a.desired.compartments if a.desired else ()) for ep in c.endpoints
-            }
-            mine = {e for e in acked if int(e[1:]) % len(agents) + 1 == int(a.host[1:])}
-            if not mine <= eps:
-                return False
-        return True
-
-    await wait_for(done, 30, "every acknowledged endpoint at every host")
-
-
-async def started(
-    cl: Cluster, broker: Mosquitto, hosts: int = 2
-) -> tuple[list[str], tuple[str, int], list[SimAgent]]:
-    """The replicas' names, the first leader (name, epoch), ``hosts`` hosts' simulated
-    agents started (h1, h2, ...), and network ``blue`` made through the first replica."""
-    names = list(cl.procs)
-    first = await wait_for(lambda: cl.leader(names), 15, "one leader")
-    agents = [SimAgent(f"h{i}", broker.url, f"198.18.0.{i}") for i in range(1, hosts + 1)]
-    for a in agents:
-        await a.start()
-    r = await cl.http.post(
-        f"{cl.procs[names[0]].url}/v1/networks",
-        json={"id": "blue", "subnet": "10.1.0.0/21"},
-        timeout=10,
-    )
-    assert r.status_code == 201, r.text
-    return names, first, agents
-
+from tests.support import PLEXUS, LogWatch, Mosquitto, wait_for
 
 WRITES = 1000  # endpoints, spread over the three replicas: e{i} in k{i}, on h{i % 2 + 1}
 IN_FLIGHT = 12

@@ -14,6 +14,7 @@ from pathlib import Path
 import proto
 from controller.bus import FENCE
 from controller.metrics import Metrics
+from controller.publication import Batch
 from controller.runtime import Runtime
 from controller.service import Controller
 from controller.store import SqliteStore
@@ -116,3 +117,34 @@ async def test_an_unconfirmed_lease_holds_a_batch_and_a_deposed_one_drops_it(
         await endpoint(rt, "c2")  # a follower's commits are not even queued
         assert rt.bus._queue.empty() and len(broker.published) == before
         assert topics.network_changes("blue") not in ours(broker)
+
+
+async def test_a_snapshot_queued_before_a_newer_one_went_is_not_sent(tmp_path: Path) -> None:
+    """A new leader's reconciliation publishes the snapshot of the state as it is then,
+    while the snapshotter may have queued an older one meanwhile: the older one is not
+    sent after it (the retained snapshot never goes backwards)."""
+    broker, lease = MemoryBroker(), HandLease(epoch=1)
+    snap = topics.network_snapshot("blue", 0)
+
+    def generations() -> list[int]:
+        return [
+            int(proto.decode(m.payload).generation)  # type: ignore[union-attr]
+            for m in broker.published
+            if m.topic == snap and m.payload
+        ]
+
+    async with running(tmp_path, broker, lease) as rt:
+        status = proto.HostStatus(host="h1", state="online", vtep="198.18.0.1")  # type: ignore[arg-type]
+        await broker.publish(topics.host_status("h1"), proto.encode(status), retain=True)
+        await wait_for(lambda: "h1" in rt.controller.state.hosts, what="h1 folded in")
+        rt.publish(rt.controller.create_network(NetworkCreate(id="blue", subnet="10.1.0.0/24")))
+        await endpoint(rt, "c1")
+        stale = rt.publication.snapshot("blue")
+        await endpoint(rt, "c2")
+        newer = rt.controller.state.networks["blue"].table_gen
+        await wait_for(lambda: newer in generations(), what="the newer snapshot sent")
+        rt.bus.submit(Batch(publish=stale))  # as if queued before the newer one went
+        await endpoint(rt, "c3")  # a batch after it
+        await wait_for(lambda: newer + 1 in generations(), what="the next snapshot sent")
+    assert generations() == sorted(generations()), generations()
+    assert stale[0].generation == newer - 1
