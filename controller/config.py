@@ -38,6 +38,9 @@ class ControllerSettings(BaseSettings):
     #: seconds of the PostgreSQL change log kept (``changes``): the leader deletes what
     #: is older, never past what it has published; a replica further behind reloads
     change_log_retention: float = Field(default=300.0, ge=0)
+    #: seconds a PostgreSQL store's leader lease lasts from each renewal: a leader lost
+    #: is replaced about this long after; longer rides out slower database round trips
+    lease_ttl: float = Field(default=1.2, ge=0.3, le=60.0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 

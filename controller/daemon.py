@@ -64,13 +64,16 @@ class Server(uvicorn.Server):
         yield
 
 
-def lease_of(store: Store, replica: str, retention: float = 300.0) -> Leadership:
-    """A PostgreSQL store's lease (several replicas; its leader trims the change log
-    to ``retention`` seconds), or the sole controller's."""
+def lease_of(store: Store, replica: str, retention: float = 300.0, ttl: float = 1.2) -> Leadership:
+    """A PostgreSQL store's lease (several replicas; held ``ttl`` seconds from each
+    renewal, renewed every quarter of it, published under until a third of it is left;
+    its leader trims the change log to ``retention`` seconds), or the sole controller's."""
     url, defaults = getattr(store, "url", None), getattr(store, "defaults", None)
     if url is None or defaults is None:
         return Sole(replica)
-    return Lease(url, defaults, replica, retention=retention)
+    return Lease(
+        url, defaults, replica, ttl=ttl, renew=ttl / 4, margin=ttl / 3, retention=retention
+    )
 
 
 def build(settings: ControllerSettings) -> tuple[Runtime, uvicorn.Server]:
@@ -85,7 +88,9 @@ def build(settings: ControllerSettings) -> tuple[Runtime, uvicorn.Server]:
         Metrics(),
         snapshot_interval=settings.snapshot_interval,
         broker=str(broker),
-        lease=lease_of(store, settings.replica_name, settings.change_log_retention),
+        lease=lease_of(
+            store, settings.replica_name, settings.change_log_retention, settings.lease_ttl
+        ),
     )
     app = create_app(rt, api_token(settings.token_path), token_required=settings.token_required)
     config = uvicorn.Config(

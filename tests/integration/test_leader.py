@@ -21,7 +21,11 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+import pydantic
+import pytest
 
+from controller.config import ControllerSettings
+from controller.daemon import build
 from controller.leader import Lease
 from controller.pgstore import PostgresStore
 from controller.service import Controller
@@ -236,3 +240,20 @@ async def test_the_lease_goes_to_one_and_to_another_only_after_the_first_is_fenc
     finally:
         await a.resign()
         await b.resign()
+
+
+def test_the_lease_lasts_the_configured_ttl(pg_url: str, tmp_path: Path) -> None:
+    """``lease_ttl`` (PLEXUS_LEASE_TTL): renewed every quarter of it, published under
+    until a third of it is left; out of its range, refused by name."""
+    settings = ControllerSettings(
+        store=pg_url, api_auth="none", api_token_file=tmp_path / "api-token", lease_ttl=3.0
+    )
+    rt, _ = build(settings)
+    try:
+        lease = rt.lease
+        assert isinstance(lease, Lease)
+        assert (lease.ttl, lease.renew, lease.margin) == (3.0, 0.75, 1.0)
+    finally:
+        rt.controller.store.close()
+    with pytest.raises(pydantic.ValidationError, match="lease_ttl"):
+        ControllerSettings(store=pg_url, lease_ttl=0.1)
