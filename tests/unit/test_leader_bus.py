@@ -63,6 +63,13 @@ def ours(broker: MemoryBroker) -> list[str]:
     return [m.topic for m in broker.published if "/status" not in m.topic]
 
 
+async def online(broker: MemoryBroker, rt: Runtime) -> None:
+    """Host h1 reports online (retained) and the controller has folded it in."""
+    status = proto.HostStatus(host="h1", state="online", vtep="198.18.0.1")  # type: ignore[arg-type]
+    await broker.publish(topics.host_status("h1"), proto.encode(status), retain=True)
+    await wait_for(lambda: "h1" in rt.controller.state.hosts, what="h1 folded in")
+
+
 async def endpoint(rt: Runtime, comp: str) -> None:
     rt.publish(rt.controller.create_compartment(CompartmentCreate(id=comp, host="h1")))
     body = EndpointCreate(network="blue", compartment=comp)  # type: ignore[call-arg]
@@ -74,9 +81,7 @@ async def test_a_follower_publishes_nothing_and_a_new_leader_resumes_then_reconc
 ) -> None:
     broker, lease = MemoryBroker(), HandLease()
     async with running(tmp_path, broker, lease) as rt:
-        status = proto.HostStatus(host="h1", state="online", vtep="198.18.0.1")  # type: ignore[arg-type]
-        await broker.publish(topics.host_status("h1"), proto.encode(status), retain=True)
-        await wait_for(lambda: "h1" in rt.controller.state.hosts, what="h1 folded in")
+        await online(broker, rt)
         rt.publish(rt.controller.create_network(NetworkCreate(id="blue", subnet="10.1.0.0/24")))
         await endpoint(rt, "c1")
         assert ours(broker) == []  # not even the reconciliation's fence
@@ -134,9 +139,7 @@ async def test_a_snapshot_queued_before_a_newer_one_went_is_not_sent(tmp_path: P
         ]
 
     async with running(tmp_path, broker, lease) as rt:
-        status = proto.HostStatus(host="h1", state="online", vtep="198.18.0.1")  # type: ignore[arg-type]
-        await broker.publish(topics.host_status("h1"), proto.encode(status), retain=True)
-        await wait_for(lambda: "h1" in rt.controller.state.hosts, what="h1 folded in")
+        await online(broker, rt)
         rt.publish(rt.controller.create_network(NetworkCreate(id="blue", subnet="10.1.0.0/24")))
         await endpoint(rt, "c1")
         stale = rt.publication.snapshot("blue")
