@@ -363,20 +363,26 @@ class SimAgent:
 
     async def _run(self) -> None:
         will = aiomqtt.Will(topics.host_status(self.host), self.status("offline"), 1, True)
+        # its acknowledgements wait on the test's event loop, which a storm of writes in
+        # the same loop can keep seconds behind: a longer wait than a real agent's
         async with client(
-            BrokerURL.parse(self.url), f"sim-{self.host}-{time.monotonic_ns()}", will=will
+            BrokerURL.parse(self.url),
+            f"sim-{self.host}-{time.monotonic_ns()}",
+            will=will,
+            timeout=30,
         ) as c:
             await c.subscribe(topics.host_desired(self.host), qos=1)
             await c.publish(topics.host_status(self.host), self.status(), qos=1, retain=True)
             self._ready.set()
             following: set[str] = set()
+            decoder = proto.DesiredDecoder()  # the agent's: unchanged compartments reused
             async for msg in c.messages:
                 t = topics.parse(str(msg.topic))
                 payload = bytes(msg.payload)  # type: ignore[arg-type]
                 if not payload:
                     continue
                 if t.kind == "host_desired":
-                    self.desired = proto.decode(payload, proto.HostDesired)
+                    self.desired = decoder(payload, proto.HostDesired)
                     self._known.set()
                     want = {n.id for n in self.desired.networks if n.mode in proto.TABLE_MODES}
                     for net in want - following:
@@ -403,4 +409,7 @@ class SimAgent:
                         for d in ch.deletes:
                             table.pop(d, None)
                         self.gens[ch.network] = ch.generation
-                await c.publish(topics.host_status(self.host), self.status(), qos=1, retain=True)
+                if not len(c.messages):  # the last of a burst: one status for all of it
+                    await c.publish(
+                        topics.host_status(self.host), self.status(), qos=1, retain=True
+                    )

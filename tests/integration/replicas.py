@@ -169,7 +169,17 @@ async def converged(cl: Cluster, agents: list[SimAgent], acked: list[str]) -> No
                 return False
         return True
 
-    await wait_for(done, 30, "every acknowledged endpoint at every host")
+    try:
+        await wait_for(done, 60, "every acknowledged endpoint at every host")
+    except TimeoutError:
+        for a in agents:
+            table = set(a.tables.get("blue", {}))
+            missing = sorted(set(acked) - table)[:10]
+            t = a._task
+            ended = t.exception() if t is not None and t.done() and not t.cancelled() else None
+            print(f"{a.host}: table gen {a.gens.get('blue')}, missing {missing}, ended: {ended!r}")
+        print("controller:", (await cl.status(next(iter(cl.procs))) or {}).get("networks"))
+        raise
 
 
 async def started(
