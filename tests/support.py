@@ -380,6 +380,10 @@ class SimAgent:
                 t = topics.parse(str(msg.topic))
                 payload = bytes(msg.payload)  # type: ignore[arg-type]
                 if not payload:
+                    if not len(c.messages):
+                        await c.publish(
+                            topics.host_status(self.host), self.status(), qos=1, retain=True
+                        )
                     continue
                 if t.kind == "host_desired":
                     self.desired = decoder(payload, proto.HostDesired)
