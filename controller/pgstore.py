@@ -52,7 +52,17 @@ from psycopg.types.json import Jsonb
 from . import schema
 from .errors import LogTrimmed, StoreConflict, StoreError
 from .rowcodec import decode, decode_delta, encode, encode_delta, spec_json
-from .state import TABLE_OF, CompartmentRow, Delta, EndpointRow, HostRow, NetworkRow, Row, Table
+from .state import (
+    TABLE_OF,
+    TABLES,
+    CompartmentRow,
+    Delta,
+    EndpointRow,
+    HostRow,
+    NetworkRow,
+    Row,
+    Table,
+)
 from .store import ORDER
 
 #: the channel a commit notifies, with its sequence number as the payload
@@ -61,7 +71,6 @@ CHANNEL = "plexus_changes"
 _MIGRATION_LOCK = 0x706C6578  # "plex"
 
 _IDLE = psycopg.pq.TransactionStatus.IDLE
-_TABLES: tuple[Table, ...] = ("hosts", "networks", "compartments", "endpoints", "policies")
 
 
 def where(url: str) -> str:
@@ -203,7 +212,7 @@ class PostgresStore:
         with self._transaction("reading the store") as conn:
             if not self._held:  # held: nobody commits meanwhile (one snapshot anyway)
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            for table in _TABLES:
+            for table in TABLES:
                 for (data,) in conn.execute(f"SELECT data FROM {table} ORDER BY id"):
                     rows.append(decode(table, data))
             floors = {k: int(v) for k, v in conn.execute("SELECT key, value FROM meta")}

@@ -41,7 +41,7 @@ from typing import Any, ParamSpec, TypeVar
 import structlog
 
 from .errors import ControllerError, LogTrimmed, StoreConflict, StoreError
-from .state import TABLE_OF, Applied, Delta, HostRow, Row, State, Table
+from .state import TABLE_OF, TABLES, Applied, Delta, HostRow, Row, State, Table
 
 log = structlog.get_logger("plexus.controller")
 
@@ -61,9 +61,6 @@ COMMANDS = (
     "set_ports",
     "delete_endpoint",
 )
-
-#: the tables, each before those whose rows refer to its rows
-_TABLES: tuple[Table, ...] = ("hosts", "networks", "compartments", "endpoints", "policies")
 
 #: the controllers (by id) running a command now: a command inside one is not retried
 _running: set[int] = set()
@@ -97,13 +94,13 @@ def reload(ctl: Any, trimmed: LogTrimmed) -> Applied:
     rows, floors = ctl.store.load()  # the tables and the head, in one snapshot
     delta = Delta(floors=floors)
     state = ctl.state
-    found: dict[Table, set[str]] = {t: set() for t in _TABLES}
-    for row in sorted(rows, key=lambda r: _TABLES.index(TABLE_OF[type(r)])):
+    found: dict[Table, set[str]] = {t: set() for t in TABLES}
+    for row in sorted(rows, key=lambda r: TABLES.index(TABLE_OF[type(r)])):
         table = TABLE_OF[type(row)]
         found[table].add(row.id)
         if not _same(getattr(state, table).get(row.id), row):
             delta.put(row)
-    for table in reversed(_TABLES):  # what refers to a row before the row
+    for table in reversed(TABLES):  # what refers to a row before the row
         for ident in getattr(state, table).keys() - found[table]:
             delta.delete(table, ident)
     change: Applied = state.apply(_keep_runtime(state, delta))

@@ -181,7 +181,7 @@ class Runtime:
             log.info("stale_will_ignored", host=status.host, broker=status.broker, on=now)
             return
         self.publish(self.controller.host_reported(status))
-        moved = self.fleet.brokers.get(status.host) != status.broker
+        moved = now != status.broker
         self.fleet.on_status(status.host, status.broker)
         if was is None or was.state != status.state or moved:
             log.info(

@@ -180,6 +180,8 @@ class PolicyRow:
 
 Row = HostRow | NetworkRow | CompartmentRow | EndpointRow | PolicyRow
 Table = Literal["hosts", "networks", "compartments", "endpoints", "policies"]
+#: the tables, each before those whose rows refer to its rows
+TABLES: tuple[Table, ...] = ("hosts", "networks", "compartments", "endpoints", "policies")
 
 TABLE_OF: dict[type, Table] = {
     HostRow: "hosts",
