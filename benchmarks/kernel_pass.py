@@ -26,6 +26,12 @@ from typing import Any
 from .common import report
 
 NET = "ks"
+#: how the table names the driver's runs (``LinuxKernel._apply_run``)
+RUNS = {
+    "batch": "FDB and neighbour batch",
+    "dellink": "veth deletes as a group",
+    "addveth": "veth adds, one thread (AddVeth)",
+}
 SHARD = 5000
 
 
@@ -60,7 +66,7 @@ async def inside(host: str, local: int, remote: int) -> dict[str, Any]:
         try:
             return await apply_run(kind, run)
         finally:
-            name = "FDB and neighbour batch" if kind == "batch" else "veth deletes as a group"
+            name = RUNS.get(kind, kind)
             spent[name] += time.perf_counter() - t
 
     kernel._apply = timed_one  # type: ignore[method-assign]

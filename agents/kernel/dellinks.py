@@ -22,6 +22,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from .. import plan as p
 from ..errors import KernelError
+from ..model import HANDOVER
 from .batch import BATCHED
 from .netlink import GONE
 
@@ -66,7 +67,10 @@ async def delete_veths(ipr: AsyncIPRoute, run: Sequence[p.DelVeth]) -> list[Kern
 
 def run_of(action: p.Action) -> str | None:
     """Which run the driver may send an action in with its neighbours: ``batch``
-    (:mod:`.batch`), ``dellink`` (here), or None (on its own)."""
+    (:mod:`.batch`), ``dellink`` (here), ``addveth`` (:mod:`.veths`), or None (on its
+    own)."""
     if isinstance(action, BATCHED):
         return "batch"
+    if isinstance(action, p.AddVeth):
+        return None if action.veth.netns == HANDOVER else "addveth"
     return "dellink" if isinstance(action, p.DelVeth) else None

@@ -31,6 +31,7 @@ from .netns import in_netns, is_there, listnetns, netlink_socket, open_ns, relea
 from .netns import remove as remove_netns
 from .read import SYSCTLS, read_state, sysctl_path
 from .tune import tune_compartment, tune_interface, tune_router
+from .veths import add_veths
 from .view import apply_all, apply_to, rescope
 
 
@@ -139,11 +140,12 @@ class LinuxKernel:
             self._view = view
 
     async def apply_many(self, actions: Sequence[p.Action]) -> list[KernelError | None]:
-        """FDB/neighbour runs in batches, veth delete runs as one (:mod:`.dellinks`)."""
+        """FDB/neighbour runs in batches, veth delete runs as one (:mod:`.dellinks`), veth
+        add runs on a thread of their own (:mod:`.veths`)."""
         outcomes: list[KernelError | None] = []
         for kind, group in itertools.groupby(actions, run_of):
             run = list(group)
-            if kind == "batch" or (kind == "dellink" and len(run) > 1):
+            if kind is not None and (kind != "dellink" or len(run) > 1):
                 outcomes += await self._apply_run(kind, run)
             else:
                 outcomes += await apply_each(self, run)
@@ -153,6 +155,8 @@ class LinuxKernel:
         view, self._view = self._view, None
         if kind == "batch":
             outcomes = await apply_run(self._batch, run)
+        elif kind == "addveth":
+            outcomes = await add_veths(run, lambda again: apply_each(self, again))  # type: ignore[arg-type]
         else:
             outcomes = await delete_veths(await self._root(), run)  # type: ignore[arg-type]
         if view is not None and not any(outcomes) and not any(apply_all(view, run)):

@@ -111,13 +111,18 @@ def release(keep: Collection[str]) -> None:
         os.close(_pinned.pop(ns))
 
 
+def setns(fd: int, what: str) -> None:
+    """Move the calling thread into the network namespace of descriptor ``fd``."""
+    _check(_libc.setns(fd, CLONE_NEWNET), f"setns {what}")
+
+
 def _enter(ns: str, create: bool) -> None:
     """Move the calling thread into ``ns``; ``create``: into a new namespace, bound to
     ``/run/netns/<ns>``, its ``lo`` up (an ioctl, not a netlink round trip)."""
     if not create:
         fd = open_ns(ns)
         try:
-            _check(_libc.setns(fd, CLONE_NEWNET), f"setns {ns}")
+            setns(fd, ns)
         finally:
             os.close(fd)
         return
@@ -129,21 +134,22 @@ def _enter(ns: str, create: bool) -> None:
 
 
 def _thread(
-    ns: str, fn: Callable[[], T], create: bool, done: Callable[[Any, bool], object]
+    ns: str | None, fn: Callable[[], T], create: bool, done: Callable[[Any, bool], object]
 ) -> None:
-    """Start the thread that enters (or makes) ``ns``, runs ``fn`` and ends; it hands
-    ``done`` the result (True) or the exception (False)."""
+    """Start the thread that enters (or makes) ``ns`` (None: stays in the caller's),
+    runs ``fn`` and ends; it hands ``done`` the result (True) or the exception (False)."""
 
     def run() -> None:
         try:
-            _enter(ns, create)
+            if ns is not None:
+                _enter(ns, create)
             result = fn()
         except BaseException as e:  # handed to the caller
             done(e, False)
         else:
             done(result, True)
 
-    threading.Thread(target=run, name=f"netns-{ns}", daemon=True).start()
+    threading.Thread(target=run, name=f"netns-{ns or 'own'}", daemon=True).start()
 
 
 def run_in(ns: str, fn: Callable[[], T], create: bool = False) -> T:
@@ -166,9 +172,11 @@ def run_in(ns: str, fn: Callable[[], T], create: bool = False) -> T:
     return cast(T, value)
 
 
-async def in_netns(ns: str, fn: Callable[[], T], create: bool = False) -> T:
+async def in_netns(ns: str | None, fn: Callable[[], T], create: bool = False) -> T:
     """:func:`run_in` without blocking the event loop: its thread hands the outcome to
-    the loop (not through the default executor: one thread per call, not two)."""
+    the loop (not through the default executor: one thread per call, not two). ``ns``
+    None: the thread starts in the caller's namespace, for an ``fn`` that moves it
+    (:func:`setns`) itself: a thread of the default executor must never be moved."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 

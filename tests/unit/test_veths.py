@@ -1,0 +1,75 @@
+"""The veth run's messages are byte for byte what pyroute2 sends for the same requests
+(``LinuxKernel._add_veth``'s, one at a time), but for the sequence number."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from pyroute2.iproute.linux import IPBatch
+
+from agents.kernel.veths import encode_add, encode_address, encode_alias, encode_up
+from agents.model import Veth
+from proto import names
+
+VETH = Veth(
+    names.veth("e1"), "e1", "pxb1", "plexus:h1:c1", "eth0", "02:00:0a:0b:0c:0d", "10.1.2.3/16", 1450
+)
+
+
+def pyroute2_bytes(request: Callable[[Any], object]) -> bytes:
+    ipb = IPBatch()
+    request(ipb)
+    data = bytes(ipb.batch)
+    ipb.close()
+    return data
+
+
+def without_seq_and_pid(data: bytes) -> bytes:
+    return data[:8] + b"\0" * 8 + data[16:]
+
+
+def same(ours: bytes, theirs: bytes) -> None:
+    assert struct.unpack_from("=I", ours)[0] == len(ours)
+    assert struct.unpack_from("=I", ours, 8)[0] == 7
+    assert without_seq_and_pid(ours) == without_seq_and_pid(theirs)
+
+
+@pytest.mark.parametrize(
+    "veth",
+    [
+        VETH,
+        Veth("pxe-x", "a-much-longer-endpoint-id", "pxb2", "/proc/1/ns/net", "net1",
+             "02:ff:ff:ff:ff:ff", "192.168.255.254/31", 9000),
+    ],
+)  # fmt: skip
+def test_the_add_is_pyroute2s(veth: Veth) -> None:
+    peer = {"ifname": veth.inner, "net_ns_fd": 37, "address": veth.mac, "mtu": veth.mtu}
+    theirs = pyroute2_bytes(
+        lambda b: b.link(
+            "add",
+            state="up",
+            ifname=veth.name,
+            kind="veth",
+            address=names.host_mac(veth.endpoint),
+            mtu=veth.mtu,
+            master=12,
+            peer=peer,
+        )
+    )
+    same(encode_add(veth, 12, 37, 7), theirs)
+
+
+def test_the_alias_the_address_and_up_are_pyroute2s() -> None:
+    alias = names.alias("veth", "e1")
+    same(
+        encode_alias(9, alias, 7),
+        pyroute2_bytes(lambda b: b.link("set", index=9, ifalias=alias, state="up")),
+    )
+    same(
+        encode_address(2, "10.1.2.3/16", 7),
+        pyroute2_bytes(lambda b: b.addr("add", index=2, address="10.1.2.3", prefixlen=16)),
+    )
+    same(encode_up(2, 7), pyroute2_bytes(lambda b: b.link("set", index=2, state="up")))
