@@ -16,6 +16,7 @@ from tests.kernel.lab import require_root
 
 CHECK = Path(__file__).with_name("batch_check.py")
 DELLINKS = Path(__file__).with_name("dellinks_check.py")
+VETHS = Path(__file__).with_name("veths_check.py")
 
 
 def in_fresh_namespace(name: str, script: Path, *args: str) -> dict[str, Any]:
@@ -65,4 +66,20 @@ def test_a_run_of_veth_deletes_is_one_kernel_operation_and_touches_nothing_else(
     assert out["failed"] == [] and out["veths_left"] == 0 and out["view_equals_kernel"]
     assert out["foreign_left"] == ["fgnveth0", "fgnveth1", "fgnbridge"]
     assert out["in_doomed_group"] == [] and out["inner_left"] == ["lo"]
+    assert not [n for n in netns.listnetns() if n.startswith(names.netns_prefix(host))]
+
+
+def test_a_run_of_veth_adds_is_made_on_one_thread_and_a_leftover_the_old_way() -> None:
+    """:mod:`agents.kernel.veths`: 30 pairs in one run, one compartment holding a
+    leftover of the inner end's name, one compartment missing."""
+    require_root()
+    host = f"va{os.getpid()}"
+    record("netns-prefix", names.netns_prefix(host))
+    out = in_fresh_namespace("veths", VETHS, host, "30")
+    assert out["failed_index"] == [30], out["failed"]
+    assert "gone" in out["failed"][0] and "No such file" in out["failed"][0]
+    assert out["as_desired"] == [True] * 30  # the leftover's compartment too
+    assert out["sysctls"] == [{"retrans": "100", "arp_notify": "1"}] * 30
+    assert out["view_equals_kernel"]
+    assert not out["loop_thread_moved"] and out["threads_left"] == []
     assert not [n for n in netns.listnetns() if n.startswith(names.netns_prefix(host))]
