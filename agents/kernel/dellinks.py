@@ -22,8 +22,6 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from .. import plan as p
 from ..errors import KernelError
-from ..model import HANDOVER
-from .batch import BATCHED
 from .netlink import GONE
 
 #: the link group of the links a run deletes (ASCII "plxd")
@@ -63,14 +61,3 @@ async def delete_veths(ipr: AsyncIPRoute, run: Sequence[p.DelVeth]) -> list[Kern
         why = str(failure) if failure is not None else "still there after its group's delete"
         outcomes[i] = KernelError("DelVeth", run[i].name, code, why)
     return outcomes
-
-
-def run_of(action: p.Action) -> str | None:
-    """Which run the driver may send an action in with its neighbours: ``batch``
-    (:mod:`.batch`), ``dellink`` (here), ``addveth`` (:mod:`.veths`), or None (on its
-    own)."""
-    if isinstance(action, BATCHED):
-        return "batch"
-    if isinstance(action, p.AddVeth):
-        return None if action.veth.netns == HANDOVER else "addveth"
-    return "dellink" if isinstance(action, p.DelVeth) else None

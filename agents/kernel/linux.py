@@ -21,17 +21,18 @@ from proto import names
 
 from .. import plan as p
 from ..errors import KernelError
-from ..model import HANDOVER, Bridge, HostState, Veth
+from ..model import Bridge, HostState
 from . import apply_each, nft, resolv, uplink
 from .announce import Announcer
 from .batch import NetlinkBatch, apply_run
-from .dellinks import delete_veths, run_of
-from .netlink import GONE, NUD_PERMANENT, ensure, index, pair_of, subject
-from .netns import in_netns, is_there, listnetns, netlink_socket, open_ns, release
+from .dellinks import delete_veths
+from .netlink import GONE, NUD_PERMANENT, ensure, index, subject
+from .netns import in_netns, is_there, listnetns, netlink_socket, release
 from .netns import remove as remove_netns
 from .read import SYSCTLS, read_state, sysctl_path
-from .tune import tune_compartment, tune_interface, tune_router
-from .veths import add_veths
+from .runs import add_spaces, run_of, set_routes
+from .tune import tune_compartment, tune_router
+from .veths import add_one, add_veths
 from .view import apply_all, apply_to, rescope
 
 
@@ -52,6 +53,8 @@ class LinuxKernel:
         self.etc_netns = etc_netns
         self._ipr: AsyncIPRoute | None = None
         self._ns: dict[str, AsyncIPRoute] = {}
+        #: netlink sockets of namespaces a run made (:mod:`.runs`), not yet needed
+        self._fds: dict[str, int] = {}
         #: the view (see the class): the last full read, with this driver's successful
         #: actions since applied to it (None: unknown, the next read is a full one)
         self._view: HostState | None = None
@@ -66,6 +69,11 @@ class LinuxKernel:
     async def _in(self, ns: str, fd: int | None = None) -> AsyncIPRoute:
         ipr = self._ns.get(ns)
         if ipr is None:
+            held = self._fds.pop(ns, None)
+            if fd is None:
+                fd = held
+            elif held is not None:
+                os.close(held)
             if fd is None:
                 fd = await in_netns(ns, netlink_socket)
             ipr = self._ns[ns] = AsyncIPRoute(fileno=fd)
@@ -74,12 +82,15 @@ class LinuxKernel:
         return ipr
 
     def _forget(self, ns: str) -> None:
+        fd = self._fds.pop(ns, None)
+        if fd is not None:
+            os.close(fd)
         ipr = self._ns.pop(ns, None)
         if ipr is not None:
             ipr.close()
 
     async def close(self) -> None:
-        for ns in list(self._ns):
+        for ns in [*self._ns, *self._fds]:
             self._forget(ns)
         if self._ipr is not None:
             self._ipr.close()
@@ -155,12 +166,28 @@ class LinuxKernel:
         view, self._view = self._view, None
         if kind == "batch":
             outcomes = await apply_run(self._batch, run)
-        elif kind == "addveth":
-            outcomes = await add_veths(run, lambda again: apply_each(self, again))  # type: ignore[arg-type]
+        elif kind in ("addveth", "route", "netns"):
+            outcomes = await self._on_thread(kind, run)
         else:
             outcomes = await delete_veths(await self._root(), run)  # type: ignore[arg-type]
         if view is not None and not any(outcomes) and not any(apply_all(view, run)):
             self._view = view  # else the view and the kernel disagree: read in full next
+        return outcomes
+
+    async def _on_thread(self, kind: str, run: list[p.Action]) -> list[KernelError | None]:
+        """:mod:`.runs`; what a run cannot do, :meth:`apply` does after it."""
+
+        async def slow(again: Sequence[p.Action]) -> list[KernelError | None]:
+            return await apply_each(self, again)
+
+        if kind == "addveth":
+            return await add_veths(run, slow)  # type: ignore[arg-type]
+        if kind == "route":
+            return await set_routes(run, slow)  # type: ignore[arg-type]
+        outcomes, fds = await add_spaces(run, slow)  # type: ignore[arg-type]
+        for ns, fd in fds.items():  # its pyroute2 socket only once it is needed
+            self._forget(ns)
+            self._fds[ns] = fd
         return outcomes
 
     async def _apply(self, action: p.Action) -> None:
@@ -168,6 +195,8 @@ class LinuxKernel:
         match action:
             case p.AddNamespace(name):
                 new = name not in listnetns()
+                if new:  # a socket of one removed by hand is of that gone namespace
+                    self._forget(name)
                 tune = tune_router if names.is_router_netns(name) else tune_compartment
                 fd = await in_netns(name, tune, create=new)
                 inner = await self._in(name, fd)
@@ -221,7 +250,7 @@ class LinuxKernel:
                     state="up",
                 )
             case p.AddVeth(v):
-                await self._add_veth(v)
+                await add_one(ipr, self._in, v)
             case p.SetRoute(ns, gw, was) if ns.startswith("/"):
                 # a runtime's namespace: only the agent's own route goes, by its gateway;
                 # a default route of the runtime's (another plugin's) stays, and is
@@ -308,91 +337,3 @@ class LinuxKernel:
         if br.filtered != (old.filtered if old is not None else False):
             # this bridge's IPv4 through the host's netfilter hooks (the ACL), others' not
             await ipr.link("set", index=idx, kind="bridge", br_nf_call_iptables=int(br.filtered))
-
-    async def _add_veth(self, v: Veth) -> None:
-        """One request makes the pair: the host end with its MTU in its bridge, the inner
-        end in the compartment with its MAC and MTU (six round trips per compartment,
-        not ten). Names already taken (a pass cut short, an unowned leftover): the
-        leftover inner end goes, and what the add would have set is set on the pair."""
-        ipr = await self._root()
-        bridge = await index(v.bridge)
-        if v.netns == HANDOVER:
-            await self._add_handover(ipr, bridge, v)
-            return
-        inner = await self._in(v.netns)
-        if v.netns.startswith("/"):  # a runtime's: by a descriptor, checked for its inode
-            fd = await asyncio.to_thread(open_ns, v.netns)
-            try:
-                await self._add_pair(ipr, inner, bridge, v, fd)
-            finally:
-                os.close(fd)
-        else:
-            await self._add_pair(ipr, inner, bridge, v, v.netns)
-        idx = await index(v.name)
-        await ipr.link("set", index=idx, ifalias=names.alias("veth", v.endpoint), state="up")
-        router = names.is_router_netns(v.netns)
-        in_idx = await in_netns(v.netns, tune_interface(v.inner, router))
-        ip, _, plen = v.address.partition("/")
-        async with ensure(errno.EEXIST):
-            await inner.addr("add", index=in_idx, address=ip, prefixlen=int(plen))
-        # up last, with its address: the namespace's arp_notify then announces it
-        await inner.link("set", index=in_idx, state="up")
-
-    async def _add_handover(self, ipr: AsyncIPRoute, bridge: int, v: Veth) -> None:
-        """A pair whose inner end stays in the host's namespace, bare and down, for a
-        runtime to take (it moves it, names it, sets its addresses and brings it up).
-        A leftover of either name (a pass cut short, a pair handed back) goes first."""
-        for name in (v.name, v.inner):
-            try:
-                leftover = await index(name)
-            except KernelError:
-                continue  # none: the usual case (the lookup raises, not netlink)
-            async with ensure(*GONE):
-                await ipr.link("del", index=leftover)
-        peer = {"ifname": v.inner, "address": v.mac, "mtu": v.mtu}
-        await ipr.link(
-            "add",
-            ifname=v.name,
-            kind="veth",
-            address=names.host_mac(v.endpoint),
-            mtu=v.mtu,
-            master=bridge,
-            peer=peer,
-        )
-        idx = await index(v.name)
-        await ipr.link("set", index=idx, ifalias=names.alias("veth", v.endpoint), state="up")
-
-    async def _add_pair(
-        self, ipr: AsyncIPRoute, inner: AsyncIPRoute, bridge: int, v: Veth, ns: int | str
-    ) -> None:
-        peer = {"ifname": v.inner, "net_ns_fd": ns, "address": v.mac, "mtu": v.mtu}
-        pair = {
-            "ifname": v.name,
-            "kind": "veth",
-            "address": names.host_mac(v.endpoint),
-            "mtu": v.mtu,
-            "master": bridge,
-            "peer": peer,
-        }
-        try:
-            await ipr.link("add", state="up", **pair)
-        except NetlinkError as e:
-            if e.code != errno.EEXIST:
-                raise
-            stale = await inner.link_lookup(ifname=v.inner)
-            if stale and isinstance(ns, int):
-                # in a runtime's namespace a link of that name is the agent's only if it
-                # is the peer of its host end (a pass cut short before the alias was
-                # set); else it is the runtime's, and stays
-                if not await pair_of(ipr, inner, stale[0], v.name):
-                    raise NetlinkError(
-                        errno.EEXIST, f"{v.inner} exists in {v.netns} and is not Plexus's"
-                    ) from None
-                stale = []
-            if stale:
-                await inner.link("del", index=stale[0])
-            async with ensure(errno.EEXIST):
-                await ipr.link("add", **pair)
-            await ipr.link("set", index=await index(v.name), mtu=v.mtu, master=bridge)
-            in_idx = await index(v.inner, inner)
-            await inner.link("set", index=in_idx, address=v.mac, mtu=v.mtu)

@@ -20,7 +20,7 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
 from pyroute2 import IPRoute
@@ -29,6 +29,7 @@ from pyroute2 import netns as _pyroute2_netns
 from proto import names
 
 T = TypeVar("T")
+U = TypeVar("U")
 CLONE_NEWNET = 0x40000000
 NETLINK_ROUTE = 0
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
@@ -116,7 +117,7 @@ def setns(fd: int, what: str) -> None:
     _check(_libc.setns(fd, CLONE_NEWNET), f"setns {what}")
 
 
-def _enter(ns: str, create: bool) -> None:
+def enter(ns: str, create: bool) -> None:
     """Move the calling thread into ``ns``; ``create``: into a new namespace, bound to
     ``/run/netns/<ns>``, its ``lo`` up (an ioctl, not a netlink round trip)."""
     if not create:
@@ -128,9 +129,35 @@ def _enter(ns: str, create: bool) -> None:
         return
     _check(_libc.unshare(CLONE_NEWNET), f"unshare {ns}")
     _pyroute2_netns.attach(ns, f"{os.getpid()}/task/{threading.get_native_id()}")
+    lo_up()
+
+
+def lo_up() -> None:
+    """Bring the calling thread's namespace's ``lo`` up (an ioctl: no netlink)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         flags = struct.unpack_from("=H", fcntl.ioctl(s, SIOCGIFFLAGS, _IFREQ_LO), 16)[0]
-        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("=16sH22x", b"lo", flags | IFF_UP))
+        if not flags & IFF_UP:
+            fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("=16sH22x", b"lo", flags | IFF_UP))
+
+
+def visit_each(items: Sequence[U], fn: Callable[[U], T]) -> list[T | OSError]:
+    """``fn`` of each item, in order, on the calling thread, which ``fn`` may move into
+    another namespace (:func:`setns`, :func:`enter`): it is moved back to the namespace
+    it started in after each. One outcome each (an ``OSError`` of ``fn`` is its item's);
+    a failure to move back raises. Only on a thread of its own (:func:`in_netns` with
+    ``ns`` None), never one of the default executor."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        out: list[T | OSError] = []
+        for item in items:
+            try:
+                out.append(fn(item))
+            except OSError as e:
+                out.append(e)
+            setns(home, "back to the thread's own namespace")
+        return out
+    finally:
+        os.close(home)
 
 
 def _thread(
@@ -142,7 +169,7 @@ def _thread(
     def run() -> None:
         try:
             if ns is not None:
-                _enter(ns, create)
+                enter(ns, create)
             result = fn()
         except BaseException as e:  # handed to the caller
             done(e, False)

@@ -11,17 +11,18 @@ host's namespace (a socket stays in the namespace it was made in), then the thre
 enters the compartment (``setns``), tunes the inner end (:func:`.tune.tune_interface`,
 as before) and sends its address and its up in one ``send`` on a socket made there.
 The messages are the bytes pyroute2 sends for the same requests
-(``tests/unit/test_veths.py``).
+(``tests/unit/test_kernel_runs.py``).
 
 A pair this path cannot make (a name taken: a pass cut short, a leftover, a link of a
 runtime's; any other error) is returned as failed with its errno: the driver then
-makes it the slow way (``LinuxKernel._add_veth``), which knows how to take a leftover
-over and says why it cannot. Handed-over pairs (:data:`~agents.model.HANDOVER`) are
-never made here.
+makes it the slow way (:func:`add_one`, pyroute2's requests one at a time), which knows
+how to take a leftover over and says why it cannot. Handed-over pairs
+(:data:`~agents.model.HANDOVER`) are never made in a run.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import socket
@@ -29,12 +30,17 @@ import struct
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
 from proto import names
 
 from .. import plan as p
 from ..errors import KernelError
-from ..model import Veth
-from .netns import NETLINK_ROUTE, in_netns, open_ns, setns
+from ..model import HANDOVER, Veth
+from .netlink import GONE, ensure, index, pair_of
+from .netns import in_netns, open_ns, setns, visit_each
+from .runs import Slow, on_thread, raw_socket, send_all
 from .tune import tune_interface
 
 RTM_NEWLINK, RTM_NEWADDR = 16, 20
@@ -121,32 +127,6 @@ def encode_up(index: int, seq: int) -> bytes:
     )
 
 
-def _socket() -> socket.socket:
-    """A route netlink socket of the calling thread's namespace."""
-    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-    try:
-        s.bind((0, 0))
-    except OSError:
-        s.close()
-        raise
-    return s
-
-
-def _send(sock: socket.socket, *messages: bytes) -> list[int]:
-    """Send ``messages`` (sequence numbers 1…n) in one ``send``; each one's errno."""
-    sock.send(b"".join(messages))
-    codes: dict[int, int] = {}
-    while len(codes) < len(messages):
-        data = sock.recv(65536)
-        off = 0
-        while off + _HDR.size <= len(data):
-            size, kind, _, seq, _ = _HDR.unpack_from(data, off)
-            if kind == NLMSG_ERROR and 1 <= seq <= len(messages):
-                codes[seq] = -struct.unpack_from("=i", data, off + _HDR.size)[0]
-            off += max((size + 3) & ~3, _HDR.size)
-    return [codes[i + 1] for i in range(len(messages))]
-
-
 class Pair(NamedTuple):
     """A pair to make, with its bridge's ifindex in the host's namespace."""
 
@@ -159,20 +139,20 @@ def _make(root: socket.socket, pair: Pair) -> None:
     v = pair.veth
     fd = open_ns(v.netns)
     try:
-        (code,) = _send(root, encode_add(v, pair.bridge, fd, 1))
+        (code,) = send_all(root, encode_add(v, pair.bridge, fd, 1))
         if code:
             raise OSError(code, f"add {v.name}: {os.strerror(code)}")
         idx = socket.if_nametoindex(v.name)
-        (code,) = _send(root, encode_alias(idx, names.alias("veth", v.endpoint), 1))
+        (code,) = send_all(root, encode_alias(idx, names.alias("veth", v.endpoint), 1))
         if code:
             raise OSError(code, f"alias of {v.name}: {os.strerror(code)}")
         setns(fd, v.netns)
     finally:
         os.close(fd)
     inner = tune_interface(v.inner, names.is_router_netns(v.netns))()
-    with _socket() as sock:
+    with raw_socket() as sock:
         # up last, with its address: the namespace's arp_notify then announces it
-        added, up = _send(sock, encode_address(inner, v.address, 1), encode_up(inner, 2))
+        added, up = send_all(sock, encode_address(inner, v.address, 1), encode_up(inner, 2))
     if added not in (0, errno.EEXIST):
         raise OSError(added, f"address of {v.inner} in {v.netns}: {os.strerror(added)}")
     if up:
@@ -180,33 +160,15 @@ def _make(root: socket.socket, pair: Pair) -> None:
 
 
 def make(pairs: Sequence[Pair]) -> list[OSError | None]:
-    """Make ``pairs`` in order; one outcome each (None: made). To be run on a thread of
-    its own that starts in the host's namespace and ends after (:func:`.netns.in_netns`
-    with ``ns`` None):
-    it moves into each compartment in turn, and back to the host's namespace (a
-    descriptor of it held from the start) before the next pair."""
-    out: list[OSError | None] = []
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        with _socket() as root:
-            for pair in pairs:
-                try:
-                    _make(root, pair)
-                    out.append(None)
-                except OSError as e:
-                    out.append(e)
-                setns(home, "back to the host's namespace")
-    finally:
-        os.close(home)
-    return out
+    """Make ``pairs`` in order; one outcome each (None: made). On a thread of its own
+    that starts in the host's namespace (:func:`.netns.visit_each`)."""
+    with raw_socket() as root:
+        return visit_each(pairs, lambda pair: _make(root, pair))
 
 
-async def add_veths(
-    run: Sequence[p.AddVeth],
-    slow: Callable[[Sequence[p.Action]], Awaitable[list[KernelError | None]]],
-) -> list[KernelError | None]:
-    """Make a run of pairs (none handed over) on a thread of their own; those it could
-    not make (and all, if the thread itself failed), the ``slow`` way; one outcome each."""
+async def add_veths(run: Sequence[p.AddVeth], slow: Slow) -> list[KernelError | None]:
+    """Make a run of pairs (in the agent's own compartments) on a thread of their own;
+    one outcome each."""
     pairs: list[Pair] = []
     sent: list[int] = []
     for i, action in enumerate(run):
@@ -216,13 +178,112 @@ async def add_veths(
             continue  # the slow way says why
         pairs.append(Pair(action.veth, bridge))
         sent.append(i)
+    outcomes, _ = await on_thread(run, sent, lambda: make(pairs), slow)
+    return outcomes
+
+
+# -- one pair at a time: the old way, which takes a leftover over
+
+
+async def add_one(
+    ipr: AsyncIPRoute, inner_of: Callable[[str], Awaitable[AsyncIPRoute]], v: Veth
+) -> None:
+    """One request makes the pair: the host end with its MTU in its bridge, the inner
+    end in the compartment with its MAC and MTU (six round trips per compartment,
+    not ten). Names already taken (a pass cut short, an unowned leftover): the
+    leftover inner end goes, and what the add would have set is set on the pair."""
+    bridge = await index(v.bridge)
+    if v.netns == HANDOVER:
+        await _add_handover(ipr, bridge, v)
+        return
+    inner = await inner_of(v.netns)
+    if v.netns.startswith("/"):  # a runtime's: by a descriptor, checked for its inode
+        fd = await asyncio.to_thread(open_ns, v.netns)
+        try:
+            await _add_pair(ipr, inner, bridge, v, fd)
+        finally:
+            os.close(fd)
+    else:
+        await _add_pair(ipr, inner, bridge, v, v.netns)
+    idx = await index(v.name)
+    await ipr.link("set", index=idx, ifalias=names.alias("veth", v.endpoint), state="up")
+    router = names.is_router_netns(v.netns)
+    in_idx = await in_netns(v.netns, tune_interface(v.inner, router))
+    ip, _, plen = v.address.partition("/")
+    async with ensure(errno.EEXIST):
+        await inner.addr("add", index=in_idx, address=ip, prefixlen=int(plen))
+    # up last, with its address: the namespace's arp_notify then announces it
+    await inner.link("set", index=in_idx, state="up")
+
+
+async def _add_handover(ipr: AsyncIPRoute, bridge: int, v: Veth) -> None:
+    """A pair whose inner end stays in the host's namespace, bare and down, for a
+    runtime to take (it moves it, names it, sets its addresses and brings it up).
+    A leftover of either name (a pass cut short, a pair handed back) goes first."""
+    for name in (v.name, v.inner):
+        try:
+            leftover = await index(name)
+        except KernelError:
+            continue  # none: the usual case (the lookup raises, not netlink)
+        async with ensure(*GONE):
+            await ipr.link("del", index=leftover)
+    peer = {"ifname": v.inner, "address": v.mac, "mtu": v.mtu}
+    await ipr.link(
+        "add",
+        ifname=v.name,
+        kind="veth",
+        address=names.host_mac(v.endpoint),
+        mtu=v.mtu,
+        master=bridge,
+        peer=peer,
+    )
+    idx = await index(v.name)
+    await ipr.link("set", index=idx, ifalias=names.alias("veth", v.endpoint), state="up")
+
+
+async def _add_pair(
+    ipr: AsyncIPRoute, inner: AsyncIPRoute, bridge: int, v: Veth, ns: int | str
+) -> None:
+    peer = {"ifname": v.inner, "net_ns_fd": ns, "address": v.mac, "mtu": v.mtu}
+    pair = {
+        "ifname": v.name,
+        "kind": "veth",
+        "address": names.host_mac(v.endpoint),
+        "mtu": v.mtu,
+        "master": bridge,
+        "peer": peer,
+    }
     try:
-        made = await in_netns(None, lambda: make(pairs)) if pairs else []
-    except OSError:  # the thread's own socket or namespace: none is known made
-        made, sent = [], []
-    done = {i for i, error in zip(sent, made, strict=False) if error is None}
-    retried = iter(await slow([a for i, a in enumerate(run) if i not in done]))
-    return [None if i in done else next(retried) for i in range(len(run))]
+        await ipr.link("add", state="up", **pair)
+    except NetlinkError as e:
+        if e.code != errno.EEXIST:
+            raise
+        stale = await inner.link_lookup(ifname=v.inner)
+        if stale and isinstance(ns, int):
+            # in a runtime's namespace a link of that name is the agent's only if it
+            # is the peer of its host end (a pass cut short before the alias was
+            # set); else it is the runtime's, and stays
+            if not await pair_of(ipr, inner, stale[0], v.name):
+                raise NetlinkError(
+                    errno.EEXIST, f"{v.inner} exists in {v.netns} and is not Plexus's"
+                ) from None
+            stale = []
+        if stale:
+            await inner.link("del", index=stale[0])
+        async with ensure(errno.EEXIST):
+            await ipr.link("add", **pair)
+        await ipr.link("set", index=await index(v.name), mtu=v.mtu, master=bridge)
+        in_idx = await index(v.inner, inner)
+        await inner.link("set", index=in_idx, address=v.mac, mtu=v.mtu)
 
 
-__all__ = ["Pair", "add_veths", "encode_add", "encode_address", "encode_alias", "encode_up", "make"]
+__all__ = [
+    "Pair",
+    "add_one",
+    "add_veths",
+    "encode_add",
+    "encode_address",
+    "encode_alias",
+    "encode_up",
+    "make",
+]

@@ -1,17 +1,22 @@
-"""The veth run's messages are byte for byte what pyroute2 sends for the same requests
-(``LinuxKernel._add_veth``'s, one at a time), but for the sequence number."""
+"""The messages of the driver's runs on a thread of their own (:mod:`agents.kernel.runs`,
+:mod:`agents.kernel.veths`) are byte for byte what pyroute2 sends for the same requests
+(the slow way's, one at a time), but for the sequence number; which actions go in a
+run."""
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from pyroute2.iproute.linux import IPBatch
 
+from agents import plan as p
+from agents.kernel.runs import encode_route, run_of
 from agents.kernel.veths import encode_add, encode_address, encode_alias, encode_up
-from agents.model import Veth
+from agents.model import HANDOVER, Veth
 from proto import names
 
 VETH = Veth(
@@ -73,3 +78,31 @@ def test_the_alias_the_address_and_up_are_pyroute2s() -> None:
         pyroute2_bytes(lambda b: b.addr("add", index=2, address="10.1.2.3", prefixlen=16)),
     )
     same(encode_up(2, 7), pyroute2_bytes(lambda b: b.link("set", index=2, state="up")))
+
+
+@pytest.mark.parametrize("gateway", ["10.1.0.1", None])
+def test_the_default_route_is_pyroute2s(gateway: str | None) -> None:
+    if gateway is None:
+        theirs = pyroute2_bytes(lambda b: b.route("del", dst="0.0.0.0/0", table=254))
+    else:
+        theirs = pyroute2_bytes(
+            lambda b: b.route("replace", dst="0.0.0.0/0", gateway=gateway, table=254)
+        )
+    same(encode_route(gateway, 7), theirs)
+
+
+@pytest.mark.parametrize(
+    ("action", "kind"),
+    [
+        (p.AddVeth(VETH), "addveth"),
+        (p.AddVeth(replace(VETH, netns="/proc/1/ns/net@4026531840")), "addveth"),
+        (p.AddVeth(replace(VETH, netns=HANDOVER)), None),
+        (p.SetRoute("plexus:h1:c1", "10.1.0.1"), "route"),
+        (p.SetRoute("/proc/1/ns/net@4026531840", "10.1.0.1"), None),
+        (p.AddNamespace("plexus:h1:c1"), "netns"),
+        (p.DelVeth("pxe1"), "dellink"),
+        (p.DelNamespace("plexus:h1:c1"), None),
+    ],
+)
+def test_which_actions_go_in_a_run(action: p.Action, kind: str | None) -> None:
+    assert run_of(action) == kind
