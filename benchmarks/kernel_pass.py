@@ -31,6 +31,8 @@ RUNS = {
     "batch": "FDB and neighbour batch",
     "dellink": "veth deletes as a group",
     "addveth": "veth adds, one thread (AddVeth)",
+    "netns": "namespaces, one thread (AddNamespace)",
+    "route": "default routes, one thread (SetRoute)",
 }
 SHARD = 5000
 
