@@ -12,7 +12,10 @@ lookups shared by those), ``announce`` (gratuitous ARP onto a bridge), ``nft`` (
 nftables table), ``netns`` (namespaces without forking), ``view`` (what an action does
 to a state: the in-memory kernel's semantics and the Linux driver's view), ``memory``
 (the in-memory driver), ``lazy`` (pyroute2 without its package ``__init__``: what the
-agent's process imports of it), ``dellinks`` (many veths deleted in one operation).
+agent's process imports of it), ``dellinks`` (many veths deleted in one operation),
+``runs`` and ``veths`` (a run of namespaces, default routes, veth pairs on one thread of
+its own, entering each compartment in turn), ``inside`` (what the compartments hold,
+read the same way).
 """
 
 from __future__ import annotations

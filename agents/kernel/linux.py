@@ -3,7 +3,8 @@ neighbours; namespaces without forking (:mod:`.netns`). Netlink and OS errors ar
 translated here, once, into :class:`~agents.errors.KernelError`: EEXIST on an add and
 ENOENT/ENODEV on a delete are success (:func:`.netlink.ensure`).
 
-Beside it: :mod:`.read`, :mod:`.uplink`, :mod:`.batch`, :mod:`.dellinks`, :mod:`.nft`."""
+Beside it: :mod:`.read`, :mod:`.inside`, :mod:`.uplink`, :mod:`.batch`, :mod:`.dellinks`,
+:mod:`.runs`, :mod:`.veths`, :mod:`.nft`."""
 
 from __future__ import annotations
 
@@ -52,9 +53,9 @@ class LinuxKernel:
         #: where namespaces' own files are (``ip netns exec`` bind-mounts them)
         self.etc_netns = etc_netns
         self._ipr: AsyncIPRoute | None = None
+        #: pyroute2 sockets of namespaces, for what is done the slow way (a run on a
+        #: thread of its own, :mod:`.runs`, and a read, :mod:`.inside`, need none)
         self._ns: dict[str, AsyncIPRoute] = {}
-        #: netlink sockets of namespaces a run made (:mod:`.runs`), not yet needed
-        self._fds: dict[str, int] = {}
         #: the view (see the class): the last full read, with this driver's successful
         #: actions since applied to it (None: unknown, the next read is a full one)
         self._view: HostState | None = None
@@ -69,11 +70,6 @@ class LinuxKernel:
     async def _in(self, ns: str, fd: int | None = None) -> AsyncIPRoute:
         ipr = self._ns.get(ns)
         if ipr is None:
-            held = self._fds.pop(ns, None)
-            if fd is None:
-                fd = held
-            elif held is not None:
-                os.close(held)
             if fd is None:
                 fd = await in_netns(ns, netlink_socket)
             ipr = self._ns[ns] = AsyncIPRoute(fileno=fd)
@@ -82,15 +78,12 @@ class LinuxKernel:
         return ipr
 
     def _forget(self, ns: str) -> None:
-        fd = self._fds.pop(ns, None)
-        if fd is not None:
-            os.close(fd)
         ipr = self._ns.pop(ns, None)
         if ipr is not None:
             ipr.close()
 
     async def close(self) -> None:
-        for ns in [*self._ns, *self._fds]:
+        for ns in list(self._ns):
             self._forget(ns)
         if self._ipr is not None:
             self._ipr.close()
@@ -113,9 +106,7 @@ class LinuxKernel:
             return self._view
         known, self._view = self._view, None
         try:
-            state = await read_state(
-                await self._root(), self.prefix, self._in, self._batch, runtime, known
-            )
+            state = await read_state(await self._root(), self.prefix, self._batch, runtime, known)
             state.resolv = await asyncio.to_thread(resolv.read, self.etc_netns, self.prefix)
         except NetlinkError as e:
             raise KernelError("read", self.host, e.code, str(e)) from None
@@ -184,11 +175,10 @@ class LinuxKernel:
             return await add_veths(run, slow)  # type: ignore[arg-type]
         if kind == "route":
             return await set_routes(run, slow)  # type: ignore[arg-type]
-        outcomes, fds = await add_spaces(run, slow)  # type: ignore[arg-type]
-        for ns, fd in fds.items():  # its pyroute2 socket only once it is needed
-            self._forget(ns)
-            self._fds[ns] = fd
-        return outcomes
+        for action in run:  # a socket of one removed by hand is of that gone namespace
+            if isinstance(action, p.AddNamespace):
+                self._forget(action.name)
+        return await add_spaces(run, slow)  # type: ignore[arg-type]
 
     async def _apply(self, action: p.Action) -> None:
         ipr = await self._root()

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from ..errors import KernelError, VtepUnresolved
 from ..model import HANDOVER, TAKEN, Bridge, Fdb, HostState, Neigh, Veth, Vxlan
 from . import nft
 from .batch import NetlinkBatch
+from .inside import Link, read_all
 from .netlink import IFF_UP, NUD_PERMANENT, link_kind
 from .netns import is_there, listnetns
 
@@ -38,15 +39,15 @@ def sysctl_path(key: str) -> Path:
 async def read_state(
     ipr: AsyncIPRoute,
     prefix: str,
-    inner_of: Callable[[str], Awaitable[AsyncIPRoute]],
     batch: NetlinkBatch,
     runtime: Collection[str] = (),
     known: HostState | None = None,
 ) -> HostState:
     """The Plexus-owned objects of the host whose namespaces start with ``prefix``:
-    ``ipr`` is a socket of the host's namespace, ``inner_of`` gives one of an owned
-    namespace, ``batch`` dumps the entries. ``runtime``: the runtime namespaces to look
-    into, those that are still there (:func:`.netns.is_there`). ``known``: an earlier
+    ``ipr`` is a socket of the host's namespace, ``batch`` dumps the entries (the
+    namespaces are read on a thread of their own: :mod:`.inside`). ``runtime``: the
+    runtime namespaces to look into, those that are still there
+    (:func:`.netns.is_there`). ``known``: an earlier
     state whose entries equal to those read are taken as they are (memory only)."""
     st = HostState()
     st.namespaces = {n for n in listnetns() if n.startswith(prefix)}
@@ -97,46 +98,45 @@ async def read_state(
             vx_index[ln["index"]] = name
         elif kind == "veth" and link_kind(ln) == "veth":
             host_veths[ln["index"]] = (ln, master_name)
-    # the inner ends: IFLA_LINK of a peer names the host-side ifindex
-    for ns in sorted(st.namespaces | st.runtime):
-        try:
-            inner = await inner_of(ns)
-            ns_links = [ln async for ln in await inner.link("dump")]
-            ns_addrs: dict[int, list[str]] = {}
-            async for a in await inner.addr("dump", family=2):
-                ns_addrs.setdefault(a["index"], []).append(f"{a.get('address')}/{a['prefixlen']}")
-            # in a runtime's namespace, only a route through the agent's own interfaces
-            ours = {ln["index"] for ln in ns_links if _peer(ln, host_veths) is not None}
-            anyone = ns not in st.runtime
-            gateway = None
-            async for r in await inner.route("dump", family=2, table=254):
-                if r["dst_len"] == 0 and r.get("gateway") and (anyone or r.get("oif") in ours):
-                    gateway = r.get("gateway")
-            st.routes[ns] = gateway
-            if names.is_router_netns(ns):
+    # the inner ends: IFLA_LINK of a peer names the host-side ifindex (every namespace
+    # read on one thread: :mod:`.inside`)
+    spaces = sorted(st.namespaces | st.runtime)
+    for ns, inside in zip(spaces, await read_all(spaces), strict=True):
+        if isinstance(inside, OSError):
+            raise KernelError("read", ns, inside.errno or 0, str(inside))
+        # in a runtime's namespace, only a route through the agent's own interfaces
+        ours = {ln.ifindex for ln in inside.links if _peer(ln, host_veths) is not None}
+        anyone = ns not in st.runtime
+        gateway = None
+        for gw, oif in inside.defaults:
+            if anyone or oif in ours:
+                gateway = gw
+        st.routes[ns] = gateway
+        if names.is_router_netns(ns):
+            try:
                 rules, _, _ = await nft.read(ns)
-                if rules is not None:  # as the view has it: no entry, no table
-                    st.ns_rules[ns] = rules
-        except (NetlinkError, OSError) as e:
-            raise KernelError("read", ns, getattr(e, "code", 0) or 0, str(e)) from None
-        for ln in ns_links:
+            except OSError as e:
+                raise KernelError("read", ns, e.errno or 0, str(e)) from None
+            if rules is not None:  # as the view has it: no entry, no table
+                st.ns_rules[ns] = rules
+        for ln in inside.links:
             peer = _peer(ln, host_veths)
             if peer is None:
                 continue
             host_ln, bridge = peer
             owned = names.parse_alias(host_ln.get("ifalias"))
             assert owned is not None
-            own = ns_addrs.get(ln["index"], [])
-            up = bool(host_ln["flags"] & IFF_UP) and bool(ln["flags"] & IFF_UP)
+            own = inside.addrs.get(ln.ifindex, [])
+            up = bool(host_ln["flags"] & IFF_UP) and bool(ln.flags & IFF_UP)
             st.veths[host_ln.get("ifname")] = Veth(
                 name=host_ln.get("ifname"),
                 endpoint=owned[1],
                 bridge=bridge,
                 netns=ns,
-                inner=ln.get("ifname"),
-                mac=ln.get("address"),
+                inner=ln.ifname,
+                mac=ln.mac,
                 address=own[0] if own else "",
-                mtu=ln.get("mtu"),
+                mtu=ln.mtu,
                 up=up,
             )
     # host-side veths whose peer is in no owned namespace: handed over (the peer bare
@@ -201,12 +201,12 @@ def _unseen(ln: Any, bridge: str, by_index: dict[int, Any], addrs: dict[int, lis
     return Veth(name, owned[1], bridge, "", "", "", "", 0, False)
 
 
-def _peer(ln: Any, host_veths: dict[int, tuple[Any, str]]) -> tuple[Any, str] | None:
+def _peer(ln: Link, host_veths: dict[int, tuple[Any, str]]) -> tuple[Any, str] | None:
     """The agent's host end of the inner veth ``ln``, if it is one. Each end names the
     other's index: a pair of another namespace's links (a runtime's own plugin) with
     one index alike is not the agent's."""
-    peer = host_veths.get(ln.get("link") or 0)
-    if peer is None or link_kind(ln) != "veth" or peer[0].get("link") != ln["index"]:
+    peer = host_veths.get(ln.link)
+    if peer is None or ln.kind != "veth" or peer[0].get("link") != ln.ifindex:
         return None
     return peer
 

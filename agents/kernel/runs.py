@@ -113,23 +113,22 @@ async def on_thread(
 # -- namespaces ------------------------------------------------------------------------
 
 
-def _space(item: tuple[str, bool]) -> int:
+def _space(item: tuple[str, bool]) -> None:
     name, new = item
     enter(name, new)
     if not new:  # one made by enter has lo up already
         lo_up()
-    return (tune_router if names.is_router_netns(name) else tune_compartment)()
+    # (the tuning hands back a netlink socket of the namespace, for the slow way's
+    # pyroute2: none is kept here)
+    os.close((tune_router if names.is_router_netns(name) else tune_compartment)())
 
 
-async def add_spaces(
-    run: Sequence[p.AddNamespace], slow: Slow
-) -> tuple[list[KernelError | None], dict[str, int]]:
-    """Make (or, already there, tune) a run of namespaces; one outcome each, and a
-    netlink socket (a descriptor) of each one made here, by name."""
+async def add_spaces(run: Sequence[p.AddNamespace], slow: Slow) -> list[KernelError | None]:
+    """Make (or, already there, tune) a run of namespaces; one outcome each."""
     present = set(listnetns())
     spaces = [(a.name, a.name not in present) for a in run]
-    outcomes, fds = await on_thread(run, range(len(run)), lambda: visit_each(spaces, _space), slow)
-    return outcomes, {run[i].name: fd for i, fd in fds.items()}
+    outcomes, _ = await on_thread(run, range(len(run)), lambda: visit_each(spaces, _space), slow)
+    return outcomes
 
 
 # -- default routes --------------------------------------------------------------------

@@ -45,7 +45,9 @@ def links(path: str) -> dict[str, dict[str, Any]]:
                 }
             by_index = {v["index"]: v for v in out.values()}
             for a in ipr.addr("dump", family=2):
-                by_index[a["index"]]["addresses"].append(f"{a.get('address')}/{a['prefixlen']}")
+                # (a link made since the links' dump, while the agent repairs: not seen)
+                if a["index"] in by_index:
+                    by_index[a["index"]]["addresses"].append(f"{a.get('address')}/{a['prefixlen']}")
         return out
 
     if not path.startswith("/"):

@@ -2,7 +2,9 @@
 driver makes N compartments and then their veths in one run (:mod:`agents.kernel.veths`)
 — among them one whose compartment holds a leftover of the inner end's name (made the
 old way after the run) and one whose compartment does not exist (it fails, alone) —
-then reads everything back; prints the findings as one JSON line. The compartments'
+then their default routes in one run, reads each compartment as the driver does
+(:mod:`agents.kernel.inside`) and as pyroute2 does, and everything back; prints the
+findings as one JSON line. The compartments'
 namespaces are the driver's (``plexus:HOST:…``), removed at the end."""
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import os
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 from pyroute2 import AsyncIPRoute
 
 from agents import plan as p
+from agents.kernel.inside import Inside, Link, read_inside
 from agents.kernel.linux import LinuxKernel
+from agents.kernel.netlink import link_kind
 from agents.kernel.netns import netlink_socket, run_in
 from agents.model import Bridge, Veth
 from proto import names
@@ -31,6 +36,32 @@ def inner_facts(ifname: str) -> dict[str, str]:
         "retrans": Path(f"{base}/neigh/{ifname}/retrans_time_ms").read_text().strip(),
         "arp_notify": Path(f"{base}/conf/{ifname}/arp_notify").read_text().strip(),
     }
+
+
+async def pyroute2_inside(ns: str) -> Inside:
+    """What :func:`read_inside` reads, as pyroute2 parses it."""
+    async with AsyncIPRoute(fileno=run_in(ns, netlink_socket)) as ipr:
+        links = [
+            Link(
+                ln["index"],
+                ln.get("ifname"),
+                link_kind(ln),
+                ln.get("link") or 0,
+                ln.get("address"),
+                ln.get("mtu"),
+                ln["flags"],
+            )
+            async for ln in await ipr.link("dump")
+        ]
+        addrs: dict[int, list[str]] = {}
+        async for a in await ipr.addr("dump", family=2):
+            addrs.setdefault(a["index"], []).append(f"{a.get('address')}/{a['prefixlen']}")
+        defaults = [
+            (r.get("gateway"), r.get("oif"))
+            async for r in await ipr.route("dump", family=2, table=254)
+            if r["dst_len"] == 0 and r.get("gateway")
+        ]
+    return Inside(links, addrs, defaults)
 
 
 async def main(host: str, n: int) -> dict[str, object]:
@@ -63,14 +94,24 @@ async def main(host: str, n: int) -> dict[str, object]:
         outcomes = await k.apply_many([p.AddVeth(v) for v in veths])
         out["add_seconds"] = time.perf_counter() - t
         out["loop_thread_moved"] = os.readlink("/proc/thread-self/ns/net") != here
-        out["threads_left"] = [t.name for t in threading.enumerate() if t.name.startswith("netns")]
+        for _ in range(500):  # a thread hands its outcome over, then ends
+            left = [t.name for t in threading.enumerate() if t.name.startswith("netns")]
+            if not left:
+                break
+            await asyncio.sleep(0.01)
+        out["threads_left"] = left
         out["failed"] = [str(o) for o in outcomes if o is not None]
         out["failed_index"] = [i for i, o in enumerate(outcomes) if o is not None]
+        routes = await k.apply_many([p.SetRoute(ns, "10.232.0.1") for ns in spaces])
+        out["routes_failed"] = [str(o) for o in routes if o is not None]
+        out["inside_as_pyroute2_reads_it"] = [
+            run_in(ns, partial(read_inside, ns)) == await pyroute2_inside(ns) for ns in spaces
+        ]
         view = (await k.read(False)).copy()
         st = await k.read(True)
         out["view_equals_kernel"] = view == st
         out["as_desired"] = [st.veths.get(v.name) == v for v in veths[:-1]]
-        out["sysctls"] = [run_in(v.netns, lambda v=v: inner_facts(v.inner)) for v in veths[:-1]]
+        out["sysctls"] = [run_in(v.netns, partial(inner_facts, v.inner)) for v in veths[:-1]]
     finally:
         for ns in spaces:
             await k.apply(p.DelNamespace(ns))
