@@ -15,7 +15,7 @@ to a state: the in-memory kernel's semantics and the Linux driver's view), ``mem
 agent's process imports of it), ``dellinks`` (many veths deleted in one operation),
 ``runs`` and ``veths`` (a run of namespaces, default routes, veth pairs on one thread of
 its own, entering each compartment in turn), ``inside`` (what the compartments hold,
-read the same way).
+read the same way), ``rawnl`` (the netlink these modules pack by hand).
 """
 
 from __future__ import annotations

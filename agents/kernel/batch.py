@@ -26,11 +26,12 @@ from .. import plan as p
 from ..errors import KernelError
 from ..model import Fdb, Neigh
 from .netlink import GONE, index, subject
+from .rawnl import dump
 
 NETLINK_ROUTE = 0
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+NLMSG_ERROR = 2
+NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLM_F_REPLACE, NLM_F_CREATE, NLM_F_APPEND = 0x100, 0x400, 0x800
 NDA_DST, NDA_LLADDR = 1, 2
 NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
@@ -126,31 +127,14 @@ class NetlinkBatch:
         with self._lock:
             sock = self._socket()
             self._seq = self._seq + 1 if self._seq < 0xFFFFFFFF else 1
-            seq = self._seq
-            body = _ND.pack(family, 0, 0, 0, 0, 0, 0)
-            sock.send(
-                _HDR.pack(_HDR.size + len(body), RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
-                + body
-            )
             out: list[tuple[str, int, str, str]] = []
-            while True:
-                data = sock.recv(1 << 20)
-                off = 0
-                while off + _HDR.size <= len(data):
-                    size, kind, _, got, _ = _HDR.unpack_from(data, off)
-                    if size < _HDR.size:
-                        raise OSError(errno.EPROTO, "malformed netlink message")
-                    if got == seq:
-                        if kind == NLMSG_DONE:
-                            return out
-                        if kind == NLMSG_ERROR:
-                            code = -_ERR.unpack_from(data, off + _HDR.size)[0]
-                            raise OSError(code, os.strerror(code))
-                        if kind == RTM_NEWNEIGH:
-                            entry = _parse_neigh(data, off + _HDR.size, off + size, devices)
-                            if entry is not None:
-                                out.append(entry)
-                    off += (size + 3) & ~3
+            body = _ND.pack(family, 0, 0, 0, 0, 0, 0)
+            for kind, data, start, end in dump(sock, RTM_GETNEIGH, body, self._seq):
+                if kind == RTM_NEWNEIGH:
+                    entry = _parse_neigh(data, start, end, devices)
+                    if entry is not None:
+                        out.append(entry)
+            return out
 
     def run(self, entries: Sequence[Entry]) -> list[int]:
         """Send every entry; returns one errno per entry (0: done). Blocking."""

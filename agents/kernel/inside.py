@@ -14,30 +14,21 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from .netns import in_netns, open_ns, setns, visit_each
-from .runs import raw_socket
+from .rawnl import IFADDR, IFINFO, RT, attrs, dump, raw_socket
 
 RTM_GETLINK, RTM_NEWLINK, RTM_GETADDR, RTM_NEWADDR, RTM_GETROUTE, RTM_NEWROUTE = (
     18, 16, 22, 20, 26, 24,
 )  # fmt: skip
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_LINKINFO = 1, 3, 4, 5, 18
 IFLA_INFO_KIND = 1
 IFA_ADDRESS = 1
 RTA_OIF, RTA_GATEWAY, RTA_TABLE = 4, 5, 15
 RT_TABLE_MAIN = 254
 
-_HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
-_IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
-_IFADDR = struct.Struct("=BBBBi")  # ifaddrmsg: family, prefixlen, flags, scope, index
-_RT = struct.Struct(
-    "=BBBBBBBBI"
-)  # rtmsg: family, dst/src len, tos, table, proto, scope, type, flags
-_NLA = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
 
 
@@ -62,37 +53,6 @@ class Inside(NamedTuple):
     defaults: list[tuple[str, int]]
 
 
-def _attrs(data: bytes, off: int, end: int) -> dict[int, bytes]:
-    out: dict[int, bytes] = {}
-    while off + _NLA.size <= end:
-        size, kind = _NLA.unpack_from(data, off)
-        if size < _NLA.size:
-            break
-        out[kind & 0x3FFF] = data[off + _NLA.size : off + size]
-        off += (size + 3) & ~3
-    return out
-
-
-def _dump(sock: socket.socket, kind: int, body: bytes) -> Iterator[tuple[int, bytes, int, int]]:
-    """A dump request and its messages: (type, data, start of the body, end)."""
-    sock.send(_HDR.pack(_HDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + body)
-    while True:
-        data = sock.recv(1 << 20)
-        off = 0
-        while off + _HDR.size <= len(data):
-            size, msg, _, seq, _ = _HDR.unpack_from(data, off)
-            if size < _HDR.size:
-                raise OSError(71, "malformed netlink message")  # EPROTO
-            if seq == 1:
-                if msg == NLMSG_DONE:
-                    return
-                if msg == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", data, off + _HDR.size)[0]
-                    raise OSError(code, os.strerror(code))
-                yield msg, data, off + _HDR.size, off + size
-            off += (size + 3) & ~3
-
-
 def _text(value: bytes | None) -> str:
     return value.split(b"\0", 1)[0].decode() if value else ""
 
@@ -112,13 +72,13 @@ def read_inside(ns: str) -> Inside:
     addrs: dict[int, list[str]] = {}
     defaults: list[tuple[str, int]] = []
     with raw_socket() as sock:
-        for msg, data, off, end in _dump(sock, RTM_GETLINK, _IFINFO.pack(0, 0, 0, 0, 0)):
+        for msg, data, off, end in dump(sock, RTM_GETLINK, IFINFO.pack(0, 0, 0, 0, 0)):
             if msg != RTM_NEWLINK:
                 continue
-            _, _, index, flags, _ = _IFINFO.unpack_from(data, off)
-            a = _attrs(data, off + _IFINFO.size, end)
+            _, _, index, flags, _ = IFINFO.unpack_from(data, off)
+            a = attrs(data, off + IFINFO.size, end)
             info = a.get(IFLA_LINKINFO)
-            kind = _text(_attrs(info, 0, len(info)).get(IFLA_INFO_KIND)) if info else ""
+            kind = _text(attrs(info, 0, len(info)).get(IFLA_INFO_KIND)) if info else ""
             mac = a.get(IFLA_ADDRESS, b"")
             links.append(
                 Link(
@@ -131,18 +91,16 @@ def read_inside(ns: str) -> Inside:
                     flags,
                 )
             )
-        for msg, data, off, end in _dump(
-            sock, RTM_GETADDR, _IFADDR.pack(socket.AF_INET, 0, 0, 0, 0)
-        ):
-            family, plen, _, _, index = _IFADDR.unpack_from(data, off)
-            ip = _attrs(data, off + _IFADDR.size, end).get(IFA_ADDRESS)
+        for msg, data, off, end in dump(sock, RTM_GETADDR, IFADDR.pack(socket.AF_INET, 0, 0, 0, 0)):
+            family, plen, _, _, index = IFADDR.unpack_from(data, off)
+            ip = attrs(data, off + IFADDR.size, end).get(IFA_ADDRESS)
             if msg == RTM_NEWADDR and family == socket.AF_INET and ip and len(ip) == 4:
                 addrs.setdefault(index, []).append(f"{socket.inet_ntoa(ip)}/{plen}")
-        for msg, data, off, end in _dump(
-            sock, RTM_GETROUTE, _RT.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+        for msg, data, off, end in dump(
+            sock, RTM_GETROUTE, RT.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
         ):
-            family, dst_len, _, _, table, _, _, _, _ = _RT.unpack_from(data, off)
-            a = _attrs(data, off + _RT.size, end)
+            family, dst_len, _, _, table, _, _, _, _ = RT.unpack_from(data, off)
+            a = attrs(data, off + RT.size, end)
             table = _u32(a[RTA_TABLE]) if RTA_TABLE in a else table
             gw = a.get(RTA_GATEWAY)
             default = msg == RTM_NEWROUTE and family == socket.AF_INET and dst_len == 0

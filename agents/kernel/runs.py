@@ -27,22 +27,26 @@ from ..errors import KernelError
 from ..model import HANDOVER
 from .batch import BATCHED
 from .netlink import GONE
-from .netns import NETLINK_ROUTE, enter, in_netns, listnetns, lo_up, open_ns, setns, visit_each
+from .netns import enter, in_netns, listnetns, lo_up, open_ns, setns, visit_each
+from .rawnl import (
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_REPLACE,
+    NLM_F_REQUEST,
+    RT,
+    message,
+    raw_socket,
+    send_all,
+)
 from .tune import tune_compartment, tune_router
 
 T = TypeVar("T")
 Slow = Callable[[Sequence[p.Action]], Awaitable[list[KernelError | None]]]
 
 RTM_NEWROUTE, RTM_DELROUTE = 24, 25
-NLMSG_ERROR = 2
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_CREATE = 0x1, 0x4, 0x100, 0x400
 RT_TABLE_MAIN, RTPROT_STATIC, RTN_UNICAST = 254, 4, 1
 RTA_GATEWAY, RTA_TABLE = 5, 15
 
-_HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
-_RT = struct.Struct(
-    "=BBBBBBBBI"
-)  # rtmsg: family, dst/src len, tos, table, proto, scope, type, flags
 _NLA_U32 = struct.Struct("=HHI")
 _NLA_IP = struct.Struct("=HH4s")
 
@@ -62,32 +66,6 @@ def run_of(action: p.Action) -> str | None:
     if isinstance(action, p.SetRoute):
         return None if action.netns.startswith("/") else "route"
     return "dellink" if isinstance(action, p.DelVeth) else None
-
-
-def raw_socket() -> socket.socket:
-    """A route netlink socket of the calling thread's namespace."""
-    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-    try:
-        s.bind((0, 0))
-    except OSError:
-        s.close()
-        raise
-    return s
-
-
-def send_all(sock: socket.socket, *messages: bytes) -> list[int]:
-    """Send ``messages`` (sequence numbers 1…n) in one ``send``; each one's errno."""
-    sock.send(b"".join(messages))
-    codes: dict[int, int] = {}
-    while len(codes) < len(messages):
-        data = sock.recv(65536)
-        off = 0
-        while off + _HDR.size <= len(data):
-            size, kind, _, seq, _ = _HDR.unpack_from(data, off)
-            if kind == NLMSG_ERROR and 1 <= seq <= len(messages):
-                codes[seq] = -struct.unpack_from("=i", data, off + _HDR.size)[0]
-            off += max((size + 3) & ~3, _HDR.size)
-    return [codes[i + 1] for i in range(len(messages))]
 
 
 async def on_thread(
@@ -139,13 +117,13 @@ def encode_route(gateway: str | None, seq: int) -> bytes:
     None ``route("del", dst="0.0.0.0/0", table=254)``."""
     table = _NLA_U32.pack(_NLA_U32.size, RTA_TABLE, RT_TABLE_MAIN)
     if gateway is None:
-        body = _RT.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, 0, 0, 0, 0) + table
+        body = RT.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, 0, 0, 0, 0) + table
         kind, flags = RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK
     else:
-        body = _RT.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, 0, RTN_UNICAST, 0)
+        body = RT.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, 0, RTN_UNICAST, 0)
         body += _NLA_IP.pack(_NLA_IP.size, RTA_GATEWAY, socket.inet_aton(gateway)) + table
         kind, flags = RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE | NLM_F_CREATE
-    return _HDR.pack(_HDR.size + len(body), kind, flags, seq, 0) + body
+    return message(kind, flags, seq, body)
 
 
 def _route(item: tuple[str, str | None]) -> None:

@@ -21,7 +21,8 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
-from .netns import NETLINK_ROUTE, netlink_socket
+from .netns import netlink_socket
+from .rawnl import NLM_F_ACK, NLM_F_REQUEST, attr, message, raw_socket, send_all
 
 #: ARP retry interval of a compartment's interfaces (the kernel's default is 1 s)
 ARP_RETRANS_MS = 100
@@ -29,7 +30,6 @@ ARP_RETRANS_MS = 100
 
 # linux/if_link.h, linux/neighbour.h, linux/ip.h
 RTM_SETLINK, RTM_SETNEIGHTBL = 19, 67
-NLM_F_REQUEST, NLM_F_ACK, NLMSG_ERROR = 0x1, 0x4, 0x2
 IFLA_AF_SPEC, IFLA_INET_CONF = 26, 1
 IPV4_DEVCONF_FORWARDING, IPV4_DEVCONF_ARP_NOTIFY = 1, 22
 NDTA_NAME, NDTA_PARMS, NDTPA_IFINDEX, NDTPA_RETRANS_TIME = 1, 6, 1, 5
@@ -46,40 +46,30 @@ def _write(path: str, value: str) -> bool:
     return True
 
 
-def _attr(kind: int, payload: bytes) -> bytes:
-    size = 4 + len(payload)
-    return struct.pack("=HH", size, kind) + payload + b"\0" * (-size % 4)
-
-
 def _netlink(kind: int, body: bytes, what: str) -> None:
     """One request on a route netlink socket of the calling thread's namespace, and
     its acknowledgement (an error: ``OSError`` naming ``what``)."""
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as s:
-        s.bind((0, 0))
-        header = struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST | NLM_F_ACK, 1, 0)
-        s.send(header + body)
-        reply = s.recv(65536)
-    if struct.unpack_from("=H", reply, 4)[0] == NLMSG_ERROR:
-        code = -struct.unpack_from("=i", reply, 16)[0]
-        if code:
-            raise OSError(code, f"{what}: {os.strerror(code)}")
+    with raw_socket() as s:
+        (code,) = send_all(s, message(kind, NLM_F_REQUEST | NLM_F_ACK, 1, body))
+    if code:
+        raise OSError(code, f"{what}: {os.strerror(code)}")
 
 
 def set_inet_conf(index: int, settings: dict[int, int]) -> None:
     """An interface's IPv4 settings (``IPV4_DEVCONF_*``: value), as
     ``/proc/sys/net/ipv4/conf/IF/`` would set them."""
-    conf = b"".join(_attr(k, struct.pack("=I", v)) for k, v in settings.items())
-    af = _attr(socket.AF_INET, _attr(IFLA_INET_CONF, conf))
+    conf = b"".join(attr(k, struct.pack("=I", v)) for k, v in settings.items())
+    af = attr(socket.AF_INET, attr(IFLA_INET_CONF, conf))
     ifinfo = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0)
-    _netlink(RTM_SETLINK, ifinfo + _attr(IFLA_AF_SPEC, af), f"inet conf of link {index}")
+    _netlink(RTM_SETLINK, ifinfo + attr(IFLA_AF_SPEC, af), f"inet conf of link {index}")
 
 
 def set_arp_retrans(index: int, ms: int) -> None:
     """An interface's ARP retry interval, as ``neigh/IF/retrans_time_ms`` would."""
-    parms = _attr(NDTPA_IFINDEX, struct.pack("=I", index))
-    parms += _attr(NDTPA_RETRANS_TIME, struct.pack("=Q", ms))
-    body = struct.pack("=BxH", socket.AF_INET, 0) + _attr(NDTA_NAME, b"arp_cache\0")
-    _netlink(RTM_SETNEIGHTBL, body + _attr(NDTA_PARMS, parms), f"arp retry of link {index}")
+    parms = attr(NDTPA_IFINDEX, struct.pack("=I", index))
+    parms += attr(NDTPA_RETRANS_TIME, struct.pack("=Q", ms))
+    body = struct.pack("=BxH", socket.AF_INET, 0) + attr(NDTA_NAME, b"arp_cache\0")
+    _netlink(RTM_SETNEIGHTBL, body + attr(NDTA_PARMS, parms), f"arp retry of link {index}")
 
 
 def tune_router() -> int:

@@ -40,91 +40,87 @@ from ..errors import KernelError
 from ..model import HANDOVER, Veth
 from .netlink import GONE, ensure, index, pair_of
 from .netns import in_netns, open_ns, setns, visit_each
-from .runs import Slow, on_thread, raw_socket, send_all
+from .rawnl import (
+    IFADDR,
+    IFINFO,
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    NLM_F_REQUEST,
+    attr,
+    message,
+    raw_socket,
+    send_all,
+)
+from .runs import Slow, on_thread
 from .tune import tune_interface
 
 RTM_NEWLINK, RTM_NEWADDR = 16, 20
-NLMSG_ERROR = 2
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 IFF_UP = 0x1
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 18, 20, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 
-_HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
-_IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
-_IFADDR = struct.Struct("=BBBBi")  # ifaddrmsg: family, prefixlen, flags, scope, index
 _CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE
 _SET = NLM_F_REQUEST | NLM_F_ACK
 
 
-def _attr(kind: int, payload: bytes) -> bytes:
-    size = 4 + len(payload)
-    return struct.pack("=HH", size, kind) + payload + b"\0" * (-size % 4)
-
-
 def _u32(kind: int, value: int) -> bytes:
-    return _attr(kind, struct.pack("=I", value))
+    return attr(kind, struct.pack("=I", value))
 
 
 def _name(kind: int, value: str) -> bytes:
-    return _attr(kind, value.encode() + b"\0")
+    return attr(kind, value.encode() + b"\0")
 
 
 def _mac(value: str) -> bytes:
     return bytes.fromhex(value.replace(":", ""))
 
 
-def _message(kind: int, flags: int, seq: int, body: bytes) -> bytes:
-    return _HDR.pack(_HDR.size + len(body), kind, flags, seq, 0) + body
-
-
 def encode_add(v: Veth, bridge: int, ns_fd: int, seq: int) -> bytes:
     """``link("add", state="up", ifname, kind="veth", address, mtu, master, peer={ifname,
     net_ns_fd, address, mtu})``: the host end up in its bridge, the inner end (down) in
     the compartment of ``ns_fd``."""
-    peer = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + b"".join(
+    peer = IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + b"".join(
         (
             _name(IFLA_IFNAME, v.inner),
             _u32(IFLA_NET_NS_FD, ns_fd),
-            _attr(IFLA_ADDRESS, _mac(v.mac)),
+            attr(IFLA_ADDRESS, _mac(v.mac)),
             _u32(IFLA_MTU, v.mtu),
         )
     )
-    info = _attr(IFLA_INFO_KIND, b"veth\0") + _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer))
-    body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, IFF_UP, IFF_UP) + b"".join(
+    info = attr(IFLA_INFO_KIND, b"veth\0") + attr(IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer))
+    body = IFINFO.pack(socket.AF_UNSPEC, 0, 0, IFF_UP, IFF_UP) + b"".join(
         (
             _name(IFLA_IFNAME, v.name),
-            _attr(IFLA_ADDRESS, _mac(names.host_mac(v.endpoint))),
+            attr(IFLA_ADDRESS, _mac(names.host_mac(v.endpoint))),
             _u32(IFLA_MTU, v.mtu),
             _u32(IFLA_MASTER, bridge),
-            _attr(IFLA_LINKINFO, info),
+            attr(IFLA_LINKINFO, info),
         )
     )
-    return _message(RTM_NEWLINK, _CREATE, seq, body)
+    return message(RTM_NEWLINK, _CREATE, seq, body)
 
 
 def encode_alias(index: int, alias: str, seq: int) -> bytes:
     """``link("set", index, ifalias, state="up")``."""
-    body = _IFINFO.pack(socket.AF_UNSPEC, 0, index, IFF_UP, IFF_UP) + _name(IFLA_IFALIAS, alias)
-    return _message(RTM_NEWLINK, _SET, seq, body)
+    body = IFINFO.pack(socket.AF_UNSPEC, 0, index, IFF_UP, IFF_UP) + _name(IFLA_IFALIAS, alias)
+    return message(RTM_NEWLINK, _SET, seq, body)
 
 
 def encode_address(index: int, address: str, seq: int) -> bytes:
     """``addr("add", index, address, prefixlen)`` of an IPv4 ``address`` (``ip/plen``)."""
     ip, _, plen = address.partition("/")
     packed = socket.inet_aton(ip)
-    body = _IFADDR.pack(socket.AF_INET, int(plen), 0, 0, index)
-    body += _attr(IFA_ADDRESS, packed) + _attr(IFA_LOCAL, packed)
-    return _message(RTM_NEWADDR, _CREATE, seq, body)
+    body = IFADDR.pack(socket.AF_INET, int(plen), 0, 0, index)
+    body += attr(IFA_ADDRESS, packed) + attr(IFA_LOCAL, packed)
+    return message(RTM_NEWADDR, _CREATE, seq, body)
 
 
 def encode_up(index: int, seq: int) -> bytes:
     """``link("set", index, state="up")``."""
-    return _message(
-        RTM_NEWLINK, _SET, seq, _IFINFO.pack(socket.AF_UNSPEC, 0, index, IFF_UP, IFF_UP)
-    )
+    return message(RTM_NEWLINK, _SET, seq, IFINFO.pack(socket.AF_UNSPEC, 0, index, IFF_UP, IFF_UP))
 
 
 class Pair(NamedTuple):
