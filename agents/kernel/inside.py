@@ -11,13 +11,12 @@ raw socket made there, keeps the few fields the agent reads, and closes it.
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from .netns import in_netns, open_ns, setns, visit_each
+from .netns import enter, in_netns, visit_each
 from .rawnl import IFADDR, IFINFO, RT, attrs, dump, raw_socket
 
 RTM_GETLINK, RTM_NEWLINK, RTM_GETADDR, RTM_NEWADDR, RTM_GETROUTE, RTM_NEWROUTE = (
@@ -63,11 +62,7 @@ def _u32(value: bytes | None) -> int:
 
 def read_inside(ns: str) -> Inside:
     """Enter ``ns`` (the calling thread: see the module) and read it."""
-    fd = open_ns(ns)
-    try:
-        setns(fd, ns)
-    finally:
-        os.close(fd)
+    enter(ns, create=False)
     links: list[Link] = []
     addrs: dict[int, list[str]] = {}
     defaults: list[tuple[str, int]] = []

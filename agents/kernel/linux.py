@@ -102,7 +102,7 @@ class LinuxKernel:
         if not full and self._view is not None:
             if self._view.runtime or runtime:
                 rescope(self._view, runtime, is_there)
-                self._let_go(self._view.runtime)
+                self._let_go(self._view)
             return self._view
         known, self._view = self._view, None
         try:
@@ -112,16 +112,19 @@ class LinuxKernel:
             raise KernelError("read", self.host, e.code, str(e)) from None
         except OSError as e:
             raise KernelError("read", self.host, e.errno or 0, str(e)) from None
-        self._let_go(state.runtime)
+        self._let_go(state)
         self._view = state
         return state
 
-    def _let_go(self, runtime: Collection[str]) -> None:
+    def _let_go(self, state: HostState) -> None:
         """A socket or a descriptor of a runtime's namespace keeps that namespace (and the
-        agent's interface in it) alive: both go once it is no longer asked for or there."""
-        for ns in [ns for ns in self._ns if ns.startswith("/") and ns not in runtime]:
+        agent's interface in it) alive: both go once it is no longer asked for or there.
+        A socket of an own namespace no longer there (removed by hand) is of that gone
+        namespace: it goes too, so that one made again gets its own."""
+        there = state.runtime | state.namespaces
+        for ns in [ns for ns in self._ns if ns not in there]:
             self._forget(ns)
-        release(runtime)
+        release(state.runtime)
 
     # -- apply -------------------------------------------------------------------------
 
@@ -175,9 +178,6 @@ class LinuxKernel:
             return await add_veths(run, slow)  # type: ignore[arg-type]
         if kind == "route":
             return await set_routes(run, slow)  # type: ignore[arg-type]
-        for action in run:  # a socket of one removed by hand is of that gone namespace
-            if isinstance(action, p.AddNamespace):
-                self._forget(action.name)
         return await add_spaces(run, slow)  # type: ignore[arg-type]
 
     async def _apply(self, action: p.Action) -> None:
@@ -185,8 +185,6 @@ class LinuxKernel:
         match action:
             case p.AddNamespace(name):
                 new = name not in listnetns()
-                if new:  # a socket of one removed by hand is of that gone namespace
-                    self._forget(name)
                 tune = tune_router if names.is_router_netns(name) else tune_compartment
                 fd = await in_netns(name, tune, create=new)
                 inner = await self._in(name, fd)

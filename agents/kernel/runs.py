@@ -27,13 +27,14 @@ from ..errors import KernelError
 from ..model import HANDOVER
 from .batch import BATCHED
 from .netlink import GONE
-from .netns import enter, in_netns, listnetns, lo_up, open_ns, setns, visit_each
+from .netns import enter, in_netns, listnetns, lo_up, visit_each
 from .rawnl import (
     NLM_F_ACK,
     NLM_F_CREATE,
     NLM_F_REPLACE,
     NLM_F_REQUEST,
     RT,
+    attr,
     message,
     raw_socket,
     send_all,
@@ -46,9 +47,6 @@ Slow = Callable[[Sequence[p.Action]], Awaitable[list[KernelError | None]]]
 RTM_NEWROUTE, RTM_DELROUTE = 24, 25
 RT_TABLE_MAIN, RTPROT_STATIC, RTN_UNICAST = 254, 4, 1
 RTA_GATEWAY, RTA_TABLE = 5, 15
-
-_NLA_U32 = struct.Struct("=HHI")
-_NLA_IP = struct.Struct("=HH4s")
 
 
 def run_of(action: p.Action) -> str | None:
@@ -115,24 +113,20 @@ async def add_spaces(run: Sequence[p.AddNamespace], slow: Slow) -> list[KernelEr
 def encode_route(gateway: str | None, seq: int) -> bytes:
     """``route("replace", dst="0.0.0.0/0", gateway, table=254)``, or with ``gateway``
     None ``route("del", dst="0.0.0.0/0", table=254)``."""
-    table = _NLA_U32.pack(_NLA_U32.size, RTA_TABLE, RT_TABLE_MAIN)
+    table = attr(RTA_TABLE, struct.pack("=I", RT_TABLE_MAIN))
     if gateway is None:
         body = RT.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, 0, 0, 0, 0) + table
         kind, flags = RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK
     else:
         body = RT.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, 0, RTN_UNICAST, 0)
-        body += _NLA_IP.pack(_NLA_IP.size, RTA_GATEWAY, socket.inet_aton(gateway)) + table
+        body += attr(RTA_GATEWAY, socket.inet_aton(gateway)) + table
         kind, flags = RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE | NLM_F_CREATE
     return message(kind, flags, seq, body)
 
 
 def _route(item: tuple[str, str | None]) -> None:
     ns, gateway = item
-    fd = open_ns(ns)
-    try:
-        setns(fd, ns)
-    finally:
-        os.close(fd)
+    enter(ns, create=False)
     with raw_socket() as sock:
         (code,) = send_all(sock, encode_route(gateway, 1))
     if code and not (gateway is None and code in GONE):
@@ -150,8 +144,6 @@ __all__ = [
     "add_spaces",
     "encode_route",
     "on_thread",
-    "raw_socket",
     "run_of",
-    "send_all",
     "set_routes",
 ]
