@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import proto
 from broker import identities
 from cli.client import AsyncClient
+from lab.ports import free_port
 from proto import topics
 from proto.mqtt import BrokerURL, client
 
@@ -37,12 +38,6 @@ from .rawhttp import Connection, post_all
 HOSTS = [f"s{i}" for i in range(1, 5)]
 SUBNET = ipaddress.IPv4Network("10.96.0.0/12")
 TARGETS = {"endpoint creates, no wait": "≥ 1,000/s"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def plexus() -> list[str]:

@@ -25,7 +25,6 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from lab.ports import free_port
 from lab.procs import alive
 from lab.records import record, record_pid
 
@@ -95,12 +95,6 @@ def version() -> str:
     return f"OVN {first(['ovn-northd', '--version'])}, OVS {first(['ovs-vswitchd', '--version'])}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _reap() -> None:
     """Collect the exited daemons: they were reparented to this process (subreaper)."""
     with contextlib.suppress(ChildProcessError):
@@ -131,7 +125,7 @@ class OvnLab:
         self.chassis = list(range(1, chassis + 1))
         tag = f"povn{os.getpid() % 100000}"
         self.netns = {i: f"{tag}-ch{i}" for i in self.chassis}
-        self.sb_port = _free_port()
+        self.sb_port = free_port()
         #: every daemon started: (pidfile, name), in order
         self.started: list[tuple[Path, str]] = []
         self.made_netns: list[str] = []

@@ -28,6 +28,7 @@ from proto import names
 from proto.types import is_id
 
 from . import ha, procs, underlay
+from .ports import free_port
 from .records import record
 from .spec import AGENT_METRICS_PORT, LabError, LabSpec, free_subnet
 
@@ -53,12 +54,7 @@ def _port_free(port: int) -> bool:
 def _free_port(preferred: int, taken: tuple[int, ...] = ()) -> int:
     if preferred not in taken and _port_free(preferred):
         return preferred
-    while True:
-        with socket.socket() as s:
-            s.bind(("0.0.0.0", 0))
-            port = int(s.getsockname()[1])
-        if port not in taken:
-            return port
+    return free_port(taken)
 
 
 def _free_ports(count: int, first: int, taken: tuple[int, ...]) -> list[int]:

@@ -27,6 +27,7 @@ from broker import mosquitto
 from controller.config import ControllerSettings
 from controller.daemon import build
 from controller.runtime import Runtime
+from lab.ports import free_port
 from lab.records import record_pid
 from proto import topics
 from proto.mqtt import BrokerURL, cancel_and_wait, client
@@ -45,12 +46,6 @@ def stop_process(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:
