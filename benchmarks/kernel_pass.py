@@ -2,7 +2,9 @@
 agent (the real ``Agent`` on ``LinuxKernel``, no broker) holds L local compartments
 (default 200) and an overlay of R remote endpoints (default 10,000) and makes them in
 one pass; the time of each kind of action (the namespaces, the veths, the routes, the
-batch of FDB and neighbour entries), then of the pass that removes it all again.
+batch of FDB and neighbour entries); then a full read of it all by a driver that holds
+nothing yet (what an agent started again does first) and a second one; then the pass
+that removes it all again.
 
 What ``benchmarks.kernel_scale``'s cold start spends in its pass, without the process
 start, the broker and the controller around it: where profiling the agent's kernel work
@@ -120,6 +122,16 @@ async def inside(host: str, local: int, remote: int) -> dict[str, Any]:
         done = await agent.reconcile(True)
         rows["cold pass"] = (time.perf_counter() - t, done.actions, done.errors[:3])
         rows.update({f"  {kind}": (s, None, []) for kind, s in spent.most_common()})
+        # what an agent started again reads first: the whole kernel, by a driver that
+        # holds nothing yet (restart adoption), then by one that read it before
+        fresh = LinuxKernel(host)
+        try:
+            for what in ("full read, fresh driver", "full read, again"):
+                t = time.perf_counter()
+                await fresh.read(True)
+                rows[what] = (time.perf_counter() - t, None, [])
+        finally:
+            await fresh.close()
     finally:
         spent.clear()
         agent.on_message(topics.host_desired(host), desired(2, 0))

@@ -3,7 +3,7 @@ neighbours; namespaces without forking (:mod:`.netns`). Netlink and OS errors ar
 translated here, once, into :class:`~agents.errors.KernelError`: EEXIST on an add and
 ENOENT/ENODEV on a delete are success (:func:`.netlink.ensure`).
 
-Beside it: :mod:`.read`, :mod:`.inside`, :mod:`.uplink`, :mod:`.batch`, :mod:`.dellinks`,
+Beside it: :mod:`.read`, :mod:`.dumps`, :mod:`.uplink`, :mod:`.batch`, :mod:`.dellinks`,
 :mod:`.runs`, :mod:`.veths`, :mod:`.nft`."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class LinuxKernel:
         self.etc_netns = etc_netns
         self._ipr: AsyncIPRoute | None = None
         #: pyroute2 sockets of namespaces, for what is done the slow way (a run on a
-        #: thread of its own, :mod:`.runs`, and a read, :mod:`.inside`, need none)
+        #: thread of its own, :mod:`.runs`, and a read, :mod:`.dumps`, need none)
         self._ns: dict[str, AsyncIPRoute] = {}
         #: the view (see the class): the last full read, with this driver's successful
         #: actions since applied to it (None: unknown, the next read is a full one)
@@ -106,7 +106,7 @@ class LinuxKernel:
             return self._view
         known, self._view = self._view, None
         try:
-            state = await read_state(await self._root(), self.prefix, self._batch, runtime, known)
+            state = await read_state(self.prefix, self._batch, runtime, known)
             state.resolv = await asyncio.to_thread(resolv.read, self.etc_netns, self.prefix)
         except NetlinkError as e:
             raise KernelError("read", self.host, e.code, str(e)) from None

@@ -1,5 +1,5 @@
 """Route netlink by hand, what the driver's modules that pack their own requests share
-(:mod:`.runs`, :mod:`.veths`, :mod:`.inside`, :mod:`.batch`): the layouts of the
+(:mod:`.runs`, :mod:`.veths`, :mod:`.dumps`, :mod:`.batch`): the layouts of the
 headers, an attribute, a socket, requests with their acknowledgements, and a dump."""
 
 from __future__ import annotations

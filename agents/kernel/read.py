@@ -13,7 +13,6 @@ import ipaddress
 import socket
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -24,8 +23,8 @@ from ..errors import KernelError, VtepUnresolved
 from ..model import HANDOVER, TAKEN, Bridge, Fdb, HostState, Neigh, Veth, Vxlan
 from . import nft
 from .batch import NetlinkBatch
-from .inside import Link, read_all
-from .netlink import IFF_UP, NUD_PERMANENT, link_kind
+from .dumps import Link, Namespace, read_all, read_here
+from .netlink import IFF_UP, NUD_PERMANENT
 from .netns import is_there, listnetns
 
 #: the sysctls the agent reads back (and sets when a network needs them)
@@ -37,67 +36,52 @@ def sysctl_path(key: str) -> Path:
 
 
 async def read_state(
-    ipr: AsyncIPRoute,
     prefix: str,
     batch: NetlinkBatch,
     runtime: Collection[str] = (),
     known: HostState | None = None,
 ) -> HostState:
-    """The Plexus-owned objects of the host whose namespaces start with ``prefix``:
-    ``ipr`` is a socket of the host's namespace, ``batch`` dumps the entries (the
-    namespaces are read on a thread of their own: :mod:`.inside`). ``runtime``: the
-    runtime namespaces to look into, those that are still there
-    (:func:`.netns.is_there`). ``known``: an earlier
-    state whose entries equal to those read are taken as they are (memory only)."""
+    """The Plexus-owned objects of the host whose namespaces start with ``prefix``: the
+    host's namespace (the calling process's) and the compartments are dumped raw
+    (:mod:`.dumps`), ``batch`` dumps the entries. ``runtime``: the runtime namespaces to
+    look into, those that are still there (:func:`.netns.is_there`). ``known``: an
+    earlier state whose entries equal to those read are taken as they are (memory
+    only)."""
     st = HostState()
     st.namespaces = {n for n in listnetns() if n.startswith(prefix)}
     st.runtime = {ns for ns in runtime if is_there(ns)}
-    links = [ln async for ln in await ipr.link("dump")]
-    by_index = {ln["index"]: ln for ln in links}
-    addrs: dict[int, list[str]] = {}
-    async for a in await ipr.addr("dump", family=2):
-        addrs.setdefault(a["index"], []).append(f"{a.get('address')}/{a['prefixlen']}")
-    st.foreign, st.host_routes = await _routes(ipr, links, addrs)
+    host = await asyncio.to_thread(read_here)
+    links, addrs = host.links, host.addrs
+    by_index = {ln.ifindex: ln for ln in links}
+    st.foreign, st.host_routes = _routes(host)
     vx_index: dict[int, str] = {}
-    host_veths: dict[int, tuple[Any, str]] = {}
+    host_veths: dict[int, tuple[Link, str]] = {}
     # a port of an owned bridge that Plexus does not own is a transparent uplink
     foreign_ports = {
-        ln.get("master"): ln.get("ifname")
-        for ln in links
-        if ln.get("master") and names.parse_alias(ln.get("ifalias")) is None
+        ln.master: ln.ifname for ln in links if ln.master and names.parse_alias(ln.alias) is None
     }
     for ln in links:
-        name = ln.get("ifname") or ""
-        owned = names.parse_alias(ln.get("ifalias"))
-        if not name.startswith(names.IF_PREFIX) or owned is None:
+        owned = names.parse_alias(ln.alias)
+        if not ln.ifname.startswith(names.IF_PREFIX) or owned is None:
             continue
         kind, ident = owned
-        master = by_index.get(ln.get("master") or 0)
-        master_name = master.get("ifname") if master is not None else ""
-        if kind == "bridge" and link_kind(ln) == "bridge":
-            uplink = foreign_ports.get(ln["index"])
+        master = by_index.get(ln.master)
+        master_name = master.ifname if master is not None else ""
+        if kind == "bridge" and ln.kind == "bridge":
+            uplink = foreign_ports.get(ln.ifindex)
             # an uplinked bridge holds the uplink's own addresses, not a gateway's
-            own = [] if uplink else addrs.get(ln["index"], [])
-            data = ln.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
-            filtered = bool(data.get("IFLA_BR_NF_CALL_IPTABLES")) if data else False
+            own = [] if uplink else addrs.get(ln.ifindex, [])
             own_address = own[0] if own else None
-            st.bridges[name] = Bridge(
-                name, ident, ln.get("mtu"), own_address, uplink, filtered=filtered
+            st.bridges[ln.ifname] = Bridge(
+                ln.ifname, ident, ln.mtu, own_address, uplink, filtered=ln.filtered
             )
-        elif kind == "vxlan" and link_kind(ln) == "vxlan":
-            data = ln.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
-            st.vxlans[name] = Vxlan(
-                name,
-                ident,
-                data.get("IFLA_VXLAN_ID"),
-                data.get("IFLA_VXLAN_LOCAL"),
-                data.get("IFLA_VXLAN_PORT"),
-                ln.get("mtu"),
-                master_name,
+        elif kind == "vxlan" and ln.kind == "vxlan":
+            st.vxlans[ln.ifname] = Vxlan(
+                ln.ifname, ident, ln.vni, ln.local, ln.port, ln.mtu, master_name
             )
-            vx_index[ln["index"]] = name
-        elif kind == "veth" and link_kind(ln) == "veth":
-            host_veths[ln["index"]] = (ln, master_name)
+            vx_index[ln.ifindex] = ln.ifname
+        elif kind == "veth" and ln.kind == "veth":
+            host_veths[ln.ifindex] = (ln, master_name)
     # the inner ends: IFLA_LINK of a peer names the host-side ifindex (every namespace
     # read on one thread: :mod:`.inside`)
     spaces = sorted(st.namespaces | st.runtime)
@@ -108,9 +92,9 @@ async def read_state(
         ours = {ln.ifindex for ln in inside.links if _peer(ln, host_veths) is not None}
         anyone = ns not in st.runtime
         gateway = None
-        for gw, oif in inside.defaults:
-            if anyone or oif in ours:
-                gateway = gw
+        for r in inside.routes:
+            if r.dst_len == 0 and r.gateway and (anyone or r.oif in ours):
+                gateway = r.gateway
         st.routes[ns] = gateway
         if names.is_router_netns(ns):
             try:
@@ -124,12 +108,12 @@ async def read_state(
             if peer is None:
                 continue
             host_ln, bridge = peer
-            owned = names.parse_alias(host_ln.get("ifalias"))
+            owned = names.parse_alias(host_ln.alias)
             assert owned is not None
             own = inside.addrs.get(ln.ifindex, [])
-            up = bool(host_ln["flags"] & IFF_UP) and bool(ln.flags & IFF_UP)
-            st.veths[host_ln.get("ifname")] = Veth(
-                name=host_ln.get("ifname"),
+            up = bool(host_ln.flags & IFF_UP) and bool(ln.flags & IFF_UP)
+            st.veths[host_ln.ifname] = Veth(
+                name=host_ln.ifname,
                 endpoint=owned[1],
                 bridge=bridge,
                 netns=ns,
@@ -143,8 +127,8 @@ async def read_state(
     # in the host's namespace, or taken into another one), else stale halves
     seen = {v.name for v in st.veths.values()}
     for ln, bridge in host_veths.values():
-        if ln.get("ifname") not in seen:
-            st.veths[ln.get("ifname")] = _unseen(ln, bridge, by_index, addrs)
+        if ln.ifname not in seen:
+            st.veths[ln.ifname] = _unseen(ln, bridge, by_index, addrs)
     if vx_index:
         try:
             fdb = await asyncio.to_thread(batch.dump_neigh, socket.AF_BRIDGE, vx_index)
@@ -179,67 +163,69 @@ def _entries(
             st.neigh[dev, dst] = n if n is not None and n.mac == mac else Neigh(dev, dst, mac)
 
 
-def _unseen(ln: Any, bridge: str, by_index: dict[int, Any], addrs: dict[int, list[str]]) -> Veth:
+def _unseen(ln: Link, bridge: str, by_index: dict[int, Link], addrs: dict[int, list[str]]) -> Veth:
     """A host end whose peer is in no namespace the agent read. Peer in the host's
     namespace under a handover name: a pair for a runtime to take (:data:`HANDOVER`);
     peer in another namespace (``IFLA_LINK_NETNSID``): taken, if the plan wants it so
     (:data:`TAKEN`; else it is a stale half like one with no peer)."""
-    owned = names.parse_alias(ln.get("ifalias"))
+    owned = names.parse_alias(ln.alias)
     assert owned is not None
-    name, up = ln.get("ifname"), bool(ln["flags"] & IFF_UP)
-    if ln.get_attr("IFLA_LINK_NETNSID") is not None:
+    name, up = ln.ifname, bool(ln.flags & IFF_UP)
+    if ln.peer_elsewhere:
         return Veth(name, owned[1], bridge, TAKEN, "", "", "", 0, up)
-    peer = by_index.get(ln.get("link") or 0)
-    if peer is not None and link_kind(peer) == "veth" and peer.get("link") == ln["index"]:
-        own = addrs.get(peer["index"], [])
-        inner = peer.get("ifname") or ""
-        if inner == names.handover(owned[1]):
-            mac, mtu = peer.get("address"), peer.get("mtu")
+    peer = by_index.get(ln.link)
+    if peer is not None and peer.kind == "veth" and peer.link == ln.ifindex:
+        own = addrs.get(peer.ifindex, [])
+        if peer.ifname == names.handover(owned[1]):
             return Veth(
-                name, owned[1], bridge, HANDOVER, inner, mac, own[0] if own else "", mtu, up
+                name,
+                owned[1],
+                bridge,
+                HANDOVER,
+                peer.ifname,
+                peer.mac,
+                own[0] if own else "",
+                peer.mtu,
+                up,
             )
     return Veth(name, owned[1], bridge, "", "", "", "", 0, False)
 
 
-def _peer(ln: Link, host_veths: dict[int, tuple[Any, str]]) -> tuple[Any, str] | None:
+def _peer(ln: Link, host_veths: dict[int, tuple[Link, str]]) -> tuple[Link, str] | None:
     """The agent's host end of the inner veth ``ln``, if it is one. Each end names the
     other's index: a pair of another namespace's links (a runtime's own plugin) with
     one index alike is not the agent's."""
     peer = host_veths.get(ln.link)
-    if peer is None or ln.kind != "veth" or peer[0].get("link") != ln.ifindex:
+    if peer is None or ln.kind != "veth" or peer[0].link != ln.ifindex:
         return None
     return peer
 
 
-async def _routes(
-    ipr: AsyncIPRoute, links: list[Any], addrs: dict[int, list[str]]
-) -> tuple[tuple[tuple[str, str], ...], dict[str, str]]:
+def _routes(host: Namespace) -> tuple[tuple[tuple[str, str], ...], dict[str, str]]:
     """The prefixes of addresses and main-table routes on links Plexus does not own
     (what may stand in a network's way); and the routes through the overlay
     routers (on the transit bridge, with a gateway)."""
-    ifname = {ln["index"]: ln.get("ifname") or "" for ln in links}
+    ifname = {ln.ifindex: ln.ifname for ln in host.links}
     owned = {
-        ln["index"]
-        for ln in links
-        if ifname[ln["index"]].startswith(names.IF_PREFIX)
-        and names.parse_alias(ln.get("ifalias")) is not None
+        ln.ifindex
+        for ln in host.links
+        if ln.ifname.startswith(names.IF_PREFIX) and names.parse_alias(ln.alias) is not None
     }
     found: set[tuple[str, str]] = set()
     through: dict[str, str] = {}
-    for index, cidrs in addrs.items():
+    for index, cidrs in host.addrs.items():
         if index not in owned:
             for cidr in cidrs:
                 net = ipaddress.IPv4Network(cidr, strict=False)
                 found.add((str(net), ifname.get(index, "?")))
-    async for r in await ipr.route("dump", family=2, table=254):
-        oif, dst = r.get("oif"), r.get("dst")
-        if not dst:
+    for r in host.routes:
+        if not r.dst:
             continue
-        prefix = f"{dst}/{r['dst_len']}"
-        if oif not in owned:
-            found.add((prefix, ifname.get(oif, "?")))
-        elif ifname.get(oif) == names.TRANSIT_BRIDGE and r.get("gateway"):
-            through[prefix] = r.get("gateway")
+        prefix = f"{r.dst}/{r.dst_len}"
+        if r.oif not in owned:
+            found.add((prefix, ifname.get(r.oif or 0, "?")))
+        elif ifname.get(r.oif or 0) == names.TRANSIT_BRIDGE and r.gateway:
+            through[prefix] = r.gateway
     return tuple(sorted(found)), through
 
 

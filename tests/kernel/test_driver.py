@@ -72,8 +72,8 @@ def test_a_run_of_veth_deletes_is_one_kernel_operation_and_touches_nothing_else(
 def test_a_run_of_veth_adds_is_made_on_one_thread_and_a_leftover_the_old_way() -> None:
     """:mod:`agents.kernel.veths`: 30 pairs in one run, one compartment holding a
     leftover of the inner end's name, one compartment missing; their default routes in
-    one run; each compartment read as the driver reads it (:mod:`agents.kernel.inside`)
-    is what pyroute2 reads."""
+    one run; each compartment and the host's namespace read as the driver reads them
+    (:mod:`agents.kernel.dumps`) is what pyroute2 reads."""
     require_root()
     host = f"va{os.getpid()}"
     record("netns-prefix", names.netns_prefix(host))
@@ -84,6 +84,8 @@ def test_a_run_of_veth_adds_is_made_on_one_thread_and_a_leftover_the_old_way() -
     assert out["sysctls"] == [{"retrans": "100", "arp_notify": "1"}] * 30
     assert out["routes_failed"] == []
     assert out["inside_as_pyroute2_reads_it"] == [True] * 30
+    assert out["host_as_pyroute2_reads_it"] and out["vxlan_as_desired"]
+    assert {"bridge", "vxlan", "veth"} <= set(out["host_kinds"])
     assert out["view_equals_kernel"]
     assert not out["loop_thread_moved"] and out["threads_left"] == []
     assert not [n for n in netns.listnetns() if n.startswith(names.netns_prefix(host))]

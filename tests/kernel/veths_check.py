@@ -2,8 +2,9 @@
 driver makes N compartments and then their veths in one run (:mod:`agents.kernel.veths`)
 — among them one whose compartment holds a leftover of the inner end's name (made the
 old way after the run) and one whose compartment does not exist (it fails, alone) —
-then their default routes in one run, reads each compartment as the driver does
-(:mod:`agents.kernel.inside`) and as pyroute2 does, and everything back; prints the
+then their default routes in one run, reads each compartment and the host's own
+namespace (a bridge, a VXLAN device, the veths' host ends) as the driver does
+(:mod:`agents.kernel.dumps`) and as pyroute2 does, and everything back; prints the
 findings as one JSON line. The compartments'
 namespaces are the driver's (``plexus:HOST:…``), removed at the end."""
 
@@ -17,15 +18,16 @@ import threading
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from pyroute2 import AsyncIPRoute
 
 from agents import plan as p
-from agents.kernel.inside import Inside, Link, read_inside
+from agents.kernel.dumps import Link, Namespace, Route, read_here, read_inside
 from agents.kernel.linux import LinuxKernel
 from agents.kernel.netlink import link_kind
 from agents.kernel.netns import netlink_socket, run_in
-from agents.model import Bridge, Veth
+from agents.model import Bridge, Veth, Vxlan
 from proto import names
 
 
@@ -38,30 +40,42 @@ def inner_facts(ifname: str) -> dict[str, str]:
     }
 
 
-async def pyroute2_inside(ns: str) -> Inside:
-    """What :func:`read_inside` reads, as pyroute2 parses it."""
-    async with AsyncIPRoute(fileno=run_in(ns, netlink_socket)) as ipr:
-        links = [
-            Link(
-                ln["index"],
-                ln.get("ifname"),
-                link_kind(ln),
-                ln.get("link") or 0,
-                ln.get("address"),
-                ln.get("mtu"),
-                ln["flags"],
-            )
-            async for ln in await ipr.link("dump")
-        ]
+def pyroute2_link(ln: Any) -> Link:
+    """A link as :mod:`agents.kernel.dumps` reads it, from pyroute2's parse of it."""
+    kind = link_kind(ln)
+    data = ln.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA") if kind else None
+    vxlan = kind == "vxlan" and data is not None
+    return Link(
+        ln["index"],
+        ln.get("ifname"),
+        kind,
+        ln.get("link") or 0,
+        ln.get("address") or "",
+        ln.get("mtu"),
+        ln["flags"],
+        ln.get("ifalias"),
+        ln.get("master") or 0,
+        ln.get_attr("IFLA_LINK_NETNSID") is not None,
+        kind == "bridge" and data is not None and bool(data.get("IFLA_BR_NF_CALL_IPTABLES")),
+        data.get("IFLA_VXLAN_ID") if vxlan else 0,
+        (data.get("IFLA_VXLAN_LOCAL") or "") if vxlan else "",
+        data.get("IFLA_VXLAN_PORT") if vxlan else 0,
+    )
+
+
+async def pyroute2_reading(fd: int) -> Namespace:
+    """What :mod:`agents.kernel.dumps` reads of a namespace (the socket ``fd``'s), as
+    pyroute2 parses it."""
+    async with AsyncIPRoute(fileno=fd) as ipr:
+        links = [pyroute2_link(ln) async for ln in await ipr.link("dump")]
         addrs: dict[int, list[str]] = {}
         async for a in await ipr.addr("dump", family=2):
             addrs.setdefault(a["index"], []).append(f"{a.get('address')}/{a['prefixlen']}")
-        defaults = [
-            (r.get("gateway"), r.get("oif"))
+        routes = [
+            Route(r.get("dst"), r["dst_len"], r.get("oif"), r.get("gateway"))
             async for r in await ipr.route("dump", family=2, table=254)
-            if r["dst_len"] == 0 and r.get("gateway")
         ]
-    return Inside(links, addrs, defaults)
+    return Namespace(links, addrs, routes)
 
 
 async def main(host: str, n: int) -> dict[str, object]:
@@ -72,6 +86,8 @@ async def main(host: str, n: int) -> dict[str, object]:
     try:
         await k.read()
         await k.apply(p.AddBridge(Bridge("pxbveth", "vt", 1500, "10.232.0.1/16")))
+        vx = Vxlan("pxvveth", "vt", 4711, "10.232.0.1", 4789, 1450, "pxbveth")
+        await k.apply(p.AddVxlan(vx))
         for ns in spaces:
             await k.apply(p.AddNamespace(ns))
         async with AsyncIPRoute(fileno=run_in(spaces[1], netlink_socket)) as ipr:
@@ -105,16 +121,23 @@ async def main(host: str, n: int) -> dict[str, object]:
         routes = await k.apply_many([p.SetRoute(ns, "10.232.0.1") for ns in spaces])
         out["routes_failed"] = [str(o) for o in routes if o is not None]
         out["inside_as_pyroute2_reads_it"] = [
-            run_in(ns, partial(read_inside, ns)) == await pyroute2_inside(ns) for ns in spaces
+            run_in(ns, partial(read_inside, ns))
+            == await pyroute2_reading(run_in(ns, netlink_socket))
+            for ns in spaces
         ]
+        here_read = await asyncio.to_thread(read_here)
+        out["host_as_pyroute2_reads_it"] = here_read == await pyroute2_reading(netlink_socket())
+        out["host_kinds"] = sorted({ln.kind or "" for ln in here_read.links})
         view = (await k.read(False)).copy()
         st = await k.read(True)
         out["view_equals_kernel"] = view == st
         out["as_desired"] = [st.veths.get(v.name) == v for v in veths[:-1]]
+        out["vxlan_as_desired"] = st.vxlans.get(vx.name) == vx
         out["sysctls"] = [run_in(v.netns, partial(inner_facts, v.inner)) for v in veths[:-1]]
     finally:
         for ns in spaces:
             await k.apply(p.DelNamespace(ns))
+        await k.apply(p.DelVxlan("pxvveth"))
         await k.apply(p.DelBridge("pxbveth"))
         await k.close()
     return out
