@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from broker import identities, relays
+from lab.ports import free_port
 from proto.mqtt import BrokerURL
 
-from .api_throughput import free_port, listening, plexus, wait_until
+from .api_throughput import listening, plexus, wait_until
 from .common import stop_all
 
 

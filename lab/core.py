@@ -28,7 +28,7 @@ from proto import names
 from proto.types import is_id
 
 from . import ha, procs, underlay
-from .ports import free_port
+from .ports import bindable, free_port
 from .records import record
 from .spec import AGENT_METRICS_PORT, LabError, LabSpec, free_subnet
 
@@ -41,18 +41,8 @@ def require_root() -> None:
         raise LabError("plexus lab needs root (it makes network namespaces): run it as root")
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
-
-
 def _free_port(preferred: int, taken: tuple[int, ...] = ()) -> int:
-    if preferred not in taken and _port_free(preferred):
+    if preferred not in taken and bindable(preferred):
         return preferred
     return free_port(taken)
 

@@ -26,8 +26,11 @@ def _ephemeral_start() -> int:
 
 
 def bindable(port: int) -> bool:
-    """Nothing is bound to ``port`` on any IPv4 address (and no connection holds it)."""
+    """A daemon can bind ``port`` on every IPv4 address: nothing listens on it or is
+    bound to it (a closed connection's TIME_WAIT does not count: the daemons set
+    SO_REUSEADDR, and so does this check)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("0.0.0.0", port))
         except OSError:
