@@ -2,11 +2,10 @@
 and the main table's IPv4 routes (on a raw socket: :mod:`.rawnl`), of the host's own
 namespace (:func:`read_here`) and of every compartment (:func:`read_all`).
 
-Through pyroute2 each link became a message object of nested attribute lists, ~0.7 ms
-apiece: a host with 200 compartments spent ~150 ms of each full read on its own link
-dump, and each compartment had a socket of its own. Here a message is unpacked once,
-only the fields the driver reads are kept, and the compartments are read on one thread
-that enters each in turn.
+Through pyroute2 each link became a message object of nested attribute lists, and each
+compartment had a socket of its own. Here a message is unpacked once, only the fields
+the driver reads are kept, and the compartments are read on one thread that enters each
+in turn (``benchmarks.kernel_pass`` times a full read).
 """
 
 from __future__ import annotations
