@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -51,8 +52,6 @@ class Connection:
 async def post_all(url: str, requests: list[bytes], concurrency: int = 16) -> float:
     """Send encoded ``requests`` over ``concurrency`` keep-alive connections; each must
     answer 201. Returns the wall time in seconds."""
-    import time
-
     queue = list(reversed(requests))
     conns = [await Connection.open(url) for _ in range(concurrency)]
 
@@ -68,4 +67,23 @@ async def post_all(url: str, requests: list[bytes], concurrency: int = 16) -> fl
     finally:
         for c in conns:
             await c.close()
+    return time.monotonic() - start
+
+
+async def burst(url: str, path: str, bodies: list[Any]) -> float:
+    """``len(bodies)`` concurrent ``POST path`` calls, as many clients would make them:
+    each over a connection of its own, opened inside the timed span; each must answer
+    201. Returns the wall time in seconds."""
+    start = time.monotonic()
+    conns = await asyncio.gather(*(Connection.open(url) for _ in bodies))
+    try:
+        answers = await asyncio.gather(
+            *(c.request(c.encode("POST", path, b)) for c, b in zip(conns, bodies, strict=True))
+        )
+    finally:
+        for c in conns:
+            await c.close()
+    for status, body in answers:
+        if status != 201:
+            raise RuntimeError(f"POST {path}: {status} {body[:300]!r}")
     return time.monotonic() - start
