@@ -341,15 +341,15 @@ class Bus:
         return self.lease.epoch == epoch
 
     def _coalesce(self, batch: list[Publish]) -> list[Publish]:
-        """Drop a lazy publish (a host's desired document, built now from the current
-        state) when a later one in the batch goes to the same topic: one document per
-        host per batch, however many changes of the host the batch holds."""
-        last = {p.topic: i for i, p in enumerate(batch)}
-        out = []
-        for i, p in enumerate(batch):
-            if p.lazy and last[p.topic] != i:
-                continue
+        """One desired document per host per batch: a lazy publish (built now, from the
+        current state) goes where the first to its topic was (before the table changes
+        of the host's first change: :meth:`Publication.of`), the later ones dropped."""
+        out, seen = [], set()
+        for p in batch:
             if p.lazy:
+                if p.topic in seen:
+                    continue
+                seen.add(p.topic)
                 try:
                     p.payload  # noqa: B018 (builds it)
                 except KeyError:  # the host went meanwhile; its clearing follows

@@ -115,8 +115,8 @@ class Publication:
 
     def of(self, change: Applied) -> Batch:
         """The publishes ``change`` needs, in this order: network specs (and the first
-        snapshot of a new network), table changes, desired documents (lazy), and the
-        clearing of what was deleted."""
+        snapshot of a new network), desired documents (lazy; before the table changes:
+        README, "The wire contract"), table changes, the clearing of what was deleted."""
         st = self.state
         self._mark_stale(change)
         out = Batch()
@@ -137,7 +137,6 @@ class Publication:
         for ident, (_, new_pol) in change.policies.items():
             if new_pol is None:
                 self._policies.pop(ident, None)
-        out.publish.extend(self._changes(change, out.snapshots))
         for host_id, (old_host, new_host) in sorted(change.hosts.items()):
             if new_host is None:
                 self._docs.pop(host_id, None)  # a decommissioned host's document goes
@@ -145,6 +144,7 @@ class Publication:
                 clears.append(Publish(topics.host_status(host_id), b"", True))
             elif old_host is None or old_host.desired_gen != new_host.desired_gen:
                 out.publish.append(self.desired_later(host_id))
+        out.publish.extend(self._changes(change, out.snapshots))
         out.publish.extend(clears)
         assert all(n in st.networks for n in out.snapshots)
         return out

@@ -157,3 +157,45 @@ async def test_a_burst_of_changes_of_one_host_sends_one_document(
         await wait_for(current, what="the last document")
         docs = [m for m in broker.published[before:] if m.topic == topics.host_desired("h1")]
         assert len(docs) == 1
+
+
+async def test_a_hosts_document_goes_before_the_table_changes(tmp_path: Path) -> None:
+    """An agent starts a pass on what it has read: a host's document (its own
+    endpoints, what a change is waited for on it) goes before the table changes
+    committed with it, and a batch's one document of a host keeps the place of the
+    host's first change in the batch."""
+    broker = MemoryBroker()
+    async with running(tmp_path, broker) as rt:
+        ctl = rt.controller
+        for h, vtep in (("h1", "198.18.0.1"), ("h2", "198.18.0.2")):
+            await broker.publish(topics.host_status(h), status(h, vtep), retain=True)
+        await wait_for(lambda: {"h1", "h2"} <= set(ctl.state.hosts), what="hosts folded in")
+        rt.publish(ctl.create_network(NetworkCreate(id="blue", subnet="10.1.0.0/24")))
+        for i, h in enumerate(("h1", "h1", "h2", "h1")):
+            rt.publish(ctl.create_compartment(CompartmentCreate(id=f"c{i}", host=h)))
+        docs = {h: topics.host_desired(h) for h in ("h1", "h2")}
+
+        def sent(host: str) -> bool:
+            frame = broker.retained.get(docs[host])
+            gen = ctl.state.hosts[host].desired_gen
+            return frame is not None and proto.decode(frame).generation == gen  # type: ignore[union-attr]
+
+        await wait_for(lambda: sent("h1") and sent("h2"), what="the documents before")
+        before = len(broker.published)
+        rt.publish(ctl.create_endpoint(EndpointCreate(network="blue", compartment="c0")))
+        await wait_for(lambda: sent("h1"), what="h1's document")
+        changes = topics.network_changes("blue")
+        kept = (docs["h1"], docs["h2"], changes)
+        order = [m.topic for m in broker.published[before:] if m.topic in kept]
+        assert order == [docs["h1"], changes]
+
+        before = len(broker.published)
+        for i in (1, 2, 3):  # no await between them: one batch for the publisher (h1, h2, h1)
+            rt.publish(ctl.create_endpoint(EndpointCreate(network="blue", compartment=f"c{i}")))
+        await wait_for(lambda: sent("h1") and sent("h2"), what="the documents of the batch")
+        await wait_for(
+            lambda: sum(m.topic == changes for m in broker.published[before:]) == 3,
+            what="the batch's table changes",
+        )
+        order = [m.topic for m in broker.published[before:] if m.topic in kept]
+        assert order == [docs["h1"], changes, docs["h2"], changes, changes]

@@ -227,20 +227,21 @@ def test_host_local_networks_have_a_pool_per_host(ctl: Controller) -> None:
 
 
 def test_endpoint_change_is_o1_publishes(ctl: Controller) -> None:
-    """One endpoint = one change on the network + the owner's desired document."""
+    """One endpoint = the owner's desired document + one change on the network, in
+    that order (the owner's agent reads its own endpoint first)."""
     net(ctl)
     comp(ctl, "c1", "h1")
     out = ctl.create_endpoint(EndpointCreate(network="blue", compartment="c1"))
     assert [p.topic for p in out.publish] == [
-        "plexus/v1/networks/blue/changes",
         "plexus/v1/hosts/h1/desired",
+        "plexus/v1/networks/blue/changes",
     ]
-    change = proto.decode(out.publish[0].payload, proto.NetworkChange)
+    change = proto.decode(out.publish[1].payload, proto.NetworkChange)
     assert change.generation == ctl.state.networks["blue"].table_gen
     assert [r.id for r in change.upserts] == [out.value.id]
-    assert out.publish[0].retain is False and out.publish[1].retain is True
+    assert out.publish[0].retain is True and out.publish[1].retain is False
     assert out.dirty == {"blue"}
-    desired = proto.decode(out.publish[1].payload, proto.HostDesired)
+    desired = proto.decode(out.publish[0].payload, proto.HostDesired)
     (c1,) = desired.compartments
     (local,) = c1.endpoints
     assert (local.index, local.prefixlen, local.default_route) == (0, 24, True)
