@@ -54,6 +54,7 @@ class AgentDaemon:
         #: away from its home broker, how often to probe it (0: never go back)
         self.return_interval = return_interval
         self.wake = asyncio.Event()
+        self._report = asyncio.Event()  # a pass ended: its status is to be published
         self._mqtt: Session | None = None
         self._following: set[str] = set()
         #: networks whose snapshot topic is subscribed: only while a table is behind
@@ -64,7 +65,16 @@ class AgentDaemon:
 
     async def reconciler(self) -> None:
         """Passes woken by a message diff against the driver's view of the kernel; the
-        first pass, periodic ones and any after a failure read the kernel in full."""
+        first pass, periodic ones and any after a failure read the kernel in full.
+        Each pass's status is published by a reporter beside it (:meth:`_reporter`): the
+        next pass does not wait for the broker to acknowledge the last status."""
+        reporter = asyncio.create_task(self._reporter(), name="agent-reporter")
+        try:
+            await self._passes()
+        finally:
+            await cancel_and_wait(reporter)
+
+    async def _passes(self) -> None:
         backoff = 0.0
         full = True
         while True:
@@ -81,7 +91,7 @@ class AgentDaemon:
             try:
                 result = await self.agent.reconcile(full)
                 failed = bool(result.errors)
-                await self.publish_status()
+                self._report.set()
                 if failed:
                     await self.publish_event("reconcile_errors", "; ".join(result.errors[:3]))
             except Exception:  # the loop must outlive any one pass
@@ -89,6 +99,18 @@ class AgentDaemon:
                 failed = True
             full = failed
             backoff = min(max(backoff * 2, 0.5), 30.0) if failed else 0.0
+
+    async def _reporter(self) -> None:
+        """Publish the host's status after each pass, one at a time: the newest when the
+        last one was acknowledged (a status is a level: those of the passes in between
+        are superseded, as the controller folds in only the newest anyway)."""
+        while True:
+            await self._report.wait()
+            self._report.clear()
+            try:
+                await self.publish_status()
+            except Exception:  # the reporter must outlive any one status
+                log.exception("status_publish_failed", host=self.agent.host)
 
     async def publish_status(self, force: bool = False) -> None:
         mqtt = self._mqtt

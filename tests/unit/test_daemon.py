@@ -17,7 +17,7 @@ from agents.daemon import AgentDaemon
 from agents.kernel.memory import MemoryKernel
 from proto import topics
 from proto.membroker import MemoryBroker, MemorySession
-from proto.mqtt import Connect, Session, cancel_and_wait
+from proto.mqtt import Connect, Received, Session, cancel_and_wait
 from tests import samples
 from tests.support import wait_for
 
@@ -244,3 +244,51 @@ async def test_a_dropped_message_sends_the_tables_back_to_the_snapshot() -> None
         dropped = agent.metrics.registry.get_sample_value("plexus_agent_dropped_messages_total")
         assert dropped == 3
         await wait_for(lambda: snaps in subscribed(broker), what="snapshot topic again")
+
+
+class _SlowStatus:
+    """A session whose publishes of the host's status for document 5 wait for
+    ``release``: a broker slow to acknowledge them."""
+
+    def __init__(self, inner: Session, release: asyncio.Event) -> None:
+        self.inner, self.release = inner, release
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        status = topic == topics.host_status(H)
+        if status and proto.decode(payload, proto.HostStatus).desired_generation == 5:
+            await self.release.wait()
+        await self.inner.publish(topic, payload, qos=qos, retain=retain)
+
+    async def subscribe(self, topic: str, *, qos: int = 1) -> None:
+        await self.inner.subscribe(topic, qos=qos)
+
+    async def unsubscribe(self, topic: str) -> None:
+        await self.inner.unsubscribe(topic)
+
+    def messages(self) -> AsyncIterator[Received]:
+        return self.inner.messages()
+
+
+async def test_a_pass_does_not_wait_for_the_last_status_to_be_acknowledged() -> None:
+    """The status of a pass is published beside the passes: while the broker has not
+    acknowledged it, the next document is applied all the same, and its status follows
+    once the last one went."""
+    broker = MemoryBroker()
+    release = asyncio.Event()
+
+    @asynccontextmanager
+    async def slow(identifier: str, **kwargs: Any) -> AsyncIterator[Session]:
+        async with broker.connect(identifier, **kwargs) as inner:
+            yield _SlowStatus(inner, release)
+
+    await broker.publish(topics.host_desired(H), desired(5, BLUE), retain=True)
+    async with running(broker, slow) as (agent, _):
+        await wait_for(lambda: agent.applied_desired == 5, what="document 5 applied")
+        await broker.publish(topics.host_desired(H), desired(6, BLUE), retain=True)
+        await wait_for(lambda: agent.applied_desired == 6, what="document 6, status 5 held")
+        assert [s.desired_generation for s in statuses(broker)] == [0]  # at connect
+        release.set()
+        await wait_for(lambda: statuses(broker)[-1].desired_generation == 6, what="status 6")
+        assert [s.desired_generation for s in statuses(broker)] == [0, 5, 6]
