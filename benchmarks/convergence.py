@@ -5,8 +5,8 @@
   ICMP reply from a compartment on another host (a prober pings every millisecond);
 - N endpoints created in one burst (concurrent calls, no wait) until every host is in
   sync (``/v1/status`` polled every 2 ms), each call over a connection of its own
-  (:func:`benchmarks.rawhttp.burst`): through httpx this process spent 1.40 s of the
-  2 cores' CPU on a burst of 200 (the "client" of the "CPU meanwhile" row) and
+  (:func:`benchmarks.rawhttp.burst`): through httpx this process spent 1.34 to 1.93 s of
+  the 2 cores' CPU on a burst of 200 (the "client" of the "CPU meanwhile" row) and
   measured itself as much as the controller;
 - ``POST /v1/batch?wait=true`` (``--rounds`` times): N endpoints whose compartments
   exist, N compartments with their endpoints, and the deletion of those 2N.

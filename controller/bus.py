@@ -325,7 +325,7 @@ class Bus:
             if self._overflow:
                 self._overflow = False
                 batch = self.publication.reconcile({})
-            if await self._publish_many(mqtt, self._coalesce(batch), epoch):
+            if await self._publish_many(mqtt, coalesce(batch), epoch):
                 self.lease.published = max(self.lease.published, through)
             else:  # fenced: led again (the tail, the reconciliation) if it still leads
                 epoch = 0
@@ -339,23 +339,6 @@ class Bus:
                 return False
             await asyncio.sleep(0.01)
         return self.lease.epoch == epoch
-
-    def _coalesce(self, batch: list[Publish]) -> list[Publish]:
-        """One desired document per host per batch: a lazy publish (built now, from the
-        current state) goes where the first to its topic was (before the table changes
-        of the host's first change: :meth:`Publication.of`), the later ones dropped."""
-        out, seen = [], set()
-        for p in batch:
-            if p.lazy:
-                if p.topic in seen:
-                    continue
-                seen.add(p.topic)
-                try:
-                    p.payload  # noqa: B018 (builds it)
-                except KeyError:  # the host went meanwhile; its clearing follows
-                    continue
-            out.append(p)
-        return out
 
     async def _publish_many(self, mqtt: Session, batch: list[Publish], epoch: int) -> bool:
         """Publish ``batch`` if live at ``epoch`` (checked per batch and per publish)."""
@@ -397,3 +380,21 @@ class Bus:
                 wait = min(every - (now - last.get(n, 0.0)) for n in self._dirty)
                 await asyncio.sleep(max(wait, 0.001))
                 self._dirty_event.set()
+
+
+def coalesce(batch: list[Publish]) -> list[Publish]:
+    """One desired document per host per batch, built now: the first lazy publish to a
+    topic after its last eager one (a clearing) keeps its place, before the table
+    changes of its change (:meth:`Publication.of`); the others go."""
+    last_eager, out, seen = {p.topic: i for i, p in enumerate(batch) if not p.lazy}, [], set()
+    for i, p in enumerate(batch):
+        if p.lazy:
+            if p.topic in seen or i < last_eager.get(p.topic, -1):
+                continue
+            seen.add(p.topic)
+            try:
+                p.payload  # noqa: B018 (builds it)
+            except KeyError:  # the host went meanwhile; its clearing follows
+                continue
+        out.append(p)
+    return out

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 import proto
+from controller.bus import coalesce
 from controller.metrics import Metrics
+from controller.publication import Publish
 from controller.runtime import Runtime
 from controller.service import Controller
 from controller.store import SqliteStore
@@ -199,3 +201,26 @@ async def test_a_hosts_document_goes_before_the_table_changes(tmp_path: Path) ->
         )
         order = [m.topic for m in broker.published[before:] if m.topic in kept]
         assert order == [docs["h1"], changes, docs["h2"], changes, changes]
+
+
+def test_coalescing_keeps_a_hosts_first_document_but_never_before_its_clearing() -> None:
+    """A batch's documents of one host: the first keeps its place (before the table
+    changes that came after it) and is built once; one that a clearing of the topic
+    follows goes, and the first after the clearing takes its place (a host
+    decommissioned and back within one batch still gets its document)."""
+    built: list[int] = []
+
+    def doc(tag: int) -> Publish:
+        def build() -> bytes:
+            built.append(tag)
+            return bytes([tag])
+
+        return Publish(topics.host_desired("h1"), None, True, build)
+
+    one, two = (Publish(topics.network_changes("blue"), bytes([g]), False) for g in (1, 2))
+    docs = [doc(i) for i in range(4)]
+    assert coalesce([docs[0], one, docs[1], two]) == [docs[0], one, two]
+    assert built == [0]
+    clear = Publish(topics.host_desired("h1"), b"", True)
+    assert coalesce([docs[1], one, clear, docs[2], two, docs[3]]) == [one, clear, docs[2], two]
+    assert built == [0, 2]
