@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -49,25 +51,35 @@ class Connection:
         await self.writer.wait_closed()
 
 
-async def post_all(url: str, requests: list[bytes], concurrency: int = 16) -> float:
-    """Send encoded ``requests`` over ``concurrency`` keep-alive connections; each must
-    answer 201. Returns the wall time in seconds."""
-    queue = list(reversed(requests))
-    conns = [await Connection.open(url) for _ in range(concurrency)]
-
-    async def worker(conn: Connection) -> None:
-        while queue:
-            status, body = await conn.request(queue.pop())
-            if status != 201:
-                raise RuntimeError(f"{status} {body[:300]!r}")
-
-    start = time.monotonic()
+@asynccontextmanager
+async def connections(url: str, n: int) -> AsyncIterator[list[Connection]]:
+    """``n`` keep-alive connections to ``url``, opened together, closed on exit."""
+    conns = await asyncio.gather(*(Connection.open(url) for _ in range(n)))
     try:
-        await asyncio.gather(*(worker(c) for c in conns))
+        yield conns
     finally:
         for c in conns:
             await c.close()
-    return time.monotonic() - start
+
+
+def created(status: int, body: bytes) -> None:
+    if status != 201:
+        raise RuntimeError(f"{status} {body[:300]!r}")
+
+
+async def post_all(url: str, requests: list[bytes], concurrency: int = 16) -> float:
+    """Send encoded ``requests`` over ``concurrency`` keep-alive connections (opened
+    before the timed span); each must answer 201. Returns the wall time in seconds."""
+    queue = list(reversed(requests))
+
+    async def worker(conn: Connection) -> None:
+        while queue:
+            created(*await conn.request(queue.pop()))
+
+    async with connections(url, concurrency) as conns:
+        start = time.monotonic()
+        await asyncio.gather(*(worker(c) for c in conns))
+        return time.monotonic() - start
 
 
 async def burst(url: str, path: str, bodies: list[Any]) -> float:
@@ -75,15 +87,10 @@ async def burst(url: str, path: str, bodies: list[Any]) -> float:
     each over a connection of its own, opened inside the timed span; each must answer
     201. Returns the wall time in seconds."""
     start = time.monotonic()
-    conns = await asyncio.gather(*(Connection.open(url) for _ in bodies))
-    try:
+    async with connections(url, len(bodies)) as conns:
         answers = await asyncio.gather(
             *(c.request(c.encode("POST", path, b)) for c, b in zip(conns, bodies, strict=True))
         )
-    finally:
-        for c in conns:
-            await c.close()
-    for status, body in answers:
-        if status != 201:
-            raise RuntimeError(f"POST {path}: {status} {body[:300]!r}")
+    for answer in answers:
+        created(*answer)
     return time.monotonic() - start
