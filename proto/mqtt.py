@@ -102,6 +102,11 @@ class BrokerURL:
 #: bounds of a client's receive queue: a flood is dropped (and counted), not buffered
 MAX_QUEUED_MESSAGES = 10_000
 MAX_QUEUED_BYTES = 32 << 20
+#: aiomqtt logs a warning on each publish made while more than this many wait for their
+#: acknowledgement (its default is 10). The controller publishes a batch's documents
+#: together (one per host: 1,000 at once for 1,000 hosts), so the default logged a line
+#: per publish of every burst.
+PENDING_CALLS_WARNING = 100_000
 
 
 def bounded_queue(
@@ -160,7 +165,7 @@ def client(
         kwargs["max_queued_incoming_messages"] = max_queued
     if url.tls:
         kwargs["tls_context"] = tls_context or url.tls_context()
-    return aiomqtt.Client(
+    mqtt = aiomqtt.Client(
         url.host,
         url.port,
         identifier=identifier,
@@ -175,6 +180,8 @@ def client(
         timeout=timeout,
         **kwargs,
     )
+    mqtt.pending_calls_threshold = PENDING_CALLS_WARNING
+    return mqtt
 
 
 async def cancel_and_wait(task: asyncio.Task[Any], attempts: int = 100) -> None:

@@ -7,6 +7,7 @@ dropped looked behind). The configuration Plexus writes lets them all through.""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -31,3 +32,16 @@ async def test_a_subscriber_gets_every_retained_message_of_thousands(
             )
     got = await retained(mosquitto.url, "plexus-test/q/#", timeout=30)
     assert len(got) == n
+
+
+async def test_a_thousand_publishes_in_flight_together_log_nothing(
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The controller publishes a batch's documents together; aiomqtt's default logged
+    a warning on each publish made while more than 10 waited for their PUBACK."""
+    async with mqtt_client(mosquitto.url, "publisher") as c:
+        with caplog.at_level(logging.WARNING, logger="mqtt"):  # aiomqtt's logger
+            await asyncio.gather(
+                *(c.publish(f"plexus-test/burst/{i}", b"x", qos=1) for i in range(1000))
+            )
+    assert [r.getMessage() for r in caplog.records if r.name == "mqtt"] == []
