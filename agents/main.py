@@ -14,14 +14,11 @@ driver does not use. ``tests/unit/test_agent_main.py`` holds it.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Literal, get_args, get_origin
 
 from proto.errors import PlexusError
-from proto.settings import load_settings, settings_error
+from proto.settings import command_line, from_command_line, settings_error
 
 from .config import AgentSettings
 
@@ -33,38 +30,12 @@ DESCRIPTION = "Run the host agent daemon (programs this host's kernel)."
 def parser(prog: str = "plexus-agent") -> argparse.ArgumentParser:
     """The command line: a flag per settings field (given ones override the
     environment and the file), and ``--config``."""
-    ap = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
-    for name, field in AgentSettings.model_fields.items():
-        flag = FLAGS.get(name, "--" + name.replace("_", "-"))
-        text = field.description or ""
-        tp = field.annotation
-        if tp is bool:
-            ap.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=text)
-            continue
-        metavar = flag[2:].upper().replace("-", "_")
-        if get_origin(tp) is list:
-            ap.add_argument(flag, dest=name, action="append", metavar=metavar, help=text)
-            continue
-        if field.default is not None and not field.is_required():
-            text = f"{text} (default: {field.default})".lstrip()
-        choices = get_args(tp) if get_origin(tp) is Literal else None
-        ap.add_argument(flag, dest=name, choices=choices, metavar=metavar, help=text)
-    ap.add_argument(
-        "--config",
-        type=Path,
-        default=os.environ.get("PLEXUS_CONFIG") or None,
-        help="TOML file ([agent] table); also PLEXUS_CONFIG",
-    )
-    return ap
+    return command_line(AgentSettings, "agent", prog, DESCRIPTION, FLAGS)
 
 
 def load(argv: Sequence[str] | None = None, prog: str = "plexus-agent") -> AgentSettings:
-    """The settings of a command line (flags > ``PLEXUS_*`` environment > ``--config``
-    file > defaults). Raises ValueError (pydantic's ValidationError is one) naming what
-    is wrong; a usage error exits 2 (argparse)."""
-    given = vars(parser(prog).parse_args(argv))
-    config = given.pop("config")
-    return load_settings(AgentSettings, "agent", config, **given)
+    """The settings of a command line (:func:`proto.settings.from_command_line`)."""
+    return from_command_line(AgentSettings, "agent", argv, prog, DESCRIPTION, FLAGS)
 
 
 def lean() -> None:

@@ -69,13 +69,14 @@ app.add_typer(host_app, name="host")
 app.add_typer(daemons.broker_app, name="broker")
 app.add_typer(lab_app, name="lab")
 app.add_typer(cni_app, name="cni")
-app.command()(daemons.controller)
-# `plexus agent` hands every argument (--help too) to the agent's own parser
-# (agents.main): one definition of its options, made from agents.config.AgentSettings
-app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
-)(daemons.agent)
+# `plexus controller` and `plexus agent` hand every argument (--help too) to the
+# daemon's own parser (controller.main, agents.main): one definition of its options,
+# made from its settings' fields
+for daemon in (daemons.controller, daemons.agent):
+    app.command(
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
+    )(daemon)
 app.command("docker-plugin")(docker_plugin)
 
 

@@ -13,9 +13,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
-
-from proto.settings import load_settings, settings_error
 
 from .console import Output, show
 from .errors import CliError
@@ -24,48 +21,14 @@ from .options import OutputOpt
 broker_app = typer.Typer(help="The MQTT broker Plexus runs (Mosquitto).", no_args_is_help=True)
 
 
-def controller(
-    broker: Annotated[str | None, typer.Option(help="mqtt://HOST:PORT")] = None,
-    store: Annotated[
-        str | None,
-        typer.Option(help="SQLite file, or postgresql://… (a database several controllers share)"),
-    ] = None,
-    listen: Annotated[str | None, typer.Option(help="HOST:PORT of the REST API")] = None,
-    config: Annotated[
-        Path | None, typer.Option(help="TOML file ([controller] table)", envvar="PLEXUS_CONFIG")
-    ] = None,
-    snapshot_interval: Annotated[float | None, typer.Option(help="seconds")] = None,
-    broker_credentials: Annotated[
-        Path | None, typer.Option(help="identity directory from `plexus broker init`")
-    ] = None,
-    api_token_file: Annotated[
-        Path | None, typer.Option(help="the REST API's bearer token (made at first start)")
-    ] = None,
-    log_level: Annotated[str | None, typer.Option()] = None,
-    log_format: Annotated[str | None, typer.Option(help="auto, json or console")] = None,
-) -> None:
-    """Run the controller daemon (REST API + MQTT publisher)."""
-    from controller.config import ControllerSettings
-    from controller.daemon import run
+def controller(ctx: typer.Context) -> None:
+    """Run the controller daemon (REST API + MQTT publisher).
 
-    try:
-        settings = load_settings(
-            ControllerSettings,
-            "controller",
-            config,
-            broker=broker,
-            store=store,
-            listen=listen,
-            snapshot_interval=snapshot_interval,
-            broker_credentials=broker_credentials,
-            api_token_file=api_token_file,
-            log_level=log_level,
-            log_format=log_format,
-        )
-        settings.broker_url()
-    except (ValidationError, ValueError) as e:
-        raise CliError(f"bad configuration: {settings_error(e)}", code=2) from None
-    run(settings)
+    The same program as `plexus-controller`, which starts without the CLI's imports;
+    `plexus controller --help` lists its options."""
+    from controller.main import main
+
+    main(ctx.args, prog="plexus controller")
 
 
 def agent(ctx: typer.Context) -> None:

@@ -1,4 +1,5 @@
-"""Settings of ``plexus controller`` (flags > ``PLEXUS_*`` env > ``[controller]`` in TOML)."""
+"""Settings of ``plexus-controller`` and ``plexus controller`` (flags > ``PLEXUS_*``
+env > ``[controller]`` in TOML); each field is a flag (:mod:`controller.main`)."""
 
 from __future__ import annotations
 
@@ -16,33 +17,58 @@ from proto.mqtt import BrokerURL
 class ControllerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PLEXUS_", extra="ignore")
 
-    broker: str = "mqtt://127.0.0.1:1883"
-    #: the identity directory ``plexus broker init`` issued to the controller
-    broker_credentials: Path | None = None
-    #: a SQLite file, or a PostgreSQL database shared by several controllers
-    #: (``postgresql://USER:PASSWORD@HOST:PORT/DB``, or ``postgres://…``)
-    store: str = "plexus.db"
-    store_sync: Literal["normal", "full"] = "normal"
-    listen: str = "127.0.0.1:8470"
-    snapshot_interval: float = Field(default=0.1, gt=0, le=60)
-    #: the admin bearer token on the REST API: ``auto`` requires it unless listening on
-    #: loopback; a token sent is checked whatever this says, and a host token is always
-    #: scoped to its host (controller.api.access)
-    api_auth: Literal["auto", "token", "none"] = "auto"
-    #: where the token is kept (made at first start, mode 0600, also with ``none``: it
-    #: signs the host tokens); default: beside the store
-    api_token_file: Path | None = None
-    #: this replica's name among the controllers of one PostgreSQL store (who leads
-    #: shows it); default: HOSTNAME:PORT of the API
-    replica: str = ""
-    #: seconds of the PostgreSQL change log kept (``changes``): the leader deletes what
-    #: is older, never past what it has published; a replica further behind reloads
-    change_log_retention: float = Field(default=300.0, ge=0)
-    #: seconds a PostgreSQL store's leader lease lasts from each renewal: a leader lost
-    #: is replaced about this long after; longer rides out slower database round trips
-    lease_ttl: float = Field(default=1.2, ge=0.3, le=60.0)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["auto", "json", "console"] = "auto"
+    broker: str = Field("mqtt://127.0.0.1:1883", description="mqtt://HOST:PORT or mqtts://…")
+    broker_credentials: Path | None = Field(
+        None, description="the identity directory `plexus broker init` issued to the controller"
+    )
+    store: str = Field(
+        "plexus.db",
+        description="a SQLite file, or a PostgreSQL database shared by several controllers "
+        "(postgresql://USER:PASSWORD@HOST:PORT/DB, or postgres://…)",
+    )
+    store_sync: Literal["normal", "full"] = Field(
+        "normal", description="a SQLite store's synchronous mode: full also survives power loss"
+    )
+    listen: str = Field("127.0.0.1:8470", description="HOST:PORT of the REST API")
+    snapshot_interval: float = Field(
+        0.1, gt=0, le=60, description="seconds between two snapshots of one network"
+    )
+    api_auth: Literal["auto", "token", "none"] = Field(
+        "auto",
+        description="the admin bearer token on the REST API: auto requires it unless "
+        "listening on loopback; a token sent is checked whatever this says, and a host "
+        "token is always scoped to its host",
+    )
+    api_token_file: Path | None = Field(
+        None,
+        description="where the REST API's token is kept (made at first start, mode 0600, "
+        "also with none: it signs the host tokens); default: beside the store",
+    )
+    replica: str = Field(
+        "",
+        description="this replica's name among the controllers of one PostgreSQL store "
+        "(who leads shows it); default: HOSTNAME:PORT of the API",
+    )
+    change_log_retention: float = Field(
+        300.0,
+        ge=0,
+        description="seconds of the PostgreSQL change log kept: the leader deletes what is "
+        "older, never past what it has published; a replica further behind reloads",
+    )
+    lease_ttl: float = Field(
+        1.2,
+        ge=0.3,
+        le=60.0,
+        description="seconds a PostgreSQL store's leader lease lasts from each renewal: a "
+        "leader lost is replaced about this long after; longer rides out slower database "
+        "round trips",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="debug, info, warning or error"
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto (console on a TTY, JSON otherwise), json or console"
+    )
 
     @field_validator("broker")
     @classmethod

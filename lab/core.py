@@ -192,13 +192,14 @@ def command(spec: LabSpec, process: str) -> list[str]:
     if process in spec.relays:
         return [*plexus, "broker", "run", "--dir", str(spec.relay_dir(process))]
     if process in spec.controllers:
-        return [*plexus, "controller", "--config", str(spec.controller_config_of(process))]
+        config = str(spec.controller_config_of(process))
+        return [*procs.daemon_command("controller"), "--config", config]
     host = process.removeprefix("agent:")
     if process.startswith("agent:") and host in spec.hosts:
         return [
             "nsenter",  # the host's network namespace only, not a private mount ns
             f"--net=/run/netns/{spec.host_ns(host)}",
-            *procs.agent_command(),
+            *procs.daemon_command("agent"),
             "--config",
             str(spec.agent_config(host)),
         ]

@@ -27,15 +27,19 @@ def plexus_command() -> list[str]:
     return [found]
 
 
-def agent_command() -> list[str]:
-    """How to start the agent: ``plexus-agent`` beside this interpreter (or on PATH),
-    which loads what the agent runs and not the ``plexus`` command tree; else this
-    interpreter's ``-m agents`` (an installation older than the console script)."""
-    beside = Path(sys.executable).parent / "plexus-agent"
+def daemon_command(daemon: str) -> list[str]:
+    """How to start ``daemon`` (``agent`` or ``controller``): its own entry point,
+    ``plexus-agent`` / ``plexus-controller``, beside this interpreter (or on PATH), which
+    loads what the daemon runs and not the ``plexus`` command tree; else this
+    interpreter's ``-m agents`` / ``-m controller`` (an installation older than the
+    console script)."""
+    name = f"plexus-{daemon}"
+    beside = Path(sys.executable).parent / name
     if beside.exists():
         return [str(beside)]
-    found = shutil.which("plexus-agent")
-    return [found] if found is not None else [sys.executable, "-m", "agents"]
+    found = shutil.which(name)
+    module = "agents" if daemon == "agent" else daemon
+    return [found] if found is not None else [sys.executable, "-m", module]
 
 
 def spawn(argv: list[str], log: Path) -> int:

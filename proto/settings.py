@@ -1,11 +1,19 @@
 """Settings from, in order of precedence: the command line, ``PLEXUS_*`` environment
-variables, a TOML config file (its ``[controller]`` or ``[agent]`` table), defaults."""
+variables, a TOML config file (its ``[controller]`` or ``[agent]`` table), defaults.
+
+A daemon's command line is made from its settings' fields (:func:`command_line`:
+``host_id`` → ``--host-id``, help from the field's description) plus ``--config``, so a
+field added is a flag, and its entry point and ``plexus`` share one definition.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
 import tomllib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource
@@ -50,3 +58,54 @@ def settings_error(e: ValueError) -> str:
             for err in e.errors()
         )
     return str(e)
+
+
+def command_line(
+    cls: type[BaseSettings],
+    section: str,
+    prog: str,
+    description: str,
+    flags: Mapping[str, str] = {},
+) -> argparse.ArgumentParser:
+    """A flag per field of ``cls`` (``flags`` names those that differ from their
+    field's name: a list field's flag names one item), and ``--config`` (a TOML file,
+    its ``[section]`` table)."""
+    ap = argparse.ArgumentParser(prog=prog, description=description)
+    for name, field in cls.model_fields.items():
+        flag = flags.get(name, "--" + name.replace("_", "-"))
+        text = field.description or ""
+        tp = field.annotation
+        if tp is bool:
+            ap.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=text)
+            continue
+        metavar = flag[2:].upper().replace("-", "_")
+        if get_origin(tp) is list:
+            ap.add_argument(flag, dest=name, action="append", metavar=metavar, help=text)
+            continue
+        if field.default is not None and not field.is_required():
+            text = f"{text} (default: {field.default})".lstrip()
+        choices = get_args(tp) if get_origin(tp) is Literal else None
+        ap.add_argument(flag, dest=name, choices=choices, metavar=metavar, help=text)
+    ap.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get("PLEXUS_CONFIG") or None,
+        help=f"TOML file ([{section}] table); also PLEXUS_CONFIG",
+    )
+    return ap
+
+
+def from_command_line(
+    cls: type[S],
+    section: str,
+    argv: Sequence[str] | None,
+    prog: str,
+    description: str,
+    flags: Mapping[str, str] = {},
+) -> S:
+    """The settings of a command line (flags > ``PLEXUS_*`` environment > ``--config``
+    file > defaults). Raises ValueError (pydantic's ValidationError is one) naming what
+    is wrong; a usage error exits 2 (argparse)."""
+    given = vars(command_line(cls, section, prog, description, flags).parse_args(argv))
+    config = given.pop("config")
+    return load_settings(cls, section, config, **given)

@@ -18,7 +18,7 @@ from pyroute2 import IPRoute
 
 from agents.kernel import netns
 from lab import underlay
-from lab.procs import agent_command
+from lab.procs import daemon_command
 from lab.records import record, record_pid
 from lab.spec import LabSpec, free_subnet, machine_lock
 from proto import names
@@ -93,7 +93,7 @@ class Lab:
         # agent a private mount namespace, hiding the compartments it creates from others
         cmd = [
             *self.nsenter(self.hostns[host]),
-            *agent_command(),
+            *daemon_command("agent"),
             "--host-id",
             host,
             "--broker",

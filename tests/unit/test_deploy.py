@@ -24,6 +24,8 @@ from agents.main import parser as agent_parser
 from cli.app import app
 from cli.apply import load
 from controller.config import ControllerSettings
+from controller.main import load as controller_settings
+from controller.main import parser as controller_parser
 from lab import demo
 from proto.settings import load_settings
 
@@ -33,9 +35,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
     """Parse a plexus command line exactly as ``plexus`` would, without running it:
     returns the command path and its parameters (raises click's usage errors; ``plexus
-    agent`` hands its arguments to the agent's own parser, whose errors exit 2)."""
+    agent`` and ``plexus controller`` hand their arguments to the daemon's own parser,
+    whose errors exit 2)."""
     if argv[:1] == ["agent"]:
         return "plexus agent", agent_args(argv[1:])
+    if argv[:1] == ["controller"]:
+        return "plexus controller", vars(controller_parser().parse_args(argv[1:]))
     cmd = typer.main.get_command(app)
     ctx = cmd.make_context("plexus", list(argv))
     while hasattr(ctx.command, "resolve_command"):  # a group: descend
@@ -43,6 +48,13 @@ def parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
         assert sub is not None and name is not None, argv
         ctx = sub.make_context(name, rest, parent=ctx)
     return ctx.command_path, ctx.params
+
+
+def daemon_command(service: dict[str, Any]) -> list[str]:
+    """A compose service's command as a ``plexus`` command line: a daemon's own entry
+    point takes what ``plexus agent`` / ``plexus controller`` take."""
+    program = service.get("entrypoint", ["plexus"])
+    return [*program[0].removeprefix("plexus").lstrip("-").split(), *service["command"]]
 
 
 def agent_args(argv: list[str]) -> dict[str, Any]:
@@ -132,10 +144,11 @@ def test_compose_services_and_their_commands(compose: dict[str, Any]) -> None:
         assert svc["image"] == "plexus:dev" and svc["build"] == ".", name
         assert svc["networks"] == ["underlay"], name
         # every command is a valid command line of its entrypoint: the image's
-        # `plexus`, or the agents' `plexus-agent` (`plexus agent`'s own parser)
+        # `plexus`, or a daemon's own, `plexus-agent` / `plexus-controller` (the parser
+        # of `plexus agent` / `plexus controller`)
         program = svc.get("entrypoint", ["plexus"])
-        assert program in (["plexus"], ["plexus-agent"]), name
-        parse(svc["command"] if program == ["plexus"] else ["agent", *svc["command"]])
+        assert program in (["plexus"], ["plexus-agent"], ["plexus-controller"]), name
+        parse(daemon_command(svc))
 
     # credentials and ACLs on: init (idempotent) before the broker, no anonymous run
     path, init = parse(services["broker-init"]["command"])
@@ -149,17 +162,16 @@ def test_compose_services_and_their_commands(compose: dict[str, Any]) -> None:
     cond = services["broker"]["depends_on"]["broker-init"]["condition"]
     assert cond == "service_completed_successfully"
 
-    path, ctl = parse(services["controller"]["command"])
-    assert path == "plexus controller"
-    assert urlsplit(ctl["broker"]).hostname == "broker" and urlsplit(ctl["broker"]).port == 1883
-    assert ctl["broker_credentials"] == Path("/etc/plexus/broker/identities/@controller")
+    assert services["controller"]["entrypoint"] == ["plexus-controller"]
+    ctl = controller_settings(services["controller"]["command"])  # as the controller loads them
+    assert urlsplit(ctl.broker).hostname == "broker" and urlsplit(ctl.broker).port == 1883
+    assert ctl.broker_credentials == Path("/etc/plexus/broker/identities/@controller")
     assert "broker:/etc/plexus/broker:ro" in services["controller"]["volumes"]
-    assert ctl["listen"] == "0.0.0.0:8470"
-    settings = ControllerSettings(listen=ctl["listen"], store=ctl["store"])
-    assert settings.token_required  # beyond loopback: the API wants its token
+    assert ctl.listen == "0.0.0.0:8470"
+    assert ctl.token_required  # beyond loopback: the API wants its token
     # not beyond loopback; the port on the machine is PLEXUS_API_PORT's (8470)
     assert services["controller"]["ports"] == ["127.0.0.1:${PLEXUS_API_PORT:-8470}:8470"]
-    assert ctl["store"].startswith("/var/lib/plexus/")
+    assert ctl.store.startswith("/var/lib/plexus/")
     assert "controller-data:/var/lib/plexus" in services["controller"]["volumes"]
     assert "healthz" in " ".join(services["controller"]["healthcheck"]["test"])
 
@@ -215,9 +227,9 @@ def unit(name: str) -> configparser.ConfigParser:
 def test_systemd_units_run_plexus_with_the_example_config(name: str, command: str) -> None:
     u = unit(name)
     argv = shlex.split(u["Service"]["ExecStart"])
-    if command == "agent":  # the agent's own entry point, `plexus agent` without the CLI
-        assert argv[0].endswith("/bin/plexus-agent")
-        argv = ["plexus", "agent", *argv[1:]]
+    if command in ("agent", "controller"):  # the daemon's own entry point, no CLI tree
+        assert argv[0].endswith(f"/bin/plexus-{command}")
+        argv = ["plexus", command, *argv[1:]]
     assert argv[0].endswith("/bin/plexus") or argv[0] == "plexus"
     path, params = parse(argv[1:])
     assert path == f"plexus {command}"

@@ -1,0 +1,5 @@
+"""``python -m controller``: the controller (:mod:`controller.main`)."""
+
+from .main import main
+
+main()
