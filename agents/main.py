@@ -17,8 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from proto.errors import PlexusError
-from proto.settings import command_line, from_command_line, settings_error
+from proto.settings import command_line, daemon_main, from_command_line
 
 from .config import AgentSettings
 
@@ -50,19 +49,7 @@ def lean() -> None:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "plexus-agent") -> None:
-    """Run the agent; a bad configuration exits 2, any other Plexus error 1, each with
-    its one line (as ``plexus`` commands do)."""
+    """Run the agent (:func:`proto.settings.daemon_main`: a bad configuration, its
+    broker credentials unreadable included, exits 2, any other Plexus error 1)."""
     lean()
-    try:
-        settings = load(argv, prog)
-        settings.broker_urls()  # its credentials are readable
-    except ValueError as e:
-        print(f"error: bad configuration: {settings_error(e)}", file=sys.stderr)
-        raise SystemExit(2) from None
-    from .daemon import run
-
-    try:
-        run(settings)
-    except PlexusError as e:  # e.g. the VTEP interface has no address: one line
-        print(f"error: {e.reason}", file=sys.stderr)
-        raise SystemExit(1) from None
+    daemon_main(lambda: load(argv, prog), AgentSettings.broker_urls, "agents.daemon")

@@ -19,8 +19,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from proto.errors import PlexusError
-from proto.settings import command_line, from_command_line, settings_error
+from proto.settings import command_line, daemon_main, from_command_line
 
 from .config import ControllerSettings
 
@@ -38,19 +37,7 @@ def load(argv: Sequence[str] | None = None, prog: str = "plexus-controller") -> 
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "plexus-controller") -> None:
-    """Run the controller; a bad configuration exits 2, any other Plexus error 1, each
-    with its one line (as ``plexus`` commands do)."""
+    """Run the controller (:func:`proto.settings.daemon_main`: a bad configuration,
+    its broker credentials unreadable included, exits 2, any other Plexus error 1)."""
     sys.modules.setdefault("rich", None)  # type: ignore[arg-type]  # an import of it fails
-    try:
-        settings = load(argv, prog)
-        settings.broker_url()  # its credentials are readable
-    except ValueError as e:
-        print(f"error: bad configuration: {settings_error(e)}", file=sys.stderr)
-        raise SystemExit(2) from None
-    from .daemon import run
-
-    try:
-        run(settings)
-    except PlexusError as e:  # e.g. a store that cannot be opened: one line
-        print(f"error: {e.reason}", file=sys.stderr)
-        raise SystemExit(1) from None
+    daemon_main(lambda: load(argv, prog), ControllerSettings.broker_url, "controller.daemon")

@@ -9,14 +9,18 @@ field added is a flag, and its entry point and ``plexus`` share one definition.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import sys
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource
+
+from .errors import PlexusError
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -109,3 +113,21 @@ def from_command_line(
     given = vars(command_line(cls, section, prog, description, flags).parse_args(argv))
     config = given.pop("config")
     return load_settings(cls, section, config, **given)
+
+
+def daemon_main(settings: Callable[[], S], check: Callable[[S], object], daemon: str) -> None:
+    """A daemon's entry point: its ``settings()``, ``check``-ed (a ValueError: ``error:
+    bad configuration: …``, exit 2), then the ``run`` of module ``daemon``, imported
+    only then (a Plexus error: ``error: REASON``, exit 1); each error on one line, as
+    ``plexus`` commands print theirs."""
+    try:
+        loaded = settings()
+        check(loaded)
+    except ValueError as e:
+        print(f"error: bad configuration: {settings_error(e)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        importlib.import_module(daemon).run(loaded)
+    except PlexusError as e:  # e.g. the VTEP interface has no address, the store is bad
+        print(f"error: {e.reason}", file=sys.stderr)
+        raise SystemExit(1) from None

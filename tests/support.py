@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import os
 import shutil
 import signal
@@ -412,3 +413,40 @@ class SimAgent:
                     await c.publish(
                         topics.host_status(self.host), self.status(), qos=1, retain=True
                     )
+
+
+def run_clean(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``argv`` run to its end, without this environment's ``PLEXUS_*`` settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLEXUS_")}
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, cwd=cwd)
+
+
+#: runs ``-m MODULE`` as ``PROG ARGS`` (or, with ``--cli``, ``plexus ARGS``) in this
+#: interpreter and at its exit writes the names of the modules it loaded to OUT (a
+#: module blocked from loading is None in ``sys.modules``)
+_LOADED = """
+import atexit, json, runpy, sys
+out, module, prog = sys.argv[1:4]
+del sys.argv[1:4]
+atexit.register(
+    lambda: open(out, "w").write(json.dumps([m for m, v in sys.modules.items() if v]))
+)
+if sys.argv[1:2] == ["--cli"]:
+    sys.argv = ["plexus", *sys.argv[2:]]
+    from cli.app import main
+    main()
+else:
+    sys.argv = [prog, *sys.argv[1:]]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
+def modules_loaded(
+    tmp_path: Path, module: str, prog: str, *argv: str
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """A daemon's entry point (``python -m module``, as ``prog``; ``--cli`` first: the
+    ``plexus`` command line ``argv``) run to its end: its outcome and every module its
+    process loaded."""
+    out = tmp_path / "modules.json"
+    proc = run_clean([sys.executable, "-c", _LOADED, str(out), module, prog, *argv], tmp_path)
+    return proc, set(json.loads(out.read_text()))

@@ -5,8 +5,6 @@ not exist: past its settings, logging, the daemon's and the driver's imports).""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +14,7 @@ from pydantic import ValidationError
 
 from agents.config import AgentSettings
 from agents.main import FLAGS, load, parser
+from tests.support import modules_loaded, run_clean
 
 BIN = Path(sys.executable).parent
 #: what the agent's process must not load: the command tree, the REST API's stack, rich
@@ -123,14 +122,9 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
     assert e.value.code == 2 and "error:" in capsys.readouterr().err
 
 
-def run(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLEXUS_")}
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, cwd=cwd)
-
-
 @pytest.mark.parametrize("program", [["plexus-agent"], ["plexus", "agent"]])
 def test_a_bad_configuration_is_one_line_and_exit_2(program: list[str]) -> None:
-    proc = run([str(BIN / program[0]), *program[1:], "--host-id", "Not An Id"])
+    proc = run_clean([str(BIN / program[0]), *program[1:], "--host-id", "Not An Id"])
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: bad configuration: host_id:"), proc.stderr
 
@@ -138,40 +132,19 @@ def test_a_bad_configuration_is_one_line_and_exit_2(program: list[str]) -> None:
 def test_plexus_agent_is_the_same_program() -> None:
     """``plexus agent`` hands its arguments to the same parser: the same help, the
     same refusals."""
-    lean = run([str(BIN / "plexus-agent"), "--help"])
-    via_cli = run([str(BIN / "plexus"), "agent", "--help"])
+    lean = run_clean([str(BIN / "plexus-agent"), "--help"])
+    via_cli = run_clean([str(BIN / "plexus"), "agent", "--help"])
     assert lean.returncode == via_cli.returncode == 0
     assert "--allowed-uplink" in lean.stdout and "--config" in lean.stdout
     assert via_cli.stdout == lean.stdout.replace("plexus-agent", "plexus agent")
-    bad = run([str(BIN / "plexus"), "agent", "--no-such-flag"])
+    bad = run_clean([str(BIN / "plexus"), "agent", "--no-such-flag"])
     assert bad.returncode == 2 and "unrecognized arguments: --no-such-flag" in bad.stderr
-    module = run([sys.executable, "-m", "agents", "--help"])
+    module = run_clean([sys.executable, "-m", "agents", "--help"])
     assert module.returncode == 0 and module.stdout == lean.stdout
 
 
-#: runs ``plexus-agent ARGS`` (or with ``--cli``, ``plexus ARGS``) in this interpreter
-#: and at its exit writes the names of the modules it loaded to the file in argv[1] (a
-#: module blocked from loading is None in ``sys.modules``)
-DUMP = """
-import atexit, json, runpy, sys
-out = sys.argv.pop(1)
-atexit.register(
-    lambda: open(out, "w").write(json.dumps([m for m, v in sys.modules.items() if v]))
-)
-if sys.argv[1:2] == ["--cli"]:
-    sys.argv = ["plexus", *sys.argv[2:]]
-    from cli.app import main
-    main()
-else:
-    sys.argv = ["plexus-agent", *sys.argv[1:]]
-    runpy.run_module("agents", run_name="__main__", alter_sys=True)
-"""
-
-
 def loaded(tmp_path: Path, *argv: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
-    out = tmp_path / "modules.json"
-    proc = run([sys.executable, "-c", DUMP, str(out), *argv], cwd=tmp_path)
-    return proc, set(json.loads(out.read_text()))
+    return modules_loaded(tmp_path, "agents", "plexus-agent", *argv)
 
 
 def forbidden(modules: set[str]) -> set[str]:
@@ -214,6 +187,6 @@ assert "pyroute2.ndb" in sys.modules
 def test_pyroute2_without_its_init_still_has_every_name() -> None:
     """The driver's names come from their modules; a submodule imports alone; anything
     else asked of the package runs its real ``__init__`` then."""
-    proc = run([sys.executable, "-c", LAZY])
+    proc = run_clean([sys.executable, "-c", LAZY])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("NDB ")

@@ -6,8 +6,6 @@ token it cannot make: past its settings, logging and the daemon's imports)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,16 +14,12 @@ from pydantic import ValidationError
 
 from controller.config import ControllerSettings
 from controller.main import load, parser
+from tests.support import modules_loaded, run_clean
 
 BIN = Path(sys.executable).parent
 #: what the controller's process must not load: the command tree and rich (structlog
 #: imports it when it can) with its pygments; the agent's packages (click is uvicorn's)
 NOT_IN_CONTROLLER = ("typer", "rich", "pygments", "cli", "agents", "pyroute2")
-
-
-def run(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLEXUS_")}
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, cwd=cwd)
 
 
 def test_every_setting_is_a_flag() -> None:
@@ -70,38 +64,19 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
 
 @pytest.mark.parametrize("program", [["plexus-controller"], ["plexus", "controller"]])
 def test_a_bad_configuration_is_one_line_and_exit_2(program: list[str]) -> None:
-    proc = run([str(BIN / program[0]), *program[1:], "--listen", "nowhere"])
+    proc = run_clean([str(BIN / program[0]), *program[1:], "--listen", "nowhere"])
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: bad configuration: listen:"), proc.stderr
 
 
 def test_plexus_controller_is_the_same_program() -> None:
-    lean = run([str(BIN / "plexus-controller"), "--help"])
-    via_cli = run([str(BIN / "plexus"), "controller", "--help"])
+    lean = run_clean([str(BIN / "plexus-controller"), "--help"])
+    via_cli = run_clean([str(BIN / "plexus"), "controller", "--help"])
     assert lean.returncode == via_cli.returncode == 0
     assert "--api-token-file" in lean.stdout and "[controller] table" in lean.stdout
     assert via_cli.stdout == lean.stdout.replace("plexus-controller", "plexus controller")
-    module = run([sys.executable, "-m", "controller", "--help"])
+    module = run_clean([sys.executable, "-m", "controller", "--help"])
     assert module.returncode == 0 and module.stdout == lean.stdout
-
-
-#: runs ``plexus-controller ARGS`` (or with ``--cli``, ``plexus controller ARGS``) in
-#: this interpreter and at its exit writes the names of the modules it loaded to the
-#: file in argv[1] (a module blocked from loading is None in ``sys.modules``)
-DUMP = """
-import atexit, json, runpy, sys
-out = sys.argv.pop(1)
-atexit.register(
-    lambda: open(out, "w").write(json.dumps([m for m, v in sys.modules.items() if v]))
-)
-if sys.argv[1:2] == ["--cli"]:
-    sys.argv = ["plexus", "controller", *sys.argv[2:]]
-    from cli.app import main
-    main()
-else:
-    sys.argv = ["plexus-controller", *sys.argv[1:]]
-    runpy.run_module("controller", run_name="__main__", alter_sys=True)
-"""
 
 
 @pytest.mark.parametrize("cli", [False, True])
@@ -109,13 +84,11 @@ def test_the_controller_process_loads_what_it_runs_only(tmp_path: Path, cli: boo
     """Stopped where it makes its API token (in a directory that cannot be): its
     settings, logging and the daemon's imports are behind it. Through ``plexus
     controller`` the same check sees the command tree (it is not vacuous)."""
-    out = tmp_path / "modules.json"
     token = ["--api-token-file", "/proc/no/such/dir/api-token", "--log-format", "json"]
-    argv = [sys.executable, "-c", DUMP, str(out), *(["--cli"] if cli else []), *token]
-    proc = run(argv, cwd=tmp_path)
+    argv = ["--cli", "controller", *token] if cli else token
+    proc, modules = modules_loaded(tmp_path, "controller", "plexus-controller", *argv)
     assert proc.returncode == 2, proc.stderr
     assert json.loads(proc.stderr.splitlines()[-1])["event"] == "api_token_unusable"
-    modules = set(json.loads(out.read_text()))
     assert {"controller.daemon", "controller.api", "fastapi", "uvicorn"} <= modules
     forbidden = {m.partition(".")[0] for m in modules} & set(NOT_IN_CONTROLLER)
     assert forbidden == ({"typer", "rich", "pygments", "cli"} if cli else set())
