@@ -13,10 +13,8 @@ import argparse
 import asyncio
 import ipaddress
 import os
-import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +26,7 @@ import proto
 from broker import identities
 from cli.client import AsyncClient
 from lab.ports import free_port
+from lab.procs import daemon_command, plexus_command
 from proto import topics
 from proto.mqtt import BrokerURL, client
 
@@ -38,11 +37,6 @@ from .rawhttp import Connection, post_all
 HOSTS = [f"s{i}" for i in range(1, 5)]
 SUBNET = ipaddress.IPv4Network("10.96.0.0/12")
 TARGETS = {"endpoint creates, no wait": "≥ 1,000/s"}
-
-
-def plexus() -> list[str]:
-    exe = Path(sys.executable).parent / "plexus"
-    return [str(exe)] if exe.exists() else [shutil.which("plexus") or "plexus"]
 
 
 def wait_until(ready: Callable[[], bool], what: str, timeout: float = 15) -> None:
@@ -76,14 +70,14 @@ def controller_with_broker(work: Path, hosts: Sequence[str] = HOSTS) -> Iterator
     try:
         procs.append(
             subprocess.Popen(
-                [*plexus(), "broker", "run", "--dir", str(bd.path)], stdout=log, stderr=log
+                [*plexus_command(), "broker", "run", "--dir", str(bd.path)], stdout=log, stderr=log
             )
         )
         wait_until(lambda: listening(bport), "the broker")
         broker = BrokerURL.parse(f"mqtt://127.0.0.1:{bport}")
         procs.append(
             subprocess.Popen(
-                [*plexus(), "controller", "--broker", str(broker),
+                [*daemon_command("controller"), "--broker", str(broker),
                  "--store", str(work / "plexus.db"), "--listen", f"127.0.0.1:{cport}",
                  "--broker-credentials",
                  str(bd.identity(identities.CONTROLLER)), "--log-level", "warning"],

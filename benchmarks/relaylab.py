@@ -14,9 +14,10 @@ from typing import NamedTuple
 
 from broker import identities, relays
 from lab.ports import free_port
+from lab.procs import plexus_command
 from proto.mqtt import BrokerURL
 
-from .api_throughput import listening, plexus, wait_until
+from .api_throughput import listening, wait_until
 from .common import stop_all
 
 
@@ -42,7 +43,7 @@ def running(work: Path, root_dir: Path, root: BrokerURL, k: int) -> Iterator[lis
             d = work / f"relay{i}"
             relays.init_relay(d, str(root), cred, root_dir, [("127.0.0.1", port)])
             proc = subprocess.Popen(
-                [*plexus(), "broker", "run", "--dir", str(d)], stdout=log, stderr=log
+                [*plexus_command(), "broker", "run", "--dir", str(d)], stdout=log, stderr=log
             )
             procs.append(proc)
             wait_until(lambda p=port: listening(p), f"relay {i}")  # type: ignore[misc]

@@ -8,8 +8,8 @@ controller`` hands its arguments to :func:`main`, so both commands take the same
 read the same configuration file and run the same daemon.
 
 The process loads what the controller runs: not the ``plexus`` command tree (typer,
-click, rich and the commands' modules, ~0.15 s of a start here), nor rich, which
-structlog imports when it can (the console log does without).
+rich and the commands' modules), nor rich, which structlog imports when it can (the
+console log does without).
 ``tests/unit/test_controller_main.py`` holds it.
 """
 

@@ -16,30 +16,32 @@ from .records import record_pid
 from .spec import LabError, LabSpec
 
 
+def installed(name: str) -> str | None:
+    """The command ``name`` of this installation: beside this interpreter first, else on
+    PATH (None if neither has it)."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
 def plexus_command() -> list[str]:
     """How to start this very ``plexus`` (the one beside this interpreter first)."""
-    beside = Path(sys.executable).parent / "plexus"
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("plexus")
+    found = installed("plexus")
     if found is None:
         raise LabError("the plexus command is not on PATH")
     return [found]
 
 
+#: each daemon's package, run as ``python -m PACKAGE`` where its command is missing
+DAEMON_PACKAGES = {"agent": "agents", "controller": "controller"}
+
+
 def daemon_command(daemon: str) -> list[str]:
     """How to start ``daemon`` (``agent`` or ``controller``): its own entry point,
-    ``plexus-agent`` / ``plexus-controller``, beside this interpreter (or on PATH), which
-    loads what the daemon runs and not the ``plexus`` command tree; else this
-    interpreter's ``-m agents`` / ``-m controller`` (an installation older than the
-    console script)."""
-    name = f"plexus-{daemon}"
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which(name)
-    module = "agents" if daemon == "agent" else daemon
-    return [found] if found is not None else [sys.executable, "-m", module]
+    ``plexus-agent`` / ``plexus-controller`` (:func:`installed`), which loads what the
+    daemon runs and not the ``plexus`` command tree; else this interpreter's ``-m
+    agents`` / ``-m controller`` (an installation older than the console script)."""
+    found = installed(f"plexus-{daemon}")
+    return [found] if found is not None else [sys.executable, "-m", DAEMON_PACKAGES[daemon]]
 
 
 def spawn(argv: list[str], log: Path) -> int:
