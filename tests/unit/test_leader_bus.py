@@ -91,6 +91,9 @@ async def test_a_follower_publishes_nothing_and_a_new_leader_resumes_then_reconc
         # the tail (the table change nobody published) first, then the fence, the plan
         assert sent[0] == topics.network_changes("blue") and sent[1] == FENCE, sent
         assert {topics.network("blue"), topics.network_snapshot("blue", 0)} <= set(broker.retained)
+        # the mark moves once the whole plan is acknowledged, after its documents are
+        # retained: wait for it (read at once it raced the plan's last acknowledgements)
+        await wait_for(lambda: lease.published > 0, what="the published mark")
         assert lease.published == rt.controller.store.head
         await endpoint(rt, "c2")  # a leader publishes its commits
         await wait_for(lambda: ours(broker).count(topics.network_changes("blue")) == 2)
