@@ -140,7 +140,7 @@ class Agent:
                 self.tables[net] = self.changes.table(net)
             self.dirty = True
             return None
-        if t.kind in ("network_snapshot", "network_changes"):
+        if t.kind in ("network_snapshot", "network_snapshot_index", "network_changes"):
             assert t.network is not None
             table = self.tables.get(t.network)
             if table is None:
@@ -152,6 +152,11 @@ class Agent:
                 if snap.network != t.network or snap.shard != t.shard:
                     return self._reject("topic_mismatch", topic, "payload names another shard")
                 outcome = table.on_snapshot(snap)
+            elif t.kind == "network_snapshot_index":
+                index = proto.decode(payload, proto.SnapshotIndex)
+                if index.network != t.network:
+                    return self._reject("topic_mismatch", topic, "payload names another network")
+                outcome = table.on_index(index)
             else:
                 change = self.decode_rows(payload, proto.NetworkChange)
                 if change.network != t.network:
@@ -166,9 +171,11 @@ class Agent:
 
     def on_session(self) -> None:
         """A new broker session: changes may have been missed while there was none, so
-        every table is checked against a snapshot again."""
+        every table is checked against a snapshot again (whose retained messages the
+        new session's subscriptions bring: what was held of it goes)."""
         for table in self.tables.values():
             table.mark_unverified()
+            table.release()
 
     def on_dropped(self) -> None:
         """The receive queue refused a message, which may have been a change: counted,

@@ -231,8 +231,8 @@ class AgentDaemon:
     async def _follow(self, mqtt: Session) -> None:
         """Changes of every network followed; its snapshot only while its table is
         behind or unchecked (after a (re)connect or a drop): the retained snapshot comes
-        with the subscription, and its refreshes after each change (the whole table)
-        then go to the agents that need them, not to all N of them."""
+        with the subscription, and its refreshes after each change then go to the
+        agents that need them, not to all N of them."""
         want = self.agent.followed()
         for net in sorted(want - self._following):
             await mqtt.subscribe(topics.network_changes(net), qos=1)
@@ -250,6 +250,8 @@ class AgentDaemon:
             elif not need and net in self._snapshots:
                 await mqtt.unsubscribe(topics.network_snapshots(net))
                 self._snapshots.discard(net)
+                if table is not None:
+                    table.release()
 
     async def shutdown(self) -> None:
         """Clean stop: report offline ourselves (the Last Will is for crashes)."""

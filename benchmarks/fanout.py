@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 import proto
 from agents.agent import Agent
 from agents.daemon import AgentDaemon
@@ -175,6 +177,21 @@ async def all_in_sync(url: str, n: int, within: float) -> float:
     raise TimeoutError(f"not all {n} hosts in sync within {within} s")
 
 
+def published(url: str) -> dict[str, float]:
+    """The payload bytes the controller has published so far, by topic kind (its
+    ``plexus_publish_bytes_total``)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return {
+        s.labels["topic_kind"]: s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "plexus_publish_bytes"
+        for s in family.samples
+        if s.name == "plexus_publish_bytes_total"
+    }
+
+
 async def changes_applied(url: str, endpoints: int, changes: int) -> list[float]:
     """Each change: one endpoint created with wait=true → all hosts applied (ms)."""
     out = []
@@ -251,10 +268,13 @@ def one_n(n: int, endpoints: int, changes: int, workers: int, k: int = 0) -> dic
                 mid = cpu()
                 sim_rss = sum(rss_mib(p.pid) for p in procs)
                 print(f"fanout: N={n}: in sync after {cold:.1f} s; {changes} changes …", flush=True)
+                sent = published(svc.url)
                 t = time.monotonic()
                 lat = asyncio.run(changes_applied(svc.url, endpoints, changes))
                 wall = time.monotonic() - t
                 end = cpu()
+                sent = {k: v - sent.get(k, 0.0) for k, v in published(svc.url).items()}
+                per_change = {k: round(v / changes / 1e3, 1) for k, v in sent.items() if v}
                 result = {
                     "n": n,
                     "created_s": created,
@@ -268,6 +288,7 @@ def one_n(n: int, endpoints: int, changes: int, workers: int, k: int = 0) -> dic
                     "cold_cpu_s": {k: round(mid[k] - cpu0[k], 2) for k in mid},
                     "changes_cpu_s": {k: round(end[k] - mid[k], 2) for k in end},
                     "changes_wall_s": round(wall, 1),
+                    "changes_sent_kb": per_change,
                     "sessions": sessions(work / "processes.log", n),
                 }
             finally:
@@ -360,6 +381,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             took = r["cold_s"] if phase == "cold" else r["changes_wall_s"]
             used = ", ".join(f"{who} {s} s" for who, s in cpu.items())
             rows.append({"what": f"{tag}: CPU during {phase} ({took:.1f} s)", "value": used})
+        sent = ", ".join(f"{kind} {kb:,} kB" for kind, kb in sorted(r["changes_sent_kb"].items()))
+        rows.append({"what": f"{tag}: published per change, by topic kind", "value": sent})
     plot(results, args.plot, args.endpoints)
     extra = {"endpoints": args.endpoints, "changes": args.changes, "workers": args.workers}
     extra["relays"] = args.relays

@@ -8,8 +8,8 @@ One session (:class:`proto.mqtt.Session`), four named tasks while connected:
   :class:`~controller.fleet.Fleet`), and during a reconciliation the broker's retained state;
 - ``publisher``: publishes, in commit order, what each committed change needs — only
   while this replica leads (:mod:`controller.leader`);
-- ``snapshotter``: refreshes network snapshots, coalesced (at most one per network per
-  ``snapshot_interval``; the first after a quiet spell goes at once);
+- ``snapshotter``: refreshes network snapshots (the shards touched, and the index),
+  at most one per network per ``snapshot_interval`` (the first after a quiet spell at once);
 - ``status``: hands the newest status of each host that reported to ``on_status``.
 
 After every (re)connect the broker's retained state is reconciled with the store
@@ -224,7 +224,7 @@ class Bus:
         except proto.BadTopic as e:
             self._reject("bad_topic", topic, e, None)
             return
-        if parsed.kind in ("host_desired", "network", "network_snapshot"):
+        if parsed.kind in ("host_desired", "network", "network_snapshot", "network_snapshot_index"):
             if self._retained is not None and retain:
                 self._retained[topic] = payload
             return

@@ -4,63 +4,29 @@
 into the publishes it needs — O(1) of them for an endpoint — and the networks whose
 snapshot must be refreshed; :meth:`Publication.reconcile` compares the broker's
 retained state with the store after a (re)connect; :meth:`Publication.snapshot`
-refreshes a network's snapshot. The caches that make these cheap (record encodings,
-hosts' desired documents in parts, network spec encodings, snapshot shard counts) are
-all here, and only here. It reads the state; it never changes it.
+refreshes a network's snapshot (the shards changes touched: :mod:`controller.snapshots`).
+The caches that make these cheap (record encodings, hosts' desired documents in parts,
+network spec encodings, snapshots' layouts) are all here, and only here. It reads the
+state; it never changes it.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import proto
 from proto import topics
 from proto.policy import Policy
 
+from .publish import Publish as Publish  # named here too (bus, runtime)
+from .snapshots import SHARD_RECORDS, Snapshots
 from .state import Applied, EndpointRow, NetworkRow, PolicyRow, State
 
-#: records per snapshot shard, and per table change of a batch (:mod:`controller.bulk`)
-#: (~80 bytes each: far below MAX_PAYLOAD)
-SHARD_RECORDS = CHANGE_RECORDS = 2000
-
-
-class Publish:
-    """One MQTT publish. A lazy one (``build``) makes its payload when first asked for
-    it: a host's desired document is built when the bus sends it, from the state as it
-    is then, so that many changes of one host in quick succession cost one document."""
-
-    __slots__ = ("_build", "_payload", "generation", "retain", "topic")
-
-    def __init__(
-        self,
-        topic: str,
-        payload: bytes | None,
-        retain: bool,
-        build: Callable[[], bytes] | None = None,
-        generation: int = 0,  # a snapshot shard's: the bus never sends one below one sent
-    ) -> None:
-        if payload is None and build is None:
-            raise ValueError("a publish needs a payload or a way to build it")
-        self.topic, self.retain, self.generation = topic, retain, generation
-        self._payload, self._build = payload, build
-
-    @property
-    def lazy(self) -> bool:
-        return self._payload is None
-
-    @property
-    def payload(self) -> bytes:
-        if self._payload is None:
-            assert self._build is not None
-            self._payload = self._build()
-        return self._payload
-
-    def __repr__(self) -> str:
-        size = "lazy" if self._payload is None else len(self._payload)
-        return f"Publish({self.topic!r}, {size}, retain={self.retain})"
+#: records per table change of a batch (:mod:`controller.bulk`), as per snapshot shard
+CHANGE_RECORDS = SHARD_RECORDS
 
 
 @dataclass
@@ -99,8 +65,6 @@ class Publication:
 
     def __init__(self, state: State) -> None:
         self.state = state
-        #: shards of each network's snapshot currently retained at the broker
-        self.shards: dict[str, int] = {}
         #: endpoint id → (gen, VTEP, its record, the record's msgpack encoding)
         self._records: dict[str, tuple[int, str | None, proto.EndpointRecord, bytes]] = {}
         #: each host's desired document in parts (see :class:`HostDoc`); a change marks
@@ -110,6 +74,7 @@ class Publication:
         self._placed: dict[str, str] = {}  # compartment -> the host whose document has it
         self._specs: dict[str, tuple[NetworkRow, bytes]] = {}
         self._policies: dict[str, tuple[PolicyRow, bytes]] = {}
+        self.snapshots = Snapshots(state, self.record_frame)
 
     # -- a committed change ------------------------------------------------------------
 
@@ -121,19 +86,23 @@ class Publication:
         self._mark_stale(change)
         out = Batch()
         clears: list[Publish] = []
+        for ident, (old_ep, new_ep) in change.endpoints.items():
+            if new_ep is None and old_ep is not None:
+                self._records.pop(ident, None)
+                self.snapshots.touch(old_ep.network, ident, False)
+            elif new_ep is not None:
+                if old_ep is not None and old_ep.network != new_ep.network:
+                    self.snapshots.touch(old_ep.network, ident, False)
+                self.snapshots.touch(new_ep.network, ident, True)
         for net_id, (old_net, new_net) in change.networks.items():
             if new_net is None:
                 clears.append(Publish(topics.network(net_id), b"", True))
-                for i in range(self.shards.pop(net_id, 1)):
-                    clears.append(Publish(topics.network_snapshot(net_id, i), b"", True))
+                clears.extend(self.snapshots.clear(net_id))
                 self._specs.pop(net_id, None)
             elif old_net is None or old_net.spec != new_net.spec:
                 out.publish.append(self.network_publish(new_net))
                 if old_net is None:
                     out.publish.extend(self.snapshot(net_id))
-        for ident, (old_ep, new_ep) in change.endpoints.items():
-            if new_ep is None and old_ep is not None:
-                self._records.pop(ident, None)
         for ident, (_, new_pol) in change.policies.items():
             if new_pol is None:
                 self._policies.pop(ident, None)
@@ -224,28 +193,8 @@ class Publication:
         return Publish(topics.network(net.id), self._spec(net)[1], True)
 
     def snapshot(self, net_id: str) -> list[Publish]:
-        """Every shard of the network's table at its current generation, and empty
-        retained messages for shards left over from a larger table (nothing for a
-        network that is gone)."""
-        net = self.state.networks.get(net_id)
-        if net is None:
-            return []
-        eps = sorted(self.state.by_network.get(net_id, {}).values(), key=lambda e: e.id)
-        frames = [self.record_frame(ep) for ep in eps]
-        count = max(1, -(-len(frames) // SHARD_RECORDS))
-        out = []
-        for i in range(count):
-            head = proto.NetworkSnapshot(
-                network=net_id, generation=net.table_gen, shard=i, shards=count
-            )
-            part = frames[i * SHARD_RECORDS : (i + 1) * SHARD_RECORDS]
-            frame = proto.pack_parts(head.model_dump(mode="json"), {"records": part})
-            topic = topics.network_snapshot(net_id, i)
-            out.append(Publish(topic, frame, True, generation=net.table_gen))
-        for i in range(count, self.shards.get(net_id, count)):
-            out.append(Publish(topics.network_snapshot(net_id, i), b"", True))
-        self.shards[net_id] = count
-        return out
+        """The network's snapshot refreshed (:meth:`Snapshots.publish`)."""
+        return self.snapshots.publish(net_id)
 
     # -- hosts' desired documents ------------------------------------------------------
 
@@ -361,16 +310,9 @@ class Publication:
             if _generation(retained.get(topic), proto.NetworkSpec) != net.generation:
                 out.append(self.network_publish(net))
             prefix = topics.network(net_id) + "/snapshot/"
-            shards = {t: p for t, p in retained.items() if t.startswith(prefix)}
-            self.shards[net_id] = len(shards) or 1
-            snaps = [_snapshot(p) for p in shards.values()]
-            fresh = (
-                bool(snaps)
-                and all(s is not None and s.generation == net.table_gen for s in snaps)
-                and all(s is not None and s.shards == len(snaps) for s in snaps)
-            )
-            if fresh:  # every shard at the current generation: nothing to rebuild
-                wanted.update(shards)
+            held = {t: p for t, p in retained.items() if t.startswith(prefix)}
+            if self.snapshots.adopt(net_id, held):  # the table as it is: nothing to publish
+                wanted.update(held)
             else:
                 publishes = self.snapshot(net_id)
                 wanted.update(p.topic for p in publishes if p.payload)
@@ -389,12 +331,4 @@ def _generation(
         return None
     with contextlib.suppress(proto.WireError):
         return proto.decode(payload, kind).generation
-    return None
-
-
-def _snapshot(payload: bytes) -> proto.NetworkSnapshot | None:
-    if not payload:
-        return None
-    with contextlib.suppress(proto.WireError):
-        return proto.decode(payload, proto.NetworkSnapshot)
     return None

@@ -17,22 +17,19 @@ from .errors import (
 )
 from .models import (
     KINDS,
-    SCHEMA_VERSION,
     TABLE_MODES,
     Compartment,
-    EndpointRecord,
     Event,
     HostDesired,
     HostStatus,
     LocalEndpoint,
     Message,
-    NetworkChange,
     NetworkMode,
-    NetworkSnapshot,
     NetworkSpec,
     PortMapping,
-    Wire,
 )
+from .table import EndpointRecord, NetworkChange, NetworkSnapshot, SnapshotIndex
+from .wire import SCHEMA_VERSION, Wire
 
 __all__ = [
     "KINDS",
@@ -56,6 +53,7 @@ __all__ = [
     "OversizePayload",
     "PortMapping",
     "SchemaViolation",
+    "SnapshotIndex",
     "UnknownKind",
     "UnsupportedVersion",
     "Wire",

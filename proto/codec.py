@@ -24,18 +24,10 @@ from .errors import (
     WireError,
     WrongKind,
 )
-from .models import (
-    KINDS,
-    MAX_RECORDS,
-    SCHEMA_VERSION,
-    Compartment,
-    EndpointRecord,
-    HostDesired,
-    NetworkChange,
-    NetworkSnapshot,
-    Wire,
-)
+from .models import KINDS, Compartment, HostDesired
 from .rows import ChangeRows, Row, SnapshotRows, change_records, row, snapshot_records
+from .table import MAX_RECORDS, EndpointRecord, NetworkChange, NetworkSnapshot
+from .wire import SCHEMA_VERSION, Wire
 
 #: the largest payload either side accepts (the broker is configured with the same)
 MAX_PAYLOAD = 1 << 20
@@ -240,7 +232,9 @@ def decode_rows(
     try:
         if isinstance(msg, NetworkSnapshot):
             snapshot_records(msg.generation, rows)
-            return SnapshotRows(msg.network, msg.generation, msg.shard, msg.shards, rows)
+            return SnapshotRows(
+                msg.network, msg.generation, msg.shard, msg.shards, rows, msg.layout
+            )
         assert isinstance(msg, NetworkChange)
         change_records(msg.generation, rows, msg.deletes)
         return ChangeRows(msg.network, msg.generation, rows, msg.deletes)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from . import names
 from .parts import Dns, Netns
 from .policy import Labels, Policy
-from .rows import change_records, snapshot_records
+from .table import NetworkChange, NetworkSnapshot, SnapshotIndex
 from .types import (
     Cidr,
     Generation,
@@ -28,10 +28,8 @@ from .types import (
     Text,
     Vni,
 )
+from .wire import Wire, empty, unset
 
-SCHEMA_VERSION: Literal[1] = 1
-MAX_SHARDS = 1024
-MAX_RECORDS = 10_000  # per snapshot shard or change
 MAX_ERRORS = 64
 #: a broker's URL as a status names it: scheme, host, port; never a user or password
 BROKER_URL = r"^(mqtts?://[^@/\s]+)?$"
@@ -39,22 +37,6 @@ BROKER_URL = r"^(mqtts?://[^@/\s]+)?$"
 NetworkMode = Literal["overlay", "nat", "transparent", "internal"]
 #: modes whose endpoint table every participating host follows (remote endpoints)
 TABLE_MODES: frozenset[str] = frozenset({"overlay"})
-
-
-class Wire(BaseModel):
-    """Base of every message: frozen, unknown fields rejected, no coercion."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
-
-    v: Literal[1] = SCHEMA_VERSION
-
-
-def _unset(value: object) -> bool:
-    return value is None
-
-
-def _empty(value: object) -> bool:
-    return not value
 
 
 class NetworkFields(BaseModel):
@@ -92,7 +74,7 @@ class NetworkFields(BaseModel):
     # a field added after the first release is left out of frames while unset, so that
     # agents of the previous build (extra="forbid") keep accepting them
     dns: Dns | None = Field(
-        None, description="DNS settings for the network's endpoints", exclude_if=_unset
+        None, description="DNS settings for the network's endpoints", exclude_if=unset
     )
 
 
@@ -166,59 +148,6 @@ class NetworkSpec(NetworkFields, Wire):
         return ipaddress.IPv4Network(self.subnet).overlaps(ipaddress.IPv4Network(other.subnet))
 
 
-class EndpointRecord(Wire):
-    """One row of a network's endpoint table: what a peer needs to reach it."""
-
-    kind: Literal["endpoint"] = "endpoint"
-    id: Id
-    host: Id
-    mac: Mac
-    ip: IPv4
-    vtep: IPv4 | None = None
-    gen: Generation
-    #: the endpoint's labels: peers resolve policy selectors with them
-    labels: Labels = Field((), exclude_if=_empty)
-
-
-Records = Annotated[tuple[EndpointRecord, ...], Field(max_length=MAX_RECORDS)]
-
-
-class NetworkSnapshot(Wire):
-    """Shard ``shard`` of ``shards`` of a network's endpoint table at ``generation``.
-
-    The table is complete at G once every shard 0..shards-1 at G is held.
-    """
-
-    kind: Literal["snapshot"] = "snapshot"
-    network: Id
-    generation: Generation
-    shard: Annotated[int, Field(ge=0, lt=MAX_SHARDS)] = 0
-    shards: Annotated[int, Field(ge=1, le=MAX_SHARDS)] = 1
-    records: Records = ()
-
-    @model_validator(mode="after")
-    def _consistent(self) -> NetworkSnapshot:
-        if self.shard >= self.shards:
-            raise ValueError(f"shard {self.shard} out of range for {self.shards} shards")
-        snapshot_records(self.generation, self.records)
-        return self
-
-
-class NetworkChange(Wire):
-    """The change that takes a network's table from ``generation - 1`` to ``generation``."""
-
-    kind: Literal["change"] = "change"
-    network: Id
-    generation: Annotated[int, Field(ge=1, le=2**63 - 1)]
-    upserts: Records = ()
-    deletes: Annotated[tuple[Id, ...], Field(max_length=MAX_RECORDS)] = ()
-
-    @model_validator(mode="after")
-    def _consistent(self) -> NetworkChange:
-        change_records(self.generation, self.upserts, self.deletes)
-        return self
-
-
 class PortFields(BaseModel):
     """A published port's settings (the REST body and the wire's :class:`PortMapping`)."""
 
@@ -262,10 +191,10 @@ class LocalEndpoint(Wire):
     default_route: bool = False
     ports: Annotated[tuple[PortMapping, ...], Field(max_length=256)] = ()
     #: the endpoint's own DNS settings, before its network's (left out while unset)
-    dns: Dns | None = Field(None, exclude_if=_unset)
+    dns: Dns | None = Field(None, exclude_if=unset)
     #: the interface's name in the compartment (a runtime's choice; default ``eth{index}``)
-    ifname: IfName | None = Field(None, exclude_if=_unset)
-    labels: Labels = Field((), exclude_if=_empty)
+    ifname: IfName | None = Field(None, exclude_if=unset)
+    labels: Labels = Field((), exclude_if=empty)
 
     @property
     def inner(self) -> str:
@@ -286,12 +215,12 @@ class Compartment(Wire):
     kind: Literal["compartment"] = "compartment"
     id: Id
     endpoints: Annotated[tuple[LocalEndpoint, ...], Field(max_length=64)] = ()
-    netns: Netns | None = Field(None, exclude_if=_unset)
+    netns: Netns | None = Field(None, exclude_if=unset)
     #: the runtime takes the inner ends from the host's namespace (Docker's libnetwork):
     #: the agent makes each pair there, the inner end bare (named
     #: :func:`~proto.names.handover`), and keeps the host end once the runtime moved the
     #: inner one away; the runtime sets the addresses and routes
-    handover: bool = Field(False, exclude_if=_empty)
+    handover: bool = Field(False, exclude_if=empty)
 
     @model_validator(mode="after")
     def _consistent(self) -> Compartment:
@@ -317,7 +246,7 @@ class HostDesired(Wire):
     networks: Annotated[tuple[NetworkSpec, ...], Field(max_length=4096)] = ()
     compartments: Annotated[tuple[Compartment, ...], Field(max_length=16_384)] = ()
     #: the policies of its networks (README, "Policies")
-    policies: Annotated[tuple[Policy, ...], Field(max_length=4096)] = Field((), exclude_if=_empty)
+    policies: Annotated[tuple[Policy, ...], Field(max_length=4096)] = Field((), exclude_if=empty)
 
     @model_validator(mode="after")
     def _consistent(self) -> HostDesired:
@@ -356,12 +285,12 @@ class HostStatus(Wire):
     #: runtime-owned compartments whose namespace is gone (the container died without
     #: a CNI DEL), with the namespace they named: the controller collects them
     gone: Annotated[dict[Id, Netns], Field(max_length=16_384)] = Field(
-        default_factory=dict, exclude_if=_empty
+        default_factory=dict, exclude_if=empty
     )
     #: the broker the agent's session is on (a root broker or a relay): its URL, no
     #: credentials; left out while empty, so a frame of an agent that names none is as
     #: before (but a controller older than this field refuses one that names it)
-    broker: Annotated[str, Field(max_length=256, pattern=BROKER_URL)] = Field("", exclude_if=_empty)
+    broker: Annotated[str, Field(max_length=256, pattern=BROKER_URL)] = Field("", exclude_if=empty)
 
 
 class Event(Wire):
@@ -375,11 +304,14 @@ class Event(Wire):
     time: Annotated[float, Field(ge=0)] = 0.0
 
 
-Message = NetworkSpec | NetworkSnapshot | NetworkChange | HostDesired | HostStatus | Event
+Message = (
+    NetworkSpec | NetworkSnapshot | SnapshotIndex | NetworkChange | HostDesired | HostStatus | Event
+)
 
 KINDS: dict[str, type[Wire]] = {
     "network": NetworkSpec,
     "snapshot": NetworkSnapshot,
+    "snapshot_index": SnapshotIndex,
     "change": NetworkChange,
     "desired": HostDesired,
     "status": HostStatus,

@@ -1,7 +1,7 @@
 """A network's endpoint table as a receiver keeps it: one tuple per record.
 
 A host of a large overlay holds the whole tables of its networks: tens of thousands of
-records. As :class:`~proto.models.EndpointRecord` models they cost ~1.4 KB each (a
+records. As :class:`~proto.table.EndpointRecord` models they cost ~1.4 KB each (a
 model's ``__dict__`` and its set of fields set); as :class:`Row`\\ s ~0.3 KB with their
 strings, hosts' ids and VTEP addresses shared. :func:`proto.codec.decode_rows` decodes
 a snapshot or a change into :class:`SnapshotRows` or :class:`ChangeRows`: each record
@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Protocol, overload
 
 if TYPE_CHECKING:
-    from .models import EndpointRecord, NetworkChange, NetworkSnapshot
+    from .table import EndpointRecord, NetworkChange, NetworkSnapshot
 
 
 class Row(NamedTuple):
-    """An :class:`~proto.models.EndpointRecord`'s fields, validated by it."""
+    """An :class:`~proto.table.EndpointRecord`'s fields, validated by it."""
 
     id: str
     host: str
@@ -52,18 +52,19 @@ def row(record: EndpointRecord) -> Row:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotRows:
-    """A :class:`~proto.models.NetworkSnapshot` with its records as rows."""
+    """A :class:`~proto.table.NetworkSnapshot` with its records as rows."""
 
     network: str
     generation: int
     shard: int
     shards: int
     records: tuple[Row, ...]
+    layout: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class ChangeRows:
-    """A :class:`~proto.models.NetworkChange` with its upserts as rows."""
+    """A :class:`~proto.table.NetworkChange` with its upserts as rows."""
 
     network: str
     generation: int
@@ -80,7 +81,12 @@ def of(message: NetworkSnapshot | NetworkChange) -> SnapshotRows | ChangeRows:
     if message.kind == "snapshot":
         records = tuple(map(row, message.records))
         return SnapshotRows(
-            message.network, message.generation, message.shard, message.shards, records
+            message.network,
+            message.generation,
+            message.shard,
+            message.shards,
+            records,
+            message.layout,
         )
     upserts = tuple(map(row, message.upserts))
     return ChangeRows(message.network, message.generation, upserts, message.deletes)

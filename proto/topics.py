@@ -4,7 +4,8 @@ plexus/v1/hosts/{host}/desired            retained, controller -> one agent
 plexus/v1/hosts/{host}/status             retained, agent -> controller (and Last Will)
 plexus/v1/hosts/{host}/events             not retained, agent -> controller
 plexus/v1/networks/{net}                  retained, the network's spec
-plexus/v1/networks/{net}/snapshot/{shard} retained, endpoint table at generation G
+plexus/v1/networks/{net}/snapshot/{shard} retained, a shard of the endpoint table
+plexus/v1/networks/{net}/snapshot/index   retained, the shards making up the table at G
 plexus/v1/networks/{net}/changes          not retained, one change per generation
 
 Outside the versioned root, because its payload is Mosquitto's, not a Plexus message:
@@ -18,13 +19,19 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .errors import BadTopic
-from .models import MAX_SHARDS
+from .table import MAX_SHARDS
 from .types import is_id
 
 ROOT = "plexus/v1"
 
 TopicKind = Literal[
-    "host_desired", "host_status", "host_events", "network", "network_snapshot", "network_changes"
+    "host_desired",
+    "host_status",
+    "host_events",
+    "network",
+    "network_snapshot",
+    "network_snapshot_index",
+    "network_changes",
 ]
 
 #: subscription filters
@@ -60,8 +67,12 @@ def network_snapshot(net: str, shard: int) -> str:
     return f"{ROOT}/networks/{_checked(net)}/snapshot/{shard}"
 
 
+def network_snapshot_index(net: str) -> str:
+    return f"{ROOT}/networks/{_checked(net)}/snapshot/index"
+
+
 def network_snapshots(net: str) -> str:
-    """Filter matching every shard of a network's snapshot."""
+    """Filter matching every shard of a network's snapshot, and its index."""
     return f"{ROOT}/networks/{_checked(net)}/snapshot/+"
 
 
@@ -137,6 +148,8 @@ def parse(topic: str) -> Topic:
             return Topic("network_changes", network=net)
         if len(parts) == 4 and parts[2] == "snapshot":
             shard = parts[3]
+            if shard == "index":
+                return Topic("network_snapshot_index", network=net)
             if not shard.isdigit() or len(shard) > 4 or int(shard) >= MAX_SHARDS:
                 raise BadTopic(topic, f"shard {shard!r} does not parse")
             return Topic("network_snapshot", network=net, shard=int(shard))

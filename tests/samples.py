@@ -17,6 +17,7 @@ RECORD = proto.EndpointRecord(
     id="ep-1", host="h1", mac="02:00:00:00:00:01", ip="10.1.0.2", vtep="198.18.0.1", gen=2
 )
 SNAPSHOT = proto.NetworkSnapshot(network="blue", generation=2, shard=0, shards=1, records=(RECORD,))
+INDEX = proto.SnapshotIndex(network="blue", generation=7, shards=(7, 2, 5), layout="5e1f0c2a")
 CHANGE = proto.NetworkChange(
     network="blue",
     generation=3,
@@ -65,6 +66,7 @@ EVENT = proto.Event(
 ALL: dict[str, proto.Wire] = {
     "network": NETWORK,
     "snapshot": SNAPSHOT,
+    "snapshot_index": INDEX,
     "change": CHANGE,
     "desired": DESIRED,
     "status": STATUS,

@@ -25,8 +25,8 @@ from agents.kernel.memory import MemoryKernel
 from controller.config import ControllerSettings
 from controller.daemon import build
 from proto import rows, topics
-from proto.models import MAX_SHARDS
 from proto.rest import NetworkCreate
+from proto.table import MAX_SHARDS
 from tests import samples
 
 pytestmark = pytest.mark.fuzz

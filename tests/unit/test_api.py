@@ -158,7 +158,11 @@ async def test_changes_are_queued_for_publication(
     queued = []
     while not rt.bus._queue.empty():
         queued.append(rt.bus._queue.get_nowait().topic)
-    assert queued == ["plexus/v1/networks/a", "plexus/v1/networks/a/snapshot/0"]
+    assert queued == [
+        "plexus/v1/networks/a",
+        "plexus/v1/networks/a/snapshot/0",
+        "plexus/v1/networks/a/snapshot/index",
+    ]
 
 
 async def test_health_metrics_status_and_openapi(

@@ -122,9 +122,16 @@ def test_a_new_network_with_its_compartments_and_endpoints_is_one_commit(
     assert {h: r.desired_gen for h, r in ctl.state.hosts.items()} == {
         h: g + 1 for h, g in desired.items()
     }
-    kinds = [proto.topics.parse(p.topic).kind for p in pub.of(out.change).publish]
-    assert kinds == ["network", "network_snapshot", "host_desired", "host_desired"]
-    snap = proto.decode_rows(pub.snapshot("blue")[0].payload, proto.NetworkSnapshot)
+    publishes = pub.of(out.change).publish
+    kinds = [proto.topics.parse(p.topic).kind for p in publishes]
+    assert kinds == [
+        "network",
+        "network_snapshot",
+        "network_snapshot_index",
+        "host_desired",
+        "host_desired",
+    ]
+    snap = proto.decode_rows(publishes[1].payload, proto.NetworkSnapshot)
     assert sorted(r.id for r in snap.records) == [f"e{i}" for i in range(6)]
     doc = pub.desired("h1")
     assert [c.id for c in doc.compartments] == ["c0", "c2", "c4"]

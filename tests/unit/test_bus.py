@@ -15,7 +15,7 @@ import pytest
 import proto
 from controller.bus import coalesce
 from controller.metrics import Metrics
-from controller.publication import Publish
+from controller.publish import Publish
 from controller.runtime import Runtime
 from controller.service import Controller
 from controller.store import SqliteStore
@@ -69,6 +69,7 @@ async def test_a_connect_reconciles_the_broker_with_the_store(tmp_path: Path) ->
         assert set(broker.retained) == {
             topics.network("blue"),
             topics.network_snapshot("blue", 0),
+            topics.network_snapshot_index("blue"),
             topics.host_desired("h1"),
         }
 

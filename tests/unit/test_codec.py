@@ -232,6 +232,7 @@ def test_exported_names_are_exactly_the_intended_ones() -> None:
         "OversizePayload",
         "PortMapping",
         "SchemaViolation",
+        "SnapshotIndex",
         "UnknownKind",
         "UnsupportedVersion",
         "Wire",

@@ -14,7 +14,7 @@ import pytest
 
 import proto
 from proto import rows
-from proto.models import MAX_RECORDS
+from proto.table import MAX_RECORDS
 from tests import samples
 
 KINDS = {"snapshot": proto.NetworkSnapshot, "change": proto.NetworkChange}

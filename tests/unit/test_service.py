@@ -14,7 +14,8 @@ import pytest
 import proto
 from controller import convergence
 from controller.errors import Conflict, Invalid, NotFound
-from controller.publication import Publication, Publish
+from controller.publication import Publication
+from controller.publish import Publish
 from controller.service import Controller as Commands
 from controller.store import SqliteStore
 from proto import transit
@@ -310,35 +311,6 @@ def test_vtep_change_republishes_the_hosts_records(ctl: Controller) -> None:
     (change,) = [m for m in decode_all(out.publish) if isinstance(m, proto.NetworkChange)]
     assert change.upserts[0].vtep == "198.18.0.77"
     assert ctl.record(ctl.state.endpoints["e1"]).vtep == "198.18.0.77"
-
-
-def test_snapshot_shards_and_clears_leftovers(
-    ctl: Controller, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import controller.publication as publication
-
-    monkeypatch.setattr(publication, "SHARD_RECORDS", 2)
-    net(ctl)
-    for i in range(5):
-        comp(ctl, f"c{i}", "h1")
-        ep(ctl, network="blue", compartment=f"c{i}")
-    pubs = ctl.snapshot("blue")
-    snaps = [proto.decode(p.payload, proto.NetworkSnapshot) for p in pubs]
-    assert [s.shard for s in snaps] == [0, 1, 2] and {s.shards for s in snaps} == {3}
-    assert sum(len(s.records) for s in snaps) == 5
-    # assembled from cached record encodings: the bytes of a snapshot built from scratch
-    recs = [ctl.record(e) for e in sorted(ctl.state.endpoints.values(), key=lambda e: e.id)]
-    for s, p in zip(snaps, pubs, strict=True):
-        fresh = s.model_copy(update={"records": tuple(recs[2 * s.shard : 2 * s.shard + 2])})
-        assert p.payload == proto.encode(fresh)
-    for i in range(4):
-        ctl.delete_compartment(f"c{i}", force=True)
-    pubs = ctl.snapshot("blue")
-    assert [(p.topic.rsplit("/", 1)[1], bool(p.payload)) for p in pubs] == [
-        ("0", True),
-        ("1", False),
-        ("2", False),
-    ]
 
 
 def test_restart_loses_nothing(tmp_path: Path) -> None:
