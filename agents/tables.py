@@ -67,7 +67,7 @@ class Table:
     def synced(self) -> bool:
         """Complete and current as of a snapshot refresh published while the holder
         followed the changes: it then needs the changes only (the snapshot is
-        refreshed after every change, and it is the whole table)."""
+        refreshed after every change)."""
         return self._verified and not self.behind
 
     def mark_verified(self) -> None:

@@ -126,7 +126,7 @@ class Snapshots:
             return []
         eps = self.state.by_network.get(net_id, {})
         lay = self.layouts.get(net_id)
-        if lay is None or lay.sparse:
+        if lay is None or lay.sparse or len(lay.where) != len(eps):  # (the last: never)
             lay = self.layouts[net_id] = Layout.of(sorted(eps))
         gen, count = net.table_gen, len(lay.members)
         out = []
@@ -153,16 +153,16 @@ class Snapshots:
         """Go on from the snapshot the broker retains (``held``: its retained messages
         under the network's snapshot topics) if it is the table as the store has it:
         an index at the table's generation, each shard as the index names it (its
-        generation and layout), every
-        record once at its generation, no other shard. Otherwise the next
-        :meth:`publish` lays the table out afresh."""
+        generation and layout), every record once at its generation, no other shard.
+        Otherwise the next :meth:`publish` lays the table out afresh."""
         self.layouts.pop(net_id, None)
-        self.retained[net_id] = sum(1 for t, p in held.items() if p and "/index" not in t)
+        shards = [int(t.rsplit("/", 1)[1]) for t, p in held.items() if p and "/index" not in t]
+        self.retained[net_id] = max(shards, default=-1) + 1
         net = self.state.networks[net_id]
         index = _decoded(held.get(topics.network_snapshot_index(net_id)), proto.SnapshotIndex)
         if index is None or index.generation != net.table_gen:
             return False
-        if self.retained[net_id] != len(index.shards):
+        if len(shards) != len(index.shards) or self.retained[net_id] != len(shards):
             return False
         eps = self.state.by_network.get(net_id, {})
         lay = Layout(index.layout, [], list(index.shards))
