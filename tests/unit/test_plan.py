@@ -163,9 +163,16 @@ def test_agent_rejects_what_is_not_its_own() -> None:
         agent.on_message("plexus/v1/networks/blue/changes", proto.encode(samples.CHANGE))
         == "not_member"
     )
+    index = "plexus/v1/networks/blue/snapshot/index"
+    assert agent.on_message(index, proto.encode(samples.INDEX)) == "not_member"
     assert agent.on_message("nope/x", doc) == "bad_topic"
     assert agent.on_message("plexus/v1/hosts/h1/desired", doc) is None
     assert agent.on_message("plexus/v1/hosts/h1/desired", doc) == "stale"
+    # a network it follows now: an index must name it, and be one
+    other_net = samples.INDEX.model_copy(update={"network": "red"})
+    assert agent.on_message(index, proto.encode(other_net)) == "topic_mismatch"
+    assert agent.on_message(index, proto.encode(samples.SNAPSHOT)) == "wrong_kind"
+    assert agent.on_message(index, proto.encode(samples.INDEX)) is None
     assert agent.doc == samples.DESIRED
     counted = agent.metrics.registry.get_sample_value(
         "plexus_agent_rejected_messages_total", {"reason": "other_host"}

@@ -14,8 +14,13 @@ def test_builders_and_parser_agree() -> None:
     assert topics.parse(topics.network_snapshot("n", 7)) == topics.Topic(
         "network_snapshot", network="n", shard=7
     )
+    assert topics.parse(topics.network_snapshot_index("n")) == topics.Topic(
+        "network_snapshot_index", network="n"
+    )
     assert topics.host_desired("h1") == "plexus/v1/hosts/h1/desired"
     assert topics.network_snapshots("n") == "plexus/v1/networks/n/snapshot/+"
+    # one subscription brings a network's shards and their index
+    assert topics.network_snapshot_index("n") == "plexus/v1/networks/n/snapshot/index"
 
 
 @pytest.mark.parametrize(
@@ -29,6 +34,8 @@ def test_builders_and_parser_agree() -> None:
         "plexus/v1/hosts/h1/unknown",
         "plexus/v1/hosts//status",
         "plexus/v1/networks/n/snapshot/x",
+        "plexus/v1/networks/n/snapshot/Index",
+        "plexus/v1/networks/n/snapshot/index/0",
         "plexus/v1/networks/n/snapshot/99999",
         "plexus/v1/networks/n/snapshot/-1",
         "plexus/v1/networks/#",
