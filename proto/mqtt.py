@@ -23,8 +23,11 @@ from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
+from . import paho
 from .codec import MAX_PAYLOAD
 from .errors import BrokerUnavailable
+
+paho.share_tables()  # see proto.paho: paho-mqtt's per-packet property tables, built once
 
 
 @dataclass(frozen=True)
