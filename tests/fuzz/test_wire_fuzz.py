@@ -48,6 +48,7 @@ topic_st = st.one_of(
     st.builds(topics.host_events, ids),
     st.builds(topics.network, ids),
     st.builds(topics.network_snapshot, ids, st.integers(0, MAX_SHARDS - 1)),
+    st.builds(topics.network_snapshot_index, ids),
     st.builds(topics.network_changes, ids),
     st.just("plexus/v1/controller/fence"),
     st.text(max_size=80),
@@ -122,6 +123,7 @@ def structure_mutation(draw: st.DrawFn, frames: list[bytes] = FRAMES) -> bytes:
 ON_TOPIC = {
     "desired": topics.host_desired("h1"),
     "snapshot": topics.network_snapshot("blue", 0),
+    "snapshot_index": topics.network_snapshot_index("blue"),
     "change": topics.network_changes("blue"),
     "status": topics.host_status("h1"),
     "event": topics.host_events("h1"),
