@@ -87,13 +87,11 @@ class Publication:
         out = Batch()
         clears: list[Publish] = []
         for ident, (old_ep, new_ep) in change.endpoints.items():
-            if new_ep is None and old_ep is not None:
+            ep = new_ep or old_ep  # an endpoint never changes networks
+            if ep is not None:
+                self.snapshots.touch(ep.network, ident, new_ep is not None)
+            if new_ep is None:
                 self._records.pop(ident, None)
-                self.snapshots.touch(old_ep.network, ident, False)
-            elif new_ep is not None:
-                if old_ep is not None and old_ep.network != new_ep.network:
-                    self.snapshots.touch(old_ep.network, ident, False)
-                self.snapshots.touch(new_ep.network, ident, True)
         for net_id, (old_net, new_net) in change.networks.items():
             if new_net is None:
                 clears.append(Publish(topics.network(net_id), b"", True))
