@@ -4,8 +4,8 @@ paho-mqtt (under aiomqtt) makes a :class:`paho.mqtt.properties.Properties` for e
 PUBLISH it reads, and its ``__init__`` builds four tables anew each time: the property
 types, their names, and which packets each may appear in (dicts and lists of some 30
 entries, set through its validating ``__setattr__``). Nothing ever changes them per
-instance. At 1,000 hosts reporting after every change, building them was a fifth of
-the controller's CPU (py-spy on ``benchmarks.fanout --hosts 1000``).
+instance. At 1,000 hosts reporting after every change, building them was the largest
+single item of the controller's CPU (py-spy on ``benchmarks.fanout --hosts 1000``).
 
 :func:`share_tables` makes every instance refer to the tables of one made by paho's
 own ``__init__``. It applies only to a ``Properties`` whose ``__init__`` sets exactly
