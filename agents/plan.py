@@ -299,15 +299,19 @@ def plan(
         nb_keys = entries.neigh
     # (not sorted: their order does not matter, and 20,000 of them cost 50 ms to sort)
     gone_fdb = {_fdb_key(f): f for f in gone}
-    for f in new_fdb:
-        old = gone_fdb.pop(_fdb_key(f), None) if gone_fdb else None
-        if old is not None:
-            dels.append(DelFdb(old))
-        adds.append(AddFdb(f))
+    if gone_fdb:
+        for f in new_fdb:
+            old = gone_fdb.pop(_fdb_key(f), None)
+            if old is not None:
+                dels.append(DelFdb(old))
+            adds.append(AddFdb(f))
+    else:  # as at a cold start (tens of thousands): no loop of ours
+        adds.extend(map(AddFdb, new_fdb))
     changed_nb: list[Neigh] = []
     stale_nb: list[Neigh] = []
-    if not have_nb:  # a cold start: every neighbour is new
+    if not have_nb:  # a cold start: every neighbour is new, none replaced
         changed_nb = list(want_nb.values())
+        adds.extend(map(AddNeigh, changed_nb))
     else:
         for k in nb_keys:
             want_n, have_n = want_nb.get(k), have_nb.get(k)
@@ -316,11 +320,11 @@ def plan(
                     stale_nb.append(have_n)
             elif want_n != have_n:
                 changed_nb.append(want_n)
-    for n in changed_nb:
-        old_n = have_nb.get((n.device, n.ip))
-        if old_n is not None:
-            dels.append(DelNeigh(old_n))
-        adds.append(AddNeigh(n))
+        for n in changed_nb:
+            old_n = have_nb.get((n.device, n.ip))
+            if old_n is not None:
+                dels.append(DelNeigh(old_n))
+            adds.append(AddNeigh(n))
 
     # sysctls first (forwarding before the NAT that needs it), the table last
     for name, value in sorted(desired.sysctls.items()):
