@@ -8,7 +8,11 @@ CPU a host pays for a large overlay table. An overlay network of E remote endpoi
 - full: a periodic pass, which reads the whole state and diffs everything;
 - RSS growth of the process per agent, with A agents (default 10) holding the table.
 
-    .venv/bin/python -m benchmarks.agent_pass [--endpoints 20000] [--agents 10] [--quick]
+The garbage collector runs as in the agent's daemon (:data:`proto.settings.GC_THRESHOLDS`);
+``--gc-default`` keeps Python's default thresholds instead.
+
+    .venv/bin/python -m benchmarks.agent_pass [--endpoints 20000] [--agents 10] [--gc-default]
+        [--quick]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import proto
 from agents.agent import Agent
 from agents.kernel.memory import MemoryKernel
 from proto import topics
+from proto.settings import GC_THRESHOLDS
 
 from .common import report, rss_mib, summary
 from .fanout import shared_decoder
@@ -52,7 +57,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--agents", type=int, default=10)
     ap.add_argument("--changes", type=int, default=200)
     ap.add_argument("--quick", action="store_true", help="2,000 endpoints, 2 agents")
+    ap.add_argument("--gc-default", action="store_true", help="Python's GC thresholds")
     args = ap.parse_args(argv)
+    if not args.gc_default:
+        gc.set_threshold(*GC_THRESHOLDS)
     if args.quick:
         args.endpoints, args.agents, args.changes = 2000, 2, 20
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -107,7 +115,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         {"what": "periodic full pass (nothing to do)", **summary(full)},
         {"what": "RSS per agent holding the table", "value": f"{per_agent:.1f} MiB"},
     ]
-    return report("agent_pass", rows, {"endpoints": args.endpoints, "agents": args.agents})
+    extra = {"endpoints": args.endpoints, "agents": args.agents, "gc": gc.get_threshold()}
+    return report("agent_pass", rows, extra)
 
 
 if __name__ == "__main__":

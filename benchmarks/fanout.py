@@ -50,6 +50,7 @@ from cli.client import AsyncClient
 from proto import logs, topics
 from proto.failover import Brokers
 from proto.mqtt import BrokerURL, cancel_and_wait, client, connector
+from proto.settings import GC_THRESHOLDS
 from proto.signals import exit_on_signals
 
 from . import relaylab
@@ -118,9 +119,9 @@ async def simulate(first: int, count: int, broker: str, ids: Path) -> None:
 
 def worker_main(args: argparse.Namespace) -> None:
     exit_on_signals()
-    # hundreds of agents share this heap (in production each has its own): collect the
-    # young generation less often, or scans of millions of entries dominate
-    gc.set_threshold(50_000, 20, 20)
+    # the collector as the agent's daemon has it (in production each agent has a heap
+    # of its own; here hundreds share one)
+    gc.set_threshold(*GC_THRESHOLDS)
     logs.configure("warning", "json")
     asyncio.run(simulate(args.first, args.count, args.broker, Path(args.identities)))
 

@@ -190,3 +190,25 @@ def test_pyroute2_without_its_init_still_has_every_name() -> None:
     proc = run_clean([sys.executable, "-c", LAZY])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("NDB ")
+
+
+def test_a_daemon_collects_garbage_at_its_thresholds(capsys: pytest.CaptureFixture[str]) -> None:
+    """Both daemons start through ``daemon_main``, which sets the collector's thresholds
+    (:data:`proto.settings.GC_THRESHOLDS`) before anything else, a refused
+    configuration included."""
+    import gc
+
+    from proto.settings import GC_THRESHOLDS, daemon_main
+
+    def refused() -> AgentSettings:
+        raise ValueError("no")
+
+    before = gc.get_threshold()
+    assert before != GC_THRESHOLDS  # pytest's process has Python's default
+    try:
+        with pytest.raises(SystemExit) as e:
+            daemon_main(refused, AgentSettings.broker_urls, "agents.daemon")
+        assert e.value.code == 2 and gc.get_threshold() == GC_THRESHOLDS
+    finally:
+        gc.set_threshold(*before)
+    assert capsys.readouterr().err == "error: bad configuration: no\n"
