@@ -31,9 +31,8 @@ import proto
 from agents.agent import Agent
 from agents.kernel.memory import MemoryKernel
 from proto import topics
-from proto.settings import GC_THRESHOLDS
 
-from .common import report, rss_mib, summary
+from .common import collect_as_daemons, gc_flag, report, rss_mib, summary
 from .fanout import shared_decoder
 
 NET = proto.NetworkSpec(id="n", mode="overlay", subnet="10.0.0.0/8", gateway="10.0.0.1", vni=5)
@@ -57,10 +56,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--agents", type=int, default=10)
     ap.add_argument("--changes", type=int, default=200)
     ap.add_argument("--quick", action="store_true", help="2,000 endpoints, 2 agents")
-    ap.add_argument("--gc-default", action="store_true", help="Python's GC thresholds")
+    gc_flag(ap)
     args = ap.parse_args(argv)
-    if not args.gc_default:
-        gc.set_threshold(*GC_THRESHOLDS)
+    collector = collect_as_daemons(args)
     if args.quick:
         args.endpoints, args.agents, args.changes = 2000, 2, 20
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -115,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         {"what": "periodic full pass (nothing to do)", **summary(full)},
         {"what": "RSS per agent holding the table", "value": f"{per_agent:.1f} MiB"},
     ]
-    extra = {"endpoints": args.endpoints, "agents": args.agents, "gc": gc.get_threshold()}
+    extra = {"endpoints": args.endpoints, "agents": args.agents, **collector}
     return report("agent_pass", rows, extra)
 
 

@@ -4,8 +4,11 @@ one batch — the request parsed, the batch staged, renumbered and committed in 
 transaction (:mod:`controller.bulk`), and everything the broker must get built
 (:meth:`Publication.of`: a desired document per host, the table changes). CPU seconds of
 each step (the process's own; on a busy machine the wall clock is not the controller's).
+The garbage collector runs as in the controller's daemon
+(:data:`proto.settings.GC_THRESHOLDS`); ``--gc-default`` keeps Python's default.
 
-    .venv/bin/python -m benchmarks.bulk [--hosts 1000] [--endpoints 20000] [--quick]
+    .venv/bin/python -m benchmarks.bulk [--hosts 1000] [--endpoints 20000] [--gc-default]
+        [--quick]
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from controller.service import Controller
 from controller.store import SqliteStore
 from proto.rest import BatchRequest, NetworkCreate
 
-from .common import report
+from .common import collect_as_daemons, gc_flag, report
 
 TARGETS = {"total": "≤ 5 s for 20,000 endpoints"}
 
@@ -75,12 +78,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--hosts", type=int, default=1000)
     ap.add_argument("--endpoints", type=int, default=20_000)
     ap.add_argument("--quick", action="store_true", help="20 hosts, 500 endpoints")
+    gc_flag(ap)
     args = ap.parse_args(argv)
+    collector = collect_as_daemons(args)
     if args.quick:
         args.hosts, args.endpoints = 20, 500
     with tempfile.TemporaryDirectory(prefix="plexus-bulk-") as d:
         rows = measure(args.hosts, args.endpoints, Path(d))
-    extra = {"hosts": args.hosts, "endpoints": args.endpoints}
+    extra = {"hosts": args.hosts, "endpoints": args.endpoints, **collector}
     return report("bulk", rows, extra, TARGETS)
 
 

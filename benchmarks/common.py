@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import gc
 import json
 import math
 import os
@@ -14,6 +16,7 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.table import Table
 
+from proto.settings import GC_THRESHOLDS
 from proto.signals import exit_on_signals
 
 console = Console(width=140)
@@ -69,6 +72,21 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def gc_flag(ap: argparse.ArgumentParser) -> None:
+    """``--gc-default``, for a benchmark that runs a daemon's code in its own process:
+    see :func:`collect_as_daemons`."""
+    ap.add_argument("--gc-default", action="store_true", help="Python's GC thresholds")
+
+
+def collect_as_daemons(args: argparse.Namespace) -> dict[str, Any]:
+    """The garbage collector's thresholds as the daemons set them
+    (:data:`proto.settings.GC_THRESHOLDS`), unless ``--gc-default`` (:func:`gc_flag`);
+    the thresholds in effect, for the BENCH line."""
+    if not args.gc_default:
+        gc.set_threshold(*GC_THRESHOLDS)
+    return {"gc": list(gc.get_threshold())}
 
 
 def report(

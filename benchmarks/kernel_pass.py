@@ -10,7 +10,11 @@ What ``benchmarks.kernel_scale``'s cold start spends in its pass, without the pr
 start, the broker and the controller around it: where profiling the agent's kernel work
 starts (``py-spy record --pid`` of the ``--inside`` process).
 
-    sudo .venv/bin/python -m benchmarks.kernel_pass [--local 200] [--remote 10000] [--quick]
+The agent's process collects garbage as the daemon's does (``--gc-default``: Python's
+default thresholds).
+
+    sudo .venv/bin/python -m benchmarks.kernel_pass [--local 200] [--remote 10000]
+        [--gc-default] [--quick]
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from .common import report
+from .common import collect_as_daemons, gc_flag, report
 
 NET = "ks"
 #: how the table names the driver's runs (``LinuxKernel._apply_run``)
@@ -149,7 +153,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--remote", type=int, default=10_000)
     ap.add_argument("--quick", action="store_true", help="10 local, 200 remote")
     ap.add_argument("--inside", help=argparse.SUPPRESS)
+    gc_flag(ap)
     args = ap.parse_args(argv)
+    collector = collect_as_daemons(args)  # the --inside process's is the one that counts
     if args.quick:
         args.local, args.remote = 10, 200
     if args.inside:
@@ -169,6 +175,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         cmd = ["nsenter", f"--net=/run/netns/{ns}", sys.executable, "-m", "benchmarks.kernel_pass"]
         cmd += ["--inside", host, "--local", str(args.local), "--remote", str(args.remote)]
+        cmd += ["--gc-default"] if args.gc_default else []
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         if run.returncode != 0:
             sys.exit(run.stderr[-3000:])
@@ -181,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for what, (seconds, actions, errors) in found.items():
         value = f"{seconds * 1000:.0f} ms" + (f", {actions} actions" if actions else "")
         rows.append({"what": what, "value": value + (f", errors {errors}" if errors else "")})
-    return report("kernel_pass", rows, {"local": args.local, "remote": args.remote})
+    return report("kernel_pass", rows, {"local": args.local, "remote": args.remote, **collector})
 
 
 if __name__ == "__main__":
