@@ -71,17 +71,22 @@ class Overlay:
             r for r in records.values() if r.vtep is not None and r.vtep != vtep and r.host != host
         ]
         self._of = {r.id: r for r in remote}
-        fdb = {new(Fdb, (vx, r.mac, r.vtep)) for r in remote}
-        neigh = {(vx, r.ip): new(Neigh, (vx, r.ip, r.mac)) for r in remote}
         counts = Counter([r.vtep for r in remote])
         self._vteps = vteps = {dst: n for dst, n in counts.items() if dst is not None}
-        if known is not None:  # the kernel's equal entries kept, ours dropped
-            fdb = {f for f in known.fdb if f in fdb} | fdb
+        fdb: set[Fdb]
+        neigh: dict[tuple[str, str], Neigh]
+        same = {f: f for f in known.fdb if f.device == vx} if known is not None else {}
+        if not same or known is None:  # the kernel holds none of the device's (a cold start)
+            fdb = {new(Fdb, (vx, r.mac, r.vtep)) for r in remote}
+            neigh = {(vx, r.ip): new(Neigh, (vx, r.ip, r.mac)) for r in remote}
+        else:  # the kernel's equal entries taken as ours, each one made dropped at once
+            fdb = {same.get(f, f) for f in (new(Fdb, (vx, r.mac, r.vtep)) for r in remote)}
             had = known.neigh
-            for key, n in neigh.items():
-                old = had.get(key)
-                if old == n:
-                    neigh[key] = old
+            neigh = {}
+            for r in remote:
+                key = (vx, r.ip)
+                n = had.get(key)
+                neigh[key] = n if n is not None and n.mac == r.mac else new(Neigh, (*key, r.mac))
         fdb.update(new(Fdb, (vx, FLOOD_MAC, dst)) for dst in vteps)
         self.fdb, self.neigh = fdb, neigh
 
