@@ -76,12 +76,12 @@ class Overlay:
         fdb: set[Fdb]
         neigh: dict[tuple[str, str], Neigh]
         same = {f: f for f in known.fdb if f.device == vx} if known is not None else {}
-        if not same or known is None:  # the kernel holds none of the device's (a cold start)
+        had = known.neigh if known is not None else {}
+        if not same:  # the kernel holds none of the device's entries (a cold start)
             fdb = {new(Fdb, (vx, r.mac, r.vtep)) for r in remote}
             neigh = {(vx, r.ip): new(Neigh, (vx, r.ip, r.mac)) for r in remote}
         else:  # the kernel's equal entries taken as ours, each one made dropped at once
             fdb = {same.get(f, f) for f in (new(Fdb, (vx, r.mac, r.vtep)) for r in remote)}
-            had = known.neigh
             neigh = {}
             for r in remote:
                 key = (vx, r.ip)
