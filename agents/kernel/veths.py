@@ -13,6 +13,14 @@ as before) and sends its address and its up in one ``send`` on a socket made the
 The messages are the bytes pyroute2 sends for the same requests
 (``tests/unit/test_kernel_runs.py``).
 
+Neither end gets an IPv6 address from the kernel (``IFLA_INET6_ADDR_GEN_MODE`` none,
+set before the link has a carrier): a Plexus network carries IPv4, and a link-local
+address costs each new interface its duplicate address detection, router solicitations
+and MLD report, multicast that the bridge floods to every port, each received in each
+compartment — per endpoint a cost that grows with the endpoints already on the bridge
+(``benchmarks.kernel_pass --local 600``). A kernel without IPv6 answers
+``EAFNOSUPPORT``: nothing to quiet there.
+
 A pair this path cannot make (a name taken: a pass cut short, a leftover, a link of a
 runtime's; any other error) is returned as failed with its errno: the driver then
 makes it the slow way (:func:`add_one`, pyroute2's requests one at a time), which knows
@@ -61,6 +69,13 @@ IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 18, 20, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFLA_AF_SPEC, IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 26, 8, 1
+#: a link's IPv6: no address made for it (pyroute2's ``IFLA_AF_SPEC`` for :func:`quiet`)
+NO_IPV6 = {
+    "attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", IN6_ADDR_GEN_MODE_NONE)]})]
+}
+#: what a kernel without IPv6 answers to it
+NO_IPV6_HERE = errno.EAFNOSUPPORT
 
 _CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE
 _SET = NLM_F_REQUEST | NLM_F_ACK
@@ -118,6 +133,13 @@ def encode_address(index: int, address: str, seq: int) -> bytes:
     return message(RTM_NEWADDR, _CREATE, seq, body)
 
 
+def encode_no_ipv6(index: int, seq: int) -> bytes:
+    """``link("set", index, IFLA_AF_SPEC=NO_IPV6)``: no IPv6 address made for it."""
+    mode = attr(IFLA_INET6_ADDR_GEN_MODE, bytes([IN6_ADDR_GEN_MODE_NONE]))
+    body = IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0)
+    return message(RTM_NEWLINK, _SET, seq, body + attr(IFLA_AF_SPEC, attr(socket.AF_INET6, mode)))
+
+
 def encode_up(index: int, seq: int) -> bytes:
     """``link("set", index, state="up")``."""
     return message(RTM_NEWLINK, _SET, seq, IFINFO.pack(socket.AF_UNSPEC, 0, index, IFF_UP, IFF_UP))
@@ -139,20 +161,30 @@ def _make(root: socket.socket, pair: Pair) -> None:
         if code:
             raise OSError(code, f"add {v.name}: {os.strerror(code)}")
         idx = socket.if_nametoindex(v.name)
-        (code,) = send_all(root, encode_alias(idx, names.alias("veth", v.endpoint), 1))
+        alias = encode_alias(idx, names.alias("veth", v.endpoint), 1)
+        code, quieted = send_all(root, alias, encode_no_ipv6(idx, 2))
         if code:
             raise OSError(code, f"alias of {v.name}: {os.strerror(code)}")
+        _quieted(quieted, v.name)
         setns(fd, v.netns)
     finally:
         os.close(fd)
     inner = tune_interface(v.inner, names.is_router_netns(v.netns))()
     with raw_socket() as sock:
         # up last, with its address: the namespace's arp_notify then announces it
-        added, up = send_all(sock, encode_address(inner, v.address, 1), encode_up(inner, 2))
+        added, quieted, up = send_all(
+            sock, encode_address(inner, v.address, 1), encode_no_ipv6(inner, 2), encode_up(inner, 3)
+        )
     if added not in (0, errno.EEXIST):
         raise OSError(added, f"address of {v.inner} in {v.netns}: {os.strerror(added)}")
+    _quieted(quieted, f"{v.inner} in {v.netns}")
     if up:
         raise OSError(up, f"{v.inner} in {v.netns} up: {os.strerror(up)}")
+
+
+def _quieted(code: int, what: str) -> None:
+    if code not in (0, NO_IPV6_HERE):
+        raise OSError(code, f"IPv6 address generation of {what}: {os.strerror(code)}")
 
 
 def make(pairs: Sequence[Pair]) -> list[OSError | None]:
@@ -203,13 +235,21 @@ async def add_one(
         await _add_pair(ipr, inner, bridge, v, v.netns)
     idx = await index(v.name)
     await ipr.link("set", index=idx, ifalias=names.alias("veth", v.endpoint), state="up")
+    await quiet(ipr, idx)
     router = names.is_router_netns(v.netns)
     in_idx = await in_netns(v.netns, tune_interface(v.inner, router))
     ip, _, plen = v.address.partition("/")
     async with ensure(errno.EEXIST):
         await inner.addr("add", index=in_idx, address=ip, prefixlen=int(plen))
+    await quiet(inner, in_idx)
     # up last, with its address: the namespace's arp_notify then announces it
     await inner.link("set", index=in_idx, state="up")
+
+
+async def quiet(ipr: AsyncIPRoute, idx: int) -> None:
+    """No IPv6 address made for link ``idx`` (:data:`NO_IPV6`), the slow way."""
+    async with ensure(NO_IPV6_HERE):
+        await ipr.link("set", index=idx, IFLA_AF_SPEC=NO_IPV6)
 
 
 async def _add_handover(ipr: AsyncIPRoute, bridge: int, v: Veth) -> None:
@@ -235,6 +275,7 @@ async def _add_handover(ipr: AsyncIPRoute, bridge: int, v: Veth) -> None:
     )
     idx = await index(v.name)
     await ipr.link("set", index=idx, ifalias=names.alias("veth", v.endpoint), state="up")
+    await quiet(ipr, idx)  # the host end only: the inner end's IPv6 is the runtime's
 
 
 async def _add_pair(
@@ -280,6 +321,8 @@ __all__ = [
     "encode_add",
     "encode_address",
     "encode_alias",
+    "encode_no_ipv6",
     "encode_up",
     "make",
+    "quiet",
 ]

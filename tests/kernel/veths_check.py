@@ -30,13 +30,34 @@ from agents.kernel.netns import netlink_socket, run_in
 from agents.model import Bridge, Veth, Vxlan
 from proto import names
 
+IFF_RUNNING = 0x40
 
-def inner_facts(ifname: str) -> dict[str, str]:
+
+def inner_facts(ifname: str) -> dict[str, object]:
     """In a compartment (:func:`run_in`): the inner end's sysctls the run sets."""
     base = "/proc/sys/net/ipv4"
     return {
         "retrans": Path(f"{base}/neigh/{ifname}/retrans_time_ms").read_text().strip(),
         "arp_notify": Path(f"{base}/conf/{ifname}/arp_notify").read_text().strip(),
+        **ipv6_facts(ifname),
+    }
+
+
+def ipv6_facts(ifname: str) -> dict[str, object]:
+    """The calling thread's namespace: link ``ifname``'s IPv6 address generation and
+    addresses, once it is up with a carrier (when the kernel makes a link-local one)."""
+    for _ in range(300):
+        (link,) = [ln for ln in read_here().links if ln.ifname == ifname]
+        if link.flags & IFF_RUNNING:  # operationally up: what makes a link-local address
+            break
+        time.sleep(0.01)
+    table = Path("/proc/thread-self/net/if_inet6").read_text().splitlines()
+    return {
+        "running": bool(link.flags & IFF_RUNNING),
+        "addr_gen_mode": Path(f"/proc/sys/net/ipv6/conf/{ifname}/addr_gen_mode")
+        .read_text()
+        .strip(),
+        "ipv6": [line.split()[0] for line in table if line.split()[-1] == ifname],
     }
 
 
@@ -134,6 +155,7 @@ async def main(host: str, n: int) -> dict[str, object]:
         out["as_desired"] = [st.veths.get(v.name) == v for v in veths[:-1]]
         out["vxlan_as_desired"] = st.vxlans.get(vx.name) == vx
         out["sysctls"] = [run_in(v.netns, partial(inner_facts, v.inner)) for v in veths[:-1]]
+        out["host_ends"] = [await asyncio.to_thread(ipv6_facts, v.name) for v in veths[:-1]]
     finally:
         for ns in spaces:
             await k.apply(p.DelNamespace(ns))

@@ -15,7 +15,14 @@ from pyroute2.iproute.linux import IPBatch
 
 from agents import plan as p
 from agents.kernel.runs import encode_route, run_of
-from agents.kernel.veths import encode_add, encode_address, encode_alias, encode_up
+from agents.kernel.veths import (
+    NO_IPV6,
+    encode_add,
+    encode_address,
+    encode_alias,
+    encode_no_ipv6,
+    encode_up,
+)
 from agents.model import HANDOVER, Veth
 from proto import names
 
@@ -67,7 +74,7 @@ def test_the_add_is_pyroute2s(veth: Veth) -> None:
     same(encode_add(veth, 12, 37, 7), theirs)
 
 
-def test_the_alias_the_address_and_up_are_pyroute2s() -> None:
+def test_the_alias_the_address_no_ipv6_and_up_are_pyroute2s() -> None:
     alias = names.alias("veth", "e1")
     same(
         encode_alias(9, alias, 7),
@@ -78,6 +85,10 @@ def test_the_alias_the_address_and_up_are_pyroute2s() -> None:
         pyroute2_bytes(lambda b: b.addr("add", index=2, address="10.1.2.3", prefixlen=16)),
     )
     same(encode_up(2, 7), pyroute2_bytes(lambda b: b.link("set", index=2, state="up")))
+    same(
+        encode_no_ipv6(2, 7),
+        pyroute2_bytes(lambda b: b.link("set", index=2, IFLA_AF_SPEC=NO_IPV6)),
+    )
 
 
 @pytest.mark.parametrize("gateway", ["10.1.0.1", None])
