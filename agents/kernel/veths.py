@@ -18,8 +18,8 @@ set before the link has a carrier): a Plexus network carries IPv4, and a link-lo
 address costs each new interface its duplicate address detection, router solicitations
 and MLD report, multicast that the bridge floods to every port, each received in each
 compartment — per endpoint a cost that grows with the endpoints already on the bridge
-(``benchmarks.kernel_pass --local 600``). A kernel without IPv6 answers
-``EAFNOSUPPORT``: nothing to quiet there.
+(``benchmarks.kernel_pass --local 600``). A link the kernel keeps no IPv6 for (a
+kernel without IPv6, an MTU under 1280) answers ``EAFNOSUPPORT``: nothing to quiet.
 
 A pair this path cannot make (a name taken: a pass cut short, a leftover, a link of a
 runtime's; any other error) is returned as failed with its errno: the driver then
@@ -74,7 +74,7 @@ IFLA_AF_SPEC, IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 26, 8, 1
 NO_IPV6 = {
     "attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", IN6_ADDR_GEN_MODE_NONE)]})]
 }
-#: what a kernel without IPv6 answers to it
+#: what a link without IPv6 (no IPv6 in the kernel, an MTU under 1280) answers to it
 NO_IPV6_HERE = errno.EAFNOSUPPORT
 
 _CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE

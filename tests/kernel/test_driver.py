@@ -74,7 +74,8 @@ def test_a_run_of_veth_adds_is_made_on_one_thread_and_a_leftover_the_old_way() -
     leftover of the inner end's name, one compartment missing; their default routes in
     one run; each compartment and the host's namespace read as the driver reads them
     (:mod:`agents.kernel.dumps`) is what pyroute2 reads. Neither end of a pair, up, has
-    an IPv6 address (the leftover's, made the slow way, neither)."""
+    an IPv6 address (the leftover's, made the slow way, neither); a pair whose MTU is
+    under IPv6's minimum (no IPv6 on it) is made as the others."""
     require_root()
     host = f"va{os.getpid()}"
     record("netns-prefix", names.netns_prefix(host))
@@ -82,9 +83,10 @@ def test_a_run_of_veth_adds_is_made_on_one_thread_and_a_leftover_the_old_way() -
     assert out["failed_index"] == [30], out["failed"]
     assert "gone" in out["failed"][0] and "No such file" in out["failed"][0]
     assert out["as_desired"] == [True] * 30  # the leftover's compartment too
-    quiet = {"running": True, "addr_gen_mode": "1", "ipv6": []}  # no link-local
-    assert out["sysctls"] == [{"retrans": "100", "arp_notify": "1", **quiet}] * 30
-    assert out["host_ends"] == [quiet] * 30
+    quiet = [{"running": True, "addr_gen_mode": "1", "ipv6": []}] * 30  # no link-local
+    quiet[2] = {**quiet[2], "addr_gen_mode": None}  # MTU 1200: no IPv6 at all on it
+    assert out["sysctls"] == [{"retrans": "100", "arp_notify": "1", **q} for q in quiet]
+    assert out["host_ends"] == quiet
     assert out["routes_failed"] == []
     assert out["inside_as_pyroute2_reads_it"] == [True] * 30
     assert out["host_as_pyroute2_reads_it"] and out["vxlan_as_desired"]

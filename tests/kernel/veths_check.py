@@ -31,6 +31,9 @@ from agents.model import Bridge, Veth, Vxlan
 from proto import names
 
 IFF_RUNNING = 0x40
+#: the pair of compartment SMALL has an MTU under IPv6's minimum: the kernel keeps no
+#: IPv6 for its ends, and refuses to set their address generation (EAFNOSUPPORT)
+SMALL, SMALL_MTU = 2, 1200
 
 
 def inner_facts(ifname: str) -> dict[str, object]:
@@ -52,11 +55,10 @@ def ipv6_facts(ifname: str) -> dict[str, object]:
             break
         time.sleep(0.01)
     table = Path("/proc/thread-self/net/if_inet6").read_text().splitlines()
+    mode = Path(f"/proc/sys/net/ipv6/conf/{ifname}/addr_gen_mode")  # no IPv6 on it: none
     return {
         "running": bool(link.flags & IFF_RUNNING),
-        "addr_gen_mode": Path(f"/proc/sys/net/ipv6/conf/{ifname}/addr_gen_mode")
-        .read_text()
-        .strip(),
+        "addr_gen_mode": mode.read_text().strip() if mode.exists() else None,
         "ipv6": [line.split()[0] for line in table if line.split()[-1] == ifname],
     }
 
@@ -122,7 +124,7 @@ async def main(host: str, n: int) -> dict[str, object]:
                 "eth0",
                 f"02:00:00:01:{i >> 8:02x}:{i & 255:02x}",
                 f"10.232.1.{i + 2}/16",
-                1400 + i,
+                SMALL_MTU if i == SMALL else 1400 + i,
             )
             for i, ns in enumerate([*spaces, missing])
         ]
