@@ -233,9 +233,7 @@ async def add_one(
             os.close(fd)
     else:
         await _add_pair(ipr, inner, bridge, v, v.netns)
-    idx = await index(v.name)
-    await ipr.link("set", index=idx, ifalias=names.alias("veth", v.endpoint), state="up")
-    await quiet(ipr, idx)
+    await _host_end(ipr, v)
     router = names.is_router_netns(v.netns)
     in_idx = await in_netns(v.netns, tune_interface(v.inner, router))
     ip, _, plen = v.address.partition("/")
@@ -244,6 +242,13 @@ async def add_one(
     await quiet(inner, in_idx)
     # up last, with its address: the namespace's arp_notify then announces it
     await inner.link("set", index=in_idx, state="up")
+
+
+async def _host_end(ipr: AsyncIPRoute, v: Veth) -> None:
+    """The host end's alias and up, and no IPv6 address made for it, the slow way."""
+    idx = await index(v.name)
+    await ipr.link("set", index=idx, ifalias=names.alias("veth", v.endpoint), state="up")
+    await quiet(ipr, idx)
 
 
 async def quiet(ipr: AsyncIPRoute, idx: int) -> None:
@@ -273,9 +278,7 @@ async def _add_handover(ipr: AsyncIPRoute, bridge: int, v: Veth) -> None:
         master=bridge,
         peer=peer,
     )
-    idx = await index(v.name)
-    await ipr.link("set", index=idx, ifalias=names.alias("veth", v.endpoint), state="up")
-    await quiet(ipr, idx)  # the host end only: the inner end's IPv6 is the runtime's
+    await _host_end(ipr, v)  # the inner end, its IPv6 included, is the runtime's
 
 
 async def _add_pair(
